@@ -1,0 +1,230 @@
+"""YAML reading that keeps the source position of every node.
+
+Mappings load as :class:`YMap` and sequences as :class:`YList`: ordinary
+``dict`` / ``list`` subclasses (so JSON Schema validation works on them
+unchanged) that also remember where each key and each value stood in the
+file.  :func:`locate` turns a path such as ``("fields", "budget", "type")``
+back into a :class:`~engine.errors.SourceLocation`.
+
+Scalars follow the YAML 1.2 core schema for booleans: only ``true`` /
+``false`` are booleans, so keys like ``on:`` or values like ``no`` stay
+strings (YAML 1.1 would silently turn them into booleans).  Dates stay
+strings too; the compiler parses them against the field type.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from engine.errors import SourceLocation, YamlSyntaxError
+
+PathT = tuple[Any, ...]
+
+
+class YMap(dict):
+    """A mapping that knows where its keys and values were written."""
+
+    loc: SourceLocation
+    key_locs: dict[Any, SourceLocation]
+    val_locs: dict[Any, SourceLocation]
+
+    def __init__(self, *args: Any, loc: SourceLocation | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.loc = loc or SourceLocation("<memory>", 1, 1)
+        self.key_locs = {}
+        self.val_locs = {}
+
+    def set_located(self, key: Any, value: Any, key_loc: SourceLocation, val_loc: SourceLocation) -> None:
+        self[key] = value
+        self.key_locs[key] = key_loc
+        self.val_locs[key] = val_loc
+
+
+class YList(list):
+    """A sequence that knows where each item was written."""
+
+    loc: SourceLocation
+    item_locs: list[SourceLocation]
+
+    def __init__(self, *args: Any, loc: SourceLocation | None = None) -> None:
+        super().__init__(*args)
+        self.loc = loc or SourceLocation("<memory>", 1, 1)
+        self.item_locs = []
+
+
+class _Loader(yaml.SafeLoader):
+    """SafeLoader with YAML 1.2 booleans and no implicit timestamps."""
+
+
+_Loader.yaml_implicit_resolvers = {
+    first: [(tag, rx) for tag, rx in resolvers if tag not in ("tag:yaml.org,2002:bool", "tag:yaml.org,2002:timestamp")]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF")
+)
+
+
+def _loc(file: str, mark: Any) -> SourceLocation:
+    return SourceLocation(file, mark.line + 1, mark.column + 1)
+
+
+class YamlDocument:
+    """One YAML document of a file: its data and where it came from."""
+
+    __slots__ = ("data", "file", "index", "loc")
+
+    def __init__(self, data: Any, file: str, index: int, loc: SourceLocation) -> None:
+        self.data = data
+        self.file = file
+        self.index = index
+        self.loc = loc
+
+
+def load_text(text: str, file: str) -> list[YamlDocument]:
+    """Parse every document of ``text``; raise :class:`YamlSyntaxError` located."""
+    if "\t" in text:
+        _reject_tabs(text, file)
+    loader = _Loader(text)
+    docs: list[YamlDocument] = []
+    try:
+        index = 0
+        while loader.check_node():
+            node = loader.get_node()
+            if node is None:
+                continue
+            data = _build(loader, node, file)
+            docs.append(YamlDocument(data, file, index, _loc(file, node.start_mark)))
+            index += 1
+    except yaml.MarkedYAMLError as e:
+        raise _yaml_error(e, file, text) from e
+    finally:
+        loader.dispose()
+    return docs
+
+
+def load_file(path: Path, display: str | None = None) -> tuple[str, list[YamlDocument]]:
+    """Read a file as UTF-8 and parse it; returns (text, documents)."""
+    name = display or str(path)
+    raw = path.read_bytes()
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = raw[: e.start].count(b"\n") + 1
+        raise YamlSyntaxError(
+            "file is not valid UTF-8",
+            location=SourceLocation(name, line, 1),
+            hint="save the file as UTF-8",
+        ) from e
+    return text, load_text(text, name)
+
+
+def _reject_tabs(text: str, file: str) -> None:
+    for lineno, line in enumerate(text.splitlines(), start=1):
+        stripped = line.lstrip(" ")
+        if stripped.startswith("\t"):
+            col = len(line) - len(stripped) + 1
+            raise YamlSyntaxError(
+                "a tab is used for indentation",
+                location=SourceLocation(file, lineno, col),
+                hint="YAML indents with spaces only; replace the tab with spaces",
+                snippet=caret_snippet(line, col),
+            )
+
+
+def _yaml_error(e: yaml.MarkedYAMLError, file: str, text: str) -> YamlSyntaxError:
+    mark = e.problem_mark or e.context_mark
+    loc = _loc(file, mark) if mark is not None else SourceLocation(file, 1, 1)
+    problem = e.problem or e.context or "invalid YAML"
+    hint = "check the indentation: items of one mapping must start in the same column"
+    if "found character '\\t'" in problem or "tab" in problem:
+        hint = "YAML indents with spaces only; replace the tab with spaces"
+    elif "mapping values are not allowed" in problem:
+        hint = "a value containing ': ' must be quoted, or the line is indented too far"
+    elif "could not find expected ':'" in problem:
+        hint = "a key needs a ':' after it; or quote a string that spans lines"
+    elif "found unexpected end of stream" in problem or "found unexpected" in problem:
+        hint = "a quote or bracket is not closed"
+    lines = text.splitlines()
+    snippet = caret_snippet(lines[loc.line - 1], loc.col) if 0 < loc.line <= len(lines) else None
+    return YamlSyntaxError(f"invalid YAML: {problem}", location=loc, hint=hint, snippet=snippet)
+
+
+def caret_snippet(line: str, col: int) -> str:
+    """The line and a caret under column ``col`` (1-based)."""
+    return f"    {line}\n    {' ' * max(col - 1, 0)}^"
+
+
+def _build(loader: _Loader, node: yaml.Node, file: str) -> Any:
+    if isinstance(node, yaml.MappingNode):
+        loader.flatten_mapping(node)
+        out = YMap(loc=_loc(file, node.start_mark))
+        for key_node, value_node in node.value:
+            key = _build(loader, key_node, file)
+            key_loc = _loc(file, key_node.start_mark)
+            if not isinstance(key, (str, int, float, bool)) and key is not None:
+                raise YamlSyntaxError("a mapping key must be a plain value", location=key_loc)
+            if key in out:
+                raise YamlSyntaxError(
+                    f"duplicate key '{key}' (first at line {out.key_locs[key].line})",
+                    location=key_loc,
+                    hint="each key may appear once in a mapping; merge the two entries",
+                )
+            out.set_located(key, _build(loader, value_node, file), key_loc, _loc(file, value_node.start_mark))
+        return out
+    if isinstance(node, yaml.SequenceNode):
+        seq = YList(loc=_loc(file, node.start_mark))
+        for item in node.value:
+            seq.append(_build(loader, item, file))
+            seq.item_locs.append(_loc(file, item.start_mark))
+        return seq
+    return loader.construct_object(node, deep=True)
+
+
+# --------------------------------------------------------------------------- positions
+
+
+def locate(root: Any, path: Sequence[Any], *, key: bool = False) -> SourceLocation | None:
+    """Where the node at ``path`` below ``root`` was written.
+
+    With ``key=True`` the location of the last key itself (useful for
+    "unknown property" errors).  Falls back to the nearest located ancestor.
+    """
+    node = root
+    best: SourceLocation | None = getattr(root, "loc", None)
+    for i, step in enumerate(path):
+        last = i == len(path) - 1
+        if isinstance(node, YMap) and step in node:
+            best = node.key_locs[step] if (last and key) else node.val_locs.get(step, best)
+            node = node[step]
+        elif isinstance(node, YList) and isinstance(step, int) and 0 <= step < len(node):
+            best = node.item_locs[step] if step < len(node.item_locs) else best
+            node = node[step]
+        else:
+            break
+    return best
+
+
+def iter_paths(node: Any, prefix: PathT = ()) -> Iterator[tuple[PathT, Any]]:
+    """Every (path, value) pair below ``node``, depth first."""
+    yield prefix, node
+    if isinstance(node, dict):
+        for k, v in node.items():
+            yield from iter_paths(v, (*prefix, k))
+    elif isinstance(node, list):
+        for i, v in enumerate(node):
+            yield from iter_paths(v, (*prefix, i))
+
+
+def plain(node: Any) -> Any:
+    """A deep copy as plain dicts and lists (no positions)."""
+    if isinstance(node, dict):
+        return {k: plain(v) for k, v in node.items()}
+    if isinstance(node, list):
+        return [plain(v) for v in node]
+    return node

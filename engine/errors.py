@@ -1,0 +1,245 @@
+"""The one exception tree of the engine.
+
+Every error a user can meet says *what* went wrong, *where* (a
+:class:`SourceLocation` for configuration and expression errors, a field
+path for record errors) and *how to fix it* (``hint``).  Each class carries a
+stable ``code``; HTTP status codes are assigned in the web layer only
+(``engine/api``), never here.
+
+Load-time errors derive from :class:`ConfigError`; run-time errors from
+:class:`RecordError` / :class:`PlanError` and friends.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(frozen=True, slots=True)
+class SourceLocation:
+    """A position in a configuration file: 1-based line and column."""
+
+    file: str
+    line: int
+    col: int
+
+    def __str__(self) -> str:
+        return f"{self.file}:{self.line}:{self.col}"
+
+    def shifted(self, offset_lines: int, col: int) -> SourceLocation:
+        """The location ``offset_lines`` lines further down, at column ``col``."""
+        return SourceLocation(self.file, self.line + offset_lines, col)
+
+
+class EngineError(Exception):
+    """Root of every error the engine raises on purpose."""
+
+    code = "engine_error"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        code: str | None = None,
+        location: SourceLocation | None = None,
+        hint: str | None = None,
+        details: Any = None,
+        snippet: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        if code is not None:
+            self.code = code
+        self.location = location
+        self.hint = hint
+        self.details = details
+        self.snippet = snippet
+
+    def __str__(self) -> str:
+        text = f"{self.location}: {self.message}" if self.location else self.message
+        if self.snippet:
+            text += "\n" + self.snippet
+        if self.hint:
+            text += f"\n  hint: {self.hint}"
+        return text
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready form: ``{"code", "message", "details"}``."""
+        out: dict[str, Any] = {"code": self.code, "message": self.message}
+        details = self.details
+        if self.location is not None or self.hint is not None:
+            extra: dict[str, Any] = {}
+            if self.location is not None:
+                extra["location"] = str(self.location)
+            if self.hint is not None:
+                extra["hint"] = self.hint
+            details = {**extra, **(details or {})} if isinstance(details, dict) or details is None else details
+        out["details"] = details
+        return out
+
+
+# --------------------------------------------------------------------------- configuration
+
+
+class ConfigError(EngineError):
+    """A problem in the YAML configuration, found at load or compile time."""
+
+    code = "config_error"
+
+
+class YamlSyntaxError(ConfigError):
+    code = "yaml_syntax"
+
+
+class SchemaViolation(ConfigError):
+    code = "schema_violation"
+
+
+class UnknownKind(ConfigError):
+    code = "unknown_kind"
+
+
+class DuplicateDefinition(ConfigError):
+    code = "duplicate_definition"
+
+
+class UnknownReference(ConfigError):
+    code = "unknown_reference"
+
+
+class InvalidName(ConfigError):
+    code = "invalid_name"
+
+
+class LayerError(ConfigError):
+    code = "layer_error"
+
+
+class ConfigErrors(ConfigError):
+    """Several configuration errors found in one pass (reported together)."""
+
+    code = "config_errors"
+
+    def __init__(self, errors: Sequence[ConfigError]) -> None:
+        self.errors = list(errors)
+        first = self.errors[0] if self.errors else None
+        super().__init__(
+            f"{len(self.errors)} configuration error(s)",
+            location=first.location if first else None,
+        )
+
+    def __str__(self) -> str:
+        return "\n".join(str(e) for e in self.errors)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "code": self.code,
+            "message": self.message,
+            "details": [e.to_dict() for e in self.errors],
+        }
+
+
+def raise_collected(errors: Iterable[ConfigError]) -> None:
+    """Raise the errors as one :class:`ConfigErrors` (or the single error)."""
+    errs = list(errors)
+    if len(errs) == 1:
+        raise errs[0]
+    if errs:
+        raise ConfigErrors(errs)
+
+
+# --------------------------------------------------------------------------- expressions
+
+
+class ExpressionError(ConfigError):
+    """An expression that does not parse or does not type-check."""
+
+    code = "expression_error"
+
+
+class ExpressionSyntaxError(ExpressionError):
+    code = "expression_syntax"
+
+
+class ExpressionTypeError(ExpressionError):
+    code = "expression_type"
+
+
+class ExpressionLimitError(ExpressionError):
+    code = "expression_too_large"
+
+
+class ExpressionEvalError(EngineError):
+    """An expression failed while being evaluated on a record."""
+
+    code = "expression_eval"
+
+
+# --------------------------------------------------------------------------- plan / apply
+
+
+class PlanError(EngineError):
+    """A schema change that cannot be planned or applied."""
+
+    code = "plan_error"
+
+
+class BlockedChange(PlanError):
+    code = "blocked_change"
+
+
+class ConfirmationRequired(PlanError):
+    code = "confirmation_required"
+
+
+class RevisionNotFound(PlanError):
+    code = "revision_not_found"
+
+
+class DatabaseNotReady(PlanError):
+    code = "database_not_ready"
+
+
+# --------------------------------------------------------------------------- records / run time
+
+
+class RecordError(EngineError):
+    """An error while reading or writing records."""
+
+    code = "record_error"
+
+
+class ValidationFailed(RecordError):
+    """Bad input for a record; ``details`` maps field name -> list of messages."""
+
+    code = "validation_failed"
+
+
+class NotFound(RecordError):
+    code = "not_found"
+
+
+class PermissionDenied(RecordError):
+    code = "forbidden"
+
+
+class AuthenticationRequired(RecordError):
+    code = "unauthenticated"
+
+
+class VersionConflict(RecordError):
+    code = "version_conflict"
+
+
+class UniqueViolation(RecordError):
+    code = "unique_violation"
+
+
+class RecordLocked(RecordError):
+    code = "locked"
+
+
+class BadRequest(RecordError):
+    code = "bad_request"
