@@ -1,0 +1,152 @@
+"""Shared fixtures: a throwaway PostgreSQL cluster and a fresh database per test.
+
+``pg_url``    (session) URL of the maintenance database of a PostgreSQL cluster
+              started for this test session in a temporary folder, on a free
+              port of 127.0.0.1; stopped and deleted at the end.
+``db_url``    a fresh, empty database URL, once per back end ("sqlite",
+              "postgresql"): a file in ``tmp_path`` or a new PostgreSQL database
+              (dropped after the test).
+``db_engine`` ``engine.runtime.db.make_engine(db_url)``, disposed after the test.
+
+PostgreSQL refuses to run as root, so when the tests run as root the server
+binaries run as the ``postgres`` user through ``runuser``.  Without a
+PostgreSQL installation the PostgreSQL tests are skipped locally, but fail when
+the ``CI`` environment variable is set: CI must never silently skip them.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import Engine, create_engine, text
+
+from engine.runtime.db import make_engine
+
+PG_BIN_ENV = "CRM_PG_BIN"
+PG_USER = "postgres"
+
+
+def _find_pg_bin() -> Path | None:
+    """The folder holding initdb/pg_ctl: ``$CRM_PG_BIN``, else the newest Debian install, else PATH."""
+    env = os.environ.get(PG_BIN_ENV)
+    if env:
+        return Path(env)
+    candidates = sorted(
+        Path("/usr/lib/postgresql").glob("*/bin"),
+        key=lambda p: int(p.parent.name) if p.parent.name.isdigit() else 0,
+    )
+    for cand in reversed(candidates):
+        if (cand / "pg_ctl").exists():
+            return cand
+    found = shutil.which("pg_ctl")
+    return Path(found).parent if found else None
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _as_server_user(cmd: list[str]) -> list[str]:
+    """Run ``cmd`` as the postgres user when we are root (pg_ctl refuses root)."""
+    if os.geteuid() == 0:
+        return ["runuser", "-u", PG_USER, "--", *cmd]
+    return cmd
+
+
+def _run(cmd: list[str]) -> None:
+    proc = subprocess.run(_as_server_user(cmd), capture_output=True, text=True, check=False)
+    if proc.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
+
+
+class _Cluster:
+    """A PostgreSQL cluster in a temporary folder; ``start`` then ``stop``."""
+
+    def __init__(self, bin_dir: Path) -> None:
+        self.bin = bin_dir
+        self.root = Path(tempfile.mkdtemp(prefix="crm-pg-"))
+        self.data = self.root / "data"
+        self.port = _free_port()
+
+    def start(self) -> str:
+        if os.geteuid() == 0:
+            shutil.chown(self.root, user=PG_USER, group=None)
+        self.root.chmod(0o700)
+        _run([str(self.bin / "initdb"), "-D", str(self.data), "-U", PG_USER, "-A", "trust",
+              "-E", "UTF8", "--locale=C", "--no-sync"])
+        opts = (f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 -c fsync=off "
+                "-c synchronous_commit=off -c full_page_writes=off -c max_connections=50")
+        _run([str(self.bin / "pg_ctl"), "-D", str(self.data), "-o", opts, "-l",
+              str(self.root / "server.log"), "-w", "-t", "60", "start"])
+        return f"postgresql+psycopg://{PG_USER}@127.0.0.1:{self.port}/postgres"
+
+    def stop(self) -> None:
+        try:
+            _run([str(self.bin / "pg_ctl"), "-D", str(self.data), "-m", "immediate", "-w", "stop"])
+        finally:
+            shutil.rmtree(self.root, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def pg_url() -> Iterator[str]:
+    """URL of a throwaway PostgreSQL cluster's ``postgres`` database (one per session)."""
+    bin_dir = _find_pg_bin()
+    if bin_dir is None:
+        reason = f"PostgreSQL not installed (no pg_ctl; set {PG_BIN_ENV} or apt-get install postgresql)"
+        if os.environ.get("CI"):
+            pytest.fail(f"CI is set but {reason}", pytrace=False)
+        pytest.skip(reason)
+    cluster = _Cluster(bin_dir)
+    try:
+        url = cluster.start()
+    except Exception:
+        shutil.rmtree(cluster.root, ignore_errors=True)
+        raise
+    try:
+        yield url
+    finally:
+        cluster.stop()
+
+
+@pytest.fixture(scope="session")
+def _pg_admin(pg_url: str) -> Iterator[Engine]:
+    engine = create_engine(pg_url, isolation_level="AUTOCOMMIT")
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A fresh, empty database on each back end."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'test.db'}"
+        return
+    admin: Engine = request.getfixturevalue("_pg_admin")
+    name = f"crm_test_{uuid.uuid4().hex[:12]}"
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    try:
+        yield admin.url.set(database=name).render_as_string(hide_password=False)
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+@pytest.fixture
+def db_engine(db_url: str) -> Iterator[Engine]:
+    """An engine on the fresh database, configured by ``make_engine``."""
+    engine = make_engine(db_url)
+    try:
+        yield engine
+    finally:
+        engine.dispose()
