@@ -1,0 +1,246 @@
+"""The ``crm`` command.
+
+Every command takes its workspace from a DIR argument or the current folder,
+and its database from ``--db URL`` or ``CRM_DATABASE_URL`` (default: a SQLite
+file ``crm.db`` in the workspace).  Errors are printed as
+``file:line:col: message`` with a hint, and exit with status 1; never a
+Python traceback (``CRM_DEBUG=1`` shows one for engine bugs).
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import sys
+import traceback
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+from engine.errors import EngineError
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+db_option = click.option("--db", "db_url", envvar="CRM_DATABASE_URL", default=None,
+                         help="Database URL (default: sqlite file crm.db in the workspace).")
+
+
+def friendly_errors(fn: F) -> F:
+    """Print engine errors as located messages and exit 1; engine bugs exit 2."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except EngineError as e:
+            click.echo(str(e), err=True)
+            sys.exit(1)
+        except click.exceptions.ClickException:
+            raise
+        except KeyboardInterrupt:
+            click.echo("interrupted", err=True)
+            sys.exit(130)
+        except Exception as e:  # an engine bug: say so plainly, keep the details for a report
+            if os.environ.get("CRM_DEBUG"):
+                traceback.print_exc()
+            click.echo(f"internal error: {type(e).__name__}: {e}\n  hint: this is a bug in the engine; "
+                       "run again with CRM_DEBUG=1 and report the output", err=True)
+            sys.exit(2)
+
+    return wrapper  # type: ignore[return-value]
+
+
+def workspace_dir(path: str | None) -> Path:
+    return Path(path or ".").resolve()
+
+
+def db_url_for(folder: Path, db_url: str | None) -> str:
+    from engine.runtime.db import default_url, normalize_url
+
+    return normalize_url(db_url) if db_url else default_url(folder)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="crm-engine")
+def main() -> None:
+    """A metadata-driven CRM engine: declare the CRM in YAML, run it over SQL."""
+
+
+# --------------------------------------------------------------------------- config language
+
+
+@main.command()
+@click.argument("directory")
+@click.option("--industry", default=None, help="Industry template to start from (see 'crm industries').")
+@click.option("--name", default=None, help="Workspace name (default: the folder name).")
+@click.option("--locale", default="en", show_default=True)
+@click.option("--currency", default="USD", show_default=True)
+@friendly_errors
+def init(directory: str, industry: str | None, name: str | None, locale: str, currency: str) -> None:
+    """Create a customer workspace in DIRECTORY."""
+    from engine.dsl.scaffold import init_workspace
+
+    folder = init_workspace(Path(directory), industry=industry, name=name, locale=locale, currency=currency)
+    click.echo(f"created workspace {folder.name!r} in {folder}")
+    click.echo(f"next: crm validate {directory} && crm apply {directory}")
+
+
+@main.command()
+@friendly_errors
+def industries() -> None:
+    """List the shipped industry templates."""
+    from engine.dsl.layers import list_industries
+    from engine.dsl.yamlsrc import load_text
+
+    for name, folder in list_industries():
+        data = load_text((folder / "industry.yaml").read_text("utf-8"), name)[0].data
+        label = data.get("label") or {}
+        text = label.get("en", name) if isinstance(label, dict) else label
+        click.echo(f"{name:20} {text}")
+
+
+@main.command()
+@click.argument("directory", required=False)
+@friendly_errors
+def validate(directory: str | None) -> None:
+    """Check the workspace: YAML, schemas, layering, types, expressions, SQL binding."""
+    from engine.runtime.binding import bind_check
+    from engine.runtime.config_ops import compile_workspace
+
+    ws = compile_workspace(workspace_dir(directory))
+    bind_check(ws)
+    for w in ws.warnings:
+        click.echo(f"warning: {w}", err=True)
+    fields = sum(len(e.fields) for e in ws.entities.values())
+    click.echo(f"ok: workspace {ws.name!r} ({' <- '.join(ws.layers)}): {len(ws.entities)} entities, "
+               f"{fields} fields, {len(ws.roles)} roles")
+
+
+@main.command()
+@click.option("--out", "out_dir", default=None, help="Write the JSON Schemas into this folder.")
+@friendly_errors
+def schema(out_dir: str | None) -> None:
+    """Export the JSON Schemas of the configuration language (for editor autocompletion)."""
+    from engine.dsl.schemacheck import load_schema, schema_names
+
+    if out_dir is None:
+        click.echo(json.dumps({n: load_schema(n) for n in schema_names()}, indent=2, ensure_ascii=False))
+        return
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    for n in schema_names():
+        (out / n).write_text(json.dumps(load_schema(n), indent=2, ensure_ascii=False) + "\n", "utf-8")
+    click.echo(f"wrote {len(schema_names())} schemas to {out}")
+
+
+@main.command()
+@click.argument("directory", required=False)
+@db_option
+@friendly_errors
+def plan(directory: str | None, db_url: str | None) -> None:
+    """Show what 'apply' would change in the database (and drift from the folder)."""
+    from engine.runtime.config_ops import plan_folder
+
+    folder = workspace_dir(directory)
+    result = plan_folder(folder, db_url_for(folder, db_url))
+    click.echo(result.text)
+
+
+@main.command()
+@click.argument("directory", required=False)
+@db_option
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+@click.option("--allow-destructive", is_flag=True, help="Allow changes marked 'needs --allow-destructive'.")
+@click.option("--purge", is_flag=True, help="Drop retired columns (after exporting their data).")
+@click.option("-m", "--message", default="", help="Revision message.")
+@click.option("--author", default=None, help="Revision author (default: $USER).")
+@friendly_errors
+def apply(directory: str | None, db_url: str | None, yes: bool, allow_destructive: bool, purge: bool,
+          message: str, author: str | None) -> None:
+    """Apply the workspace to the database in one transaction and record a revision."""
+    from engine.runtime.config_ops import apply_folder
+
+    folder = workspace_dir(directory)
+    apply_folder(folder, db_url_for(folder, db_url), yes=yes, allow_destructive=allow_destructive,
+                 purge=purge, message=message, author=author or os.environ.get("USER", "cli"),
+                 echo=click.echo, confirm=_confirm)
+
+
+def _confirm(question: str) -> bool:
+    if not sys.stdin.isatty():
+        return False
+    return click.confirm(question, default=False)
+
+
+@main.command()
+@click.argument("directory", required=False)
+@db_option
+@friendly_errors
+def revisions(directory: str | None, db_url: str | None) -> None:
+    """List the applied revisions, newest first."""
+    from engine.runtime.config_ops import list_revisions_text
+
+    folder = workspace_dir(directory)
+    click.echo(list_revisions_text(db_url_for(folder, db_url)))
+
+
+@main.command()
+@click.argument("revision", type=int)
+@click.argument("directory", required=False)
+@db_option
+@click.option("--yes", is_flag=True)
+@click.option("--allow-destructive", is_flag=True)
+@friendly_errors
+def rollback(revision: int, directory: str | None, db_url: str | None, yes: bool, allow_destructive: bool) -> None:
+    """Go back to REVISION's configuration (through the same plan/apply)."""
+    from engine.runtime.config_ops import rollback_to
+
+    folder = workspace_dir(directory)
+    rollback_to(db_url_for(folder, db_url), revision, yes=yes, allow_destructive=allow_destructive,
+                author=os.environ.get("USER", "cli"), echo=click.echo, confirm=_confirm)
+
+
+@main.group()
+def config() -> None:
+    """Move configuration between the database and a folder."""
+
+
+@config.command("pull")
+@click.argument("directory")
+@db_option
+@click.option("--workspace", "source", default=None, help="Workspace folder whose database to read.")
+@friendly_errors
+def config_pull(directory: str, db_url: str | None, source: str | None) -> None:
+    """Write the active revision's workspace files into DIRECTORY."""
+    from engine.runtime.config_ops import pull_config
+
+    src = workspace_dir(source)
+    written = pull_config(db_url_for(src, db_url), Path(directory))
+    click.echo(f"wrote {written} file(s) to {directory}")
+
+
+@main.command()
+@click.option("--quick", is_flag=True, help="Smaller data sets (for a smoke run).")
+@click.option("--only", default=None, help="Run only the benchmarks whose module name contains this.")
+@friendly_errors
+def bench(quick: bool, only: str | None) -> None:
+    """Run the benchmarks in bench/ and print a table of ratios against baselines."""
+    from engine.benchrunner import run_benchmarks
+
+    click.echo(run_benchmarks(quick=quick, only=only))
+
+
+@main.command()
+@friendly_errors
+def demo() -> None:
+    """Build the demo CRM (manufacturing workspace, SQLite) and show its plan and summary."""
+    from engine.runtime.config_ops import run_demo
+
+    run_demo(echo=click.echo)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

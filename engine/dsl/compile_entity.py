@@ -1,0 +1,319 @@
+"""Compiling ``entity:`` documents into :class:`~engine.dsl.model.Entity`."""
+
+from __future__ import annotations
+
+import datetime as dt
+import difflib
+import re
+from collections.abc import Callable, Mapping
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+from engine.dsl.model import (
+    NUMERIC_TYPES,
+    RESERVED_NAMES,
+    STANDARD_COLUMNS,
+    STRING_TYPES,
+    Check,
+    Entity,
+    Field,
+    IndexSpec,
+    Option,
+    ParentLink,
+    frozen_map,
+)
+from engine.dsl.yamlsrc import YMap, locate
+from engine.errors import ConfigError, InvalidName, SchemaViolation, SourceLocation, UnknownReference
+
+IDENT = re.compile(r"^[a-z][a-z0-9_]*$")
+MAX_NAME = 50
+PATTERN_TOKEN = re.compile(r"\{(YYYY|YY|MM|DD|#+)\}")
+
+Report = Callable[[ConfigError], None]
+
+
+def label_of(value: Any, fallback: str) -> Mapping[str, str]:
+    """A label as a language -> text mapping (a plain string counts as English)."""
+    if isinstance(value, str):
+        return frozen_map({"en": value})
+    if isinstance(value, dict):
+        return frozen_map({str(k): str(v) for k, v in value.items()})
+    return frozen_map({"en": fallback.replace("_", " ").capitalize()})
+
+
+def check_name(name: str, what: str, loc: SourceLocation, report: Report, *, field: bool = False) -> bool:
+    """Identifiers only, not too long, no ``crm_`` prefix, not a standard column."""
+    problem = None
+    if not IDENT.match(name):
+        problem = "must use lowercase letters, digits and underscores, starting with a letter"
+    elif len(name) > MAX_NAME:
+        problem = f"is longer than {MAX_NAME} characters"
+    elif name.startswith("crm_"):
+        problem = "may not start with 'crm_' (reserved for the engine's tables)"
+    elif field and name in RESERVED_NAMES:
+        problem = f"is a standard column every record has ({', '.join(STANDARD_COLUMNS)})"
+    if problem:
+        report(InvalidName(f"{what} name {name!r} {problem}", location=loc, hint=f"rename the {what}"))
+    return problem is None
+
+
+class EntityCompiler:
+    """Compiles one merged entity document; reports every error it finds."""
+
+    def __init__(self, name: str, data: YMap, loc: SourceLocation, entity_names: set[str], report: Report,
+                 *, core: bool) -> None:
+        self.name = name
+        self.data = data
+        self.loc = loc
+        self.entity_names = entity_names
+        self.report = report
+        self.core = core
+        self.children: list[Entity] = []
+
+    def compile(self) -> list[Entity]:
+        """The entity and the child entities of its ``lines`` fields."""
+        check_name(self.name, "entity", self.loc, self.report)
+        fields, retired = self._fields(self.data.get("fields") or YMap(), ("fields",), self.name)
+        entity = Entity(
+            name=self.name,
+            location=self.loc,
+            label=label_of(self.data.get("label"), self.name),
+            title=self.data.get("title"),
+            fields=frozen_map(fields),
+            retired=frozen_map(retired),
+            checks=self._checks(),
+            indexes=self._indexes(fields),
+            default_sort=tuple(self.data.get("default_sort") or ("-created_at",)),
+            core=self.core,
+        )
+        self._check_title(entity)
+        self._check_sort(entity)
+        return [entity, *self.children]
+
+    # ---------------------------------------------------------------- fields
+
+    def _fields(self, fdata: YMap, path: tuple[Any, ...], owner: str) -> tuple[dict[str, Field], dict[str, Field]]:
+        fields: dict[str, Field] = {}
+        retired: dict[str, Field] = {}
+        for fname, spec in fdata.items():
+            fpath = (*path, fname)
+            if not check_name(fname, "field", fdata.key_locs[fname], self.report, field=True):
+                continue
+            built = self._field(fname, spec, fpath, owner)
+            if built is None:
+                continue
+            (retired if spec.get("remove") else fields)[fname] = built
+        self._check_renames(fields, fdata)
+        self._check_columns(fields, fdata, owner)
+        return fields, retired
+
+    def _check_columns(self, fields: dict[str, Field], fdata: YMap, owner: str) -> None:
+        """Two fields may not store into the same column (``parent`` -> ``parent_id``, ``x`` -> ``x_currency``)."""
+        taken: dict[str, str] = {}
+        for f in fields.values():
+            cols = [f.column_name] + ([f"{f.name}_currency"] if f.type == "money" else [])
+            for col in cols:
+                if col in RESERVED_NAMES and col != f.name:  # a reserved field *name* is reported by check_name
+                    clash = "is a standard column of every record"
+                elif col in taken:
+                    clash = f"is also used by field {taken[col]!r}"
+                else:
+                    taken[col] = f.name
+                    continue
+                self.report(InvalidName(f"field {owner}.{f.name} is stored in column {col!r}, which {clash}",
+                                        location=f.location, hint=f"rename field {f.name!r}"))
+
+    def _loc(self, path: tuple[Any, ...], *, key: bool = False) -> SourceLocation:
+        return locate(self.data, path, key=key) or self.loc
+
+    def _field(self, name: str, spec: YMap, path: tuple[Any, ...], owner: str) -> Field | None:
+        ftype = spec.get("type")
+        loc = self._loc(path, key=True)
+        if ftype is None:
+            self.report(SchemaViolation(f"field {owner}.{name} has no type", location=loc,
+                                        hint="add 'type:' (string, integer, money, picklist, reference, ...)"))
+            return None
+        ok = self._type_rules(name, ftype, spec, path)
+        options = self._options(spec)
+        kwargs: dict[str, Any] = dict(
+            name=name, type=ftype, location=loc, label=label_of(spec.get("label"), name),
+            required=bool(spec.get("required")), unique=bool(spec.get("unique")),
+            index=bool(spec.get("index")), readonly=bool(spec.get("readonly") or spec.get("formula")),
+            default_expr=spec.get("default_expr"), formula=spec.get("formula"),
+            expr_location=self._expr_loc(spec, path),
+            min=spec.get("min"), max=spec.get("max"), max_length=spec.get("max_length"),
+            scale=spec.get("scale", 4 if ftype == "percent" else 2),
+            help=label_of(spec.get("help"), "") if spec.get("help") else frozen_map(),
+            renamed_from=spec.get("renamed_from"), options=options,
+            replace=frozen_map(spec.get("replace") or {}), on_delete=spec.get("on_delete", "restrict"),
+            storage=spec.get("storage", "column"), pattern=spec.get("pattern"),
+        )
+        if ftype == "reference":
+            kwargs["reference"] = spec.get("to")
+        elif ftype == "user":
+            kwargs["reference"] = "crm_users"
+        elif ftype == "lines":
+            kwargs["lines_entity"] = self._lines_child(name, spec, path, owner)
+        if "default" in spec:
+            kwargs["default"] = self._default(name, ftype, spec, path, options)
+        return Field(**kwargs) if ok else None
+
+    def _expr_loc(self, spec: YMap, path: tuple[Any, ...]) -> SourceLocation | None:
+        for key in ("formula", "default_expr"):
+            if key in spec:
+                return self._loc((*path, key))
+        return None
+
+    def _type_rules(self, name: str, ftype: str, spec: YMap, path: tuple[Any, ...]) -> bool:
+        problems: list[tuple[str, str, str]] = []  # (property, message, hint)
+        needs = {"reference": "to", "picklist": "options", "multi_picklist": "options",
+                 "lines": "fields", "auto_number": "pattern"}
+        if ftype in needs and needs[ftype] not in spec:
+            problems.append(("type", f"a {ftype} field needs '{needs[ftype]}:'", f"add '{needs[ftype]}:'"))
+        only = {"to": ("reference",), "on_delete": ("reference", "user"), "options": ("picklist", "multi_picklist"),
+                "replace": ("picklist", "multi_picklist"), "pattern": ("auto_number",), "fields": ("lines",),
+                "max_length": tuple(STRING_TYPES), "min": tuple(NUMERIC_TYPES), "max": tuple(NUMERIC_TYPES),
+                "scale": ("decimal", "money", "percent")}
+        for prop, types in only.items():
+            if prop in spec and ftype not in types:
+                problems.append((prop, f"'{prop}' does not apply to a {ftype} field",
+                                 f"remove it, or use a field type among: {', '.join(types)}"))
+        if ftype == "lines" and spec.get("storage") == "json":
+            problems.append(("storage", "a lines field cannot be stored as JSON", "remove 'storage: json'"))
+        if "min" in spec and "max" in spec and spec["min"] > spec["max"]:
+            problems.append(("min", "min is greater than max", "swap them"))
+        if ftype == "reference" and "to" in spec and spec["to"] not in self.entity_names:
+            close = difflib.get_close_matches(spec["to"], sorted(self.entity_names), n=1)
+            hint = f"did you mean {close[0]!r}?" if close else "define that entity, or fix the name"
+            self.report(UnknownReference(f"field {name!r} refers to unknown entity {spec['to']!r}",
+                                         location=self._loc((*path, "to")), hint=hint))
+            return False
+        if ftype == "auto_number" and "pattern" in spec and not PATTERN_TOKEN.search(spec["pattern"]):
+            problems.append(("pattern", "a naming series needs a counter such as {#####}",
+                             "e.g. 'Q-{YYYY}-{#####}'"))
+        if spec.get("formula") and spec.get("default_expr"):
+            problems.append(("formula", "a field has either a formula or a default_expr, not both", "keep one"))
+        for prop, msg, hint in problems:
+            loc = self._loc((*path, prop), key=True) if prop in spec else self._loc(path, key=True)
+            self.report(SchemaViolation(f"field {name!r}: {msg}", location=loc, hint=hint))
+        return not problems
+
+    def _options(self, spec: YMap) -> tuple[Option, ...]:
+        out = []
+        for raw in spec.get("options") or ():
+            if isinstance(raw, dict):
+                out.append(Option(str(raw["key"]), label_of(raw.get("label"), str(raw["key"])), raw.get("color")))
+            else:
+                out.append(Option(str(raw), label_of(None, str(raw))))
+        return tuple(out)
+
+    def _default(self, name: str, ftype: str, spec: YMap, path: tuple[Any, ...], options: tuple[Option, ...]) -> Any:
+        value = spec["default"]
+        try:
+            return coerce_literal(ftype, value, tuple(o.key for o in options))
+        except ValueError as e:
+            self.report(SchemaViolation(f"field {name!r}: default {value!r} {e}",
+                                        location=self._loc((*path, "default")),
+                                        hint=f"give a {ftype} value, or use default_expr for a computed default"))
+            return None
+
+    def _lines_child(self, name: str, spec: YMap, path: tuple[Any, ...], owner: str) -> str:
+        child_name = f"{owner}_{name}"
+        if child_name in self.entity_names:
+            self.report(InvalidName(f"lines field {owner}.{name} needs the entity name {child_name!r}, which is taken",
+                                    location=self._loc(path, key=True), hint="rename the field or the entity"))
+        fields, retired = self._fields(spec.get("fields") or YMap(), (*path, "fields"), child_name)
+        self.children.append(Entity(
+            name=child_name, location=self._loc(path, key=True), label=label_of(spec.get("label"), name),
+            fields=frozen_map(fields), retired=frozen_map(retired), parent=ParentLink(owner, name),
+            default_sort=("position",), core=self.core,
+        ))
+        return child_name
+
+    def _check_renames(self, fields: dict[str, Field], fdata: YMap) -> None:
+        for f in fields.values():
+            if f.renamed_from and f.renamed_from in fields:
+                self.report(SchemaViolation(
+                    f"field {f.name!r} is renamed_from {f.renamed_from!r}, which still exists",
+                    location=f.location, hint=f"remove field {f.renamed_from!r} (the rename keeps its data)"))
+
+    # ---------------------------------------------------------------- entity-level
+
+    def _checks(self) -> tuple[Check, ...]:
+        out = []
+        for i, raw in enumerate(self.data.get("checks") or ()):
+            loc = self._loc(("checks", i))
+            out.append(Check(raw["check"], label_of(raw.get("message"), "Check failed: " + raw["check"]),
+                             loc, self._loc(("checks", i, "check"))))
+        return tuple(out)
+
+    def _indexes(self, fields: dict[str, Field]) -> tuple[IndexSpec, ...]:
+        out = []
+        for i, raw in enumerate(self.data.get("indexes") or ()):
+            for j, part in enumerate(raw["fields"]):
+                fname = part.lstrip("-")
+                if fname not in fields and fname not in STANDARD_COLUMNS:
+                    self.report(UnknownReference(f"index {raw['name']!r} names unknown field {fname!r}",
+                                                 location=self._loc(("indexes", i, "fields", j)),
+                                                 hint=_close(fname, fields)))
+            out.append(IndexSpec(raw["name"], tuple(raw["fields"]), bool(raw.get("unique"))))
+        return tuple(out)
+
+    def _check_title(self, entity: Entity) -> None:
+        for ref in re.findall(r"\{([^}]*)\}", entity.title or ""):
+            if ref not in entity.fields and ref not in STANDARD_COLUMNS:
+                self.report(UnknownReference(f"title names unknown field {ref!r}", location=self._loc(("title",)),
+                                             hint=_close(ref, entity.fields)))
+
+    def _check_sort(self, entity: Entity) -> None:
+        for i, part in enumerate(self.data.get("default_sort") or ()):
+            name = part.lstrip("-")
+            if name not in entity.fields and name not in STANDARD_COLUMNS:
+                self.report(UnknownReference(f"default_sort names unknown field {name!r}",
+                                             location=self._loc(("default_sort", i)), hint=_close(name, entity.fields)))
+
+
+def _close(name: str, choices: Mapping[str, Any] | list[str]) -> str:
+    close = difflib.get_close_matches(name, list(choices), n=1)
+    return f"did you mean {close[0]!r}?" if close else "check the field name"
+
+
+def coerce_literal(ftype: str, value: Any, options: tuple[str, ...] = ()) -> Any:
+    """A YAML literal as the Python value of a field type; ValueError says why not."""
+    if value is None:
+        return None
+    if ftype in STRING_TYPES:
+        if not isinstance(value, str):
+            raise ValueError("is not a text")
+        return value
+    if ftype == "integer":
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ValueError("is not a whole number")
+        return value
+    if ftype in ("decimal", "money", "percent"):
+        if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+            raise ValueError("is not a number")
+        try:
+            return Decimal(str(value))
+        except InvalidOperation as e:
+            raise ValueError("is not a number") from e
+    if ftype == "boolean":
+        if not isinstance(value, bool):
+            raise ValueError("is not true or false")
+        return value
+    if ftype == "date":
+        try:
+            return dt.date.fromisoformat(str(value))
+        except ValueError as e:
+            raise ValueError("is not a date (YYYY-MM-DD)") from e
+    if ftype == "picklist":
+        if value not in options:
+            raise ValueError(f"is not one of the options ({', '.join(options)})")
+        return value
+    if ftype == "multi_picklist":
+        if not isinstance(value, list) or any(v not in options for v in value):
+            raise ValueError(f"is not a list of options ({', '.join(options)})")
+        return list(value)
+    if ftype == "json":
+        return value
+    raise ValueError(f"cannot be a default of a {ftype} field")

@@ -1,0 +1,129 @@
+"""JSON Schema (draft 2020-12) checks with located, friendly errors."""
+
+from __future__ import annotations
+
+import difflib
+import json
+from collections.abc import Iterable
+from functools import cache
+from importlib import resources
+from typing import Any
+
+import jsonschema
+from jsonschema.exceptions import ValidationError
+from referencing import Registry, Resource
+
+from engine.dsl.yamlsrc import YamlDocument, locate
+from engine.errors import SchemaViolation
+
+_SCHEMA_BASE = "https://crm-engine.dev/schemas/"
+
+
+def schema_names() -> list[str]:
+    """File names of every shipped schema."""
+    folder = resources.files("engine.dsl") / "schemas"
+    return sorted(p.name for p in folder.iterdir() if p.name.endswith(".json"))
+
+
+@cache
+def load_schema(name: str) -> dict[str, Any]:
+    """The parsed JSON Schema ``name`` (e.g. ``entity.json``)."""
+    text = (resources.files("engine.dsl") / "schemas" / name).read_text("utf-8")
+    return json.loads(text)
+
+
+@cache
+def _registry() -> Registry:
+    pairs = [(_SCHEMA_BASE + n, Resource.from_contents(load_schema(n))) for n in schema_names()]
+    return Registry().with_resources(pairs)
+
+
+@cache
+def _validator(name: str) -> jsonschema.Draft202012Validator:
+    return jsonschema.Draft202012Validator(load_schema(name), registry=_registry())
+
+
+def check_document(doc: YamlDocument, schema: str) -> list[SchemaViolation]:
+    """Every schema violation of ``doc``, located and with a hint, best first."""
+    errors = sorted(_validator(schema).iter_errors(doc.data), key=lambda e: list(e.absolute_path))
+    return [_convert(doc, e) for e in _dedupe(errors)]
+
+
+def _dedupe(errors: Iterable[ValidationError]) -> list[ValidationError]:
+    seen: set[tuple[Any, ...]] = set()
+    out = []
+    for e in errors:
+        key = (tuple(e.absolute_path), e.validator)
+        if key not in seen:
+            seen.add(key)
+            out.append(_best(e))
+    return out
+
+
+def _best(error: ValidationError) -> ValidationError:
+    """For oneOf/anyOf, the most relevant sub-error (jsonschema's best_match)."""
+    if error.context:
+        return jsonschema.exceptions.best_match(error.context) or error
+    return error
+
+
+def _dotted(path: Iterable[Any]) -> str:
+    out = ""
+    for p in path:
+        out += f"[{p}]" if isinstance(p, int) else (f".{p}" if out else str(p))
+    return out
+
+
+def _convert(doc: YamlDocument, e: ValidationError) -> SchemaViolation:
+    path = list(e.absolute_path)
+    where = _dotted(path)
+    if e.validator == "additionalProperties":
+        return _unknown_property(doc, e, path)
+    loc = locate(doc.data, path) or doc.loc
+    prefix = f"{where}: " if where else ""
+    if e.validator == "enum":
+        allowed = [str(v) for v in e.validator_value]
+        guess = _did_you_mean(e.instance, allowed)
+        hint = guess or f"use one of: {', '.join(allowed)}"
+        return SchemaViolation(
+            f"{prefix}{e.instance!r} is not one of [{', '.join(allowed)}]" + (f" ({guess})" if guess else ""),
+            location=loc,
+            hint=hint,
+            code="schema_enum",
+        )
+    if e.validator == "required":
+        return SchemaViolation(f"{prefix}{e.message}", location=loc, hint="add the missing property",
+                               code="schema_required")
+    if e.validator == "pattern" and isinstance(e.instance, str):
+        return SchemaViolation(
+            f"{prefix}{e.instance!r} is not a valid name",
+            location=loc,
+            hint="names use lowercase letters, digits and underscores, starting with a letter",
+            code="schema_pattern",
+        )
+    if e.validator == "type":
+        return SchemaViolation(f"{prefix}{e.instance!r} should be of type {e.validator_value}", location=loc,
+                               hint=f"write a {e.validator_value} here", code="schema_type")
+    return SchemaViolation(f"{prefix}{e.message}", location=loc, code="schema_violation")
+
+
+def _unknown_property(doc: YamlDocument, e: ValidationError, path: list[Any]) -> SchemaViolation:
+    allowed = sorted((e.schema.get("properties") or {}).keys())
+    extra = [k for k in e.instance if k not in allowed] if isinstance(e.instance, dict) else []
+    name = extra[0] if extra else "?"
+    loc = locate(doc.data, [*path, name], key=True) or doc.loc
+    where = _dotted(path)
+    hint = _did_you_mean(name, allowed) or f"known properties: {', '.join(allowed)}"
+    return SchemaViolation(
+        f"{where + ': ' if where else ''}unknown property {name!r}",
+        location=loc,
+        hint=hint,
+        code="schema_unknown_property",
+    )
+
+
+def _did_you_mean(value: Any, choices: list[str]) -> str | None:
+    if not isinstance(value, str):
+        return None
+    close = difflib.get_close_matches(value, choices, n=1, cutoff=0.6)
+    return f"did you mean {close[0]!r}?" if close else None
