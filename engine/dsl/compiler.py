@@ -130,7 +130,7 @@ def _role(doc: MergedDoc, entities: Mapping[str, Entity], report: Callable[[Conf
     perms: dict[str, EntityPermission] = {}
     raw = data.get("permissions") or {}
     default = raw.get("*")
-    for name, p in raw.items():
+    for name in raw:
         if name != "*" and name not in entities:
             _unknown(report, f"role {doc.name!r} gives permissions on unknown entity {name!r}",
                      locate(data, ("permissions", name), key=True), name, entities)

@@ -119,7 +119,8 @@ def list_revisions_text(url: str) -> str:
     lines = []
     for r in revs:
         mark = "*" if r.active else " "
-        lines.append(f"{mark} {r.id:>5}  {r.created_at:%Y-%m-%d %H:%M}  {r.author:<12} {r.content_hash[:12]}  {r.message}")
+        when = f"{r.created_at:%Y-%m-%d %H:%M}"
+        lines.append(f"{mark} {r.id:>5}  {when}  {r.author:<12} {r.content_hash[:12]}  {r.message}")
     return "\n".join(lines)
 
 
