@@ -233,14 +233,9 @@ def bench(quick: bool, only: str | None) -> None:
     click.echo(run_benchmarks(quick=quick, only=only))
 
 
-@main.command()
-@friendly_errors
-def demo() -> None:
-    """Build the demo CRM (manufacturing workspace, SQLite) and show its plan and summary."""
-    from engine.runtime.config_ops import run_demo
-
-    run_demo(echo=click.echo)
-
-
 if __name__ == "__main__":  # pragma: no cover
     main()
+
+
+# Commands that run the CRM (serve, demo data, users, tokens, expr) live in their own module.
+from engine import cli_runtime  # noqa: E402,F401  (registers its commands on ``main``)
