@@ -1,0 +1,103 @@
+"""Located, friendly expression errors: position in the expression *and* in the YAML file.
+
+An expression usually sits in a YAML value; the loader knows where that value
+starts (a :class:`SourceLocation`).  A position inside the expression (an
+offset) becomes a file position like this:
+
+* line = ``location.line + (line inside the expression - 1)``;
+* on the first line, col = ``location.col + quote_offset + (column - 1)``,
+  where ``quote_offset`` is 1 when the YAML value is quoted (``"..."`` or
+  ``'...'``: the expression starts one character after the value);
+* on later lines (block scalars ``|`` / ``>``, whose lines all start at the
+  value's indentation) col = ``location.col + (column - 1)``.
+
+Without a location, errors point into ``<expression>`` at the position inside
+the expression itself.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from engine.errors import ExpressionError, SourceLocation
+
+EXPRESSION_FILE = "<expression>"
+#: characters of the expression line shown around the caret
+SNIPPET_WIDTH = 72
+
+
+@dataclass(frozen=True, slots=True)
+class ExprSource:
+    """The text of an expression and where it starts in its configuration file."""
+
+    text: str
+    location: SourceLocation | None = None
+    quote_offset: int = 0
+
+    def line_col(self, offset: int) -> tuple[int, int]:
+        """1-based line and column inside the expression of ``offset``."""
+        offset = max(0, min(offset, len(self.text)))
+        before = self.text[:offset]
+        line = before.count("\n") + 1
+        col = offset - (before.rfind("\n") + 1) + 1
+        return line, col
+
+    def locate(self, offset: int) -> SourceLocation:
+        """The file position of ``offset`` (see the module docstring)."""
+        line, col = self.line_col(offset)
+        loc = self.location
+        if loc is None:
+            return SourceLocation(EXPRESSION_FILE, line, col)
+        if line == 1:
+            return SourceLocation(loc.file, loc.line, loc.col + self.quote_offset + col - 1)
+        return SourceLocation(loc.file, loc.line + line - 1, loc.col + col - 1)
+
+    def snippet(self, offset: int, end: int | None = None) -> str:
+        """The expression line holding ``offset`` with carets under ``offset..end``."""
+        line_no, col = self.line_col(offset)
+        line = self.text.split("\n")[line_no - 1]
+        width = 1
+        if end is not None and end > offset:
+            width = max(1, min(end - offset, len(line) - col + 1, SNIPPET_WIDTH // 2))
+        start = max(0, col - 1 - SNIPPET_WIDTH // 2)
+        shown = line[start : start + SNIPPET_WIDTH]
+        prefix = "..." if start else ""
+        suffix = "..." if start + SNIPPET_WIDTH < len(line) else ""
+        pad = " " * (len(prefix) + col - 1 - start)
+        return f"    {prefix}{shown}{suffix}\n    {pad}{'^' * width}"
+
+    def error(
+        self,
+        cls: type[ExpressionError],
+        message: str,
+        offset: int,
+        *,
+        end: int | None = None,
+        code: str | None = None,
+        hint: str | None = None,
+    ) -> ExpressionError:
+        """An error of class ``cls`` located at ``offset`` (with a caret snippet)."""
+        line, col = self.line_col(offset)
+        details = {"expression": self.text, "offset": offset, "line": line, "column": col}
+        return cls(
+            message,
+            code=code,
+            location=self.locate(offset),
+            hint=hint,
+            snippet=self.snippet(offset, end),
+            details=details,
+        )
+
+
+def did_you_mean(word: str, candidates: Iterable[str]) -> str | None:
+    """The closest candidate to ``word`` (difflib), or None."""
+    matches = difflib.get_close_matches(word, list(candidates), n=1, cutoff=0.6)
+    return matches[0] if matches else None
+
+
+def suggestion(word: str, candidates: Iterable[str], quote: str = "'") -> str | None:
+    """A "did you mean ...?" hint, or None when nothing is close."""
+    best = did_you_mean(word, candidates)
+    return f"did you mean {quote}{best}{quote}?" if best else None
