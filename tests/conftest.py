@@ -16,19 +16,25 @@ the ``CI`` environment variable is set: CI must never silently skip them.
 
 from __future__ import annotations
 
+import datetime as dt
+import hashlib
 import os
 import shutil
 import socket
 import subprocess
 import tempfile
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
+from typing import Any
 
 import pytest
-from sqlalchemy import Engine, create_engine, text
+from sqlalchemy import Engine, create_engine, select, text
 
+from engine.dsl.model import Entity, Field, Option, Workspace, frozen_map
+from engine.errors import SourceLocation
 from engine.runtime.db import make_engine
+from engine.runtime.storage import build_schema, to_json_value
 
 PG_BIN_ENV = "CRM_PG_BIN"
 PG_USER = "postgres"
@@ -150,3 +156,71 @@ def db_engine(db_url: str) -> Iterator[Engine]:
         yield engine
     finally:
         engine.dispose()
+
+
+# --------------------------------------------------------------------------- workspace builders
+# Plain helpers (import them: ``from tests.conftest import fld, ent, wsp``) so database tests
+# can build Workspaces without the YAML compiler.
+
+TEST_LOCATION = SourceLocation("test.yaml", 1, 1)
+
+
+def fld(name: str, type: str = "string", **kw: Any) -> Field:
+    """A Field; ``options=[...]`` may be plain keys."""
+    if "options" in kw:
+        kw["options"] = tuple(o if isinstance(o, Option) else Option(o) for o in kw["options"])
+    if "replace" in kw:
+        kw["replace"] = frozen_map(kw["replace"])
+    return Field(name=name, type=type, location=TEST_LOCATION, **kw)
+
+
+def ent(name: str, *fields: Field, retired: tuple[Field, ...] = (), **kw: Any) -> Entity:
+    return Entity(name=name, location=TEST_LOCATION, fields=frozen_map({f.name: f for f in fields}),
+                  retired=frozen_map({f.name: f for f in retired}), **kw)
+
+
+def wsp(*entities: Entity, name: str = "acme") -> Workspace:
+    """A Workspace whose sources (and content hash) describe its entities."""
+    text_ = "\n".join(
+        f"entity: {e.name}\n" + "".join(f"  {f.name}: {f!r}\n" for f in e.fields.values()) for e in entities
+    )
+    sources = {"entities.yaml": text_, "workspace.yaml": f"workspace: {name}\n"}
+    digest = hashlib.sha256(repr(sorted(sources.items())).encode()).hexdigest()
+    return Workspace(name=name, entities=frozen_map({e.name: e for e in entities}), layers=("test",),
+                     sources=frozen_map(sources), content_hash=digest)
+
+
+def record_values(entity: Entity, values: Mapping[str, Any]) -> dict[str, Any]:
+    """Row parameters for an insert into ``entity``'s table: columns as is, JSON fields into ``ext``."""
+    now = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
+    row: dict[str, Any] = {"version": 1, "created_at": now, "updated_at": now}
+    ext: dict[str, Any] = {}
+    for name, value in values.items():
+        f = entity.fields.get(name) or entity.retired[name]
+        if f.storage == "json":
+            ext[f.column_name] = to_json_value(f, value)
+        else:
+            row[f.column_name] = value
+    row["ext"] = ext or None
+    return row
+
+
+def insert_rows(engine: Engine, workspace: Workspace, entity: str, rows: list[Mapping[str, Any]]) -> None:
+    """Insert ``rows`` (field name -> value) with one Core executemany."""
+    schema = build_schema(workspace, engine.dialect.name)
+    e = workspace.entities[entity]
+    with engine.begin() as conn:
+        conn.execute(schema.tables[entity].insert(), [record_values(e, r) for r in rows])
+
+
+def read_rows(engine: Engine, workspace: Workspace, entity: str, fields: list[str] | None = None
+              ) -> dict[int, dict[str, Any]]:
+    """id -> {field: value} for every row, whatever each field's storage (retired fields too)."""
+    schema = build_schema(workspace, engine.dialect.name)
+    e = workspace.entities[entity]
+    names = fields if fields is not None else [n for n, f in e.fields.items() if f.stored]
+    table = schema.tables[entity]
+    exprs = [schema.field_expr(entity, n).label(n) for n in names]
+    with engine.connect() as conn:
+        result = conn.execute(select(table.c.id, *exprs).order_by(table.c.id))
+        return {r.id: {n: r._mapping[n] for n in names} for r in result}

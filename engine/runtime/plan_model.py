@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from dataclasses import field as dc_field
 from typing import Any, Literal
 
 from engine.dsl.model import Workspace, frozen_map
@@ -60,7 +61,7 @@ class Change:
     note: str | None = None
     reason: str | None = None
     fix: str | None = None
-    details: Mapping[str, Any] = field(default_factory=frozen_map)
+    details: Mapping[str, Any] = dc_field(default_factory=frozen_map)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form (stored in ``crm_revisions.changes``)."""

@@ -1,0 +1,166 @@
+"""Apply: make the database hold a new workspace, in one transaction.
+
+``apply(engine, new, author=..., message=...)``:
+
+1. opens one transaction (SQLite: ``BEGIN IMMEDIATE`` with transactional DDL,
+   see :mod:`engine.runtime.db`; PostgreSQL: an advisory lock serialises
+   concurrent applies);
+2. creates the engine tables and the PostgreSQL helper functions if missing;
+3. plans against the active revision's schema snapshot (no revision: an
+   empty database, every entity table is created);
+4. refuses blocked changes (:class:`BlockedChange`) and, without
+   ``allow_destructive``, destructive ones (:class:`ConfirmationRequired`);
+5. runs each change's DDL (Alembic operations) and data moves;
+6. records a new active revision (bundle + schema snapshot + the plan).
+
+Any failure rolls everything back: the database is exactly as before.
+An apply whose plan is empty and whose content hash equals the active
+revision's records nothing (``ApplyResult.revision_id`` is the active one).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from alembic.operations import Operations
+from alembic.runtime.migration import MigrationContext
+from sqlalchemy import Connection, Engine, inspect, text
+from sqlalchemy.exc import SQLAlchemyError
+
+from engine.dsl.model import Workspace
+from engine.errors import BlockedChange, ConfirmationRequired, DatabaseNotReady, EngineError, PlanError
+from engine.runtime import revisions
+from engine.runtime.db import ensure_pg_functions
+from engine.runtime.engine_tables import engine_metadata
+from engine.runtime.migrate_ops import EXECUTORS, ApplyContext
+from engine.runtime.plan_model import Change, Plan
+from engine.runtime.planner import plan_from_state
+from engine.runtime.storage import build_schema
+
+#: Key of the PostgreSQL advisory lock that serialises applies.
+APPLY_LOCK_KEY = 7_310_455_201
+
+
+@dataclass(frozen=True, slots=True)
+class ApplyResult:
+    """What an apply did: the plan it ran, the revision it recorded, the export files it wrote."""
+
+    plan: Plan
+    revision_id: int | None
+    applied: bool
+    exported: tuple[Path, ...] = ()
+
+
+def apply(
+    engine: Engine,
+    new: Workspace,
+    *,
+    author: str,
+    message: str,
+    allow_destructive: bool = False,
+    purge: bool = False,
+    export_dir: Path | str | None = None,
+    fail_after: int | None = None,
+    compile_bundle: Callable[[Mapping[str, Any]], Workspace] | None = None,
+) -> ApplyResult:
+    """Plan ``new`` against the active revision and apply it in one transaction.
+
+    Raises BlockedChange (nothing applied) if a change is blocked,
+    ConfirmationRequired if one is destructive and ``allow_destructive`` is
+    False, PlanError if a step fails (rolled back; the message names the
+    step).  ``purge`` drops retired fields after exporting them under
+    ``export_dir``.  ``compile_bundle`` rebuilds an old revision that has no
+    schema snapshot.  ``fail_after`` is a test hook: fail after N DDL steps.
+    """
+    with engine.connect() as conn:
+        conn = conn.execution_options(sqlite_immediate=True)
+        with conn.begin():
+            return _apply_in(conn, new, author=author, message=message, allow_destructive=allow_destructive,
+                             purge=purge, export_dir=export_dir, fail_after=fail_after,
+                             compile_bundle=compile_bundle)
+
+
+def _apply_in(conn: Connection, new: Workspace, *, author: str, message: str, allow_destructive: bool,
+              purge: bool, export_dir: Path | str | None, fail_after: int | None,
+              compile_bundle: Callable[[Mapping[str, Any]], Workspace] | None) -> ApplyResult:
+    _prepare(conn)
+    active = revisions.active_revision(conn)
+    old_state = revisions.revision_state(active, compile_bundle) if active is not None else None
+    if old_state is None:
+        _refuse_untracked_tables(conn, new)
+    the_plan = plan_from_state(old_state, new, conn, purge=purge, export_dir=export_dir)
+    check_allowed(the_plan, allow_destructive=allow_destructive)
+    if the_plan.is_empty and active is not None and active.content_hash == new.content_hash:
+        return ApplyResult(plan=the_plan, revision_id=active.id, applied=False)
+    ctx = _run_changes(conn, the_plan, fail_after)
+    rev_id = revisions.record_revision(conn, workspace=new, state=the_plan.result, author=author,
+                                       message=message, changes=the_plan.to_list())
+    return ApplyResult(plan=the_plan, revision_id=rev_id, applied=True, exported=tuple(ctx.exported))
+
+
+def _prepare(conn: Connection) -> None:
+    """Engine tables, PostgreSQL helper functions, the apply lock."""
+    if conn.dialect.name == "postgresql":
+        conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": APPLY_LOCK_KEY})
+    else:
+        # a batch rebuild drops and re-creates a table; check foreign keys at commit, not mid-rebuild
+        conn.exec_driver_sql("PRAGMA defer_foreign_keys = ON")
+    engine_metadata.create_all(conn)
+    ensure_pg_functions(conn)
+
+
+def _refuse_untracked_tables(conn: Connection, new: Workspace) -> None:
+    existing = set(inspect(conn).get_table_names())
+    clash = sorted(name for name in new.entities if name in existing)
+    if clash:
+        raise DatabaseNotReady(
+            f"table(s) {', '.join(clash)} already exist but no revision was ever applied to this database",
+            details={"tables": clash},
+            hint="apply to an empty database, or drop those tables if their data is not needed",
+        )
+
+
+def check_allowed(the_plan: Plan, *, allow_destructive: bool) -> None:
+    """BlockedChange if anything is blocked; ConfirmationRequired for unconfirmed destructive changes."""
+    if the_plan.blocked:
+        lines = "\n".join(c.line() for c in the_plan.blocked)
+        raise BlockedChange(f"{len(the_plan.blocked)} change(s) are blocked; nothing was applied:\n{lines}",
+                            details=[c.to_dict() for c in the_plan.blocked],
+                            hint="fix the configuration as each line says, then plan again")
+    if the_plan.destructive and not allow_destructive:
+        lines = "\n".join(c.line() for c in the_plan.destructive)
+        raise ConfirmationRequired(
+            f"{len(the_plan.destructive)} change(s) are destructive; nothing was applied:\n{lines}",
+            details=[c.to_dict() for c in the_plan.destructive],
+            hint="re-run with --allow-destructive (allow_destructive=True) once you have checked them",
+        )
+
+
+def _run_changes(conn: Connection, the_plan: Plan, fail_after: int | None) -> ApplyContext:
+    ops = Operations(MigrationContext.configure(connection=conn))
+    schema = build_schema(the_plan.result.as_workspace(the_plan.new.name), conn.dialect.name)
+    ctx = ApplyContext(conn=conn, ops=ops, plan=the_plan, result_schema=schema, fail_after=fail_after)
+    for change in the_plan.changes:
+        _run_one(ctx, change)
+    return ctx
+
+
+def _run_one(ctx: ApplyContext, change: Change) -> None:
+    try:
+        EXECUTORS[change.kind](ctx, change)
+    except EngineError:
+        raise
+    except (SQLAlchemyError, OSError) as e:
+        raise PlanError(
+            f"apply failed at '{change.description}': {_first_line(e)}; nothing was changed (rolled back)",
+            code="apply_failed", details=change.to_dict(),
+            hint="check the database is the one this configuration was applied to (crm revisions)",
+        ) from e
+
+
+def _first_line(e: BaseException) -> str:
+    msg = str(getattr(e, "orig", None) or e)
+    return msg.splitlines()[0] if msg else type(e).__name__

@@ -1,0 +1,360 @@
+"""Apply steps: the DDL (through Alembic operations) and data moves of each change kind.
+
+Each executor takes the :class:`ApplyContext` and one :class:`Change`.  DDL
+goes through ``alembic.operations.Operations`` on the apply's connection; on
+SQLite, operations ALTER cannot do (drop column, type change) run in Alembic
+batch mode, which rebuilds the table inside the same transaction.  Data moves
+(storage moves, JSON key renames, option replacement, purge exports) read
+and write rows in id order, in pages, with the storage module's value
+conversions.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from alembic.operations import Operations
+from sqlalchemy import BigInteger, Column, Connection, MetaData, Table, bindparam, select, text, update
+from sqlalchemy.schema import CreateIndex, CreateTable
+
+from engine.dsl.model import JSON_COLUMN, Field
+from engine.errors import PlanError
+from engine.runtime.plan_fields import PLAIN_NUMERIC, TEXTUAL
+from engine.runtime.plan_model import Change, Plan
+from engine.runtime.storage import (
+    Schema,
+    column_type,
+    field_columns,
+    from_json_value,
+    to_json_value,
+)
+from engine.runtime.types import JsonType
+
+PAGE = 2000
+
+
+@dataclass
+class ApplyContext:
+    """Everything an executor needs: the connection, Alembic operations, the plan, the schemas."""
+
+    conn: Connection
+    ops: Operations
+    plan: Plan
+    result_schema: Schema
+    fail_after: int | None = None
+    ddl_steps: int = 0
+    exported: list[Path] = field(default_factory=list)
+
+    @property
+    def sqlite(self) -> bool:
+        return self.conn.dialect.name == "sqlite"
+
+    def ddl_done(self) -> None:
+        """Count one DDL step; the ``fail_after`` test hook raises once the count is reached."""
+        self.ddl_steps += 1
+        if self.fail_after is not None and self.ddl_steps >= self.fail_after:
+            raise PlanError(f"injected failure after {self.ddl_steps} DDL step(s) (fail_after test hook)",
+                            code="injected_failure")
+
+    def old_field(self, change: Change) -> Field:
+        """The field as the database holds it *before* this apply, under its current name."""
+        assert self.plan.old is not None
+        name = change.details["old_name"]
+        entity = self.plan.old.entities.get(change.entity) or self.plan.old.retired_entities[change.entity]
+        prior = entity.fields.get(name) or entity.retired[name]
+        return prior if change.field is None else replace(prior, name=change.field)
+
+    def new_field(self, change: Change) -> Field:
+        entity = self.plan.result.entities[change.entity]
+        assert change.field is not None
+        return entity.fields.get(change.field) or entity.retired[change.field]
+
+    @contextmanager
+    def alter(self, table: str) -> Iterator[Any]:
+        """Alembic batch operations on SQLite (table rebuild), plain operations elsewhere.
+
+        SQLite cannot reflect expression indexes, so the table's indexes are
+        dropped before the rebuild and re-created from their saved SQL after it.
+        """
+        if not self.sqlite:
+            yield _Bound(self.ops, table)
+            return
+        saved = self.conn.execute(
+            text("SELECT name, sql FROM sqlite_master WHERE type = 'index' AND tbl_name = :t AND sql IS NOT NULL"),
+            {"t": table},
+        ).all()
+        for name, _sql in saved:
+            self.ops.drop_index(name, table_name=table)
+        with self.ops.batch_alter_table(table, recreate="always") as batch:
+            yield batch
+        for _name, sql in saved:
+            self.conn.exec_driver_sql(sql)
+
+
+class _Bound:
+    """Plain Operations with the table name bound, shaped like a batch operations object."""
+
+    def __init__(self, ops: Operations, table: str) -> None:
+        self.ops, self.table = ops, table
+
+    def alter_column(self, name: str, **kw: Any) -> None:
+        self.ops.alter_column(self.table, name, **kw)
+
+    def drop_column(self, name: str) -> None:
+        self.ops.drop_column(self.table, name)
+
+
+# --------------------------------------------------------------------------- row rewriting
+
+
+def _adhoc(table: str, *columns: Column) -> Table:
+    return Table(table, MetaData(), Column("id", BigInteger, primary_key=True), *columns)
+
+
+def rewrite_rows(ctx: ApplyContext, table: Table, fn: Callable[[Any], dict[str, Any] | None]) -> int:
+    """Call ``fn(row)`` on every row (id order, in pages); write back the dicts it returns."""
+    cols = [c for c in table.c if c.name != "id"]
+    stmt = update(table).where(table.c.id == bindparam("_id")).values(
+        {c.name: bindparam(f"_v_{c.name}") for c in cols})
+    last, written = None, 0
+    while True:
+        query = select(table).order_by(table.c.id).limit(PAGE)
+        if last is not None:
+            query = query.where(table.c.id > last)
+        rows = ctx.conn.execute(query).all()
+        if not rows:
+            return written
+        updates = [{"_id": r.id, **{f"_v_{k}": v for k, v in out.items()}}
+                   for r in rows if (out := fn(r)) is not None]
+        if updates:
+            ctx.conn.execute(stmt, updates)
+            written += len(updates)
+        last = rows[-1].id
+
+
+def _value_col(f: Field) -> Column:
+    return Column(f.column_name, column_type(f))
+
+
+# --------------------------------------------------------------------------- executors
+
+
+def do_create_table(ctx: ApplyContext, change: Change) -> None:
+    ctx.ops.execute(CreateTable(ctx.result_schema.tables[change.entity]))
+    ctx.ddl_done()
+
+
+def do_add_index(ctx: ApplyContext, change: Change) -> None:
+    table = ctx.result_schema.tables[change.entity]
+    index = next(ix for ix in table.indexes if ix.name == change.details["index"])
+    ctx.ops.execute(CreateIndex(index))
+    ctx.ddl_done()
+
+
+def do_drop_index(ctx: ApplyContext, change: Change) -> None:
+    ctx.ops.drop_index(change.details["index"], table_name=change.entity)
+    ctx.ddl_done()
+
+
+def do_add_column(ctx: ApplyContext, change: Change) -> None:
+    for col in field_columns(ctx.new_field(change)):
+        ctx.ops.add_column(change.entity, col)
+        ctx.ddl_done()
+
+
+def do_rename(ctx: ApplyContext, change: Change) -> None:
+    old = ctx.old_field(replace(change, field=None))
+    new = replace(old, name=change.field)
+    if old.storage == "json":
+        _move_json_key(ctx, change.entity, old.column_name, new.column_name)
+        return
+    for before, after in zip(field_columns(old), field_columns(new), strict=True):
+        ctx.ops.alter_column(change.entity, before.name, new_column_name=after.name)
+        ctx.ddl_done()
+
+
+def _move_json_key(ctx: ApplyContext, table_name: str, before: str, after: str) -> None:
+    table = _adhoc(table_name, Column(JSON_COLUMN, JsonType))
+
+    def move(row: Any) -> dict[str, Any] | None:
+        ext = row.ext
+        if not ext or before not in ext:
+            return None
+        ext = dict(ext)
+        ext[after] = ext.pop(before)
+        return {JSON_COLUMN: ext}
+
+    rewrite_rows(ctx, table, move)
+
+
+def do_move_storage(ctx: ApplyContext, change: Change) -> None:
+    old, new = ctx.old_field(change), ctx.new_field(change)
+    if change.details["to"] == "json":
+        _column_to_json(ctx, change.entity, old, new)
+    else:
+        _json_to_column(ctx, change.entity, old, new)
+
+
+def _column_to_json(ctx: ApplyContext, table_name: str, old: Field, new: Field) -> None:
+    table = _adhoc(table_name, Column(JSON_COLUMN, JsonType), _value_col(old))
+
+    def copy(row: Any) -> dict[str, Any] | None:
+        value = row._mapping[old.column_name]
+        if value is None:
+            return None
+        return {JSON_COLUMN: {**(row.ext or {}), new.column_name: to_json_value(new, value)},
+                old.column_name: None}
+
+    rewrite_rows(ctx, table, copy)
+    with ctx.alter(table_name) as batch:
+        for col in field_columns(old):
+            batch.drop_column(col.name)
+    ctx.ddl_done()
+
+
+def _json_to_column(ctx: ApplyContext, table_name: str, old: Field, new: Field) -> None:
+    for col in field_columns(new):
+        ctx.ops.add_column(table_name, col)
+        ctx.ddl_done()
+    table = _adhoc(table_name, Column(JSON_COLUMN, JsonType), _value_col(new))
+
+    def copy(row: Any) -> dict[str, Any] | None:
+        ext = row.ext
+        if not ext or old.column_name not in ext:
+            return None
+        ext = dict(ext)
+        value = from_json_value(old, ext.pop(old.column_name))
+        return {JSON_COLUMN: ext, new.column_name: value}
+
+    rewrite_rows(ctx, table, copy)
+
+
+def do_replace_option(ctx: ApplyContext, change: Change) -> None:
+    old = ctx.old_field(change)
+    src, dst = change.details["option"], change.details["to"]
+    if old.storage == "column" and old.type == "picklist":
+        table = _adhoc(change.entity, _value_col(old))
+        col = table.c[old.column_name]
+        ctx.conn.execute(update(table).where(col == src).values({old.column_name: dst}))
+        return
+    multi = old.type == "multi_picklist"
+    in_json = old.storage == "json"
+    table = _adhoc(change.entity, Column(JSON_COLUMN, JsonType) if in_json else _value_col(old))
+
+    def swap(value: Any) -> Any:
+        if multi and isinstance(value, list):
+            return list(dict.fromkeys(dst if v == src else v for v in value))
+        return dst if value == src else value
+
+    def fix(row: Any) -> dict[str, Any] | None:
+        if in_json:
+            ext = row.ext
+            if not ext or old.column_name not in ext or swap(ext[old.column_name]) == ext[old.column_name]:
+                return None
+            return {JSON_COLUMN: {**ext, old.column_name: swap(ext[old.column_name])}}
+        value = row._mapping[old.column_name]
+        return None if swap(value) == value else {old.column_name: swap(value)}
+
+    rewrite_rows(ctx, table, fix)
+
+
+def do_change_type(ctx: ApplyContext, change: Change) -> None:
+    old, new = ctx.old_field(change), ctx.new_field(change)
+    if new.storage == "json":
+        return  # JSON values already fit (the plan checked); nothing to alter
+    before, after = column_type(old), column_type(new)
+    kw: dict[str, Any] = {"type_": after, "existing_type": before}
+    if not ctx.sqlite:
+        kw["postgresql_using"] = _pg_using(ctx, old, new, change)
+    with ctx.alter(change.entity) as batch:
+        batch.alter_column(new.column_name, **kw)
+    ctx.ddl_done()
+
+
+def _pg_using(ctx: ApplyContext, old: Field, new: Field, change: Change) -> str:
+    """``USING`` of a PostgreSQL type change: a cast between related types, else NULL.
+
+    The plan only lets an unrelated type change through when no row has a value.
+    """
+    target = column_type(new).compile(dialect=ctx.conn.dialect)
+    quoted = ctx.conn.dialect.identifier_preparer.quote(new.column_name)
+    related = (old.type in TEXTUAL and new.type in TEXTUAL) or (
+        old.type in PLAIN_NUMERIC and new.type in PLAIN_NUMERIC)
+    return f"{quoted}::{target}" if related or old.type == new.type else "NULL"
+
+
+def do_purge(ctx: ApplyContext, change: Change) -> None:
+    old = ctx.old_field(replace(change, field=None))
+    path = Path(change.details["export_path"])
+    _export(ctx, change.entity, old, path)
+    ctx.exported.append(path)
+    if old.storage == "json":
+        table = _adhoc(change.entity, Column(JSON_COLUMN, JsonType))
+        key = old.column_name
+        rewrite_rows(ctx, table, lambda r: {JSON_COLUMN: {k: v for k, v in r.ext.items() if k != key}}
+                     if r.ext and key in r.ext else None)
+        return
+    with ctx.alter(change.entity) as batch:
+        for col in field_columns(old):
+            batch.drop_column(col.name)
+    ctx.ddl_done()
+
+
+def _export(ctx: ApplyContext, table_name: str, old: Field, path: Path) -> None:
+    """Write ``{"id": ..., "<field>": value}`` per row with a value, one JSON object a line."""
+    in_json = old.storage == "json"
+    cols = [Column(JSON_COLUMN, JsonType)] if in_json else [Column(c.name, c.type) for c in field_columns(old)]
+    table = _adhoc(table_name, *cols)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        out = path.open("x", encoding="utf-8")
+    except FileExistsError as e:
+        raise PlanError(f"purge export file {path} already exists", code="export_exists",
+                        hint="move the earlier export away or choose another export folder") from e
+    with out:
+        for row in ctx.conn.execute(select(table).order_by(table.c.id)):
+            record = _export_record(row, old, in_json)
+            if record is not None:
+                out.write(json.dumps(record, ensure_ascii=False) + "\n")
+
+
+def _export_record(row: Any, old: Field, in_json: bool) -> dict[str, Any] | None:
+    m = row._mapping
+    if in_json:
+        if not row.ext or row.ext.get(old.column_name) is None:
+            return None
+        return {"id": row.id, old.name: row.ext[old.column_name]}
+    values = {k: to_json_value(old, v) for k, v in m.items() if k != "id"}
+    if values.get(old.column_name) is None:
+        return None
+    return {"id": row.id, old.name: values.pop(old.column_name), **values}
+
+
+def do_nothing(ctx: ApplyContext, change: Change) -> None:
+    """Changes that only touch metadata (retire, unretire, add a JSON field, remove an unused option)."""
+
+
+EXECUTORS: dict[str, Callable[[ApplyContext, Change], None]] = {
+    "create_table": do_create_table,
+    "unretire_entity": do_nothing,
+    "drop_index": do_drop_index,
+    "rename_column": do_rename,
+    "unretire_column": do_nothing,
+    "add_column": do_add_column,
+    "add_json_field": do_nothing,
+    "move_storage": do_move_storage,
+    "replace_options": do_replace_option,
+    "remove_option": do_nothing,
+    "change_type": do_change_type,
+    "widen_length": do_change_type,
+    "narrow_length": do_change_type,
+    "retire_column": do_nothing,
+    "retire_entity": do_nothing,
+    "purge_column": do_purge,
+    "add_index": do_add_index,
+}

@@ -1,0 +1,210 @@
+"""Plan rules for one field: add, rename, retire, purge, type/length/option/storage changes.
+
+Every rule returns :class:`Change` objects; none touches the database except
+through :class:`PlanContext` read queries.  ``old`` is always the field as
+the database holds it now (its *old* name, storage and type), ``new`` the
+field as configured.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import String, func
+
+from engine.dsl.model import NUMERIC_TYPES, STRING_TYPES, Field
+from engine.runtime.plan_context import PlanContext
+from engine.runtime.plan_model import Change, fmt_rows
+from engine.runtime.storage import column_type
+
+TEXTUAL = STRING_TYPES | {"picklist"}
+PLAIN_NUMERIC = NUMERIC_TYPES - {"money"}
+
+
+def _ref(entity: str, field: Field | str) -> str:
+    return f"{entity}.{field if isinstance(field, str) else field.name}"
+
+
+def _details(old: Field, **extra: object) -> dict[str, object]:
+    return {"old_name": old.name, "storage": old.storage, **extra}
+
+
+def text_length(f: Field) -> int | None:
+    """Maximum characters a textual field holds (None: unlimited)."""
+    if f.type not in TEXTUAL:
+        return None
+    ctype = column_type(f)
+    return ctype.length if isinstance(ctype, String) else None
+
+
+# --------------------------------------------------------------------------- add / rename / retire
+
+
+def add_field(entity: str, f: Field) -> Change:
+    kind = "add_json_field" if f.storage == "json" else "add_column"
+    what = "field" if f.storage == "json" else "column"
+    note = "stored in ext, no DDL" if f.storage == "json" else None
+    return Change(kind, entity, f"add {what} {_ref(entity, f)}", f.name, note=note,
+                  details={"storage": f.storage})
+
+
+def rename_field(ctx: PlanContext, entity: str, old: Field, new: Field) -> Change:
+    rows = ctx.count_filled(entity, old)
+    return Change("rename_column", entity, f"rename {_ref(entity, old)} to {new.name}", new.name,
+                  rows=rows, note=f"{fmt_rows(rows)} keep their data", details=_details(old))
+
+
+def blocked_rename(entity: str, new: Field) -> Change:
+    return Change(
+        "rename_column", entity, f"rename {_ref(entity, new.renamed_from or '?')} to {new.name}", new.name,
+        safety="blocked", reason=f"{entity} has no field {new.renamed_from!r} to rename",
+        fix=f"fix renamed_from on {_ref(entity, new)}, or remove it to add a new empty field",
+    )
+
+
+def unretire_field(ctx: PlanContext, entity: str, old: Field) -> Change:
+    rows = ctx.count_filled(entity, old)
+    return Change("unretire_column", entity, f"bring back retired {_ref(entity, old)}", old.name,
+                  rows=rows, note=f"{fmt_rows(rows)} get their data back", details=_details(old))
+
+
+def retire_field(ctx: PlanContext, entity: str, old: Field) -> Change:
+    rows = ctx.count_filled(entity, old)
+    return Change("retire_column", entity, f"retire {_ref(entity, old)}", old.name, rows=rows,
+                  note=f"{fmt_rows(rows)} keep their data", details=_details(old))
+
+
+def purge_field(ctx: PlanContext, entity: str, old: Field) -> Change:
+    rows = ctx.count_filled(entity, old)
+    desc = f"purge retired {_ref(entity, old)}"
+    if ctx.export_dir is None:
+        return Change("purge_column", entity, desc, old.name, safety="blocked", rows=rows,
+                      reason="a purge must first export the data and no export folder was given",
+                      fix="pass an export folder (crm apply --purge --export-dir DIR)")
+    path = ctx.export_dir / f"{entity}.{old.name}.{ctx.stamp}.jsonl"
+    return Change("purge_column", entity, desc, old.name, safety="destructive", rows=rows,
+                  note=f"{fmt_rows(rows)} exported to {path} first, then the data is dropped",
+                  details=_details(old, export_path=str(path)))
+
+
+# --------------------------------------------------------------------------- same field, changed
+
+
+def field_changes(ctx: PlanContext, entity: str, old: Field, new: Field) -> list[Change]:
+    """Changes turning ``old`` (as stored) into ``new`` (as configured), in apply order."""
+    out: list[Change] = []
+    if old.storage != new.storage:
+        out.append(_move_storage(ctx, entity, old, new))
+    if old.reference != new.reference and new.type in ("reference", "user"):
+        out.append(Change("change_type", entity, f"retarget {_ref(entity, new)}", new.name, safety="blocked",
+                          reason=f"the reference target changes from {old.reference} to {new.reference}",
+                          fix="add a new reference field instead and retire this one"))
+    elif old.type != new.type or (new.type in PLAIN_NUMERIC and old.scale != new.scale):
+        out.append(_change_type(ctx, entity, old, new))
+    elif text_length(old) != text_length(new):
+        out.append(_change_length(ctx, entity, old, new))
+    if new.type in ("picklist", "multi_picklist") and old.type == new.type:
+        out.extend(_option_changes(ctx, entity, old, new))
+    return out
+
+
+def _move_storage(ctx: PlanContext, entity: str, old: Field, new: Field) -> Change:
+    desc = f"move {_ref(entity, new)} from {old.storage} to {new.storage}"
+    if "money" in (old.type, new.type):
+        return Change("move_storage", entity, desc, new.name, safety="blocked",
+                      reason="money fields keep their currency in a companion column and cannot move yet",
+                      fix=f"keep {_ref(entity, new)} at storage: {old.storage}")
+    rows = ctx.count_filled(entity, old)
+    return Change("move_storage", entity, desc, new.name, rows=rows,
+                  note=f"{fmt_rows(rows)} keep their value",
+                  details=_details(old, to=new.storage))
+
+
+def _too_long(ctx: PlanContext, entity: str, old: Field, limit: int | None) -> int:
+    if limit is None:
+        return 0
+    return ctx.count(entity, func.length(ctx.expr(entity, old)) > limit) if ctx.has_data else 0
+
+
+def _change_length(ctx: PlanContext, entity: str, old: Field, new: Field) -> Change:
+    before, after = text_length(old), text_length(new)
+    widen = after is None or (before is not None and after > before)
+    desc = f"{'widen' if widen else 'narrow'} {_ref(entity, new)} from {before or 'unlimited'} " \
+           f"to {after or 'unlimited'} characters"
+    details = _details(old, from_length=before, to_length=after)
+    if widen:
+        return Change("widen_length", entity, desc, new.name, details=details)
+    longer = _too_long(ctx, entity, old, after)
+    if longer:
+        return Change("narrow_length", entity, desc, new.name, safety="blocked", rows=longer,
+                      reason=f"{fmt_rows(longer)} hold longer values",
+                      fix="shorten those values first, or keep max_length >= the longest value")
+    return Change("narrow_length", entity, desc, new.name, note="all existing values fit", details=details)
+
+
+def _type_problem(ctx: PlanContext, entity: str, old: Field, new: Field) -> tuple[int, str] | None:
+    """(rows, reason) when existing data cannot take the new type; None when it fits."""
+    if not ctx.has_data:
+        return None
+    expr = ctx.expr(entity, old)
+    if old.type in TEXTUAL and new.type in TEXTUAL:
+        n = _too_long(ctx, entity, old, text_length(new))
+        if n:
+            return n, f"{fmt_rows(n)} hold values longer than {text_length(new)} characters"
+        if new.type == "picklist":
+            n = ctx.count(entity, expr.is_not(None) & expr.not_in(new.option_keys or ("",)))
+            return (n, f"{fmt_rows(n)} hold values that are not options") if n else None
+        return None
+    if old.type in PLAIN_NUMERIC and new.type in PLAIN_NUMERIC:
+        places = 0 if new.type == "integer" else new.scale
+        n = ctx.count(entity, expr.is_not(None) & (expr != func.round(expr, places)))
+        return (n, f"{fmt_rows(n)} hold values with more than {places} decimal places") if n else None
+    n = ctx.count_filled(entity, old)
+    return (n, f"{fmt_rows(n)} hold a value and {old.type} cannot become {new.type}") if n else None
+
+
+def _change_type(ctx: PlanContext, entity: str, old: Field, new: Field) -> Change:
+    desc = f"change {_ref(entity, new)} from {old.type} to {new.type}"
+    if old.type in PLAIN_NUMERIC and new.type in PLAIN_NUMERIC and old.scale != new.scale:
+        desc += f" (scale {old.scale} -> {new.scale})"
+    details = _details(old, from_type=old.type, to_type=new.type)
+    if "money" in (old.type, new.type) and old.type != new.type:
+        return Change("change_type", entity, desc, new.name, safety="blocked",
+                      reason="changing to or from money is not supported",
+                      fix="add a new money field, copy the values with an import, retire the old field")
+    problem = _type_problem(ctx, entity, old, new)
+    if problem:
+        rows, reason = problem
+        return Change("change_type", entity, desc, new.name, safety="blocked", rows=rows, reason=reason,
+                      fix="fix or clear those values first, or add a new field and retire this one")
+    return Change("change_type", entity, desc, new.name, note="all existing values fit", details=details)
+
+
+def _option_rows(ctx: PlanContext, entity: str, old: Field, key: str) -> int:
+    if not ctx.has_data:
+        return 0
+    if old.type == "multi_picklist":
+        return sum(1 for v in ctx.values(entity, old) if isinstance(v, list) and key in v)
+    return ctx.count(entity, ctx.expr(entity, old) == key)
+
+
+def _option_changes(ctx: PlanContext, entity: str, old: Field, new: Field) -> list[Change]:
+    out = []
+    for key in (k for k in old.option_keys if k not in new.option_keys):
+        rows = _option_rows(ctx, entity, old, key)
+        desc = f"remove option {_ref(entity, new)}={key!r}"
+        target = new.replace.get(key)
+        details = _details(old, option=key, to=target)
+        if target is not None and target not in new.option_keys:
+            out.append(Change("replace_options", entity, desc, new.name, safety="blocked", rows=rows,
+                              reason=f"replace maps {key!r} to {target!r}, which is not an option",
+                              fix=f"use one of: {', '.join(new.option_keys)}"))
+        elif target is not None:
+            out.append(Change("replace_options", entity, f"{desc} -> {target!r}", new.name, rows=rows,
+                              note=f"{fmt_rows(rows)} changed to {target!r}", details=details))
+        elif rows:
+            out.append(Change("remove_option", entity, desc, new.name, safety="blocked", rows=rows,
+                              reason=f"{fmt_rows(rows)} use it",
+                              fix=f"add replace: {{{key}: ...}} to {_ref(entity, new)}"))
+        else:
+            out.append(Change("remove_option", entity, desc, new.name, rows=0, note="no row uses it",
+                              details=details))
+    return out

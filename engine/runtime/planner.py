@@ -1,0 +1,199 @@
+"""Plan: diff the database's current state against a new workspace.
+
+``plan(old, new, conn)`` returns a :class:`Plan`: an ordered tuple of
+:class:`Change` (see :data:`KIND_ORDER`), each marked safe / destructive /
+blocked, with affected row counts queried through ``conn``.
+
+The rules (docs/plan-apply.md has the long form):
+
+* adding an entity, a field or an index is safe;
+* a field with ``renamed_from`` renames the old one, keeping its data;
+* a field that disappears is *retired*: its column (or JSON key) is kept and
+  hidden; a removed entity is retired the same way (its table is kept);
+* ``purge=True`` drops retired fields (destructive) after exporting them;
+* narrowing a type or length, and removing a picklist option rows use, is
+  blocked unless the data fits (or a ``replace`` mapping says where rows go);
+* moving a field between a column and the JSON column copies its values;
+* indexes follow :func:`engine.runtime.storage.entity_indexes`.
+
+Planning reads only; it never changes the database.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Mapping
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Connection
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.schema import CreateIndex
+
+from engine.dsl.model import Entity, Field, Workspace, frozen_map
+from engine.runtime import plan_fields as rules
+from engine.runtime.plan_context import PlanContext
+from engine.runtime.plan_model import KIND_ORDER, Change, Plan, fmt_rows, format_plan
+from engine.runtime.plan_state import DbState, state_of
+from engine.runtime.storage import build_schema
+
+__all__ = ["Change", "DbState", "Plan", "format_plan", "plan", "plan_from_state"]
+
+
+def plan(
+    old: Workspace | None,
+    new: Workspace,
+    conn: Connection | None,
+    *,
+    purge: bool = False,
+    export_dir: Path | str | None = None,
+    dialect: str | None = None,
+) -> Plan:
+    """The ordered changes that turn a database holding ``old`` into one holding ``new``.
+
+    ``old`` None means an empty database.  ``conn`` (None for an empty
+    database) is only read, to count the rows a change hits.  ``dialect``
+    defaults to the connection's, else "sqlite".
+    """
+    return plan_from_state(state_of(old) if old is not None else None, new, conn,
+                           purge=purge, export_dir=export_dir, dialect=dialect)
+
+
+def plan_from_state(
+    old: DbState | None,
+    new: Workspace,
+    conn: Connection | None,
+    *,
+    purge: bool = False,
+    export_dir: Path | str | None = None,
+    dialect: str | None = None,
+) -> Plan:
+    """Like :func:`plan`, from a :class:`DbState` (e.g. a revision's schema snapshot)."""
+    name = dialect or (conn.dialect.name if conn is not None else "sqlite")
+    stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
+    ctx = PlanContext.build(conn, old, name, purge=purge,
+                            export_dir=Path(export_dir) if export_dir is not None else None, stamp=stamp)
+    changes, result = _diff_entities(ctx, old or DbState(), new)
+    order = {k: i for i, k in enumerate(KIND_ORDER)}
+    ordered = sorted(changes, key=lambda c: order[c.kind])  # stable: keeps entity order within a kind
+    return Plan(changes=tuple(ordered), old=old, result=result, new=new, dialect=name)
+
+
+# --------------------------------------------------------------------------- entities
+
+
+def _creation_order(entities: Mapping[str, Entity]) -> list[Entity]:
+    """Entities with the ones they reference (or are children of) first."""
+    done: dict[str, Entity] = {}
+
+    def visit(e: Entity, path: tuple[str, ...]) -> None:
+        if e.name in done or e.name in path:
+            return
+        deps = [f.reference for f in e.fields.values() if f.type == "reference" and f.reference]
+        deps += [e.parent.entity] if e.parent else []
+        for dep in deps:
+            if dep in entities:
+                visit(entities[dep], (*path, e.name))
+        done[e.name] = e
+
+    for entity in entities.values():
+        visit(entity, ())
+    return list(done.values())
+
+
+def _diff_entities(ctx: PlanContext, old: DbState, new: Workspace) -> tuple[list[Change], DbState]:
+    changes: list[Change] = []
+    live: dict[str, Entity] = {}
+    for n in _creation_order(new.entities):
+        before = old.entities.get(n.name) or old.retired_entities.get(n.name)
+        if before is None:
+            changes.append(Change("create_table", n.name, f"create table {n.name}",
+                                  note=f"{len(n.fields)} field(s)"))
+            live[n.name] = n
+        else:
+            if n.name in old.retired_entities:
+                changes.append(_entity_change(ctx, "unretire_entity", n.name, "bring back retired entity",
+                                              "get their data back"))
+            entity_changes, live[n.name] = _diff_entity(ctx, before, n)
+            changes.extend(entity_changes)
+        changes.extend(_index_changes(ctx, before, live[n.name]))
+    retired = {k: e for k, e in old.retired_entities.items() if k not in new.entities}
+    for name, entity in old.entities.items():
+        if name not in new.entities:
+            changes.append(_entity_change(ctx, "retire_entity", name, "retire entity", "keep their data"))
+            retired[name] = entity
+    return changes, DbState(entities=frozen_map(live), retired_entities=frozen_map(retired))
+
+
+def _entity_change(ctx: PlanContext, kind: str, name: str, verb: str, outcome: str) -> Change:
+    rows = ctx.count(name)
+    return Change(kind, name, f"{verb} {name}", rows=rows, note=f"{fmt_rows(rows)} {outcome}; table kept")
+
+
+def _diff_entity(ctx: PlanContext, old: Entity, new: Entity) -> tuple[list[Change], Entity]:
+    """Field changes of an entity present before and after; and the entity as the DB will hold it."""
+    changes: list[Change] = []
+    consumed: set[str] = set()
+    for f in new.fields.values():
+        if f.stored:
+            changes.extend(_new_field(ctx, old, new, f, consumed))
+    retired: dict[str, Field] = {}
+    for g in [*old.fields.values(), *old.retired.values()]:
+        if g.name in consumed or not g.stored:
+            continue
+        if ctx.purge:
+            changes.append(rules.purge_field(ctx, old.name, g))
+            if changes[-1].safety == "blocked":
+                retired[g.name] = g
+        else:
+            if g.name in old.fields:
+                changes.append(rules.retire_field(ctx, old.name, g))
+            retired[g.name] = g
+    return changes, replace(new, retired=frozen_map(retired))
+
+
+def _new_field(ctx: PlanContext, old: Entity, new: Entity, f: Field, consumed: set[str]) -> list[Change]:
+    """Changes for configured field ``f`` of an existing entity; marks the old fields it takes over."""
+    ent = new.name
+    if f.name in old.fields:
+        consumed.add(f.name)
+        return rules.field_changes(ctx, ent, old.fields[f.name], f)
+    source = f.renamed_from
+    prior = (old.fields.get(source) or old.retired.get(source)) if source else None
+    if prior is not None and source not in new.fields:
+        consumed.add(prior.name)
+        return [rules.rename_field(ctx, ent, prior, f), *rules.field_changes(ctx, ent, prior, f)]
+    if f.name in old.retired:
+        consumed.add(f.name)
+        prior = old.retired[f.name]
+        return [rules.unretire_field(ctx, ent, prior), *rules.field_changes(ctx, ent, prior, f)]
+    if source:
+        return [rules.blocked_rename(ent, f)]
+    return [rules.add_field(ent, f)]
+
+
+# --------------------------------------------------------------------------- indexes
+
+
+def _dialect_obj(name: str) -> Any:
+    return postgresql.psycopg.dialect() if name == "postgresql" else sqlite.dialect()
+
+
+def _index_sigs(entity: Entity, dialect: str) -> dict[str, str]:
+    """Index name -> its CREATE INDEX text, as :func:`entity_indexes` defines them."""
+    schema = build_schema(Workspace(name="idx", entities={entity.name: entity}), dialect)
+    d = _dialect_obj(dialect)
+    return {ix.name: str(CreateIndex(ix).compile(dialect=d)) for ix in schema.tables[entity.name].indexes
+            if ix.name}
+
+
+def _index_changes(ctx: PlanContext, old: Entity | None, new: Entity) -> list[Change]:
+    """Drops for indexes that went away or changed; creates for new or changed ones."""
+    before = _index_sigs(old, ctx.dialect) if old is not None else {}
+    after = _index_sigs(new, ctx.dialect)
+    out = [Change("drop_index", new.name, f"drop index {name} on {new.name}", details={"index": name})
+           for name, sig in before.items() if after.get(name) != sig]
+    out += [Change("add_index", new.name, f"add index {name} on {new.name}", details={"index": name})
+            for name, sig in after.items() if before.get(name) != sig]
+    return out
