@@ -1,0 +1,48 @@
+"""The Flask application factory of the REST API.
+
+``create_app(runtime)`` builds an app serving ``/api/v1`` for one
+:class:`engine.runtime.runtime.Runtime`.  The admin UI mounts on the same
+app at ``/admin`` through the ``mount`` hooks (``crm demo`` serves both on
+one port).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from flask import Flask
+
+from engine.api.errors import register_error_handlers
+from engine.api.jsonenc import FastJSONProvider
+from engine.api.views import RUNTIME_KEY, bp
+
+#: Largest request body accepted (bytes); larger bodies get 413.
+MAX_BODY_BYTES = 1024 * 1024
+
+Mount = Callable[[Flask, Any], None]
+"""A function that adds views to the app, e.g. the admin UI at ``/admin``."""
+
+
+def create_app(runtime: Any, *, mounts: Iterable[Mount] = (), max_body_bytes: int = MAX_BODY_BYTES) -> Flask:
+    """A Flask app serving the REST API of ``runtime`` under ``/api/v1``.
+
+    ``mounts`` are called with ``(app, runtime)`` after the API is registered;
+    the admin UI passes its own here to live at ``/admin`` on the same port.
+    """
+    app = Flask("engine.api")
+    app.json = FastJSONProvider(app)
+    app.config.update(MAX_CONTENT_LENGTH=max_body_bytes, MAX_FORM_MEMORY_SIZE=max_body_bytes,
+                      JSON_SORT_KEYS=False)
+    app.url_map.strict_slashes = False
+    app.extensions[RUNTIME_KEY] = runtime
+    register_error_handlers(app)
+    app.register_blueprint(bp)
+    app.add_url_rule("/", "index", _index)
+    for mount in mounts:
+        mount(app, runtime)
+    return app
+
+
+def _index() -> dict[str, Any]:
+    return {"api": "/api/v1", "openapi": "/api/v1/openapi.json", "meta": "/api/v1/meta", "admin": "/admin"}

@@ -1,0 +1,136 @@
+"""The ``/api/v1`` blueprint: small views over the gateway.
+
+Each view reads and shape-checks its input (:mod:`engine.api.params`),
+calls the record service through :mod:`engine.api.gateway` in one unit of
+work for the authenticated caller, and renders JSON.  Errors are raised,
+never rendered here: :mod:`engine.api.errors` turns them into statuses.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Blueprint, Response, current_app, g, request
+
+from engine.api import gateway, params
+from engine.api.jsonenc import dumps_fast
+from engine.errors import NotFound
+
+bp = Blueprint("api_v1", __name__, url_prefix="/api/v1")
+RUNTIME_KEY = "crm_runtime"
+
+
+def runtime() -> Any:
+    """The runtime this app serves."""
+    return current_app.extensions[RUNTIME_KEY]
+
+
+def json_response(obj: Any, status: int = 200, etag: Any = None) -> Response:
+    """A JSON response (compact, Decimal/datetime aware), optionally with an ETag."""
+    resp = current_app.response_class(dumps_fast(obj), status=status, mimetype="application/json")
+    if etag is not None:
+        resp.set_etag(str(etag))
+    return resp
+
+
+@bp.before_request
+def _authenticate() -> None:
+    """Every endpoint needs ``Authorization: Bearer <token>``; pick up a new revision first."""
+    rt = runtime()
+    gateway.refresh(rt)
+    header = request.headers.get("Authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise gateway.AuthenticationRequired(
+            "this endpoint needs 'Authorization: Bearer <token>'",
+            hint="create a token with 'crm token create USER'")
+    g.actor = gateway.authenticate(rt, token.strip())
+
+
+def _record_id(raw: str) -> int:
+    if not raw.isdigit() or len(raw) > 18:
+        raise NotFound(f"there is no record {raw!r}", details={"id": raw})
+    return int(raw)
+
+
+@bp.get("/records/<entity>")
+def list_records(entity: str) -> Response:
+    """A page of records: filter, sort, limit, cursor, count, fields, expand."""
+    gateway.entity(runtime(), entity)
+    p = params.list_params(request.args)
+    with gateway.records(runtime(), g.actor) as svc:
+        page = svc.list(entity, filter=p.filter, sort=p.sort, limit=p.limit, cursor=p.cursor,
+                        fields=p.fields, expand=p.expand, count=p.count)
+    return json_response({"items": page.items, "next_cursor": page.next_cursor, "total": page.total})
+
+
+@bp.post("/records/<entity>")
+def create_record(entity: str) -> Response:
+    """Create a record from a JSON object of field values; 201 with the record."""
+    gateway.entity(runtime(), entity)
+    values = params.json_object(request)
+    with gateway.records(runtime(), g.actor) as svc:
+        record = svc.create(entity, values)
+    resp = json_response(record, 201, etag=record["version"])
+    resp.headers["Location"] = f"{request.base_url.rstrip('/')}/{record['id']}"
+    return resp
+
+
+@bp.get("/records/<entity>/<record_id>")
+def get_record(entity: str, record_id: str) -> Response:
+    """One record (``fields`` and ``expand`` as for lists); its version as ETag."""
+    gateway.entity(runtime(), entity)
+    rid = _record_id(record_id)
+    fields, expand = params.record_params(request.args)
+    with gateway.records(runtime(), g.actor) as svc:
+        record = svc.get(entity, rid, fields=fields, expand=expand)
+    return json_response(record, etag=record.get("version"))
+
+
+@bp.patch("/records/<entity>/<record_id>")
+def update_record(entity: str, record_id: str) -> Response:
+    """Change some fields; needs ``If-Match: <version>`` (428 without, 409 when stale)."""
+    gateway.entity(runtime(), entity)
+    rid = _record_id(record_id)
+    version = params.if_match_version(request, required=True)
+    values = params.json_object(request)
+    with gateway.records(runtime(), g.actor) as svc:
+        record = svc.update(entity, rid, values, expected_version=version)
+    return json_response(record, etag=record["version"])
+
+
+@bp.delete("/records/<entity>/<record_id>")
+def delete_record(entity: str, record_id: str) -> Response:
+    """Soft-delete a record (``If-Match`` optional); 204."""
+    gateway.entity(runtime(), entity)
+    rid = _record_id(record_id)
+    version = params.if_match_version(request, required=False)
+    with gateway.records(runtime(), g.actor) as svc:
+        svc.delete(entity, rid, expected_version=version)
+    return current_app.response_class(status=204)
+
+
+@bp.get("/records/<entity>/<record_id>/history")
+def record_history(entity: str, record_id: str) -> Response:
+    """Every change of every field of the record: action, field, old, new, actor, time."""
+    gateway.entity(runtime(), entity)
+    rid = _record_id(record_id)
+    with gateway.records(runtime(), g.actor) as svc:
+        items = svc.history(entity, rid)
+    return json_response({"items": items})
+
+
+@bp.get("/meta")
+def meta() -> Response:
+    """Entities, fields and the caller's permissions."""
+    from engine.api.meta import build_meta
+
+    return json_response(build_meta(runtime(), g.actor))
+
+
+@bp.get("/openapi.json")
+def openapi() -> Response:
+    """The OpenAPI 3.1 document of this workspace, as the caller sees it."""
+    from engine.api.openapi import openapi_for
+
+    return json_response(openapi_for(runtime(), g.actor))
