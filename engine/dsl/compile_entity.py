@@ -27,7 +27,7 @@ from engine.errors import ConfigError, InvalidName, SchemaViolation, SourceLocat
 
 IDENT = re.compile(r"^[a-z][a-z0-9_]*$")
 MAX_NAME = 50
-PATTERN_TOKEN = re.compile(r"\{(YYYY|YY|MM|DD|#+)\}")
+PATTERN_COUNTER = re.compile(r"\{#+\}")
 
 Report = Callable[[ConfigError], None]
 
@@ -177,7 +177,7 @@ class EntityCompiler:
         for prop, types in only.items():
             if prop in spec and ftype not in types:
                 problems.append((prop, f"'{prop}' does not apply to a {ftype} field",
-                                 f"remove it, or use a field type among: {', '.join(types)}"))
+                                 f"remove it, or use a field type among: {', '.join(sorted(types))}"))
         if ftype == "lines" and spec.get("storage") == "json":
             problems.append(("storage", "a lines field cannot be stored as JSON", "remove 'storage: json'"))
         if "min" in spec and "max" in spec and spec["min"] > spec["max"]:
@@ -188,7 +188,7 @@ class EntityCompiler:
             self.report(UnknownReference(f"field {name!r} refers to unknown entity {spec['to']!r}",
                                          location=self._loc((*path, "to")), hint=hint))
             return False
-        if ftype == "auto_number" and "pattern" in spec and not PATTERN_TOKEN.search(spec["pattern"]):
+        if ftype == "auto_number" and "pattern" in spec and not PATTERN_COUNTER.search(spec["pattern"]):
             problems.append(("pattern", "a naming series needs a counter such as {#####}",
                              "e.g. 'Q-{YYYY}-{#####}'"))
         if spec.get("formula") and spec.get("default_expr"):

@@ -9,7 +9,6 @@ adds to / overrides the earlier one), otherwise it is a located
 
 from __future__ import annotations
 
-import copy
 import difflib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -18,7 +17,7 @@ from typing import Any
 from engine.dsl.kinds import DEFAULT_KINDS, KindRegistry, ListMerge
 from engine.dsl.layers import Layer, LayerFile
 from engine.dsl.schemacheck import check_document
-from engine.dsl.yamlsrc import YamlDocument, YList, YMap, load_text
+from engine.dsl.yamlsrc import YamlDocument, YList, YMap, load_text, located_copy
 from engine.errors import (
     ConfigError,
     DuplicateDefinition,
@@ -158,7 +157,7 @@ def merge_documents(
                 details={"first": str(earlier.loc), "second": str(doc.loc)},
             ))
         elif earlier is None:
-            data = copy.deepcopy(doc.data)
+            data = located_copy(doc.data)
             data.pop("extend", None)
             merged[key] = MergedDoc(doc.kind, doc.name, data, doc.loc, doc.layer, [doc.loc])
         else:
@@ -183,7 +182,7 @@ def _merge_into(target: YMap, patch: YMap, rules: Any, path: tuple[str, ...], er
             if rule != "replace":
                 _merge_list(old, value, rule, errors)
                 continue
-        target.set_located(key, copy.deepcopy(value), patch.key_locs[key], patch.val_locs[key])
+        target.set_located(key, located_copy(value), patch.key_locs[key], patch.val_locs[key])
 
 
 def _rule_for(rules: Any, path: tuple[str, ...]) -> ListMerge:
@@ -197,7 +196,7 @@ def _rule_for(rules: Any, path: tuple[str, ...]) -> ListMerge:
 
 def _merge_list(target: YList, patch: YList, rule: ListMerge, errors: list[ConfigError]) -> None:
     if rule == "append":
-        target.extend(copy.deepcopy(patch))
+        target.extend(located_copy(patch))
         target.item_locs.extend(patch.item_locs)
         return
     _, key = rule  # ("keyed", identity)
@@ -216,5 +215,5 @@ def _merge_list(target: YList, patch: YList, rule: ListMerge, errors: list[Confi
                                          location=loc, hint=f"use the {key} of an existing item"))
                 continue
             index = found + 1
-        target.insert(index, copy.deepcopy(item))
+        target.insert(index, located_copy(item))
         target.item_locs.insert(index, loc)

@@ -40,7 +40,33 @@ def _registry() -> Registry:
 
 @cache
 def _validator(name: str) -> jsonschema.Draft202012Validator:
-    return jsonschema.Draft202012Validator(load_schema(name), registry=_registry())
+    # References are inlined once: resolving them per node cost more than the checks themselves.
+    schema = _inline_refs(load_schema(name), load_schema(name), ())
+    return jsonschema.Draft202012Validator(schema, registry=_registry())
+
+
+def _inline_refs(node: Any, doc: dict[str, Any], stack: tuple[str, ...]) -> Any:
+    """``node`` with every ``$ref`` replaced by its target; a recursive ref is kept (resolved lazily)."""
+    if isinstance(node, list):
+        return [_inline_refs(v, doc, stack) for v in node]
+    if not isinstance(node, dict):
+        return node
+    ref = node.get("$ref")
+    if isinstance(ref, str) and ref not in stack:
+        target_doc, target = _resolve(ref, doc)
+        return _inline_refs(target, target_doc, (*stack, ref))
+    if isinstance(ref, str) and ref.startswith("#"):
+        return {**node, "$ref": _SCHEMA_BASE + doc["$id"].rsplit("/", 1)[-1] + ref}
+    return {k: _inline_refs(v, doc, stack) for k, v in node.items()}
+
+
+def _resolve(ref: str, doc: dict[str, Any]) -> tuple[dict[str, Any], Any]:
+    file, _, pointer = ref.partition("#")
+    target_doc = load_schema(file) if file else doc
+    node: Any = target_doc
+    for part in (p for p in pointer.split("/") if p):
+        node = node[part]
+    return target_doc, node
 
 
 def check_document(doc: YamlDocument, schema: str) -> list[SchemaViolation]:

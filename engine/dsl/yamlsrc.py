@@ -57,7 +57,10 @@ class YList(list):
         self.item_locs = []
 
 
-class _Loader(yaml.SafeLoader):
+_Base = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml when available: ~10x faster, same marks
+
+
+class _Loader(_Base):  # type: ignore[misc,valid-type]
     """SafeLoader with YAML 1.2 booleans and no implicit timestamps."""
 
 
@@ -219,6 +222,26 @@ def iter_paths(node: Any, prefix: PathT = ()) -> Iterator[tuple[PathT, Any]]:
     elif isinstance(node, list):
         for i, v in enumerate(node):
             yield from iter_paths(v, (*prefix, i))
+
+
+def located_copy(node: Any) -> Any:
+    """A deep copy that keeps positions (much faster than ``copy.deepcopy``)."""
+    if isinstance(node, YMap):
+        out = YMap(loc=node.loc)
+        for k, v in node.items():
+            out[k] = located_copy(v)
+        out.key_locs = dict(node.key_locs)
+        out.val_locs = dict(node.val_locs)
+        return out
+    if isinstance(node, YList):
+        seq = YList((located_copy(v) for v in node), loc=node.loc)
+        seq.item_locs = list(node.item_locs)
+        return seq
+    if isinstance(node, dict):
+        return {k: located_copy(v) for k, v in node.items()}
+    if isinstance(node, list):
+        return [located_copy(v) for v in node]
+    return node
 
 
 def plain(node: Any) -> Any:

@@ -1,0 +1,196 @@
+"""Broken configurations: every error is located (file:line:col), coded and hinted."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from engine.dsl.compiler import compile_folder
+from engine.errors import ConfigError, ConfigErrors
+
+
+def errors_of(folder: Path) -> list[ConfigError]:
+    with pytest.raises(ConfigError) as info:
+        compile_folder(folder)
+    err = info.value
+    return err.errors if isinstance(err, ConfigErrors) else [err]
+
+
+def only_error(folder: Path) -> ConfigError:
+    errs = errors_of(folder)
+    assert len(errs) == 1, [str(e) for e in errs]
+    return errs[0]
+
+
+def where(err: ConfigError) -> tuple[str, int, int]:
+    assert err.location is not None
+    return Path(err.location.file).name, err.location.line, err.location.col
+
+
+def test_unknown_field_type_suggests_the_close_one(write_ws):
+    ws = write_ws({"entities/x.yaml": """\
+        entity: device
+        fields:
+          name: {type: string}
+          price: {type: moneyy}
+        """})
+    err = only_error(ws)
+    assert err.code == "schema_enum"
+    assert where(err) == ("x.yaml", 4, 17)
+    assert "fields.price.type: 'moneyy' is not one of" in err.message
+    assert "did you mean 'money'?" in err.message and err.hint == "did you mean 'money'?"
+
+
+def test_unknown_property_is_located_at_the_key(write_ws):
+    ws = write_ws({"entities/x.yaml": """\
+        entity: device
+        fields:
+          name: {type: string, requried: true}
+        """})
+    err = only_error(ws)
+    assert err.code == "schema_unknown_property"
+    assert where(err) == ("x.yaml", 3, 24)
+    assert "unknown property 'requried'" in err.message
+    assert err.hint == "did you mean 'required'?"
+
+
+def test_bad_indentation(write_ws):
+    ws = write_ws({"entities/x.yaml": "entity: device\nfields:\n  name: {type: string}\n   size: {type: integer}\n"})
+    err = only_error(ws)
+    assert err.code == "yaml_syntax"
+    assert where(err)[:2] == ("x.yaml", 4)
+    assert "indentation" in (err.hint or "")
+    assert err.snippet and "^" in err.snippet
+
+
+def test_a_tab_is_reported_where_it_is(write_ws):
+    ws = write_ws({"entities/x.yaml": "entity: device\nfields:\n\tname: {type: string}\n"})
+    err = only_error(ws)
+    assert err.code == "yaml_syntax"
+    assert where(err) == ("x.yaml", 3, 1)
+    assert "tab" in err.message and "spaces" in (err.hint or "")
+
+
+def test_reference_to_missing_entity(write_ws):
+    ws = write_ws({"entities/x.yaml": """\
+        entity: device
+        fields:
+          owner_account: {type: reference, to: acount}
+        """})
+    err = only_error(ws)
+    assert err.code == "unknown_reference"
+    assert where(err) == ("x.yaml", 3, 40)
+    assert "unknown entity 'acount'" in err.message
+    assert err.hint == "did you mean 'account'?"
+
+
+def test_duplicate_field(write_ws):
+    ws = write_ws({"entities/x.yaml": """\
+        entity: device
+        fields:
+          name: {type: string}
+          name: {type: text}
+        """})
+    err = only_error(ws)
+    assert err.code == "yaml_syntax"
+    assert where(err) == ("x.yaml", 4, 3)
+    assert "duplicate key 'name' (first at line 3)" in err.message
+
+
+def test_conflicting_redefinition_across_layers_names_both_places(write_ws):
+    ws = write_ws({"entities/lead.yaml": "entity: lead\nfields:\n  x: {type: string}\n"})
+    err = only_error(ws)
+    assert err.code == "duplicate_definition"
+    assert where(err) == ("lead.yaml", 1, 1)
+    assert "configs/base/entities/lead.yaml" in err.message
+    assert "extend: true" in (err.hint or "")
+    assert err.details["first"].endswith(":1") or "lead.yaml" in err.details["first"]
+
+
+def test_unknown_kind_lists_the_known_ones(write_ws):
+    ws = write_ws({"entities/x.yaml": "entiti: device\n"})
+    err = only_error(ws)
+    assert err.code == "unknown_kind"
+    assert where(err) == ("x.yaml", 1, 1)
+    assert "did you mean 'entity'?" in (err.hint or "") and "known kinds: entity, role" in (err.hint or "")
+
+
+def test_extend_of_something_undefined(write_ws):
+    ws = write_ws({"entities/x.yaml": "entity: devise\nextend: true\n"})
+    err = only_error(ws)
+    assert err.code == "layer_error"
+    assert "no earlier layer defines it" in err.message
+
+
+@pytest.mark.parametrize(
+    ("name", "fragment"),
+    [("id", "standard column"), ("crm_thing", "crm_"), ("Bad", "lowercase"), ("ext", "standard column")],
+)
+def test_reserved_and_invalid_field_names(write_ws, name, fragment):
+    ws = write_ws({"entities/x.yaml": f"entity: device\nfields:\n  {name}: {{type: string}}\n"})
+    errs = errors_of(ws)
+    assert any(fragment in e.message or fragment in (e.hint or "") for e in errs), [str(e) for e in errs]
+    assert all(e.location is not None for e in errs)
+
+
+def test_reference_column_may_not_shadow_a_standard_column(write_ws):
+    ws = write_ws({"entities/x.yaml": "entity: device\nfields:\n  parent: {type: reference, to: account}\n"})
+    err = only_error(ws)
+    assert err.code == "invalid_name" and "'parent_id'" in err.message and where(err) == ("x.yaml", 3, 3)
+
+
+def test_type_specific_rules(write_ws):
+    ws = write_ws({"entities/x.yaml": """\
+        entity: device
+        fields:
+          kind: {type: picklist}
+          size: {type: string, min: 3}
+          code: {type: auto_number, pattern: "D-{YYYY}"}
+          price: {type: money, default: cheap}
+        """})
+    messages = sorted(e.message for e in errors_of(ws))
+    assert any("needs 'options:'" in m for m in messages)
+    assert any("'min' does not apply to a string field" in m for m in messages)
+    assert any("naming series needs a counter" in m for m in messages)
+    assert any("default 'cheap' is not a number" in m for m in messages)
+
+
+def test_every_error_is_reported_at_once(write_ws):
+    ws = write_ws({
+        "entities/a.yaml": "entity: a1\nfields:\n  x: {type: strin}\n",
+        "entities/b.yaml": "entity: b1\nfields:\n  y: {type: integr}\n",
+    })
+    errs = errors_of(ws)
+    assert sorted(where(e)[0] for e in errs) == ["a.yaml", "b.yaml"]
+
+
+def test_non_utf8_file(write_ws):
+    ws = write_ws({})
+    (ws / "entities").mkdir()
+    (ws / "entities" / "x.yaml").write_bytes(b"entity: device\nlabel: caf\xe9\n")
+    err = only_error(ws)
+    assert err.code == "yaml_syntax" and "UTF-8" in err.message and where(err)[1] == 2
+
+
+def test_role_names_unknown_entity_and_field(write_ws):
+    ws = write_ws({"roles/r.yaml": """\
+        role: auditor
+        permissions:
+          leed: {read: all}
+        fields:
+          lead.scoer: hidden
+        """})
+    msgs = [(e.message, e.hint) for e in errors_of(ws)]
+    assert ("role 'auditor' gives permissions on unknown entity 'leed'", "did you mean 'lead'?") in msgs
+    assert ("role 'auditor': entity 'lead' has no field 'scoer'", "did you mean 'score'?") in msgs
+
+
+def test_error_text_format(write_ws):
+    ws = write_ws({"entities/x.yaml": "entity: device\nfields:\n  price: {type: moneyy}\n"})
+    text = str(only_error(ws))
+    first = text.splitlines()[0]
+    assert first.endswith("x.yaml:3:17: fields.price.type: 'moneyy' is not one of [string, text, integer, decimal, "
+                          "money, percent, boolean, date, datetime, email, phone, url, picklist, multi_picklist, "
+                          "reference, user, json, lines, auto_number] (did you mean 'money'?)")
+    assert "  hint: did you mean 'money'?" in text
