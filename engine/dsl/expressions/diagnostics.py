@@ -97,7 +97,7 @@ def did_you_mean(word: str, candidates: Iterable[str]) -> str | None:
     return matches[0] if matches else None
 
 
-def suggestion(word: str, candidates: Iterable[str], quote: str = "'") -> str | None:
+def suggestion(word: str, candidates: Iterable[str], prefix: str = "") -> str | None:
     """A "did you mean ...?" hint, or None when nothing is close."""
     best = did_you_mean(word, candidates)
-    return f"did you mean {quote}{best}{quote}?" if best else None
+    return f"did you mean '{prefix}{best}'?" if best else None

@@ -336,7 +336,10 @@ class _Builder(Transformer_NonRecursive):
         return ast.Call(str(c[0]), tuple(x for x in c[1:] if x is not None), _pos(meta))
 
     def neg(self, meta: Any, c: list[ast.Node]) -> ast.Node:
-        return ast.Unary("neg", c[0], _pos(meta))
+        operand = c[0]
+        if isinstance(operand, ast.Literal) and type(operand.value) in (int, Decimal):
+            return ast.Literal(-operand.value, _pos(meta))  # type: ignore[operator]  # a negative literal
+        return ast.Unary("neg", operand, _pos(meta))
 
     def not_(self, meta: Any, c: list[ast.Node]) -> ast.Node:
         return ast.Unary("not", c[0], _pos(meta))

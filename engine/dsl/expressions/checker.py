@@ -1,0 +1,384 @@
+"""Type checking: an unchecked AST + an entity -> a checked AST (every node typed, names bound).
+
+Types: number (integer/decimal/money/percent; whole numbers are tracked),
+string (string/text/email/phone/url/auto_number), boolean, date, datetime,
+picklist (compared only with its options), list (multi_picklist, list
+literals), reference (reference/user fields, ``$user``, ``id``) and null.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from engine.dsl.expressions import ast
+from engine.dsl.expressions.diagnostics import ExprSource, suggestion
+from engine.dsl.expressions.functions import FunctionRegistry, default_registry, unify
+from engine.dsl.model import FIELD_TYPES, Entity, Field, Workspace
+from engine.errors import ExpressionError, ExpressionTypeError
+
+#: Columns every entity table has, readable in expressions (name -> kind).
+STANDARD_FIELDS: Mapping[str, str] = {
+    "id": "reference",
+    "owner_id": "reference",
+    "created_by": "reference",
+    "updated_by": "reference",
+    "created_at": "datetime",
+    "updated_at": "datetime",
+}
+VARIABLES: Mapping[str, ast.ExprType] = {"user": ast.REFERENCE, "today": ast.DATE, "now": ast.DATETIME}
+_UNUSABLE = frozenset({"json", "lines"})
+ORDERED_KINDS = frozenset({"number", "string", "picklist", "date", "datetime"})
+
+
+def expected_type(expected: str) -> ast.ExprType:
+    """An expected result given as a kind (``number``) or a field type (``money``, ``integer``)."""
+    if expected in FIELD_TYPES:
+        return ast.ExprType(FIELD_TYPES[expected], integral=expected == "integer")
+    if expected in ast.KINDS:
+        return ast.ExprType(expected)
+    raise ValueError(f"unknown expected type {expected!r}")
+
+
+def field_type(field: Field) -> ast.ExprType:
+    """The expression type of a field's value."""
+    kind = FIELD_TYPES[field.type]
+    integral = field.type in ("integer", "reference", "user")
+    options = field.option_keys if field.type in ("picklist", "multi_picklist") else None
+    return ast.ExprType(kind, integral=integral, options=options, label=field.name)
+
+
+def check(
+    node: ast.Node,
+    entity: Entity,
+    workspace: Workspace,
+    expected: str | None = None,
+    allow_old: bool = False,
+    *,
+    registry: FunctionRegistry | None = None,
+    source: ExprSource | None = None,
+) -> ast.Node:
+    """Type-check ``node`` against ``entity``; return the checked tree.
+
+    ``expected`` is the type the caller needs (``boolean`` for a check or a
+    condition, the field type for a formula); ``allow_old`` permits
+    ``old.<field>`` (update rules).  Raises ExpressionTypeError, located via
+    ``source`` when given.
+    """
+    checker = _Checker(entity, workspace, allow_old, registry or default_registry(), source)
+    checked = checker.visit(node)
+    if expected is not None:
+        checker.expect(checked, expected_type(expected))
+    return checked
+
+
+class _Checker:
+    def __init__(self, entity: Entity, workspace: Workspace, allow_old: bool,
+                 registry: FunctionRegistry, source: ExprSource | None) -> None:
+        self.entity = entity
+        self.workspace = workspace
+        self.allow_old = allow_old
+        self.registry = registry
+        self.source = source or ExprSource("")
+        self._visitors: dict[type, Callable[[Any], ast.Node]] = {
+            ast.Literal: self._literal, ast.ListLit: self._list, ast.Name: self._name, ast.Var: self._var,
+            ast.Unary: self._unary, ast.Binary: self._binary, ast.BoolOp: self._boolop, ast.In: self._in,
+            ast.IsNull: self._isnull, ast.If: self._if, ast.Call: self._call,
+        }
+
+    # ------------------------------------------------------------------ helpers
+
+    def fail(self, node: ast.Node, message: str, code: str, hint: str | None = None) -> ExpressionError:
+        if hint and hint.startswith("did you mean"):
+            message = f"{message}; {hint}"
+        return self.source.error(ExpressionTypeError, message, node.pos.offset, end=node.pos.end_offset,
+                                 code=code, hint=hint)
+
+    def text(self, node: ast.Node) -> str:
+        return self.source.text[node.pos.offset : node.pos.end_offset] or type(node).__name__
+
+    def visit(self, node: ast.Node) -> ast.Node:
+        return self._visitors[type(node)](node)
+
+    def expect(self, node: ast.Node, want: ast.ExprType) -> None:
+        got = node.type
+        assert got is not None
+        if got.kind == "null" or _fits(got, want):
+            if want.integral and want.kind == "number" and not got.integral:
+                raise self.fail(node, "this expression must give a whole number, but it may give decimals",
+                                "expression_wrong_result_type", "wrap it in round(...)")
+            return
+        raise self.fail(node, f"this expression must give {_article(str(want))}, but it gives "
+                        f"{_article(str(got))}", "expression_wrong_result_type", _result_hint(want))
+
+    def boolean(self, node: ast.Node, role: str) -> ast.Node:
+        checked = self.visit(node)
+        if checked.type is not None and checked.type.kind != "boolean":
+            raise self.fail(checked, f"{role} must be a condition (true/false), not {checked.type}",
+                            "expression_type_mismatch", "compare it, e.g. amount > 0 or name is not null")
+        return checked
+
+    # ------------------------------------------------------------------ leaves
+
+    def _literal(self, node: ast.Literal) -> ast.Node:
+        value = node.value
+        if value is None:
+            t = ast.NULL
+        elif isinstance(value, bool):
+            t = ast.BOOLEAN
+        elif isinstance(value, int):
+            t = ast.INTEGER
+        elif isinstance(value, str):
+            t = ast.STRING
+        else:
+            t = ast.NUMBER
+        return dataclasses.replace(node, type=t)
+
+    def _list(self, node: ast.ListLit) -> ast.Node:
+        raise self.fail(node, "a list can only follow `in` or `not in`", "expression_misplaced_list",
+                        'write e.g. stage in ["new", "qualified"]')
+
+    def _var(self, node: ast.Var) -> ast.Node:
+        t = VARIABLES.get(node.name)
+        if t is None:
+            raise self.fail(node, f"unknown variable ${node.name}", "expression_unknown_variable",
+                            suggestion(node.name, VARIABLES, prefix="$") or "variables are $user, $today, $now")
+        return dataclasses.replace(node, type=t)
+
+    def _name(self, node: ast.Name) -> ast.Node:
+        parts = node.parts
+        if len(parts) > 2:
+            raise self.fail(node, f"`{node.dotted}` goes through more than one reference",
+                            "expression_too_many_hops", "expressions follow one reference only: "
+                            "add a formula field on the referenced entity and read that")
+        if len(parts) == 2 and parts[0] == "old":
+            return self._old(node)
+        if len(parts) == 2:
+            return self._hop(node)
+        field, t = self._field(node, self.entity, parts[0], "")
+        return dataclasses.replace(node, type=t, binding=ast.Binding("record", self.entity.name, parts[0], field))
+
+    def _field(self, node: ast.Name, entity: Entity, name: str, prefix: str) -> tuple[str, ast.ExprType]:
+        if name in STANDARD_FIELDS and name not in entity.fields:
+            kind = STANDARD_FIELDS[name]
+            return "standard", ast.ExprType(kind, integral=kind == "reference", label=name)
+        field = entity.fields.get(name)
+        if field is None:
+            hint = suggestion(name, [*entity.fields, *STANDARD_FIELDS])
+            if not prefix and name in self.registry:
+                hint = f"{name} is a function: call it, e.g. {name}(...)"
+            raise self.fail(node, f"unknown field '{prefix}{name}' on {entity.name}", "expression_unknown_field",
+                            hint)
+        if field.type in _UNUSABLE:
+            raise self.fail(node, f"field '{prefix}{name}' of type {field.type} cannot be used in expressions",
+                            "expression_unusable_field")
+        return field.type, field_type(field)
+
+    def _old(self, node: ast.Name) -> ast.Node:
+        if not self.allow_old:
+            raise self.fail(node, f"`{node.dotted}` (the previous value) only exists in update rules",
+                            "expression_old_not_allowed", "use the field without `old.` here")
+        name = node.parts[1]
+        ftype, t = self._field(node, self.entity, name, "old.")
+        return dataclasses.replace(node, type=t, binding=ast.Binding("old", self.entity.name, name, ftype))
+
+    def _hop(self, node: ast.Name) -> ast.Node:
+        ref_name, name = node.parts
+        ref = self.entity.fields.get(ref_name)
+        if ref is None:
+            raise self.fail(node, f"unknown reference field '{ref_name}' on {self.entity.name}",
+                            "expression_unknown_field", suggestion(ref_name, self._reference_fields()))
+        if ref.type != "reference" or ref.reference not in self.workspace.entities:
+            raise self.fail(node, f"'{ref_name}' is not a reference to an entity, so `.{name}` cannot follow it",
+                            "expression_not_a_reference", "only reference fields can be followed with a dot")
+        target = self.workspace.entities[ref.reference]
+        ftype, t = self._field(node, target, name, f"{ref_name}.")
+        binding = ast.Binding("hop", target.name, name, ftype, via=ref_name)
+        return dataclasses.replace(node, type=t, binding=binding)
+
+    def _reference_fields(self) -> list[str]:
+        return [f.name for f in self.entity.fields.values() if f.type == "reference"]
+
+    # ------------------------------------------------------------------ operators
+
+    def _unary(self, node: ast.Unary) -> ast.Node:
+        if node.op == "not":
+            operand = self.boolean(node.operand, "the operand of `not`")
+            return dataclasses.replace(node, operand=operand, type=ast.BOOLEAN)
+        operand = self.visit(node.operand)
+        assert operand.type is not None
+        if operand.type.kind != "number":
+            raise self.fail(operand, f"cannot negate {_article(str(operand.type))}", "expression_type_mismatch")
+        return dataclasses.replace(node, operand=operand, type=ast.ExprType("number", operand.type.integral))
+
+    def _boolop(self, node: ast.BoolOp) -> ast.Node:
+        operands = tuple(self.boolean(o, f"each side of `{node.op}`") for o in node.operands)
+        return dataclasses.replace(node, operands=operands, type=ast.BOOLEAN)
+
+    def _binary(self, node: ast.Binary) -> ast.Node:
+        left, right = self.visit(node.left), self.visit(node.right)
+        if node.op in ast.COMPARISONS:
+            return self._compare(node, left, right)
+        return self._arith(node, left, right)
+
+    def _arith(self, node: ast.Binary, left: ast.Node, right: ast.Node) -> ast.Node:
+        lt, rt = left.type, right.type
+        assert lt is not None and rt is not None
+        for side, t in ((left, lt), (right, rt)):
+            if t.kind == "null":
+                raise self.fail(side, f"`{node.op}` with null always gives null", "expression_null_arithmetic",
+                                "use coalesce(x, 0) to treat a missing value as 0")
+            if t.kind != "number":
+                raise self.fail(side, f"`{node.op}` needs numbers, but `{self.text(side)}` is {_article(str(t))}",
+                                "expression_type_mismatch", _arith_hint(node.op, t))
+        integral = lt.integral and rt.integral and node.op != "/"
+        return dataclasses.replace(node, left=left, right=right, type=ast.ExprType("number", integral))
+
+    def _compare(self, node: ast.Binary, left: ast.Node, right: ast.Node) -> ast.Node:
+        lt, rt = left.type, right.type
+        assert lt is not None and rt is not None
+        if lt.kind == "null" or rt.kind == "null":
+            return self._compare_null(node, left, right)
+        if not comparable(lt, rt):
+            raise self.fail(node, f"cannot compare {lt} with {rt}: `{self.text(node)}`", "expression_type_mismatch",
+                            _compare_hint(lt, rt))
+        if node.op not in ("==", "!=") and lt.kind not in ORDERED_KINDS:
+            raise self.fail(node, f"`{node.op}` cannot order {lt} values", "expression_type_mismatch",
+                            "only numbers, texts, dates and datetimes are ordered; use == or !=")
+        self.check_option(left, right)
+        self.check_option(right, left)
+        return dataclasses.replace(node, left=left, right=right, type=ast.BOOLEAN)
+
+    def _compare_null(self, node: ast.Binary, left: ast.Node, right: ast.Node) -> ast.Node:
+        if node.op not in ("==", "!="):
+            raise self.fail(node, f"`{node.op}` with null is never true", "expression_null_comparison",
+                            "use `is null` or `is not null`")
+        other = right if left.type is not None and left.type.kind == "null" else left
+        return ast.IsNull(other, node.op == "!=", node.pos, ast.BOOLEAN)
+
+    def check_option(self, value: ast.Node, literal: ast.Node) -> None:
+        """A string literal compared with a picklist must be one of its options."""
+        t = value.type
+        if t is None or t.options is None or not isinstance(literal, ast.Literal):
+            return
+        if isinstance(literal.value, str) and literal.value not in t.options:
+            hint = suggestion(literal.value, t.options) or f"options are: {', '.join(t.options)}"
+            raise self.fail(literal, f"'{literal.value}' is not an option of {t.label}", "expression_unknown_option",
+                            hint)
+
+    def _in(self, node: ast.In) -> ast.Node:
+        needle = self.visit(node.needle)
+        assert needle.type is not None
+        if needle.type.kind == "list":
+            raise self.fail(needle, "the left side of `in` must be a single value, not a list",
+                            "expression_type_mismatch", 'write e.g. "vip" in tags')
+        if isinstance(node.haystack, ast.ListLit):
+            haystack = self._in_list(needle, node.haystack)
+        else:
+            haystack = self._in_field(needle, node.haystack)
+        return dataclasses.replace(node, needle=needle, haystack=haystack, type=ast.BOOLEAN)
+
+    def _in_list(self, needle: ast.Node, lst: ast.ListLit) -> ast.Node:
+        items = tuple(self.visit(item) for item in lst.items)
+        assert needle.type is not None
+        for item in items:
+            assert item.type is not None
+            if item.type.kind != "null" and (needle.type.kind == "null" or not comparable(needle.type, item.type)):
+                raise self.fail(item, f"cannot look for {needle.type} in a list holding {item.type}",
+                                "expression_type_mismatch", "every item must have the type of the left side")
+            self.check_option(needle, item)
+        return dataclasses.replace(lst, items=items, type=ast.LIST)
+
+    def _in_field(self, needle: ast.Node, node: ast.Node) -> ast.Node:
+        haystack = self.visit(node)
+        assert haystack.type is not None and needle.type is not None
+        if haystack.type.kind != "list":
+            raise self.fail(haystack, f"`in` needs a list on its right, not {haystack.type}",
+                            "expression_type_mismatch", 'write a list: stage in ["new", "won"]')
+        if not (needle.type.is_stringy or needle.type.kind == "null"):
+            raise self.fail(needle, f"a multi-select holds texts, not {needle.type}", "expression_type_mismatch")
+        self.check_option(haystack, needle)
+        return haystack
+
+    def _isnull(self, node: ast.IsNull) -> ast.Node:
+        operand = self.visit(node.operand)
+        return dataclasses.replace(node, operand=operand, type=ast.BOOLEAN)
+
+    def _if(self, node: ast.If) -> ast.Node:
+        cond = self.boolean(node.cond, "the condition of `if`")
+        then, else_ = self.visit(node.then), self.visit(node.else_)
+        assert then.type is not None and else_.type is not None
+        if then.type.kind != "null" and else_.type.kind != "null" and not same_kind(then.type, else_.type):
+            raise self.fail(node, f"both branches of `if` must have the same type ({then.type} and {else_.type})",
+                            "expression_type_mismatch", "convert one branch, or use null for 'no value'")
+        t = unify([then.type, else_.type])
+        return dataclasses.replace(node, cond=cond, then=then, else_=else_, type=t)
+
+    def _call(self, node: ast.Call) -> ast.Node:
+        fn = self.registry.get(node.name)
+        if fn is None:
+            hint = suggestion(node.name, self.registry.names())
+            if node.name in self.entity.fields:
+                hint = f"{node.name} is a field, not a function"
+            raise self.fail(node, f"unknown function {node.name}()", "expression_unknown_function", hint)
+        args = tuple(self.visit(a) for a in node.args)
+        types = [a.type for a in args]
+        try:
+            t = fn.result_type(types, args)  # type: ignore[arg-type]
+        except ExpressionTypeError as e:
+            index = e.details.get("arg") if isinstance(e.details, dict) else None
+            at = args[index] if index is not None and index < len(args) else node
+            raise self.fail(at, e.message, e.code, e.hint or f"use {fn.signature}") from None
+        return dataclasses.replace(node, args=args, type=t)
+
+
+def comparable(a: ast.ExprType, b: ast.ExprType) -> bool:
+    """Whether ``==`` between values of these types makes sense."""
+    if a.is_stringy and b.is_stringy:
+        return True
+    pair = {a.kind, b.kind}
+    return a.kind == b.kind or pair == {"reference", "number"}
+
+
+def same_kind(a: ast.ExprType, b: ast.ExprType) -> bool:
+    return a.kind == b.kind or (a.is_stringy and b.is_stringy)
+
+
+def _fits(got: ast.ExprType, want: ast.ExprType) -> bool:
+    if want.kind in ("string", "picklist"):
+        return got.is_stringy
+    if want.kind == "reference":
+        return got.kind == "reference" or (got.kind == "number" and got.integral)
+    return got.kind == want.kind
+
+
+def _article(word: str) -> str:
+    if word in ("null",):
+        return word
+    return ("an " if word[:1] in "aeiou" else "a ") + word
+
+
+def _result_hint(want: ast.ExprType) -> str:
+    if want.kind == "boolean":
+        return "a condition compares something, e.g. amount > 1000"
+    if want.kind in ("string", "picklist"):
+        return "texts are joined with concat(...)"
+    return f"make the expression give {_article(str(want))}"
+
+
+def _arith_hint(op: str, t: ast.ExprType) -> str | None:
+    if t.is_stringy and op == "+":
+        return "join texts with concat(a, b)"
+    if t.kind in ("date", "datetime"):
+        return "use add_days(d, n), add_months(d, n) or days_between(a, b)"
+    return None
+
+
+def _compare_hint(a: ast.ExprType, b: ast.ExprType) -> str | None:
+    kinds = {a.kind, b.kind}
+    if "number" in kinds and ("string" in kinds or "picklist" in kinds):
+        return "write numbers without quotes: amount > 100"
+    if kinds == {"date", "datetime"}:
+        return "compare a date with a date: use $today for dates, $now for datetimes"
+    return None
