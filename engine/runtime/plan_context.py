@@ -61,6 +61,13 @@ class PlanContext:
             stmt = stmt.where(where)
         return int(self.conn.execute(stmt).scalar_one())
 
+    def scalar(self, entity: str, expr: ColumnElement[Any]) -> Any:
+        """One aggregate over ``entity``'s rows (None without a database)."""
+        if not self.has_data:
+            return None
+        assert self.conn is not None and self.old_schema is not None
+        return self.conn.execute(select(expr).select_from(self.old_schema.tables[entity])).scalar()
+
     def count_filled(self, entity: str, field: Field) -> int:
         """Rows where ``field`` has a value."""
         return self.count(entity, self.expr(entity, field).is_not(None)) if self.has_data else 0

@@ -124,6 +124,10 @@ def _too_long(ctx: PlanContext, entity: str, old: Field, limit: int | None) -> i
     return ctx.count(entity, func.length(ctx.expr(entity, old)) > limit) if ctx.has_data else 0
 
 
+def _longest(ctx: PlanContext, entity: str, old: Field) -> int:
+    return ctx.scalar(entity, func.max(func.length(ctx.expr(entity, old)))) or 0
+
+
 def _change_length(ctx: PlanContext, entity: str, old: Field, new: Field) -> Change:
     before, after = text_length(old), text_length(new)
     widen = after is None or (before is not None and after > before)
@@ -136,7 +140,7 @@ def _change_length(ctx: PlanContext, entity: str, old: Field, new: Field) -> Cha
     if longer:
         return Change("narrow_length", entity, desc, new.name, safety="blocked", rows=longer,
                       reason=f"{fmt_rows(longer)} hold longer values",
-                      fix="shorten those values first, or keep max_length >= the longest value")
+                      fix=f"shorten those values first, or keep max_length >= {_longest(ctx, entity, old)}")
     return Change("narrow_length", entity, desc, new.name, note="all existing values fit", details=details)
 
 
