@@ -1,19 +1,219 @@
-"""``crm`` commands that run the CRM: serve, demo, user, token, expr, worker.
+"""``crm`` commands that run the CRM: serve, demo, user, token, expr, handover.
 
 Registered on :data:`engine.cli.main` when :mod:`engine.cli` is imported.
+Each command opens a :class:`engine.runtime.runtime.Runtime` on the
+workspace's database (``--db`` / ``CRM_DATABASE_URL``, else the SQLite file in
+the workspace) and works through the runtime services, never raw SQL.
 """
 
 from __future__ import annotations
 
+import importlib.util
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
 import click
 
-from engine.cli import friendly_errors, main
+from engine.cli import db_option, db_url_for, friendly_errors, main, workspace_dir
+
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 8000
+SERVER_THREADS = 8
+TOKEN_LABEL = "admin API token (shown once; keep it secret):"
+
+
+@contextmanager
+def open_runtime(directory: str | None, db_url: str | None) -> Iterator[Any]:
+    """The runtime of the workspace's database (closed on exit)."""
+    from engine.runtime.runtime import Runtime
+
+    folder = workspace_dir(directory)
+    runtime = Runtime.open(db_url_for(folder, db_url))
+    try:
+        yield runtime
+    finally:
+        runtime.close()
+
+
+def admin_mounts() -> list[Any]:
+    """Mount points for the admin UI at ``/admin`` (the ``admin`` package's ``mount``, once it exists)."""
+    if importlib.util.find_spec("admin") is None:
+        return []
+    from admin import mount  # type: ignore[import-not-found]
+
+    return [mount]
+
+
+def serve_app(runtime: Any, host: str, port: int) -> None:
+    """Serve the API (and the admin UI when installed) with waitress until interrupted."""
+    import waitress
+
+    from engine.api import create_app
+
+    app = create_app(runtime, mounts=admin_mounts())
+    click.echo(f"serving the CRM API on http://{host}:{port}/api/v1 (OpenAPI: /api/v1/openapi.json); Ctrl+C stops")
+    waitress.serve(app, host=host, port=port, threads=SERVER_THREADS, ident="crm", _quiet=True)
 
 
 @main.command()
+@click.argument("directory", required=False)
+@click.option("--host", default=DEFAULT_HOST, show_default=True, help="Address to listen on.")
+@click.option("--port", default=DEFAULT_PORT, show_default=True, type=int, help="Port to listen on.")
+@db_option
 @friendly_errors
-def demo() -> None:
-    """Build the demo CRM (manufacturing workspace, SQLite) and show its plan and summary."""
+def serve(directory: str | None, host: str, port: int, db_url: str | None) -> None:
+    """Run the REST API (waitress, 8 threads) over the workspace's database."""
+    with open_runtime(directory, db_url) as runtime:
+        serve_app(runtime, host, port)
+
+
+@main.command()
+@click.argument("directory", required=False, default="demo-crm")
+@click.option("--host", default=DEFAULT_HOST, show_default=True)
+@click.option("--port", default=DEFAULT_PORT, show_default=True, type=int)
+@click.option("--seed", default=2026, show_default=True, type=int, help="Seed of the demo data.")
+@click.option("--no-serve", is_flag=True, help="Build the demo and print the token, but do not serve.")
+@db_option
+@friendly_errors
+def demo(directory: str, host: str, port: int, seed: int, no_serve: bool, db_url: str | None) -> None:
+    """Build the manufacturing demo CRM (users, teams, records), print an admin token, serve it."""
+    from engine.demo_data import ADMIN, populate
+    from engine.runtime import users
     from engine.runtime.config_ops import run_demo
 
-    run_demo(echo=click.echo)
+    folder = Path(directory).resolve()
+    url = db_url_for(folder, db_url)
+    run_demo(echo=click.echo, folder=folder, url=url)
+    with open_runtime(str(folder), url) as runtime:
+        result = populate(runtime, seed=seed)
+        if result.reused:
+            click.echo("demo data already there: reusing it")
+        else:
+            click.echo("demo data: " + ", ".join(f"{n} {e}" for e, n in sorted(result.created.items())))
+        token = users.create_token(runtime, ADMIN, "demo")
+        click.echo(TOKEN_LABEL)
+        click.echo(token)
+        if not no_serve:
+            serve_app(runtime, host, port)
+
+
+@main.group()
+def user() -> None:
+    """Manage users."""
+
+
+@user.command("add")
+@click.argument("name")
+@click.option("--role", "roles", required=True, multiple=True, help="Role name (repeat for several).")
+@click.option("--team", default=None, help="Team name (created when new).")
+@click.option("--manager", default=None, help="Username of the user's manager.")
+@click.option("--password", is_flag=True, help="Ask for a password (for the admin UI).")
+@click.argument("directory", required=False)
+@db_option
+@friendly_errors
+def user_add(name: str, roles: tuple[str, ...], team: str | None, manager: str | None, password: bool,
+             directory: str | None, db_url: str | None) -> None:
+    """Add user NAME with role(s) R, optionally in team T under manager M."""
+    from engine.runtime import users
+
+    secret = click.prompt("password", hide_input=True, confirmation_prompt=True) if password else None
+    with open_runtime(directory, db_url) as runtime:
+        created = users.create_user(runtime, name, roles=list(roles), team=team, manager=manager, password=secret)
+    click.echo(f"created user {name!r} (id {created.id}) with role(s) {', '.join(roles)}")
+
+
+@main.group()
+def token() -> None:
+    """Manage API tokens."""
+
+
+@token.command("create")
+@click.argument("name")
+@click.option("--label", default="cli", show_default=True, help="A name for the token.")
+@click.argument("directory", required=False)
+@db_option
+@friendly_errors
+def token_create(name: str, label: str, directory: str | None, db_url: str | None) -> None:
+    """Create an API token for user NAME; the token is printed alone on the last line."""
+    from engine.runtime import users
+
+    with open_runtime(directory, db_url) as runtime:
+        plaintext = users.create_token(runtime, name, label)
+    click.echo(f"API token {label!r} for {name!r} (shown once; store it now):")
+    click.echo(plaintext)
+
+
+@main.command()
+@click.argument("entity")
+@click.argument("expression")
+@click.option("--sql", "show_sql", is_flag=True, help="Also print the SQL for the configured database.")
+@click.option("--record", "record_id", type=int, default=None, help="Evaluate on this record (read as admin).")
+@click.argument("directory", required=False)
+@db_option
+@friendly_errors
+def expr(entity: str, expression: str, show_sql: bool, record_id: int | None, directory: str | None,
+         db_url: str | None) -> None:
+    """Type-check EXPRESSION over ENTITY; print its type, SQL and value on a record."""
+    with open_runtime(directory, db_url) as runtime:
+        for line in explain_expression(runtime, entity, expression, show_sql=show_sql, record_id=record_id):
+            click.echo(line)
+
+
+def explain_expression(runtime: Any, entity: str, expression: str, *, show_sql: bool,
+                       record_id: int | None) -> list[str]:
+    """Lines describing EXPRESSION over ENTITY: its type, optionally its SQL and its value on a record."""
+    from engine.dsl.expressions import compile_expression
+
+    ws = runtime.state.workspace
+    if entity not in ws.entities:
+        raise click.BadParameter(f"no entity {entity!r}; entities: {', '.join(sorted(ws.entities))}")
+    compiled = compile_expression(expression, ws.entities[entity], ws)
+    lines = [f"type: {compiled.type}"]
+    if show_sql:
+        lines.append("sql: " + expression_sql(runtime, entity, compiled))
+    if record_id is not None:
+        lines.append(f"value: {expression_value(runtime, entity, compiled, record_id)!r}")
+    return lines
+
+
+def expression_sql(runtime: Any, entity: str, compiled: Any) -> str:
+    """The SQL of a compiled expression for the runtime's database, literals inlined."""
+    import datetime as dt
+
+    from engine.runtime.sqlexpr import to_sql
+
+    now = dt.datetime.now(dt.UTC)
+    clause = to_sql(compiled, runtime.state.schema, entity, user_id=None, today=now.date(), now=now)
+    return str(clause.compile(dialect=runtime.engine.dialect, compile_kwargs={"literal_binds": True}))
+
+
+def expression_value(runtime: Any, entity: str, compiled: Any, record_id: int) -> Any:
+    """The value of a compiled expression on one record, read through the record service as the system."""
+    from engine.runtime.context import Actor
+
+    with runtime.unit(Actor.system(), readonly=True) as uow:
+        record = uow.records.get(entity, record_id)
+    return compiled.evaluate(record)
+
+
+@main.command()
+@click.argument("from_user")
+@click.argument("to_user")
+@click.argument("directory", required=False)
+@db_option
+@friendly_errors
+def handover(from_user: str, to_user: str, directory: str | None, db_url: str | None) -> None:
+    """Reassign every record FROM_USER owns to TO_USER (history kept)."""
+    from engine.runtime import users
+
+    with open_runtime(directory, db_url) as runtime:
+        moved = users.handover(runtime, from_user, to_user)
+    click.echo(f"handed over {_count_text(moved)} from {from_user!r} to {to_user!r}")
+
+
+def _count_text(moved: Any) -> str:
+    if isinstance(moved, dict):
+        return ", ".join(f"{n} {e}" for e, n in moved.items() if n) or "no records"
+    return f"{moved} record(s)"

@@ -29,12 +29,13 @@ def refresh(runtime: Any) -> None:
 
 def workspace(runtime: Any) -> Workspace:
     """The workspace of the runtime's active revision."""
-    return runtime.workspace
+    return runtime.state.workspace
 
 
 def revision_key(runtime: Any) -> Any:
-    """Something that changes whenever the active revision changes."""
-    return getattr(runtime, "revision_id", None) or workspace(runtime).content_hash
+    """The active revision's id (changes whenever a new revision is applied)."""
+    state = runtime.state
+    return state.revision_id if state.revision_id is not None else state.workspace.content_hash
 
 
 def entity(runtime: Any, name: str) -> Entity:
@@ -58,24 +59,24 @@ def authenticate(runtime: Any, token: str) -> Any:
 
 
 @contextmanager
-def records(runtime: Any, actor: Any) -> Iterator[Any]:
-    """A record service inside one unit of work (one transaction) for ``actor``."""
-    from engine.runtime.records import RecordService
+def records(runtime: Any, actor: Any, *, readonly: bool = False) -> Iterator[Any]:
+    """A record service inside one unit of work (one transaction) for ``actor``.
 
-    with runtime.unit(actor) as uow:
-        yield RecordService(uow)
+    ``readonly`` units (every GET) never take SQLite's write lock.
+    """
+    with runtime.unit(actor, readonly=readonly) as uow:
+        yield uow.records
 
 
 def permissions(runtime: Any, actor: Any) -> dict[str, dict[str, Any]]:
     """entity -> {"read", "create", "update", "delete", "fields": {name: "hidden"|"readonly"}} for ``actor``."""
-    from engine.runtime import security
+    from engine.runtime.security import resolve_access
 
     ws = workspace(runtime)
     out: dict[str, dict[str, Any]] = {}
     for name in ws.entities:
-        perm = security.entity_permission(ws, actor, name)
-        out[name] = {
-            "read": perm.read, "create": perm.create, "update": perm.update, "delete": perm.delete,
-            "fields": dict(security.field_rules(ws, actor, name)),
-        }
+        acc = resolve_access(ws, actor, name)
+        rules = {f: "readonly" for f in sorted(acc.readonly)} | {f: "hidden" for f in sorted(acc.hidden)}
+        out[name] = {"read": acc.read, "create": acc.create, "update": acc.update, "delete": acc.delete,
+                     "fields": rules}
     return out

@@ -58,7 +58,7 @@ def list_records(entity: str) -> Response:
     """A page of records: filter, sort, limit, cursor, count, fields, expand."""
     gateway.entity(runtime(), entity)
     p = params.list_params(request.args)
-    with gateway.records(runtime(), g.actor) as svc:
+    with gateway.records(runtime(), g.actor, readonly=True) as svc:
         page = svc.list(entity, filter=p.filter, sort=p.sort, limit=p.limit, cursor=p.cursor,
                         fields=p.fields, expand=p.expand, count=p.count)
     return json_response({"items": page.items, "next_cursor": page.next_cursor, "total": page.total})
@@ -82,7 +82,7 @@ def get_record(entity: str, record_id: str) -> Response:
     gateway.entity(runtime(), entity)
     rid = _record_id(record_id)
     fields, expand = params.record_params(request.args)
-    with gateway.records(runtime(), g.actor) as svc:
+    with gateway.records(runtime(), g.actor, readonly=True) as svc:
         record = svc.get(entity, rid, fields=fields, expand=expand)
     return json_response(record, etag=record.get("version"))
 
@@ -115,7 +115,7 @@ def record_history(entity: str, record_id: str) -> Response:
     """Every change of every field of the record: action, field, old, new, actor, time."""
     gateway.entity(runtime(), entity)
     rid = _record_id(record_id)
-    with gateway.records(runtime(), g.actor) as svc:
+    with gateway.records(runtime(), g.actor, readonly=True) as svc:
         items = svc.history(entity, rid)
     return json_response({"items": items})
 
