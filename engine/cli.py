@@ -200,7 +200,8 @@ def rollback(revision: int, directory: str | None, db_url: str | None, yes: bool
 
     folder = workspace_dir(directory)
     rollback_to(db_url_for(folder, db_url), revision, yes=yes, allow_destructive=allow_destructive,
-                author=os.environ.get("USER", "cli"), echo=click.echo, confirm=_confirm)
+                author=os.environ.get("USER", "cli"), echo=click.echo, confirm=_confirm,
+                export_dir=folder / "exports")
 
 
 @main.group()

@@ -167,18 +167,16 @@ def _resolve_extends(ref: str, folder: Path, root: Path, loc: SourceLocation | N
 
 
 def to_bundle(layers: Sequence[Layer], workspace_name: str) -> dict[str, Any]:
-    """A JSON-ready bundle of every file of every layer (stored with a revision)."""
+    """A JSON-ready bundle of every file of every layer (stored with a revision).
+
+    ``layers`` lists the layer names, base first; ``files`` maps each bundle
+    key (``<layer>/<path>``) to its text.  Which file belongs to which layer,
+    and which is the layer's manifest, follows from the key.
+    """
     return {
         "format": BUNDLE_FORMAT,
         "workspace": workspace_name,
-        "layers": [
-            {
-                "name": layer.name,
-                "manifest": layer.manifest.key if layer.manifest else None,
-                "files": [f.key for f in layer.files],
-            }
-            for layer in layers
-        ],
+        "layers": [layer.name for layer in layers],
         "files": {f.key: f.text for layer in layers for f in _all_files(layer)},
     }
 
@@ -192,9 +190,13 @@ def from_bundle(bundle: Mapping[str, Any]) -> list[Layer]:
     bundle = migrate_bundle(bundle)
     files: Mapping[str, str] = bundle["files"]
     out = []
-    for spec in bundle["layers"]:
-        manifest = LayerFile(spec["manifest"], spec["manifest"], files[spec["manifest"]]) if spec["manifest"] else None
-        out.append(Layer(spec["name"], tuple(LayerFile(k, k, files[k]) for k in spec["files"]), manifest))
+    for name in bundle["layers"]:
+        prefix = name + "/"
+        keys = sorted(k for k in files if k.startswith(prefix))
+        manifest_keys = [k for k in keys if k[len(prefix):] in MANIFESTS]
+        manifest = LayerFile(manifest_keys[0], manifest_keys[0], files[manifest_keys[0]]) if manifest_keys else None
+        body = tuple(LayerFile(k, k, files[k]) for k in keys if k not in manifest_keys)
+        out.append(Layer(name, body, manifest))
     return out
 
 

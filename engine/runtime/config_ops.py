@@ -6,17 +6,21 @@ CLI (and later the admin UI) only formats and asks for confirmation.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
-from sqlalchemy import Engine
+from sqlalchemy import Connection, Engine
 
 from engine.dsl.compiler import compile_bundle, compile_folder
+from engine.dsl.layers import MANIFESTS
 from engine.dsl.model import Workspace
 from engine.errors import ConfirmationRequired, PlanError
+from engine.runtime import migrate, planner, revisions
 from engine.runtime.db import make_engine, sqlite_path
+from engine.runtime.migrate import ApplyResult
+from engine.runtime.plan_model import Plan
 
 Echo = Callable[[str], None]
 Confirm = Callable[[str], bool]
@@ -27,87 +31,93 @@ def compile_workspace(folder: Path) -> Workspace:
     return compile_folder(folder)
 
 
-def compile_stored(bundle: dict[str, Any]) -> Workspace:
+def compile_stored(bundle: Mapping[str, Any]) -> Workspace:
     """Compile a revision bundle read from the database."""
     return compile_bundle(bundle)
 
 
 def open_engine(url: str) -> Engine:
+    """An engine for ``url``; creates the SQLite file's folder if needed."""
     path = sqlite_path(url)
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
     return make_engine(url)
 
 
+def plan_against_database(conn: Connection, ws: Workspace, *, purge: bool = False,
+                          export_dir: Path | None = None) -> Plan:
+    """The plan from the database's active revision (or an empty database) to ``ws``."""
+    active = revisions.active_revision(conn)
+    state = revisions.revision_state(active, compile_stored) if active is not None else None
+    return planner.plan_from_state(state, ws, conn, purge=purge, export_dir=export_dir)
+
+
 @dataclass(frozen=True)
 class PlanResult:
-    plan: Any
+    plan: Plan
     text: str
 
 
 def plan_folder(folder: Path, url: str) -> PlanResult:
     """The plan from the database's active revision to the folder, with drift."""
-    from engine.runtime import migrate, planner, revisions  # noqa: F401
-
     ws = compile_workspace(folder)
     engine = open_engine(url)
     try:
         with engine.connect() as conn:
             active = revisions.active_revision(conn)
-            the_plan = planner.plan_against_database(conn, ws)
-            lines = [_revision_line(active, ws)]
-            if active is not None:
-                lines.extend(revisions.drift_lines(active, ws))
-            lines.append(planner.format_plan(the_plan))
-            return PlanResult(the_plan, "\n".join(lines))
+            the_plan = plan_against_database(conn, ws)
     finally:
         engine.dispose()
+    lines = [_revision_line(active, ws)]
+    if active is not None and active.content_hash != ws.content_hash:
+        lines.append(revisions.detect_drift(active, ws).describe())
+    lines.append(planner.format_plan(the_plan))
+    return PlanResult(the_plan, "\n".join(lines))
 
 
-def _revision_line(active: Any, ws: Workspace) -> str:
+def _revision_line(active: revisions.Revision | None, ws: Workspace) -> str:
     if active is None:
-        return f"database is empty: the plan creates workspace {ws.name!r} from scratch"
-    same = active.content_hash == ws.content_hash
-    state = "matches the folder" if same else "differs from the folder"
+        return f"database has no revision yet: the plan creates workspace {ws.name!r}"
+    state = "matches the folder" if active.content_hash == ws.content_hash else "differs from the folder"
     return f"database is at revision {active.id} ({active.content_hash[:12]}), which {state}"
 
 
 def apply_folder(folder: Path, url: str, *, yes: bool, allow_destructive: bool, purge: bool, message: str,
-                 author: str, echo: Echo, confirm: Confirm) -> Any:
+                 author: str, echo: Echo, confirm: Confirm) -> ApplyResult | None:
     """Plan, show, confirm and apply the folder's workspace."""
     ws = compile_workspace(folder)
-    return apply_workspace(ws, url, yes=yes, allow_destructive=allow_destructive, purge=purge, message=message,
-                           author=author, echo=echo, confirm=confirm, export_dir=folder / "exports")
+    return apply_workspace(ws, url, yes=yes, allow_destructive=allow_destructive, purge=purge,
+                           message=message, author=author, echo=echo, confirm=confirm,
+                           export_dir=folder / "exports")
 
 
 def apply_workspace(ws: Workspace, url: str, *, yes: bool, allow_destructive: bool, purge: bool, message: str,
-                    author: str, echo: Echo, confirm: Confirm, export_dir: Path) -> Any:
-
-    from engine.runtime import migrate, planner, revisions  # noqa: F401
+                    author: str, echo: Echo, confirm: Confirm, export_dir: Path) -> ApplyResult | None:
+    """Show the plan, ask (unless ``yes``), apply in one transaction; None when nothing changed."""
     engine = open_engine(url)
     try:
         with engine.connect() as conn:
-            the_plan = planner.plan_against_database(conn, ws, purge=purge)
+            the_plan = plan_against_database(conn, ws, purge=purge, export_dir=export_dir)
+            active = revisions.active_revision(conn)
         echo(planner.format_plan(the_plan))
-        if not the_plan.changes:
-            echo("nothing to change; the database already matches")
+        if the_plan.is_empty and active is not None and active.content_hash == ws.content_hash:
             return None
+        migrate.check_allowed(the_plan, allow_destructive=allow_destructive)
         if not yes and not confirm("apply these changes?"):
             raise ConfirmationRequired("not applied: confirm interactively or pass --yes",
                                        hint="review the plan above, then run again with --yes")
         result = migrate.apply(engine, ws, author=author, message=message, allow_destructive=allow_destructive,
-                               purge=purge, export_dir=export_dir)
-        echo(f"applied: revision {result.revision_id} ({len(the_plan.changes)} change(s))")
-        for path in getattr(result, "exports", ()) or ():
+                               purge=purge, export_dir=export_dir, compile_bundle=compile_stored)
+        for path in result.exported:
             echo(f"exported retired data to {path}")
+        echo(f"applied: revision {result.revision_id}")
         return result
     finally:
         engine.dispose()
 
 
 def list_revisions_text(url: str) -> str:
-
-    from engine.runtime import migrate, planner, revisions  # noqa: F401
+    """``crm revisions``: one line per revision, newest first, ``*`` marks the active one."""
     engine = open_engine(url)
     try:
         with engine.connect() as conn:
@@ -125,26 +135,25 @@ def list_revisions_text(url: str) -> str:
 
 
 def rollback_to(url: str, revision_id: int, *, yes: bool, allow_destructive: bool, author: str, echo: Echo,
-                confirm: Confirm) -> Any:
-    """Apply an earlier revision's bundle through the normal plan/apply path."""
-    from engine.runtime import migrate, planner, revisions  # noqa: F401
-
+                confirm: Confirm, export_dir: Path) -> ApplyResult | None:
+    """Apply an earlier revision's files through the normal plan/apply path (data is never dropped)."""
     engine = open_engine(url)
     try:
         with engine.connect() as conn:
-            rev = revisions.get_revision(conn, revision_id)
+            target = revisions.rollback_target(conn, revision_id, compile_stored)
     finally:
         engine.dispose()
-    ws = compile_stored(rev.bundle)
-    return apply_workspace(ws, url, yes=yes, allow_destructive=allow_destructive, purge=False,
+    return apply_workspace(target, url, yes=yes, allow_destructive=allow_destructive, purge=False,
                            message=f"rollback to revision {revision_id}", author=author, echo=echo,
-                           confirm=confirm, export_dir=Path("exports"))
+                           confirm=confirm, export_dir=export_dir)
 
 
 def pull_config(url: str, target: Path) -> int:
-    """Write the active revision's workspace-layer files into ``target``; returns the file count."""
-    from engine.runtime import migrate, planner, revisions  # noqa: F401
+    """Write the active revision's own layer (the workspace folder) into ``target``; the file count.
 
+    Shipped layers (base, industry templates) are not written: the folder
+    extends them again, exactly like the one the revision was applied from.
+    """
     engine = open_engine(url)
     try:
         with engine.connect() as conn:
@@ -153,7 +162,23 @@ def pull_config(url: str, target: Path) -> int:
         engine.dispose()
     if rev is None:
         raise PlanError("the database has no applied revision yet", hint="run 'crm apply' first")
-    return revisions.write_bundle(rev, target)
+    top = rev.bundle["layers"][-1]
+    prefix = top + "/"
+    count = 0
+    for key, text in sorted(rev.files.items()):
+        if not key.startswith(prefix):
+            continue
+        rel = PurePosixPath(key[len(prefix):])
+        if rel.is_absolute() or ".." in rel.parts:
+            raise PlanError(f"revision {rev.id} holds an unsafe path {key!r}", hint="pull another revision")
+        path = target / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text, "utf-8")
+        count += 1
+    if not any((target / m).exists() for m in MANIFESTS):
+        raise PlanError(f"revision {rev.id} has no workspace.yaml in its top layer {top!r}",
+                        hint="the revision was applied from a template folder; pull is for workspaces")
+    return count
 
 
 def run_demo(echo: Echo, folder: Path | None = None, url: str | None = None) -> Workspace:
