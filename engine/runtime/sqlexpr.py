@@ -1,0 +1,487 @@
+"""SQL back end of the expression language: a checked tree -> a SQLAlchemy column expression.
+
+The result agrees with the Python back end (:mod:`engine.dsl.expressions.pycompile`)
+on every input, nulls included (a property test checks it on SQLite and
+PostgreSQL).  How the null rules map to SQL:
+
+* SQL comparisons give NULL ("unknown") when a side is NULL; the language says
+  *false*.  In positions where NULL and false behave alike (``and``, ``or``,
+  ``if`` conditions, a WHERE filter) the plain comparison is kept, so indexes
+  still serve filters; elsewhere (under ``not``, as a value, as the final
+  result unless ``for_filter=True``) it is wrapped as ``COALESCE(cond, false)``.
+* ``a != b`` is ``not (a == b)``: ``a <> b OR a IS NULL OR b IS NULL``.
+* decimal arithmetic is rounded to 10 places (``ROUND(x, 10)``) as in Python;
+  division by zero is NULL (``NULLIF``); ``%`` keeps the dividend's sign.
+* strings order by code point: ``COLLATE "C"`` on PostgreSQL, SQLite's
+  default BINARY collation (UTF-8 bytes order like code points).
+* one-hop names (``account.industry``) are correlated scalar subqueries.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Date,
+    Float,
+    Integer,
+    Numeric,
+    String,
+    Text,
+    and_,
+    case,
+    cast,
+    exists,
+    extract,
+    false,
+    func,
+    literal,
+    literal_column,
+    not_,
+    null,
+    or_,
+    select,
+    true,
+    type_coerce,
+)
+from sqlalchemy.sql.elements import ColumnElement
+from sqlalchemy.types import TypeEngine
+
+from engine.dsl.expressions import CompiledExpression, ast, default_registry
+from engine.dsl.expressions.functions import NUMBER_SCALE, TRIM_CHARS, FunctionRegistry
+from engine.errors import ExpressionError
+from engine.runtime.storage import Schema, json_field_expr
+from engine.runtime.types import JsonType, UtcDateTime
+
+SqlImpl = Callable[["SqlContext", Sequence[ColumnElement[Any]]], ColumnElement[Any]]
+
+
+@dataclass(frozen=True)
+class SqlContext:
+    """What a function's SQL implementation may use: the dialect and the clock/user parameters."""
+
+    dialect: str
+    today: ColumnElement[Any]
+    now: ColumnElement[Any]
+    user: ColumnElement[Any]
+    arg_types: tuple[ast.ExprType, ...] = ()
+    result: ast.ExprType | None = None
+
+    @property
+    def pg(self) -> bool:
+        return self.dialect == "postgresql"
+
+
+def to_sql(
+    compiled_or_ast: CompiledExpression | ast.Node,
+    schema: Schema,
+    entity_name: str,
+    *,
+    user_id: int | None = None,
+    today: dt.date | None = None,
+    now: dt.datetime | None = None,
+    for_filter: bool = False,
+    registry: FunctionRegistry | None = None,
+) -> ColumnElement[Any]:
+    """The SQL form of a checked expression over ``entity_name``'s table.
+
+    ``today``/``now`` default to the current UTC clock.  With ``for_filter``
+    a boolean result may be NULL where it means false (fine in WHERE, and
+    index-friendly); otherwise a boolean result is always true or false.
+    Raises ExpressionError for ``old.`` (no previous row in SQL) or a
+    function without an SQL implementation for the dialect.
+    """
+    node = compiled_or_ast.ast if isinstance(compiled_or_ast, CompiledExpression) else compiled_or_ast
+    if node.type is None:
+        raise ExpressionError("to_sql needs a checked expression (use compile_expression)", code="expression_unchecked")
+    now = now or dt.datetime.now(dt.UTC)
+    if today is None:
+        today = (now.astimezone(dt.UTC) if now.tzinfo else now).date()
+    builder = _SqlBuilder(schema, entity_name, registry or default_registry(), user_id, today, now)
+    if node.type.kind == "boolean":
+        clause = builder.loose(node) if for_filter else builder.strict(node)
+    else:
+        clause = builder.value(node)
+    return type_coerce(clause, sql_type(node.type, schema.dialect))
+
+
+def sql_type(t: ast.ExprType, dialect: str) -> TypeEngine[Any]:
+    """The SQLAlchemy type results of type ``t`` are read with."""
+    kind = t.kind
+    if kind == "number":
+        return BigInteger() if t.integral else Numeric(asdecimal=True)
+    if kind == "boolean":
+        return Boolean()
+    if kind == "date":
+        return Date()
+    if kind == "datetime":
+        return UtcDateTime()
+    if kind == "list":
+        return JsonType()
+    if kind == "reference":
+        return BigInteger()
+    return String()
+
+
+class _SqlBuilder:
+    """Walks a checked tree; ``value`` for values, ``loose``/``strict`` for conditions."""
+
+    def __init__(self, schema: Schema, entity: str, registry: FunctionRegistry, user_id: int | None,
+                 today: dt.date, now: dt.datetime) -> None:
+        self.schema = schema
+        self.entity = entity
+        self.registry = registry
+        self.pg = schema.dialect == "postgresql"
+        self.ctx = SqlContext(schema.dialect, self.typed(today, Date()), self.typed(now, UtcDateTime()),
+                              null() if user_id is None else literal(user_id, BigInteger()))
+
+    # ------------------------------------------------------------------ conditions
+
+    def loose(self, node: ast.Node) -> ColumnElement[Any]:
+        """A condition that is true exactly when ``node`` is (false *or NULL* otherwise)."""
+        if isinstance(node, ast.BoolOp):
+            parts = [self.loose(o) for o in node.operands]
+            return and_(*parts) if node.op == "and" else or_(*parts)
+        if isinstance(node, ast.Unary) and node.op == "not":
+            return not_(self.strict(node.operand))
+        if isinstance(node, ast.Binary) and node.op in ast.COMPARISONS:
+            return self.compare(node.op, node.left, node.right)
+        if isinstance(node, ast.In):
+            inner = self.contains(node)
+            return not_(_coalesce_false(inner)) if node.negated else inner
+        if isinstance(node, ast.IsNull):
+            operand = self.value(node.operand)
+            return operand.is_not(None) if node.negated else operand.is_(None)
+        return self.raw(node)
+
+    def strict(self, node: ast.Node) -> ColumnElement[Any]:
+        """A condition that is never NULL (NULL becomes false)."""
+        clause = self.loose(node)
+        if isinstance(node, ast.IsNull) or (isinstance(node, ast.Literal) and node.value is not None):
+            return clause
+        if isinstance(node, ast.Call) and node.name == "isblank":
+            return clause
+        return _coalesce_false(clause)
+
+    def compare(self, op: str, left: ast.Node, right: ast.Node) -> ColumnElement[Any]:
+        lv, rv = self.value(left), self.value(right)
+        if op == "!=":
+            nulls = [v.is_(None) for n, v in ((left, lv), (right, rv)) if _nullable(n)]
+            return or_(lv != rv, *nulls) if nulls else lv != rv
+        if op == "==":
+            return lv == rv
+        if self.pg and left.type is not None and left.type.is_stringy:
+            lv = lv.collate("C")
+        return {"<": lv < rv, "<=": lv <= rv, ">": lv > rv, ">=": lv >= rv}[op]
+
+    def contains(self, node: ast.In) -> ColumnElement[Any]:
+        needle = self.value(node.needle)
+        if not isinstance(node.haystack, ast.ListLit):
+            return self.list_contains(self.value(node.haystack), needle)
+        items = node.haystack.items
+        has_null = any(isinstance(i, ast.Literal) and i.value is None for i in items)
+        values = [self.value(i) for i in items if not (isinstance(i, ast.Literal) and i.value is None)]
+        found = needle.in_(values) if values else false()
+        return or_(needle.is_(None), found) if has_null else found
+
+    def list_contains(self, lst: ColumnElement[Any], needle: ColumnElement[Any]) -> ColumnElement[Any]:
+        if self.pg:
+            return lst.op("@>")(func.jsonb_build_array(needle))
+        each = func.json_each(lst).table_valued("value")
+        return exists(select(literal(1)).select_from(each).where(each.c.value == needle))
+
+    # ------------------------------------------------------------------ values
+
+    def value(self, node: ast.Node, null_kind: str | None = None) -> ColumnElement[Any]:
+        """The SQL value of ``node`` (conditions strict: true/false, never NULL)."""
+        if node.type is not None and node.type.kind == "boolean" and not isinstance(node, ast.Literal):
+            return self.strict(node)
+        if isinstance(node, ast.Literal) and node.value is None and null_kind and self.pg:
+            return cast(null(), sql_type(ast.ExprType(null_kind), "postgresql"))
+        return self.raw(node)
+
+    def raw(self, node: ast.Node) -> ColumnElement[Any]:
+        method: Callable[[Any], ColumnElement[Any]] = getattr(self, "_" + type(node).__name__.lower())
+        return method(node)
+
+    def typed(self, value: Any, sqltype: TypeEngine[Any]) -> ColumnElement[Any]:
+        """A bound parameter, cast on PostgreSQL so its type never has to be guessed."""
+        return cast(literal(value, sqltype), sqltype) if self.pg else literal(value, sqltype)
+
+    def _literal(self, node: ast.Literal) -> ColumnElement[Any]:
+        v = node.value
+        if v is None:
+            return null()
+        if isinstance(v, bool):
+            return true() if v else false()
+        if isinstance(v, int):
+            return literal(v, BigInteger())
+        if isinstance(v, Decimal):
+            return self.typed(v, Numeric()) if self.pg else literal(float(v), Float())
+        return self.typed(v, Text())
+
+    def _var(self, node: ast.Var) -> ColumnElement[Any]:
+        return {"user": self.ctx.user, "today": self.ctx.today, "now": self.ctx.now}[node.name]
+
+    def _name(self, node: ast.Name) -> ColumnElement[Any]:
+        b = node.binding
+        assert b is not None and node.type is not None
+        if b.scope == "old":
+            raise ExpressionError(f"`{node.dotted}` has no SQL form: the previous version is not in the database",
+                                  code="expression_old_in_sql", hint="evaluate update rules in Python")
+        if b.scope == "record":
+            table = self.schema.table(self.entity)
+            clause = table.c[b.field] if b.field_type == "standard" else self.schema.field_expr(self.entity, b.field)
+        else:
+            clause = self._hop(b)
+        return self._normalize(clause, b, node.type)
+
+    def _hop(self, b: ast.Binding) -> ColumnElement[Any]:
+        assert b.via is not None
+        target = self.schema.table(b.entity).alias()
+        ref_id = self.schema.field_expr(self.entity, b.via)
+        if b.field_type == "standard":
+            inner: ColumnElement[Any] = target.c[b.field]
+        else:
+            field = self.schema.workspace.entities[b.entity].fields[b.field]
+            inner = json_field_expr(target, field, self.schema.dialect) if field.storage == "json" else (
+                target.c[field.column_name])
+        return select(inner).where(target.c.id == ref_id).scalar_subquery()
+
+    def _normalize(self, clause: ColumnElement[Any], b: ast.Binding, t: ast.ExprType) -> ColumnElement[Any]:
+        if t.kind == "list":  # a JSON null (or non-array) counts as null
+            kind = func.jsonb_typeof(clause) if self.pg else func.json_type(clause)
+            return type_coerce(case((kind == "array", clause), else_=null()), JsonType())
+        if t.kind == "datetime" and not self.pg and self._json_stored(b):
+            # JSON text may lack microseconds; columns always have them: compare alike
+            return case((func.length(clause) == 19, clause + ".000000"), else_=clause)
+        return clause
+
+    def _json_stored(self, b: ast.Binding) -> bool:
+        field = self.schema.workspace.entities[b.entity].fields.get(b.field)
+        return field is not None and field.storage == "json"
+
+    def _unary(self, node: ast.Unary) -> ColumnElement[Any]:
+        return -self.value(node.operand)
+
+    def _binary(self, node: ast.Binary) -> ColumnElement[Any]:
+        assert node.type is not None
+        left, right = self.value(node.left), self.value(node.right)
+        if node.op == "/":
+            dividend = cast(left, Numeric()) if self.pg else cast(left, Float())
+            return func.round(dividend / func.nullif(right, 0), NUMBER_SCALE)
+        if node.op == "%":
+            return self._mod(left, right, node.type.integral)
+        result = {"+": left + right, "-": left - right, "*": left * right}[node.op]
+        return result if node.type.integral else func.round(result, NUMBER_SCALE)
+
+    def _mod(self, left: ColumnElement[Any], right: ColumnElement[Any], integral: bool) -> ColumnElement[Any]:
+        divisor = func.nullif(right, 0)
+        if integral:
+            return left.op("%")(divisor)
+        if self.pg:
+            return func.round(func.mod(left, divisor), NUMBER_SCALE)
+        quotient = cast(func.round(cast(left, Float()) / divisor, NUMBER_SCALE), Integer())
+        return func.round(left - right * quotient, NUMBER_SCALE)
+
+    def _if(self, node: ast.If) -> ColumnElement[Any]:
+        assert node.type is not None
+        kind = node.type.kind if node.type.kind != "null" else None
+        return case((self.loose(node.cond), self.value(node.then, kind)), else_=self.value(node.else_, kind))
+
+    def _call(self, node: ast.Call) -> ColumnElement[Any]:
+        fn = self.registry.get(node.name)
+        assert fn is not None and node.type is not None
+        impl = fn.sql.get(self.schema.dialect) or fn.sql.get("*") or _builtin_sql(node.name, self.pg)
+        if impl is None:
+            raise ExpressionError(f"function {node.name}() has no SQL form on {self.schema.dialect}",
+                                  code="expression_no_sql_function")
+        args = [self.value(a, _null_kind(node, i, fn.params)) for i, a in enumerate(node.args)]
+        ctx = SqlContext(self.ctx.dialect, self.ctx.today, self.ctx.now, self.ctx.user,
+                         tuple(a.type for a in node.args if a.type is not None), node.type)
+        return impl(ctx, args)
+
+
+def _coalesce_false(clause: ColumnElement[Any]) -> ColumnElement[Any]:
+    return func.coalesce(clause, false())
+
+
+def _nullable(node: ast.Node) -> bool:
+    return not (isinstance(node, ast.Literal) and node.value is not None) and not (
+        isinstance(node, ast.Var) and node.name in ("today", "now"))
+
+
+def _null_kind(node: ast.Call, index: int, params: tuple[str, ...]) -> str | None:
+    """The SQL type a null literal argument gets (PostgreSQL wants typed NULLs)."""
+    assert node.type is not None
+    if not params:
+        return None
+    spec = params[min(index, len(params) - 1)]
+    if spec == "T":
+        return node.type.kind if node.type.kind != "null" else None
+    kind = spec.split("|")[0]
+    return "number" if kind == "integer" else (kind if kind in ast.KINDS and kind != "null" else None)
+
+
+# --------------------------------------------------------------------------- built-in functions
+# Each takes (SqlContext, args) and returns a clause; see functions.py for the contracts.
+
+Args = Sequence[ColumnElement[Any]]
+
+
+def _chars(ctx: SqlContext) -> ColumnElement[Any]:
+    return cast(literal(TRIM_CHARS, Text()), Text()) if ctx.pg else literal(TRIM_CHARS, String())
+
+
+def _is_list(ctx: SqlContext) -> bool:
+    return bool(ctx.arg_types) and ctx.arg_types[0].kind == "list"
+
+
+def _trim(ctx: SqlContext, a: Args) -> ColumnElement[Any]:
+    return func.btrim(a[0], _chars(ctx)) if ctx.pg else func.trim(a[0], _chars(ctx))
+
+
+def _lower(ctx: SqlContext, a: Args) -> ColumnElement[Any]:
+    # ASCII-only case mapping: SQLite's lower() and PostgreSQL's under COLLATE "C"
+    return func.lower(a[0].collate("C")) if ctx.pg else func.lower(a[0])
+
+
+def _upper(ctx: SqlContext, a: Args) -> ColumnElement[Any]:
+    return func.upper(a[0].collate("C")) if ctx.pg else func.upper(a[0])
+
+
+def _len(ctx: SqlContext, a: Args) -> ColumnElement[Any]:
+    if _is_list(ctx):
+        return func.jsonb_array_length(a[0]) if ctx.pg else func.json_array_length(a[0])
+    return func.char_length(a[0]) if ctx.pg else func.length(a[0])
+
+
+def _contains(ctx: SqlContext, a: Args) -> ColumnElement[Any]:
+    return (func.strpos(a[0], a[1]) if ctx.pg else func.instr(a[0], a[1])) > 0
+
+
+def _startswith(ctx: SqlContext, a: Args) -> ColumnElement[Any]:
+    if ctx.pg:
+        return func.left(a[0], func.char_length(a[1])) == a[1]
+    return func.substr(a[0], 1, func.length(a[1])) == a[1]
+
+
+def _endswith(ctx: SqlContext, a: Args) -> ColumnElement[Any]:
+    if ctx.pg:
+        return func.right(a[0], func.char_length(a[1])) == a[1]
+    start = func.length(a[0]) - func.length(a[1]) + 1
+    return and_(func.length(a[1]) <= func.length(a[0]), func.substr(a[0], start) == a[1])
+
+
+def _round(ctx: SqlContext, a: Args) -> ColumnElement[Any]:
+    digits = a[1] if len(a) > 1 else literal(0, Integer())
+    whole = ctx.result is not None and ctx.result.integral
+    if ctx.arg_types and ctx.arg_types[0].integral:
+        return a[0]
+    value = cast(a[0], Numeric()) if ctx.pg else a[0]
+    rounded = func.round(value, cast(digits, Integer()) if ctx.pg else digits)
+    return cast(rounded, BigInteger()) if whole else rounded
+
+
+def _min_max(pg_name: str, sqlite_name: str) -> SqlImpl:
+    def impl(ctx: SqlContext, a: Args) -> ColumnElement[Any]:
+        if ctx.pg:
+            return getattr(func, pg_name)(*a)  # LEAST/GREATEST skip NULLs
+        # SQLite's scalar min/max return NULL if any argument is: give each the others as fallback
+        fallbacks = [func.coalesce(x, *[y for y in a if y is not x]) for x in a]
+        return getattr(func, sqlite_name)(*fallbacks)
+
+    return impl
+
+
+def _utc_day(ctx: SqlContext, value: ColumnElement[Any], kind: str) -> ColumnElement[Any]:
+    if ctx.pg:
+        return cast(func.timezone("UTC", value), Date()) if kind == "datetime" else value
+    return func.date(value)
+
+
+def _days_between(ctx: SqlContext, a: Args) -> ColumnElement[Any]:
+    kinds = [t.kind for t in ctx.arg_types] + ["date", "date"]
+    first, second = _utc_day(ctx, a[0], kinds[0]), _utc_day(ctx, a[1], kinds[1])
+    if ctx.pg:
+        return second - first
+    return cast(func.julianday(second) - func.julianday(first), Integer())
+
+
+def _days_since(ctx: SqlContext, a: Args) -> ColumnElement[Any]:
+    day_ctx = SqlContext(ctx.dialect, ctx.today, ctx.now, ctx.user, (*ctx.arg_types[:1], ast.DATE))
+    return _days_between(day_ctx, [a[0], ctx.today])
+
+
+def _add_days(ctx: SqlContext, a: Args) -> ColumnElement[Any]:
+    if ctx.pg:
+        return a[0] + cast(a[1], Integer())
+    return func.date(a[0], _modifier(a[1], " days"))
+
+
+def _add_months(ctx: SqlContext, a: Args) -> ColumnElement[Any]:
+    if ctx.pg:  # PostgreSQL clamps to the month's last day, as Python does
+        return cast(a[0] + a[1] * literal_column("INTERVAL '1 month'"), Date())
+    first = func.date(a[0], "start of month", _modifier(a[1], " months"))
+    last_day = cast(func.strftime("%d", func.date(first, "+1 month", "-1 day")), Integer())
+    day = cast(func.strftime("%d", a[0]), Integer())
+    return func.date(first, _modifier(func.min(day, last_day) - 1, " days"))
+
+
+def _modifier(count: ColumnElement[Any], unit: str) -> ColumnElement[Any]:
+    """A SQLite date modifier like ``'-3 days'`` (CAST parenthesises: ``||`` binds tighter than ``-``)."""
+    return cast(count, Text()).concat(unit)
+
+
+def _part(field: str, fmt: str) -> SqlImpl:
+    def impl(ctx: SqlContext, a: Args) -> ColumnElement[Any]:
+        value = a[0]
+        if ctx.pg:
+            if ctx.arg_types and ctx.arg_types[0].kind == "datetime":
+                value = func.timezone("UTC", value)
+            return cast(extract(field, value), Integer())
+        return cast(func.strftime(fmt, value), Integer())
+
+    return impl
+
+
+def _isblank(ctx: SqlContext, a: Args) -> ColumnElement[Any]:
+    kind = ctx.arg_types[0].kind if ctx.arg_types else "null"
+    if kind in ("string", "picklist"):
+        return or_(a[0].is_(None), func.coalesce(_trim(ctx, a), "") == "")
+    if kind == "list":
+        return or_(a[0].is_(None), func.coalesce(_len(ctx, a), 0) == 0)
+    return a[0].is_(None)
+
+
+def _concat(ctx: SqlContext, a: Args) -> ColumnElement[Any]:
+    empty = cast(literal("", Text()), Text()) if ctx.pg else literal("", String())
+    parts = [func.coalesce(x, empty) for x in a]
+    result = parts[0]
+    for part in parts[1:]:
+        result = result.concat(part)
+    return result
+
+
+COMMON: Mapping[str, SqlImpl] = {
+    "lower": _lower, "upper": _upper, "trim": _trim, "len": _len, "contains": _contains,
+    "startswith": _startswith, "endswith": _endswith, "round": _round,
+    "coalesce": lambda ctx, a: func.coalesce(*a), "abs": lambda ctx, a: func.abs(a[0]),
+    "min": _min_max("least", "min"), "max": _min_max("greatest", "max"),
+    "today": lambda ctx, a: ctx.today, "now": lambda ctx, a: ctx.now,
+    "days_between": _days_between, "days_since": _days_since, "add_days": _add_days, "add_months": _add_months,
+    "year": _part("year", "%Y"), "month": _part("month", "%m"), "isblank": _isblank, "concat": _concat,
+}
+
+
+def _builtin_sql(name: str, pg: bool) -> SqlImpl | None:
+    return COMMON.get(name)
+
+
+__all__ = ["COMMON", "SqlContext", "SqlImpl", "sql_type", "to_sql"]
