@@ -202,6 +202,9 @@ def record_values(entity: Entity, values: Mapping[str, Any]) -> dict[str, Any]:
         else:
             row[f.column_name] = value
     row["ext"] = ext or None
+    for f in (*entity.fields.values(), *entity.retired.values()):
+        if f.stored and f.storage == "column":
+            row.setdefault(f.column_name, None)  # same keys in every row: one executemany
     return row
 
 
