@@ -165,9 +165,13 @@ def json_field_expr(table: Table, field: Field, dialect: str) -> ColumnElement[A
         if kind in ("reference", "user"):
             return type_coerce(cast(text, BigInteger), BigInteger())
         return type_coerce(text, String())
-    extracted = func.json_extract(col, f"$.{key}")
+    # The path is a literal, not a bound parameter: SQLite matches an expression
+    # index only against the identical expression text (``json_extract(ext, '$.key')``).
+    # ``key`` is a validated field name, so quoting it inline is safe.
+    path = literal_column(f"'$.{key}'")
+    extracted = func.json_extract(col, path)
     if kind in ("multi_picklist", "json"):
-        return type_coerce(func.json_extract(col, f"$.{key}"), JsonType())
+        return type_coerce(func.json_extract(col, path), JsonType())
     return type_coerce(extracted, _json_read_type(field))
 
 
