@@ -144,3 +144,10 @@ def test_unknown_extends(tmp_path: Path):
         compile_folder(tmp_path)
     assert info.value.location is not None and info.value.location.line == 2
     assert "industries/manufacturing" in (info.value.hint or "")
+
+
+def test_generated_reference_is_current():
+    from engine.dsl.docgen import render
+
+    committed = (Path(__file__).resolve().parents[2] / "docs" / "reference.md").read_text("utf-8")
+    assert committed == render(), "run: python -m engine.dsl.docgen > docs/reference.md"
