@@ -112,6 +112,8 @@ def record_schema(entity: Entity, rules: dict[str, str]) -> dict[str, Any]:
         if f.type in ("reference", "user"):
             schema = {"anyOf": [{"type": "integer"}, {"type": "object"}]}
         props[name] = _labelled(nullable(schema) if schema else {}, f)
+        if f.type == "money":
+            props[f"{name}_currency"] = {"type": ["string", "null"], "description": f"Currency of {name}"}
     return {"type": "object", "properties": props, "required": ["id", "version"], "additionalProperties": True}
 
 
@@ -219,9 +221,10 @@ def _components(entities: dict[str, tuple[Entity, dict[str, Any]]]) -> dict[str,
 _ERROR_SCHEMA = {"type": "object", "required": ["error"], "additionalProperties": False, "properties": {
     "error": {"type": "object", "required": ["code", "message", "details"], "properties": {
         "code": {"type": "string"}, "message": {"type": "string"}, "details": {}}}}}
-_HISTORY_SCHEMA = {"type": "object", "properties": {
-    "action": {"type": "string"}, "field": {"type": ["string", "null"]}, "old": {}, "new": {},
-    "actor_id": {"type": ["integer", "null"]}, "at": {"type": "string", "format": "date-time"}}}
+_HISTORY_SCHEMA = {"type": "object", "required": ["action", "field", "old", "new", "actor_id", "at"], "properties": {
+    "id": {"type": "integer"}, "action": {"type": "string"}, "field": {"type": ["string", "null"]}, "old": {},
+    "new": {}, "actor_id": {"type": ["integer", "null"]}, "actor": {"type": ["string", "null"]},
+    "at": {"type": "string", "format": "date-time"}, "revision_id": {"type": ["integer", "null"]}}}
 
 
 def _meta_paths() -> dict[str, Any]:

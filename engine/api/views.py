@@ -59,7 +59,8 @@ def list_records(entity: str) -> Response:
     gateway.entity(runtime(), entity)
     p = params.list_params(request.args)
     with gateway.records(runtime(), g.actor, readonly=True) as svc:
-        page = svc.list(entity, filter=p.filter, sort=p.sort, limit=p.limit, cursor=p.cursor,
+        page = svc.list(entity, filter=p.filter, sort=",".join(p.sort) if p.sort else None, limit=p.limit,
+                        cursor=p.cursor,
                         fields=p.fields, expand=p.expand, count=p.count)
     return json_response({"items": page.items, "next_cursor": page.next_cursor, "total": page.total})
 
@@ -117,7 +118,7 @@ def record_history(entity: str, record_id: str) -> Response:
     rid = _record_id(record_id)
     with gateway.records(runtime(), g.actor, readonly=True) as svc:
         items = svc.history(entity, rid)
-    return json_response({"items": items})
+    return json_response({"items": [e.to_dict() if hasattr(e, "to_dict") else e for e in items]})
 
 
 @bp.get("/meta")
