@@ -11,6 +11,7 @@ Every error found is reported at once, each with its ``file:line:col``.
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import hashlib
 from collections.abc import Callable, Mapping, Sequence
@@ -33,8 +34,9 @@ from engine.dsl.rowsize import row_size_warnings
 from engine.dsl.yamlsrc import locate, plain
 from engine.errors import ConfigError, UnknownReference, raise_collected
 
-#: Later features check their expressions here: (workspace, report) -> None.
-ExpressionPass = Callable[[Workspace, Callable[[ConfigError], None]], None]
+#: A pass over the built model: checks (reporting errors) and returns compiled objects to keep
+#: on ``Workspace.compiled`` (e.g. expressions), or None.
+ExpressionPass = Callable[[Workspace, Callable[[ConfigError], None]], Mapping[tuple[Any, ...], Any] | None]
 
 
 def compile_folder(folder: Path, *, kinds: KindRegistry = DEFAULT_KINDS,
@@ -68,19 +70,18 @@ def compile_layers(layers: Sequence[Layer], *, kinds: KindRegistry = DEFAULT_KIN
         content_hash=content_hash(layers),
         warnings=tuple(row_size_warnings(entities.values())),
     )
-    for check in passes if passes is not None else default_passes():
-        check(ws, report)
+    compiled: dict[tuple[Any, ...], Any] = {}
+    for run_pass in passes if passes is not None else default_passes():
+        compiled.update(run_pass(ws, report) or {})
     raise_collected(errors)
-    return ws
+    return dataclasses.replace(ws, compiled=frozen_map(compiled)) if compiled else ws
 
 
 def default_passes() -> list[ExpressionPass]:
-    """The checks run after the model is built (the expression language's)."""
-    try:
-        from engine.dsl.expressions.wiring import check_workspace_expressions
-    except ImportError:  # the expression language is not built yet
-        return []
-    return [check_workspace_expressions]
+    """The passes run after the model is built: the entities' expressions."""
+    from engine.dsl.entity_exprs import compile_entity_expressions
+
+    return [compile_entity_expressions]
 
 
 def content_hash(layers: Sequence[Layer]) -> str:

@@ -250,6 +250,9 @@ class Workspace:
     #: sha256 over the sources: identifies the configuration
     content_hash: str = ""
     warnings: tuple[str, ...] = ()
+    #: compiled expressions, keyed ("check", entity, index) / ("formula", entity, field) /
+    #: ("default", entity, field): built once per revision by the compile passes
+    compiled: Mapping[tuple[Any, ...], Any] = field(default_factory=frozen_map)
 
     def entity(self, name: str) -> Entity:
         """The entity called ``name``; KeyError if there is none."""

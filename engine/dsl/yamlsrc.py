@@ -158,6 +158,15 @@ def _yaml_error(e: yaml.MarkedYAMLError, file: str, text: str) -> YamlSyntaxErro
     return YamlSyntaxError(f"invalid YAML: {problem}", location=loc, hint=hint, snippet=snippet)
 
 
+def _value_loc(file: str, node: yaml.Node) -> SourceLocation:
+    """Where a value's text starts: inside the quotes of a quoted scalar, so that
+    positions inside the value (e.g. of an expression) add up to the file column."""
+    loc = _loc(file, node.start_mark)
+    if isinstance(node, yaml.ScalarNode) and node.style in ("'", '"'):
+        return SourceLocation(loc.file, loc.line, loc.col + 1)
+    return loc
+
+
 def caret_snippet(line: str, col: int) -> str:
     """The line and a caret under column ``col`` (1-based)."""
     return f"    {line}\n    {' ' * max(col - 1, 0)}^"
@@ -178,13 +187,13 @@ def _build(loader: _Loader, node: yaml.Node, file: str) -> Any:
                     location=key_loc,
                     hint="each key may appear once in a mapping; merge the two entries",
                 )
-            out.set_located(key, _build(loader, value_node, file), key_loc, _loc(file, value_node.start_mark))
+            out.set_located(key, _build(loader, value_node, file), key_loc, _value_loc(file, value_node))
         return out
     if isinstance(node, yaml.SequenceNode):
         seq = YList(loc=_loc(file, node.start_mark))
         for item in node.value:
             seq.append(_build(loader, item, file))
-            seq.item_locs.append(_loc(file, item.start_mark))
+            seq.item_locs.append(_value_loc(file, item))
         return seq
     return loader.construct_object(node, deep=True)
 

@@ -1,0 +1,46 @@
+"""Compile-time pass: type-check and compile every expression an entity declares.
+
+Checks must be boolean; a formula or a default expression must produce its
+field's type.  The compiled expressions are kept on the workspace
+(``Workspace.compiled``) so the runtime never parses an expression while
+serving a request.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from engine.dsl.expressions import CompiledExpression, compile_expression
+from engine.dsl.model import Entity, Field, Workspace
+from engine.errors import ConfigError, ExpressionError, SourceLocation
+
+Report = Callable[[ConfigError], None]
+Key = tuple[Any, ...]
+
+
+def compile_entity_expressions(ws: Workspace, report: Report) -> dict[Key, CompiledExpression]:
+    """Every check, formula and default expression of every entity, compiled; errors reported."""
+    out: dict[Key, CompiledExpression] = {}
+    for entity in ws.entities.values():
+        for i, check in enumerate(entity.checks):
+            _add(out, ("check", entity.name, i), report, check.expression, entity, ws, "boolean",
+                 check.expression_location)
+        for field in entity.fields.values():
+            for kind, text in (("formula", field.formula), ("default", field.default_expr)):
+                if text:
+                    _add(out, (kind, entity.name, field.name), report, text, entity, ws,
+                         _expected(field), field.expr_location)
+    return out
+
+
+def _expected(field: Field) -> str:
+    return field.type
+
+
+def _add(out: dict[Key, CompiledExpression], key: Key, report: Report, text: str, entity: Entity,
+         ws: Workspace, expected: str, location: SourceLocation | None) -> None:
+    try:
+        out[key] = compile_expression(text, entity, ws, expected=expected, location=location)
+    except ExpressionError as e:
+        report(e)
