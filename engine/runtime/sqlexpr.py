@@ -192,18 +192,18 @@ class _SqlBuilder:
 
     def list_contains(self, lst: ColumnElement[Any], needle: ColumnElement[Any]) -> ColumnElement[Any]:
         if self.pg:
-            return lst.op("@>")(func.jsonb_build_array(needle))
+            return lst.bool_op("@>")(func.jsonb_build_array(needle))
         each = func.json_each(lst).table_valued("value")
         return exists(select(literal(1)).select_from(each).where(each.c.value == needle))
 
     # ------------------------------------------------------------------ values
 
-    def value(self, node: ast.Node, null_kind: str | None = None) -> ColumnElement[Any]:
+    def value(self, node: ast.Node, null_type: ast.ExprType | None = None) -> ColumnElement[Any]:
         """The SQL value of ``node`` (conditions strict: true/false, never NULL)."""
         if node.type is not None and node.type.kind == "boolean" and not isinstance(node, ast.Literal):
             return self.strict(node)
-        if isinstance(node, ast.Literal) and node.value is None and null_kind and self.pg:
-            return cast(null(), sql_type(ast.ExprType(null_kind), "postgresql"))
+        if isinstance(node, ast.Literal) and node.value is None and null_type is not None and self.pg:
+            return cast(null(), sql_type(null_type, "postgresql"))
         return self.raw(node)
 
     def raw(self, node: ast.Node) -> ColumnElement[Any]:
@@ -260,7 +260,9 @@ class _SqlBuilder:
             return type_coerce(case((kind == "array", clause), else_=null()), JsonType())
         if t.kind == "datetime" and not self.pg and self._json_stored(b):
             # JSON text may lack microseconds; columns always have them: compare alike
-            return case((func.length(clause) == 19, clause + ".000000"), else_=clause)
+            text = type_coerce(clause, String())
+            padded = case((func.length(text) == 19, text.concat(literal(".000000", String()))), else_=text)
+            return type_coerce(padded, UtcDateTime())
         return clause
 
     def _json_stored(self, b: ast.Binding) -> bool:
@@ -292,8 +294,8 @@ class _SqlBuilder:
 
     def _if(self, node: ast.If) -> ColumnElement[Any]:
         assert node.type is not None
-        kind = node.type.kind if node.type.kind != "null" else None
-        return case((self.loose(node.cond), self.value(node.then, kind)), else_=self.value(node.else_, kind))
+        want = node.type if node.type.kind != "null" else None
+        return case((self.loose(node.cond), self.value(node.then, want)), else_=self.value(node.else_, want))
 
     def _call(self, node: ast.Call) -> ColumnElement[Any]:
         fn = self.registry.get(node.name)
@@ -302,7 +304,7 @@ class _SqlBuilder:
         if impl is None:
             raise ExpressionError(f"function {node.name}() has no SQL form on {self.schema.dialect}",
                                   code="expression_no_sql_function")
-        args = [self.value(a, _null_kind(node, i, fn.params)) for i, a in enumerate(node.args)]
+        args = [self.value(a, _null_type(node, i, fn.params)) for i, a in enumerate(node.args)]
         ctx = SqlContext(self.ctx.dialect, self.ctx.today, self.ctx.now, self.ctx.user,
                          tuple(a.type for a in node.args if a.type is not None), node.type)
         return impl(ctx, args)
@@ -317,16 +319,18 @@ def _nullable(node: ast.Node) -> bool:
         isinstance(node, ast.Var) and node.name in ("today", "now"))
 
 
-def _null_kind(node: ast.Call, index: int, params: tuple[str, ...]) -> str | None:
-    """The SQL type a null literal argument gets (PostgreSQL wants typed NULLs)."""
+def _null_type(node: ast.Call, index: int, params: tuple[str, ...]) -> ast.ExprType | None:
+    """The type a null literal argument gets (PostgreSQL wants typed NULLs)."""
     assert node.type is not None
     if not params:
         return None
     spec = params[min(index, len(params) - 1)]
     if spec == "T":
-        return node.type.kind if node.type.kind != "null" else None
+        return node.type if node.type.kind != "null" else None
     kind = spec.split("|")[0]
-    return "number" if kind == "integer" else (kind if kind in ast.KINDS and kind != "null" else None)
+    if kind == "integer":
+        return ast.INTEGER
+    return ast.ExprType(kind) if kind in ast.KINDS and kind != "null" else None
 
 
 # --------------------------------------------------------------------------- built-in functions
