@@ -1,0 +1,110 @@
+"""Field-level audit trail in ``crm_audit``.
+
+One row per changed field on update (``action="update"``, ``field``, old and
+new value), one row per record on create (``field`` None, ``new_value`` the
+whole record), delete, restore and owner handover.  Values are stored in
+their JSON form (Decimal as a string, dates in ISO format) so the trail reads
+the same on every database.  Rows are only ever inserted.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import Connection, insert, select
+
+from engine.runtime.engine_tables import crm_audit, crm_users
+
+
+@dataclass(frozen=True, slots=True)
+class AuditEntry:
+    """One row of a record's history."""
+
+    id: int
+    action: str
+    field: str | None
+    old: Any
+    new: Any
+    actor_id: int | None
+    actor: str | None
+    at: dt.datetime
+    revision_id: int | None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"id": self.id, "action": self.action, "field": self.field, "old": self.old, "new": self.new,
+                "actor_id": self.actor_id, "actor": self.actor, "at": self.at, "revision_id": self.revision_id}
+
+
+def json_form(value: Any) -> Any:
+    """The JSON-ready form of a field value, as the audit trail stores it."""
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    if isinstance(value, Decimal):
+        return str(value)
+    if isinstance(value, dt.datetime):
+        return value.astimezone(dt.UTC).isoformat()
+    if isinstance(value, dt.date):
+        return value.isoformat()
+    if isinstance(value, Mapping):
+        return {str(k): json_form(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_form(v) for v in value]
+    return str(value)
+
+
+@dataclass(frozen=True, slots=True)
+class AuditStamp:
+    """Who, when and under which configuration revision a change happened."""
+
+    actor_id: int | None
+    at: dt.datetime
+    revision_id: int | None
+
+
+def change_rows(entity: str, record_id: int, action: str, changes: Mapping[str, tuple[Any, Any]],
+                stamp: AuditStamp) -> list[dict[str, Any]]:
+    """Audit rows for per-field ``changes`` (field -> (old, new)) of one record."""
+    return [_row(entity, record_id, action, name, old, new, stamp) for name, (old, new) in changes.items()]
+
+
+def event_row(entity: str, record_id: int, action: str, stamp: AuditStamp, *,
+              snapshot: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """One audit row for a whole-record event (create, delete, restore)."""
+    return _row(entity, record_id, action, None, None, snapshot, stamp)
+
+
+def _row(entity: str, record_id: int, action: str, field: str | None, old: Any, new: Any,
+         stamp: AuditStamp) -> dict[str, Any]:
+    return {"entity": entity, "record_id": record_id, "action": action, "field": field,
+            "old_value": json_form(old), "new_value": json_form(new), "actor_id": stamp.actor_id,
+            "at": stamp.at, "revision_id": stamp.revision_id}
+
+
+def write(conn: Connection, rows: Sequence[Mapping[str, Any]]) -> None:
+    """Insert audit rows (one executemany, no RETURNING)."""
+    if rows:
+        conn.execute(insert(crm_audit), list(rows))
+
+
+def history(conn: Connection, entity: str, record_id: int, *,
+            hidden: Iterable[str] = ()) -> list[AuditEntry]:
+    """Every audit entry of one record, oldest first; entries of ``hidden`` fields are left out
+    and hidden keys are removed from whole-record snapshots."""
+    hidden_set = frozenset(hidden)
+    a, u = crm_audit, crm_users
+    stmt = (select(a, u.c.username).outerjoin(u, u.c.id == a.c.actor_id)
+            .where(a.c.entity == entity, a.c.record_id == record_id).order_by(a.c.id))
+    out = []
+    for r in conn.execute(stmt):
+        if r.field in hidden_set:
+            continue
+        new = r.new_value
+        if isinstance(new, dict) and r.field is None and hidden_set:
+            new = {k: v for k, v in new.items() if k not in hidden_set}
+        out.append(AuditEntry(r.id, r.action, r.field, r.old_value, new, r.actor_id, r.username, r.at,
+                              r.revision_id))
+    return out

@@ -1,0 +1,140 @@
+"""Bulk variants of create and update: the same pipeline, set-based where the rules allow.
+
+``create_many`` validates every row in Python (coercion, defaults, formulas,
+rules, steps), checks references in batches, reserves ids and auto numbers
+in one go, then inserts with one executemany without RETURNING (the fast
+path on both databases; see notes/perf-baselines.md).
+
+``update_many`` is one UPDATE over the matching ids when nothing per-record
+must run (no rules, formulas, lines or steps, no unique or JSON-stored field
+among the values); otherwise it updates record by record through the normal
+pipeline.  Both write the same audit rows and events as the single-record path.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import update
+
+from engine.errors import BadRequest, ValidationFailed
+from engine.runtime import audit
+from engine.runtime.records import filtering, persist, query, rows
+from engine.runtime.records.steps import DomainEvent
+from engine.runtime.records.write import Writer, _raise
+
+if TYPE_CHECKING:
+    from engine.runtime.records.service import RecordService
+
+MAX_ERROR_ROWS = 50
+CHUNK = 900
+
+
+def create_many(svc: RecordService, entity: str, rows_: Sequence[Mapping[str, Any]], *,
+                bypass_readonly: bool = False) -> list[int]:
+    """See :meth:`RecordService.create_many`."""
+    uow = svc.uow
+    plan, access = svc._plan(entity, "create")
+    if isinstance(rows_, (str, bytes, Mapping)):
+        raise BadRequest("rows must be a list of records", code="bad_rows")
+    records = _validated(Writer(uow, plan, access, "create", bypass_readonly=bypass_readonly, bulk=True), rows_)
+    svc._prepare_insert(plan, records)
+    ids = persist.reserve_ids(uow, plan, len(records))
+    stamp = {**svc._stamp(create=True), "version": 1, "deleted_at": None}
+    batch = []
+    for rid, record in zip(ids, records, strict=True):
+        record.update(stamp, id=rid)
+        batch.append(persist.row_for_insert(plan, record, {**stamp, "id": rid, "owner_id": record["owner_id"]}))
+    persist.insert_many(uow, plan, batch)
+    for rid, record in zip(ids, records, strict=True):
+        if plan.lines:
+            svc._write_lines(plan, rid, record, stamp, replace=False)
+    _audit_created(svc, plan, ids, records, stamp["created_at"])
+    return ids
+
+
+def _validated(w: Writer, rows_: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """Every row through steps 2-6; all problems of up to MAX_ERROR_ROWS rows reported together."""
+    out: list[dict[str, Any]] = []
+    problems: dict[str, list[str]] = {}
+    bad_rows = 0
+    owner = w.uow.actor.user_id
+    for i, values in enumerate(rows_):
+        errors: dict[str, list[str]] = {}
+        try:
+            record = w.complete_new(w.coerce(values, errors), errors)
+            record["owner_id"] = record.get("owner_id") or owner
+            w.check(record, None, errors)
+        except ValidationFailed as e:
+            bad_rows += 1
+            problems.update({f"[{i}].{k}": v for k, v in (e.details or {}).items()})
+            if bad_rows >= MAX_ERROR_ROWS:
+                break
+            continue
+        out.append(record)
+    if problems:
+        raise ValidationFailed(f"{bad_rows} row(s) are invalid; nothing was created", details=problems)
+    return out
+
+
+def _audit_created(svc: RecordService, plan: Any, ids: Sequence[int], records: Sequence[dict[str, Any]],
+                   at: Any) -> None:
+    from engine.runtime.records.service import _snapshot
+
+    stamp = svc._audit_stamp(at)
+    uid = svc.uow.actor.user_id
+    audit.write(svc.uow.conn, [audit.event_row(plan.name, rid, "create", stamp, snapshot=_snapshot(plan, r))
+                               for rid, r in zip(ids, records, strict=True)])
+    for rid, r in zip(ids, records, strict=True):
+        svc.uow.emit(DomainEvent("created", plan.name, rid, uid, at, record=r))
+
+
+def update_many(svc: RecordService, entity: str, filter_text: str | None, values: Mapping[str, Any], *,
+                bypass_readonly: bool = False) -> int:
+    """See :meth:`RecordService.update_many`."""
+    uow = svc.uow
+    plan, access = svc._plan(entity, "update")
+    w = Writer(uow, plan, access, "update", bypass_readonly=bypass_readonly, bulk=True)
+    errors: dict[str, list[str]] = {}
+    clean = w.coerce(values, errors)
+    w._required(clean, plan.required & clean.keys(), errors, "")
+    _raise(errors, plan.name)
+    where = filtering.filter_where(uow, plan, filter_text)
+    t = plan.table
+    scope = uow.guard.scope_clause(t, access.update)
+    stmt = query.base_select(uow, plan, access, list(t.c)).where(query.where_all(where, scope)).order_by(t.c.id)
+    if not _set_based_ok(svc, plan, clean):
+        ids = [r.id for r in uow.conn.execute(stmt)]
+        for rid in ids:
+            svc.update(entity, rid, values, expected_version=None, bypass_readonly=bypass_readonly)
+        return len(ids)
+    persist.check_references(uow, plan, [clean], [k for k in clean if k in plan.references or k == "owner_id"])
+    olds = [rows.read(plan.readers, r._mapping) for r in uow.conn.execute(stmt.with_for_update())]
+    return _update_set_based(svc, plan, olds, clean)
+
+
+def _set_based_ok(svc: RecordService, plan: Any, clean: Mapping[str, Any]) -> bool:
+    fields = plan.entity.fields
+    touches = [fields[k] for k in clean if k in fields]
+    return (plan.set_based_ok and not svc.uow.runtime.steps.for_entity(plan.name)
+            and not any(f.unique or f.storage == "json" for f in touches))
+
+
+def _update_set_based(svc: RecordService, plan: Any, olds: list[dict[str, Any]], clean: Mapping[str, Any]) -> int:
+    uow = svc.uow
+    stamp = svc._stamp(create=False)
+    cols, _ext = rows.to_columns(plan.entity, clean)
+    t = plan.table
+    ids = [o["id"] for o in olds]
+    for start in range(0, len(ids), CHUNK):
+        chunk = ids[start:start + CHUNK]
+        uow.conn.execute(update(t).where(t.c.id.in_(chunk)).values(version=t.c.version + 1, **cols, **stamp))
+    at = stamp["updated_at"]
+    audit_rows = []
+    for old in olds:
+        changes = {k: (old.get(k), v) for k, v in clean.items() if old.get(k) != v}
+        audit_rows += audit.change_rows(plan.name, old["id"], "update", changes, svc._audit_stamp(at))
+        uow.emit(DomainEvent("updated", plan.name, old["id"], uow.actor.user_id, at, changes, None))
+    audit.write(uow.conn, audit_rows)
+    return len(olds)

@@ -1,0 +1,268 @@
+"""Coercion and type validation of one field value (the pipeline's second step).
+
+:func:`coercer_for` picks, once per revision, a function per field that turns
+input (JSON-ish values from the API, Python values from services, text from
+imports) into the field's Python value, or raises :class:`BadValue` with a
+short message ("must be a whole number", "is too long (300 characters; at
+most 200)", "'x' is not an option; choose one of: a, b").
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+from collections.abc import Callable
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+from engine.dsl.model import Field
+from engine.runtime.storage import _STRING_LENGTHS, DEFAULT_STRING_LENGTH
+
+Coercer = Callable[[Any], Any]
+MAX_TEXT = 1_000_000
+MAX_JSON_ITEMS = 10_000
+_INT_LIMIT = 2**63
+
+
+class BadValue(ValueError):
+    """A value a field cannot take; ``str()`` is the message shown next to the field."""
+
+
+def coercer_for(field: Field) -> Coercer:
+    """The coercer of ``field`` (None always passes through as None)."""
+    t = field.type
+    if t in ("string", "email", "phone", "url", "auto_number", "text"):
+        base = _string(field)
+    elif t == "integer":
+        base = _bounded(field, _integer)
+    elif t in ("decimal", "money", "percent"):
+        base = _bounded(field, _decimal(field.scale))
+    elif t == "boolean":
+        base = _boolean
+    elif t == "date":
+        base = _date
+    elif t == "datetime":
+        base = _datetime
+    elif t == "picklist":
+        base = _picklist(field.option_keys)
+    elif t == "multi_picklist":
+        base = _multi(field.option_keys)
+    elif t in ("reference", "user"):
+        base = _record_id
+    elif t == "json":
+        base = _json
+    else:
+        raise ValueError(f"no coercer for field type {t!r}")
+    return _none_passing(base, keep_empty=t in ("string", "text", "email", "phone", "url"))
+
+
+def _none_passing(base: Coercer, *, keep_empty: bool) -> Coercer:
+    def coerce(value: Any) -> Any:
+        if value is None or (value == "" and not keep_empty):
+            return None
+        return base(value)
+
+    return coerce
+
+
+def max_length(field: Field) -> int:
+    """The longest text a string field takes (its column's length)."""
+    if field.type == "text":
+        return MAX_TEXT
+    return field.max_length or _STRING_LENGTHS.get(field.type, DEFAULT_STRING_LENGTH)
+
+
+def _string(field: Field) -> Coercer:
+    limit = max_length(field)
+    kind = field.type
+
+    def coerce(value: Any) -> str:
+        if not isinstance(value, str):
+            raise BadValue("must be text")
+        if len(value) > limit:
+            raise BadValue(f"is too long ({len(value)} characters; at most {limit})")
+        if "\x00" in value:
+            raise BadValue("must not contain NUL characters")
+        if kind == "email" and value and not _looks_like_email(value):
+            raise BadValue("is not an email address")
+        if kind == "url" and value and not value.startswith(("http://", "https://")):
+            raise BadValue("must start with http:// or https://")
+        return value
+
+    return coerce
+
+
+def _looks_like_email(value: str) -> bool:
+    local, at, domain = value.rpartition("@")
+    return bool(at and local and "." in domain and " " not in value)
+
+
+def _integer(value: Any) -> int:
+    if isinstance(value, bool):
+        raise BadValue("must be a whole number")
+    if isinstance(value, int):
+        out = value
+    elif _whole(value):
+        out = int(value)
+    elif isinstance(value, str) and value.strip().lstrip("+-").isdigit():
+        out = int(value.strip())
+    else:
+        raise BadValue("must be a whole number")
+    if not -_INT_LIMIT < out < _INT_LIMIT:
+        raise BadValue("is too large")
+    return out
+
+
+def _whole(value: Any) -> bool:
+    if isinstance(value, float):
+        return value.is_integer()
+    return isinstance(value, Decimal) and value.is_finite() and value == value.to_integral_value()
+
+
+def _decimal(scale: int) -> Coercer:
+    quantum = Decimal(1).scaleb(-scale)
+    limit = Decimal(10) ** (18 - scale)
+
+    def coerce(value: Any) -> Decimal:
+        if isinstance(value, bool) or not isinstance(value, (int, float, str, Decimal)):
+            raise BadValue("must be a number")
+        if isinstance(value, float) and not math.isfinite(value):
+            raise BadValue("must be a finite number")
+        try:
+            out = Decimal(str(value).strip()) if not isinstance(value, Decimal) else value
+        except InvalidOperation as e:
+            raise BadValue("must be a number") from e
+        if not out.is_finite():
+            raise BadValue("must be a finite number")
+        if abs(out) >= limit:
+            raise BadValue(f"is too large (at most {18 - scale} digits before the decimal point)")
+        return out.quantize(quantum)
+
+    return coerce
+
+
+def _bounded(field: Field, base: Coercer) -> Coercer:
+    lo, hi = field.min, field.max
+    if lo is None and hi is None:
+        return base
+
+    def coerce(value: Any) -> Any:
+        out = base(value)
+        if lo is not None and out < Decimal(str(lo)):
+            raise BadValue(f"must be at least {_num(lo)}")
+        if hi is not None and out > Decimal(str(hi)):
+            raise BadValue(f"must be at most {_num(hi)}")
+        return out
+
+    return coerce
+
+
+def _num(x: float) -> str:
+    return str(int(x)) if float(x).is_integer() else str(x)
+
+
+def _boolean(value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.lower() in ("true", "false"):
+        return value.lower() == "true"
+    raise BadValue("must be true or false")
+
+
+def _date(value: Any) -> dt.date:
+    if isinstance(value, dt.datetime):
+        raise BadValue("must be a date without a time (YYYY-MM-DD)")
+    if isinstance(value, dt.date):
+        return value
+    if isinstance(value, str):
+        try:
+            return dt.date.fromisoformat(value.strip())
+        except ValueError:
+            pass
+    raise BadValue("must be a date (YYYY-MM-DD)")
+
+
+def _datetime(value: Any) -> dt.datetime:
+    out = value
+    if isinstance(value, str):
+        try:
+            out = dt.datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
+        except ValueError:
+            out = None
+    if not isinstance(out, dt.datetime):
+        raise BadValue("must be a date and time (ISO 8601, e.g. 2026-01-31T14:00:00Z)")
+    if not dt.datetime(1, 1, 2) <= out.replace(tzinfo=None) <= dt.datetime(9999, 12, 30):
+        raise BadValue("is out of range")
+    return out.replace(tzinfo=dt.UTC) if out.tzinfo is None else out.astimezone(dt.UTC)
+
+
+def _picklist(options: tuple[str, ...]) -> Coercer:
+    allowed = frozenset(options)
+    listing = ", ".join(options)
+
+    def coerce(value: Any) -> str:
+        if not isinstance(value, str):
+            raise BadValue(f"must be one of the options: {listing}")
+        if value not in allowed:
+            raise BadValue(f"{_short(value)!r} is not an option; choose one of: {listing}")
+        return value
+
+    return coerce
+
+
+def _short(value: str) -> str:
+    return value if len(value) <= 40 else value[:37] + "..."
+
+
+def _multi(options: tuple[str, ...]) -> Coercer:
+    one = _picklist(options)
+
+    def coerce(value: Any) -> list[str]:
+        if not isinstance(value, (list, tuple)):
+            raise BadValue("must be a list of options")
+        out: list[str] = []
+        for item in value:
+            key = one(item)
+            if key not in out:
+                out.append(key)
+        return out
+
+    return coerce
+
+
+def _record_id(value: Any) -> int:
+    if isinstance(value, dict) and set(value) >= {"id"}:
+        value = value["id"]
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 < value < _INT_LIMIT:
+        raise BadValue("must be a record id (a positive whole number)")
+    return value
+
+
+def _json(value: Any) -> Any:
+    if not _json_ok(value, depth=0, budget=[MAX_JSON_ITEMS]):
+        raise BadValue("must be JSON data (objects, lists, text, numbers, true/false, null; not too large)")
+    return value
+
+
+def _json_ok(value: Any, *, depth: int, budget: list[int]) -> bool:
+    budget[0] -= 1
+    if budget[0] < 0 or depth > 32:
+        return False
+    if value is None or isinstance(value, (bool, int, str)):
+        return True
+    if isinstance(value, float):
+        return math.isfinite(value)
+    if isinstance(value, list):
+        return all(_json_ok(v, depth=depth + 1, budget=budget) for v in value)
+    if isinstance(value, dict):
+        return all(isinstance(k, str) and _json_ok(v, depth=depth + 1, budget=budget) for k, v in value.items())
+    return False
+
+
+def coerce_currency(value: Any) -> str | None:
+    """A currency code: three capital letters (ISO 4217 form)."""
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str) or len(value) != 3 or not value.isalpha() or not value.isupper():
+        raise BadValue("must be a three-letter currency code such as USD")
+    return value

@@ -1,0 +1,47 @@
+"""List filters: a user's expression, compiled against what the actor may see, then to SQL.
+
+Compiled filters are memoised per revision (keyed by the hidden-field set,
+entity and text), so a repeated list request parses nothing.  The SQL is
+built by the expression language's SQL back end with bound parameters only.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy.sql.elements import ColumnElement
+
+from engine.errors import BadRequest
+from engine.runtime.records.plan import EntityPlan
+from engine.runtime.records.query import SortKey
+
+if TYPE_CHECKING:
+    from engine.runtime.runtime import UnitOfWork
+
+MAX_FILTER = 4000
+
+
+def filter_where(uow: UnitOfWork, plan: EntityPlan, text: str | None) -> ColumnElement[bool] | None:
+    """The SQL clause of ``text`` (None for no filter); BadRequest for a bad or forbidden filter."""
+    if text is None or (isinstance(text, str) and not text.strip()):
+        return None
+    if not isinstance(text, str) or len(text) > MAX_FILTER:
+        raise BadRequest(f"filter must be an expression of at most {MAX_FILTER} characters", code="bad_filter")
+    from engine.runtime.records import exprs
+
+    hidden = uow.guard.hidden_pairs()
+    visible = uow.state.visible(hidden)
+
+    def make() -> Any:
+        return exprs.compile_filter(text, visible.entities[plan.name], visible)
+
+    compiled = uow.state.memo("filter", (hidden, plan.name, text), make)
+    return exprs.filter_clause(compiled, uow.schema, plan.name, user_id=uow.actor.user_id, now=uow.clock.now())
+
+
+def cursor_spec(keys: Sequence[SortKey], filter_text: str | None) -> str:
+    """A short fingerprint of the sort and filter a cursor belongs to."""
+    sort = ",".join(("-" if k.desc else "") + k.name for k in keys)
+    return hashlib.sha1(f"{sort}|{filter_text or ''}".encode()).hexdigest()[:16]

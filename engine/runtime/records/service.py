@@ -1,0 +1,332 @@
+"""The record service: the one write path and the one read path for records.
+
+Used alike by the REST API, the admin UI, imports, bulk operations and
+workflows.  Writes run the pipeline in this fixed order (docs/records.md):
+
+1. permission check (entity action + row scope);
+2. coercion and type validation per field (unknown, read-only, wrong type,
+   too long, below min, not an option...);
+3. defaults (literal and expression), then the required check;
+4. formulas (recomputed on every write, in dependency order);
+5. validation rules (entity checks; message in the workspace locale and English);
+6. extension steps (the runtime's :class:`~engine.runtime.records.steps.StepRegistry`);
+7. persist with a version check (references checked, auto numbers taken);
+8. field-level audit rows;
+9. domain events, delivered after commit by the unit of work.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import func, select
+
+from engine.errors import BadRequest, NotFound, PermissionDenied, VersionConflict
+from engine.runtime import audit
+from engine.runtime.records import filtering, output, persist, query, rows
+from engine.runtime.records.plan import EntityPlan
+from engine.runtime.records.steps import DomainEvent
+from engine.runtime.records.write import _CHILD_IGNORED, Writer
+from engine.runtime.security import Access
+
+if TYPE_CHECKING:
+    from engine.runtime.runtime import UnitOfWork
+
+
+@dataclass(frozen=True, slots=True)
+class Page:
+    """One page of a list: ``next_cursor`` is None on the last page; ``total`` only when counted."""
+
+    items: list[dict[str, Any]]
+    next_cursor: str | None
+    total: int | None = None
+
+
+class RecordService:
+    """Record operations inside one unit of work (its actor, clock and transaction)."""
+
+    def __init__(self, uow: UnitOfWork) -> None:
+        self.uow = uow
+
+    # ------------------------------------------------------------------ plumbing
+
+    def _plan(self, entity: str, action: str) -> tuple[EntityPlan, Access]:
+        if not isinstance(entity, str) or entity not in self.uow.state.plans:
+            self.uow.guard.access(str(entity))  # raises NotFound with a hint
+        plan = self.uow.state.plan(entity)
+        if plan.is_child:
+            parent = plan.entity.parent
+            raise BadRequest(f"{entity} rows are the lines of {parent.entity}.{parent.field}",
+                             code="lines_entity", hint=f"read and write them through the {parent.entity} record")
+        if action != "read":
+            self.uow.require_writable()
+        return plan, self.uow.guard.require(entity, action)
+
+    def _stamp(self, *, create: bool) -> dict[str, Any]:
+        now, uid = self.uow.clock.now(), self.uow.actor.user_id
+        return ({"created_at": now, "created_by": uid} if create else {}) | {"updated_at": now, "updated_by": uid}
+
+    def _audit_stamp(self, at: Any) -> audit.AuditStamp:
+        return audit.AuditStamp(self.uow.actor.user_id, at, self.uow.state.revision_id)
+
+    def _load(self, plan: EntityPlan, access: Access, record_id: Any, *, action: str,
+              deleted: bool = False) -> tuple[Any, dict[str, Any]]:
+        """The row and full record of ``record_id`` if the actor may read it and ``action`` it."""
+        if isinstance(record_id, bool) or not isinstance(record_id, int):
+            raise NotFound(f"{plan.name} {record_id!r} not found", code="not_found")
+        t = plan.table
+        stmt = select(t).where(t.c.id == record_id, t.c.deleted_at.is_not(None) if deleted else
+                               t.c.deleted_at.is_(None))
+        scope = self.uow.guard.scope_clause(t, access.read)
+        stmt = stmt.where(scope) if scope is not None else stmt
+        row = self.uow.conn.execute(stmt.with_for_update() if action != "read" else stmt).first()
+        if row is None:
+            raise NotFound(f"{plan.name} {record_id} not found", code="not_found")
+        scope_name = getattr(access, action) if action in ("update", "delete") else access.read
+        if not self.uow.guard.allows(scope_name, row.owner_id):
+            raise PermissionDenied(f"you may not {action} this {plan.name}", code="forbidden")
+        record = rows.read(plan.readers, row._mapping)
+        output.attach_lines(self.uow, plan, [record], tuple(plan.lines))
+        return row, record
+
+    def _out(self, plan: EntityPlan, access: Access, record: Mapping[str, Any]) -> dict[str, Any]:
+        return {k: record.get(k) for k in output.visible_keys(plan, access)}
+
+    # ------------------------------------------------------------------ create
+
+    def create(self, entity: str, values: Mapping[str, Any], *, bypass_readonly: bool = False) -> dict[str, Any]:
+        """Create one record through the whole pipeline; returns it as the actor sees it.
+
+        Raises PermissionDenied, ValidationFailed (details: field -> messages),
+        UniqueViolation (details name the field).  ``bypass_readonly`` lets
+        engine-internal callers set read-only fields.
+        """
+        plan, access = self._plan(entity, "create")
+        w = Writer(self.uow, plan, access, "create", bypass_readonly=bypass_readonly)
+        errors: dict[str, list[str]] = {}
+        record = w.complete_new(w.coerce(values, errors), errors)
+        record["owner_id"] = record.get("owner_id") or self.uow.actor.user_id
+        w.check(record, None, errors)
+        self._prepare_insert(plan, [record])
+        stamp = {**self._stamp(create=True), "owner_id": record["owner_id"], "version": 1}
+        record_id = persist.insert_one(self.uow, plan, persist.row_for_insert(plan, record, stamp))
+        record.update(stamp, id=record_id, deleted_at=None)
+        self._write_lines(plan, record_id, record, stamp, replace=False)
+        at = stamp["created_at"]
+        audit.write(self.uow.conn, [audit.event_row(plan.name, record_id, "create", self._audit_stamp(at),
+                                                    snapshot=_snapshot(plan, record))])
+        self.uow.emit(DomainEvent("created", plan.name, record_id, self.uow.actor.user_id, at, record=record))
+        return self._out(plan, access, record)
+
+    def _prepare_insert(self, plan: EntityPlan, records: Sequence[dict[str, Any]]) -> None:
+        persist.check_references(self.uow, plan, records, [*plan.references, "owner_id"])
+        persist.fill_auto_numbers(self.uow, plan, records)
+        for name, child_name in plan.lines.items():
+            child = self.uow.state.plan(child_name)
+            children = [c for r in records for c in r.get(name) or ()]
+            persist.check_references(self.uow, child, children, list(child.references))
+            persist.fill_auto_numbers(self.uow, child, children)
+
+    def _write_lines(self, plan: EntityPlan, record_id: int, record: Mapping[str, Any], stamp: Mapping[str, Any],
+                     *, replace: bool, only: Sequence[str] | None = None) -> None:
+        base = {k: v for k, v in stamp.items() if k in ("created_at", "created_by", "updated_at", "updated_by")}
+        base = {"created_at": stamp.get("created_at", stamp["updated_at"]),
+                "created_by": stamp.get("created_by", stamp["updated_by"]), **base,
+                "owner_id": record.get("owner_id"), "version": 1}
+        for name in only if only is not None else plan.lines:
+            persist.replace_lines(self.uow, self.uow.state.plan(plan.lines[name]), record_id,
+                                  record.get(name) or [], base, replace=replace)
+
+    # ------------------------------------------------------------------ read
+
+    def get(self, entity: str, record_id: int, *, fields: Sequence[str] | None = None,
+            expand: Sequence[str] | None = None) -> dict[str, Any]:
+        """One live record the actor may read (NotFound otherwise), lines nested, references expanded."""
+        plan, access = self._plan(entity, "read")
+        keys = output.select_keys(plan, access, fields)
+        _row, record = self._load(plan, access, record_id, action="read")
+        out = {k: record.get(k) for k in keys}
+        output.expand(self.uow, plan, access, [out], expand)
+        return out
+
+    def list(self, entity: str, *, filter: str | None = None, sort: str | None = None, limit: int = 50,
+             cursor: str | None = None, fields: Sequence[str] | None = None, expand: Sequence[str] | None = None,
+             count: bool = False) -> Page:
+        """A page of live records the actor may read, matching ``filter`` (an expression), in ``sort`` order.
+
+        Lines are returned only when named in ``fields``.  BadRequest for a
+        bad filter, sort, cursor, field or limit.
+        """
+        plan, access = self._plan(entity, "read")
+        limit = query.clamp_limit(limit)
+        keys = output.select_keys(plan, access, fields)
+        if fields is None:
+            keys = tuple(k for k in keys if k not in plan.lines)
+        where = filtering.filter_where(self.uow, plan, filter)
+        sort_keys = query.parse_sort(self.uow, plan, access, sort)
+        spec = filtering.cursor_spec(sort_keys, filter)
+        cols = rows.columns_for(plan.entity, plan.table, [k for k in keys if k not in plan.lines])
+        cols += [k.expr.label(f"_s{i}") for i, k in enumerate(sort_keys)]
+        stmt = query.base_select(self.uow, plan, access, cols).where(query.where_all(where))
+        if cursor is not None:
+            values = query.decode_cursor(cursor, spec, len(sort_keys))
+            stmt = stmt.where(query.after_cursor(sort_keys, values))
+        fetched = self.uow.conn.execute(stmt.order_by(*query.order_by(sort_keys)).limit(limit + 1)).all()
+        more = len(fetched) > limit
+        page = fetched[:limit]
+        items = [output.shape(plan.readers, keys, r._mapping) for r in page]
+        output.attach_lines(self.uow, plan, items, keys)
+        output.expand(self.uow, plan, access, items, expand)
+        nxt = query.encode_cursor(spec, [page[-1]._mapping[f"_s{i}"] for i in range(len(sort_keys))]) \
+            if more and page else None
+        return Page(items, nxt, self._count(plan, access, where) if count else None)
+
+    def _count(self, plan: EntityPlan, access: Access, where: Any) -> int:
+        stmt = query.base_select(self.uow, plan, access, [func.count()]).select_from(plan.table)
+        return int(self.uow.conn.execute(stmt.where(query.where_all(where))).scalar_one())
+
+    def history(self, entity: str, record_id: int) -> list[audit.AuditEntry]:
+        """The record's audit trail, oldest first, without fields hidden from the actor."""
+        plan, access = self._plan(entity, "read")
+        try:
+            self._load(plan, access, record_id, action="read")
+        except NotFound:
+            self._load(plan, access, record_id, action="read", deleted=True)
+        hidden = access.hidden | {plan.currency_keys[h] for h in access.hidden if h in plan.currency_keys}
+        return audit.history(self.uow.conn, plan.name, record_id, hidden=hidden)
+
+    # ------------------------------------------------------------------ update
+
+    def update(self, entity: str, record_id: int, values: Mapping[str, Any], *, expected_version: int | None,
+               bypass_readonly: bool = False) -> dict[str, Any]:
+        """Change fields of one record; VersionConflict if ``expected_version`` is not the stored one.
+
+        ``expected_version=None`` still guards against a concurrent write
+        between this unit's read and its write.
+        """
+        plan, access = self._plan(entity, "update")
+        row, old = self._load(plan, access, record_id, action="update")
+        _check_version(plan, record_id, old["version"], expected_version)
+        w = Writer(self.uow, plan, access, "update", bypass_readonly=bypass_readonly)
+        errors: dict[str, list[str]] = {}
+        clean = w.coerce(values, errors)
+        record = w.complete_update(old, clean, errors)
+        w.check(record, old, errors)
+        changes = _changes(plan, old, record)
+        if not changes:
+            return self._out(plan, access, old)
+        persist.check_references(self.uow, plan, [record], [k for k in changes if k in plan.references
+                                                            or k == "owner_id"])
+        self._prepare_lines_update(plan, record, changes)
+        stamp = self._stamp(create=False)
+        plain = {k: record[k] for k in changes if k not in plan.lines}
+        persist.update_row(self.uow, plan, record_id, old["version"], plain, row._mapping.get("ext"), stamp)
+        self._write_lines(plan, record_id, record, stamp, replace=True, only=[k for k in changes if k in plan.lines])
+        record.update(stamp, version=old["version"] + 1)
+        self._after_update(plan, record_id, changes, stamp["updated_at"], record)
+        return self._out(plan, access, record)
+
+    def _prepare_lines_update(self, plan: EntityPlan, record: dict[str, Any], changes: Mapping[str, Any]) -> None:
+        for name in (k for k in changes if k in plan.lines):
+            child = self.uow.state.plan(plan.lines[name])
+            persist.check_references(self.uow, child, record[name], list(child.references))
+            persist.fill_auto_numbers(self.uow, child, record[name])
+
+    def _after_update(self, plan: EntityPlan, record_id: int, changes: Mapping[str, tuple[Any, Any]], at: Any,
+                      record: Mapping[str, Any] | None) -> None:
+        audit.write(self.uow.conn, audit.change_rows(plan.name, record_id, "update", changes, self._audit_stamp(at)))
+        self.uow.emit(DomainEvent("updated", plan.name, record_id, self.uow.actor.user_id, at, dict(changes),
+                                  record))
+
+    # ------------------------------------------------------------------ delete / restore
+
+    def delete(self, entity: str, record_id: int, *, expected_version: int | None = None) -> None:
+        """Soft-delete: the record disappears from reads; :meth:`restore` brings it back."""
+        self._soft(entity, record_id, expected_version, deleting=True)
+
+    def restore(self, entity: str, record_id: int, *, expected_version: int | None = None) -> dict[str, Any]:
+        """Undo a soft delete (needs delete permission on the record); returns the record."""
+        return self._soft(entity, record_id, expected_version, deleting=False)
+
+    def _soft(self, entity: str, record_id: int, expected: int | None, *, deleting: bool) -> dict[str, Any]:
+        plan, access = self._plan(entity, "delete")
+        _row, old = self._load(plan, access, record_id, action="delete", deleted=not deleting)
+        _check_version(plan, record_id, old["version"], expected)
+        w = Writer(self.uow, plan, access, "delete" if deleting else "restore")
+        record = dict(old)
+        for step in w.steps:
+            step.before_write(w.ctx, plan.name, record, old)
+        stamp = self._stamp(create=False)
+        persist.update_row(self.uow, plan, record_id, old["version"],
+                           {"deleted_at": stamp["updated_at"] if deleting else None}, None, stamp)
+        action = "delete" if deleting else "restore"
+        at = stamp["updated_at"]
+        audit.write(self.uow.conn, [audit.event_row(plan.name, record_id, action, self._audit_stamp(at))])
+        record.update(stamp, version=old["version"] + 1, deleted_at=at if deleting else None)
+        self.uow.emit(DomainEvent(f"{action}d", plan.name, record_id, self.uow.actor.user_id, at, record=record))
+        return self._out(plan, access, record)
+
+    # ------------------------------------------------------------------ bulk
+
+    def create_many(self, entity: str, rows_: Sequence[Mapping[str, Any]], *,
+                    bypass_readonly: bool = False) -> list[int]:
+        """Create many records with the same pipeline as :meth:`create`; returns their ids in order.
+
+        Every row is validated first (ValidationFailed details are keyed
+        ``[i].field``); then one executemany without RETURNING inserts them.
+        """
+        from engine.runtime.records.bulk import create_many
+
+        return create_many(self, entity, rows_, bypass_readonly=bypass_readonly)
+
+    def update_many(self, entity: str, filter: str | None, values: Mapping[str, Any], *,
+                    bypass_readonly: bool = False) -> int:
+        """Apply ``values`` to every record matching ``filter`` that the actor may update; returns the count.
+
+        Set-based when the entity has no rules, formulas, lines or steps and
+        the values touch no unique or JSON-stored field; record by record
+        through :meth:`update` otherwise.
+        """
+        from engine.runtime.records.bulk import update_many
+
+        return update_many(self, entity, filter, values, bypass_readonly=bypass_readonly)
+
+
+def _check_version(plan: EntityPlan, record_id: int, current: int, expected: int | None) -> None:
+    if expected is None:
+        return
+    if isinstance(expected, bool) or not isinstance(expected, int):
+        raise BadRequest("expected_version must be a whole number", code="bad_version")
+    if current != expected:
+        raise VersionConflict(f"{plan.name} {record_id} is at version {current}, not {expected}",
+                              hint="read the record again and repeat your change",
+                              details={"id": record_id, "expected_version": expected, "current_version": current})
+
+
+def _changes(plan: EntityPlan, old: Mapping[str, Any], new: Mapping[str, Any]) -> dict[str, tuple[Any, Any]]:
+    """field -> (old, new) for every field (and owner) whose value changed."""
+    out: dict[str, tuple[Any, Any]] = {}
+    for key in (*plan.out_fields, *plan.lines):
+        if key in plan.lines:
+            before, after = _norm_lines(old.get(key)), _norm_lines(new.get(key))
+        elif key in ("owner_id",) or key in plan.entity.fields or key.endswith("_currency"):
+            before, after = old.get(key), new.get(key)
+        else:
+            continue
+        if before != after:
+            out[key] = (before, after)
+    return out
+
+
+def _norm_lines(lines: Any) -> list[dict[str, Any]]:
+    return [{k: v for k, v in line.items() if k not in _CHILD_IGNORED} for line in lines or ()]
+
+
+def _snapshot(plan: EntityPlan, record: Mapping[str, Any]) -> dict[str, Any]:
+    keys = [k for k in plan.out_fields if k in plan.entity.fields or k.endswith("_currency") or k == "owner_id"]
+    out = {k: record.get(k) for k in keys}
+    for name in plan.lines:
+        out[name] = _norm_lines(record.get(name))
+    return out

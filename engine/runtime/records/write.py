@@ -1,0 +1,231 @@
+"""The write pipeline, steps 2 to 6, for one record of one entity.
+
+Fixed order (docs/records.md): permission check (by the caller) -> coercion
+and type validation per field -> defaults -> formulas -> validation rules ->
+extension steps -> (persist, audit, events: see :mod:`persist` and the service).
+All per-field problems of one record are reported together in one
+:class:`~engine.errors.ValidationFailed` whose ``details`` map field -> messages.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import select
+
+from engine.errors import ExpressionEvalError, ValidationFailed
+from engine.runtime.records import rows
+from engine.runtime.records.coerce import BadValue, coerce_currency
+from engine.runtime.records.plan import WRITABLE_STANDARD, EntityPlan
+from engine.runtime.records.steps import Action, WriteContext
+from engine.runtime.security import Access
+
+if TYPE_CHECKING:
+    from engine.runtime.runtime import UnitOfWork
+
+#: keys of a lines row that a client may send back unchanged (ignored on write)
+_CHILD_IGNORED = frozenset({"id", "version", "parent_id", "position", "created_at", "created_by", "updated_at",
+                            "updated_by", "owner_id", "deleted_at"})
+Errors = dict[str, list[str]]
+
+
+class Writer:
+    """Runs the pipeline for records of one entity in one unit of work."""
+
+    def __init__(self, uow: UnitOfWork, plan: EntityPlan, access: Access, action: Action, *,
+                 bypass_readonly: bool = False, bulk: bool = False) -> None:
+        self.uow = uow
+        self.plan = plan
+        self.access = access
+        self.ctx = WriteContext(uow, action, bypass_readonly=bypass_readonly, bulk=bulk)
+        self.steps = uow.runtime.steps.for_entity(plan.name)
+        self.bypass_readonly = bypass_readonly
+        self._refs: dict[tuple[str, int], Any] = {}
+        self._children: dict[str, Writer] = {}
+        self._now = uow.clock.now()
+
+    # ------------------------------------------------------------------ step 2: coercion
+
+    def coerce(self, values: Mapping[str, Any], errors: Errors, *, prefix: str = "",
+               child: bool = False) -> dict[str, Any]:
+        """Coerced values of the known, writable keys; problems go to ``errors``."""
+        if not isinstance(values, Mapping):
+            raise ValidationFailed("a record must be an object of field values", details={"_record": [
+                "must be an object (field -> value)"]})
+        out: dict[str, Any] = {}
+        for key, value in values.items():
+            if child and key in _CHILD_IGNORED:
+                continue
+            problem = self._writable(key)
+            if problem is None:
+                try:
+                    out[key] = self._coerce_one(key, value, errors, prefix)
+                except BadValue as e:
+                    problem = str(e)
+            if problem is not None:
+                errors.setdefault(prefix + str(key), []).append(problem)
+        return out
+
+    def _writable(self, key: Any) -> str | None:
+        """None when ``key`` may be written, else the message why not."""
+        plan, acc = self.plan, self.access
+        base = (_money_base(plan, key) or key) if isinstance(key, str) else None
+        if base in plan.entity.fields and base not in acc.hidden:
+            if not self.bypass_readonly and (base in plan.readonly or base in acc.readonly):
+                return "is read-only"
+            return None
+        if base is not None and base in plan.out_fields and base not in plan.entity.fields:
+            return None if key in WRITABLE_STANDARD else "is read-only"
+        return "unknown field" + _did_you_mean(str(key), self._visible_names())
+
+    def _visible_names(self) -> list[str]:
+        return [k for k in self.plan.out_fields if (_money_base(self.plan, k) or k) not in self.access.hidden] + \
+            list(self.plan.lines)
+
+    def _coerce_one(self, key: str, value: Any, errors: Errors, prefix: str) -> Any:
+        if key in self.plan.lines:
+            return self._coerce_lines(key, value, errors, prefix)
+        coercer = self.plan.coercers.get(key)
+        if coercer is not None:
+            return coercer(value)
+        if key == "owner_id":
+            return _owner(value)
+        return coerce_currency(value)
+
+    def _coerce_lines(self, key: str, value: Any, errors: Errors, prefix: str) -> list[dict[str, Any]]:
+        if not isinstance(value, list):
+            raise BadValue("must be a list of line objects")
+        child = self.child_writer(key)
+        out = []
+        for i, row in enumerate(value):
+            p = f"{prefix}{key}[{i}]."
+            if not isinstance(row, Mapping):
+                errors.setdefault(p[:-1], []).append("must be an object (field -> value)")
+                continue
+            clean = child.coerce(row, errors, prefix=p, child=True)
+            out.append(child.complete_new(clean, errors, prefix=p))
+        return out
+
+    def child_writer(self, lines_field: str) -> Writer:
+        got = self._children.get(lines_field)
+        if got is None:
+            name = self.plan.lines[lines_field]
+            got = Writer(self.uow, self.uow.state.plan(name), self.uow.guard.access(name), self.ctx.action,
+                         bypass_readonly=self.bypass_readonly, bulk=self.ctx.bulk)
+            self._children[lines_field] = got
+        return got
+
+    # ------------------------------------------------------------------ steps 3-4: defaults, formulas
+
+    def complete_new(self, clean: dict[str, Any], errors: Errors, *, prefix: str = "") -> dict[str, Any]:
+        """A new record: ``clean`` plus defaults, required check and formulas."""
+        record: dict[str, Any] = {k: None for k in self.plan.entity.fields if k not in self.plan.lines}
+        record.update({k: [] for k in self.plan.lines})
+        record.update(clean)
+        self._defaults(record, clean, errors, prefix)
+        self._required(record, self.plan.required, errors, prefix)
+        self._formulas(record, None, errors, prefix)
+        return record
+
+    def complete_update(self, old: Mapping[str, Any], clean: dict[str, Any], errors: Errors) -> dict[str, Any]:
+        """The updated record: ``old`` with ``clean`` applied, required check, formulas recomputed."""
+        record = dict(old)
+        record.update(clean)
+        self._required(record, self.plan.required & clean.keys(), errors, "")
+        self._formulas(record, old, errors, "")
+        return record
+
+    def _defaults(self, record: dict[str, Any], given: Mapping[str, Any], errors: Errors, prefix: str) -> None:
+        for name, literal, compiled in self.plan.defaults:
+            if name in given:
+                continue
+            value = literal if compiled is None else self._eval(compiled, record, None, errors, prefix + name)
+            try:
+                record[name] = self.plan.coercers[name](value)
+            except BadValue as e:
+                errors.setdefault(prefix + name, []).append(f"default {e}")
+        for name, key in self.plan.currency_keys.items():
+            if record.get(name) is not None and not record.get(key):
+                record[key] = self.uow.workspace.currency
+
+    @staticmethod
+    def _required(record: Mapping[str, Any], names: frozenset[str] | set[str], errors: Errors, prefix: str) -> None:
+        for name in sorted(names):
+            value = record.get(name)
+            if value is None or value == [] or (isinstance(value, str) and not value.strip()):
+                errors.setdefault(prefix + name, []).append("is required")
+
+    def _formulas(self, record: dict[str, Any], old: Mapping[str, Any] | None, errors: Errors,
+                  prefix: str) -> None:
+        for name, compiled in self.plan.formulas:
+            value = self._eval(compiled, record, old, errors, prefix + name)
+            try:
+                record[name] = self.plan.coercers[name](value)
+            except BadValue as e:
+                errors.setdefault(prefix + name, []).append(f"formula result {e}")
+        for name, key in self.plan.currency_keys.items():
+            if record.get(name) is not None and not record.get(key):
+                record[key] = self.uow.workspace.currency
+
+    def _eval(self, compiled: Any, record: Mapping[str, Any], old: Mapping[str, Any] | None, errors: Errors,
+              where: str) -> Any:
+        from engine.runtime.records import exprs
+
+        ctx = exprs.make_context(user_id=self.uow.actor.user_id, now=self._now, old=old, ref=self._ref)
+        try:
+            return exprs.evaluate(compiled, record, ctx)
+        except ExpressionEvalError as e:
+            errors.setdefault(where, []).append(f"cannot be computed: {e.message}")
+            return None
+
+    def _ref(self, entity: str, record_id: int) -> Mapping[str, Any] | None:
+        """One-hop reference loader for expressions (reads as the engine: config decides what is read)."""
+        key = (entity, record_id)
+        if key not in self._refs:
+            plan = self.uow.state.plan(entity)
+            row = self.uow.conn.execute(select(plan.table).where(plan.table.c.id == record_id)).first()
+            self._refs[key] = rows.read(plan.readers, row._mapping) if row is not None else None
+        return self._refs[key]
+
+    # ------------------------------------------------------------------ steps 5-6: rules, extension steps
+
+    def check(self, record: dict[str, Any], old: Mapping[str, Any] | None, errors: Errors, *,
+              prefix: str = "") -> None:
+        """Validation rules, then extension steps; raises ValidationFailed with every problem found."""
+        _raise(errors, self.plan.name)
+        for rule in self.plan.rules:
+            if self._eval(rule.compiled, record, old, errors, prefix + "_record") is False:
+                errors.setdefault(prefix + "_record", []).append(rule.message)
+        for name in self.plan.lines:
+            for i, child in enumerate(record.get(name) or ()):
+                self.child_writer(name).check(child, None, errors, prefix=f"{prefix}{name}[{i}].")
+        _raise(errors, self.plan.name)
+        if not prefix:
+            for step in self.steps:
+                step.before_write(self.ctx, self.plan.name, record, old)
+
+
+def _raise(errors: Errors, entity: str) -> None:
+    if errors:
+        summary = "; ".join(f"{k}: {', '.join(v)}" for k, v in list(errors.items())[:5])
+        raise ValidationFailed(f"invalid {entity}: {summary}", details={k: list(v) for k, v in errors.items()})
+
+
+def _money_base(plan: EntityPlan, key: str) -> str | None:
+    for name, ckey in plan.currency_keys.items():
+        if ckey == key:
+            return name
+    return None
+
+
+def _did_you_mean(key: str, names: list[str]) -> str:
+    close = difflib.get_close_matches(key, names, n=1)
+    return f"; did you mean {close[0]!r}?" if close else ""
+
+
+def _owner(value: Any) -> int:
+    from engine.runtime.records.coerce import _record_id
+
+    return _record_id(value)

@@ -1,0 +1,278 @@
+"""Users, teams, passwords and API tokens (``crm_users``, ``crm_teams``, ``crm_api_tokens``).
+
+* Passwords: ``hashlib.scrypt`` (n=2**14, r=8, p=1) with a 16-byte random
+  salt, stored as ``scrypt$n$r$p$salt$hash`` (base64); compared in constant time.
+* API tokens: ``crm_`` + ``secrets.token_urlsafe(32)``; only the sha256 of
+  the token is stored, with its first 12 characters as a display prefix.
+  The plain token is returned once, by :func:`create_token`.
+* :func:`actor_for` turns a user row into an :class:`~engine.runtime.context.Actor`,
+  marking it admin when one of its roles is an admin role of the workspace.
+* :func:`handover` gives every record of a departing user to another user;
+  the audit trail keeps who owned what, and when it changed.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import hashlib
+import hmac
+import secrets
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import Connection, insert, select, update
+
+from engine.dsl.model import Workspace
+from engine.errors import AuthenticationRequired, BadRequest, NotFound, PermissionDenied, ValidationFailed
+from engine.runtime import audit
+from engine.runtime.context import Actor
+from engine.runtime.engine_tables import crm_api_tokens, crm_teams, crm_users
+from engine.runtime.records.steps import DomainEvent
+
+if TYPE_CHECKING:
+    from engine.runtime.runtime import Runtime, UnitOfWork
+
+SCRYPT_N, SCRYPT_R, SCRYPT_P = 2**14, 8, 1
+TOKEN_PREFIX = "crm_"
+TOUCH_EVERY = dt.timedelta(minutes=5)
+UserRef = int | str
+
+
+# --------------------------------------------------------------------------- passwords
+
+
+def hash_password(password: str) -> str:
+    """A salted scrypt hash of ``password`` in a self-describing text form."""
+    if not isinstance(password, str) or len(password) < 8:
+        raise ValidationFailed("password too short", details={"password": ["must have at least 8 characters"]})
+    salt = secrets.token_bytes(16)
+    digest = hashlib.scrypt(password.encode(), salt=salt, n=SCRYPT_N, r=SCRYPT_R, p=SCRYPT_P, dklen=32)
+    return "$".join(["scrypt", str(SCRYPT_N), str(SCRYPT_R), str(SCRYPT_P), _b64(salt), _b64(digest)])
+
+
+def verify_password(password: str, stored: str | None) -> bool:
+    """Whether ``password`` matches ``stored`` (False for a malformed or missing hash)."""
+    try:
+        scheme, n, r, p, salt, digest = (stored or "").split("$")
+        if scheme != "scrypt":
+            return False
+        got = hashlib.scrypt(password.encode(), salt=_unb64(salt), n=int(n), r=int(r), p=int(p),
+                             dklen=len(_unb64(digest)))
+    except (ValueError, TypeError):
+        return False
+    return hmac.compare_digest(got, _unb64(digest))
+
+
+def _b64(raw: bytes) -> str:
+    return base64.b64encode(raw).decode()
+
+
+def _unb64(text: str) -> bytes:
+    return base64.b64decode(text.encode())
+
+
+# --------------------------------------------------------------------------- teams and users
+
+
+def _require_admin(uow: UnitOfWork) -> None:
+    uow.require_writable()
+    if not uow.actor.is_admin:
+        raise PermissionDenied("only an administrator may manage users and teams", code="forbidden")
+
+
+def create_team(uow: UnitOfWork, name: str, *, manager: UserRef | None = None) -> int:
+    """A new team (admin only); returns its id."""
+    _require_admin(uow)
+    manager_id = user_id(uow.conn, manager) if manager is not None else None
+    return int(uow.conn.execute(insert(crm_teams).values(name=name, manager_id=manager_id,
+                                                         created_at=uow.clock.now())).inserted_primary_key[0])
+
+
+def set_team_manager(uow: UnitOfWork, team: str | int, manager: UserRef | None) -> None:
+    """Make ``manager`` (or nobody) the manager of ``team``."""
+    _require_admin(uow)
+    manager_id = user_id(uow.conn, manager) if manager is not None else None
+    uow.conn.execute(update(crm_teams).where(crm_teams.c.id == team_id(uow.conn, team))
+                     .values(manager_id=manager_id))
+
+
+def team_id(conn: Connection, team: str | int) -> int:
+    """The id of a team given by id or name (NotFound otherwise)."""
+    col = crm_teams.c.id if isinstance(team, int) else crm_teams.c.name
+    found = conn.execute(select(crm_teams.c.id).where(col == team)).scalar()
+    if found is None:
+        raise NotFound(f"no team {team!r}", code="unknown_team", hint="create it first")
+    return int(found)
+
+
+def user_id(conn: Connection, user: UserRef) -> int:
+    """The id of a user given by id or username (NotFound otherwise)."""
+    col = crm_users.c.id if isinstance(user, int) else crm_users.c.username
+    found = conn.execute(select(crm_users.c.id).where(col == user)).scalar()
+    if found is None:
+        raise NotFound(f"no user {user!r}", code="unknown_user", hint="list users, or create one with crm user add")
+    return int(found)
+
+
+def create_user(uow: UnitOfWork, username: str, *, roles: Sequence[str], team: str | int | None = None,
+                manager: UserRef | None = None, password: str | None = None, display_name: str = "",
+                email: str | None = None) -> int:
+    """A new active user (admin only); roles must exist in the workspace; returns the id."""
+    _require_admin(uow)
+    _check_user_fields(uow.workspace, username, roles)
+    if uow.conn.execute(select(crm_users.c.id).where(crm_users.c.username == username)).first():
+        raise ValidationFailed(f"user {username!r} exists", details={"username": ["is taken"]})
+    values = {
+        "username": username, "display_name": display_name or username, "email": email,
+        "password_hash": hash_password(password) if password is not None else None, "roles": list(roles),
+        "team_id": team_id(uow.conn, team) if team is not None else None,
+        "manager_id": user_id(uow.conn, manager) if manager is not None else None,
+        "active": True, "created_at": uow.clock.now(),
+    }
+    return int(uow.conn.execute(insert(crm_users).values(**values)).inserted_primary_key[0])
+
+
+def _check_user_fields(workspace: Workspace, username: str, roles: Sequence[str]) -> None:
+    errors: dict[str, list[str]] = {}
+    if not isinstance(username, str) or not username.strip() or len(username) > 100:
+        errors["username"] = ["must be 1 to 100 characters"]
+    if isinstance(roles, str) or not roles:
+        errors["roles"] = ["give at least one role (a list)"]
+    else:
+        unknown = [r for r in roles if r not in workspace.roles]
+        if unknown:
+            errors["roles"] = [f"unknown role {r!r}; roles: {', '.join(workspace.roles)}" for r in unknown]
+    if errors:
+        raise ValidationFailed("invalid user", details=errors)
+
+
+def deactivate_user(uow: UnitOfWork, user: UserRef) -> None:
+    """The user can no longer sign in (tokens stop working); records keep their owner until handover."""
+    _require_admin(uow)
+    uow.conn.execute(update(crm_users).where(crm_users.c.id == user_id(uow.conn, user)).values(active=False))
+
+
+def actor_for(conn: Connection, workspace: Workspace, user: UserRef) -> Actor:
+    """The Actor of an active user (AuthenticationRequired if inactive or unknown)."""
+    col = crm_users.c.id if isinstance(user, int) else crm_users.c.username
+    row = conn.execute(select(crm_users).where(col == user)).first()
+    if row is None or not row.active:
+        raise AuthenticationRequired("unknown or inactive user", code="unauthenticated")
+    return _actor(row, workspace)
+
+
+def _actor(row: Any, workspace: Workspace) -> Actor:
+    roles = tuple(r for r in (row.roles or []) if r in workspace.roles)
+    is_admin = any(workspace.roles[r].admin for r in roles)
+    return Actor(user_id=row.id, username=row.username, roles=roles, team_id=row.team_id, is_admin=is_admin)
+
+
+def authenticate_password(conn: Connection, workspace: Workspace, username: str, password: str) -> Actor:
+    """The Actor for a correct username and password (AuthenticationRequired otherwise)."""
+    row = conn.execute(select(crm_users).where(crm_users.c.username == username)).first()
+    if row is None or not row.active or not verify_password(password, row.password_hash):
+        raise AuthenticationRequired("wrong username or password", code="unauthenticated")
+    return _actor(row, workspace)
+
+
+# --------------------------------------------------------------------------- API tokens
+
+
+def token_hash(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def create_token(uow: UnitOfWork, user: UserRef, name: str) -> str:
+    """A new API token for ``user``; returns the plain token (shown once, never stored).
+
+    Users may create tokens for themselves; admins for anyone.
+    """
+    uow.require_writable()
+    uid = user_id(uow.conn, user)
+    if not uow.actor.is_admin and uow.actor.user_id != uid:
+        raise PermissionDenied("you may only create tokens for yourself", code="forbidden")
+    if not isinstance(name, str) or not 0 < len(name) <= 100:
+        raise ValidationFailed("invalid token name", details={"name": ["must be 1 to 100 characters"]})
+    token = TOKEN_PREFIX + secrets.token_urlsafe(32)
+    uow.conn.execute(insert(crm_api_tokens).values(user_id=uid, name=name, token_hash=token_hash(token),
+                                                   prefix=token[:12], created_at=uow.clock.now()))
+    return token
+
+
+def revoke_token(uow: UnitOfWork, prefix: str) -> int:
+    """Revoke the actor's (or, for admins, anyone's) tokens starting with ``prefix``; returns the count."""
+    uow.require_writable()
+    t = crm_api_tokens
+    stmt = update(t).where(t.c.prefix == prefix[:12], t.c.revoked_at.is_(None))
+    if not uow.actor.is_admin:
+        stmt = stmt.where(t.c.user_id == uow.actor.user_id)
+    return int(uow.conn.execute(stmt.values(revoked_at=uow.clock.now())).rowcount)
+
+
+def authenticate_token(runtime: Runtime, token: str) -> Actor:
+    """The Actor a bearer token stands for; AuthenticationRequired if unknown, revoked or the user inactive.
+
+    ``last_used_at`` is refreshed at most every few minutes, so reads do not
+    turn into writes.
+    """
+    if not isinstance(token, str) or not token.startswith(TOKEN_PREFIX) or len(token) > 200:
+        raise AuthenticationRequired("invalid API token", code="unauthenticated",
+                                     hint="send Authorization: Bearer <token> (create one with crm token create)")
+    t, u = crm_api_tokens, crm_users
+    stmt = (select(t.c.id.label("token_id"), t.c.last_used_at.label("token_used_at"), u).join(u, u.c.id == t.c.user_id)
+            .where(t.c.token_hash == token_hash(token), t.c.revoked_at.is_(None)))
+    with runtime.engine.connect() as conn:
+        row = conn.execute(stmt).first()
+    if row is None or not row.active:
+        raise AuthenticationRequired("invalid API token", code="unauthenticated",
+                                     hint="the token is unknown or revoked, or its user is inactive")
+    now = runtime.clock.now()
+    if row.token_used_at is None or now - row.token_used_at > TOUCH_EVERY:
+        with runtime.engine.connect() as conn:
+            conn.execution_options(sqlite_immediate=True)
+            with conn.begin():
+                conn.execute(update(t).where(t.c.id == row.token_id).values(last_used_at=now))
+    return _actor(row, runtime.state.workspace)
+
+
+# --------------------------------------------------------------------------- handover
+
+
+def handover(uow: UnitOfWork, from_user: UserRef, to_user: UserRef) -> dict[str, int]:
+    """Give every record owned by ``from_user`` to ``to_user`` (admin only); returns entity -> count.
+
+    Set-based per entity (only ``owner_id`` changes, so no rule can be
+    affected); each record gets a new version and an audit row
+    ``owner_id: from -> to`` (action ``handover``), and an ``updated`` event.
+    """
+    _require_admin(uow)
+    src, dst = user_id(uow.conn, from_user), user_id(uow.conn, to_user)
+    if not uow.conn.execute(select(crm_users.c.active).where(crm_users.c.id == dst)).scalar():
+        raise BadRequest(f"user {to_user!r} is inactive", code="inactive_user", hint="hand over to an active user")
+    out: dict[str, int] = {}
+    for plan in uow.state.plans.values():
+        if not plan.is_child:
+            n = _handover_entity(uow, plan, src, dst)
+            if n:
+                out[plan.name] = n
+    return out
+
+
+def _handover_entity(uow: UnitOfWork, plan: Any, src: int, dst: int) -> int:
+    t = plan.table
+    ids = list(uow.conn.execute(select(t.c.id).where(t.c.owner_id == src).order_by(t.c.id)
+                                .with_for_update()).scalars())
+    if not ids:
+        return 0
+    now = uow.clock.now()
+    for start in range(0, len(ids), 900):
+        chunk = ids[start:start + 900]
+        uow.conn.execute(update(t).where(t.c.id.in_(chunk)).values(
+            owner_id=dst, version=t.c.version + 1, updated_at=now, updated_by=uow.actor.user_id))
+    stamp = audit.AuditStamp(uow.actor.user_id, now, uow.state.revision_id)
+    rows = [r for rid in ids for r in audit.change_rows(plan.name, rid, "handover", {"owner_id": (src, dst)}, stamp)]
+    audit.write(uow.conn, rows)
+    for rid in ids:
+        uow.emit(DomainEvent("updated", plan.name, rid, uow.actor.user_id, now, {"owner_id": (src, dst)}))
+    return len(ids)
