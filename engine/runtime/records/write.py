@@ -56,8 +56,8 @@ class Writer:
                 "must be an object (field -> value)"]})
         out: dict[str, Any] = {}
         for key, value in values.items():
-            if child and key in _CHILD_IGNORED:
-                continue
+            if child and (key in _CHILD_IGNORED or self._computed(key)):
+                continue  # a lines row read back from get() may be sent again unchanged
             problem = self._writable(key)
             if problem is None:
                 try:
@@ -79,6 +79,10 @@ class Writer:
         if base is not None and base in plan.out_fields and base not in plan.entity.fields:
             return None if key in WRITABLE_STANDARD else "is read-only"
         return "unknown field" + _did_you_mean(str(key), self._visible_names())
+
+    def _computed(self, key: str) -> bool:
+        base = self.plan.entity.fields.get(_money_base(self.plan, key) or key)
+        return base is not None and bool(base.formula)
 
     def _visible_names(self) -> list[str]:
         return [k for k in self.plan.out_fields if (_money_base(self.plan, k) or k) not in self.access.hidden] + \
@@ -154,6 +158,8 @@ class Writer:
     def _required(record: Mapping[str, Any], names: frozenset[str] | set[str], errors: Errors, prefix: str) -> None:
         for name in sorted(names):
             value = record.get(name)
+            if prefix + name in errors:
+                continue  # already reported (e.g. a wrong value that was not taken)
             if value is None or value == [] or (isinstance(value, str) and not value.strip()):
                 errors.setdefault(prefix + name, []).append("is required")
 
