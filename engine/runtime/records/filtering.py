@@ -11,6 +11,7 @@ import hashlib
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+from sqlalchemy import and_, or_, select
 from sqlalchemy.sql.elements import ColumnElement
 
 from engine.errors import BadRequest
@@ -38,7 +39,23 @@ def filter_where(uow: UnitOfWork, plan: EntityPlan, text: str | None) -> ColumnE
         return exprs.compile_filter(text, visible.entities[plan.name], visible)
 
     compiled = uow.state.memo("filter", (hidden, plan.name, text), make)
-    return exprs.filter_clause(compiled, uow.schema, plan.name, user_id=uow.actor.user_id, now=uow.clock.now())
+    clause = exprs.filter_clause(compiled, uow.schema, plan.name, user_id=uow.actor.user_id, now=uow.clock.now())
+    return and_(clause, *_hop_guards(uow, plan, exprs.hops(compiled)))
+
+
+def _hop_guards(uow: UnitOfWork, plan: EntityPlan, hops: frozenset[tuple[str, str]]) -> list[ColumnElement[bool]]:
+    """A filter may read through a reference (``account.industry``) only to records the actor can see:
+    rows whose referenced record is invisible never match, so probing reveals nothing."""
+    out = []
+    for via, target in sorted(hops):
+        if target not in uow.state.plans:
+            continue
+        t = uow.state.plan(target).table
+        scope = uow.guard.scope_clause(t, uow.guard.access(target).read)
+        visible = select(t.c.id).where(t.c.deleted_at.is_(None), *([scope] if scope is not None else []))
+        ref = uow.schema.field_expr(plan.name, via)
+        out.append(or_(ref.is_(None), ref.in_(visible)))
+    return out
 
 
 def cursor_spec(keys: Sequence[SortKey], filter_text: str | None) -> str:
