@@ -43,6 +43,12 @@ class PreconditionRequired(E.BadRequest):
     code = "precondition_required"
 
 
+class UnsupportedMediaType(E.BadRequest):
+    """The body is not ``application/json``."""
+
+    code = "unsupported_media_type"
+
+
 class PayloadError(E.BadRequest):
     """The request body is not a JSON object we can read."""
 
@@ -53,6 +59,8 @@ def status_for(error: E.EngineError) -> int:
     """The HTTP status of an engine error (500 for an unmapped class)."""
     if isinstance(error, PreconditionRequired):
         return 428
+    if isinstance(error, UnsupportedMediaType):
+        return 415
     for cls, status in STATUS_BY_ERROR:
         if isinstance(error, cls):
             return status

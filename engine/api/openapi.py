@@ -76,7 +76,7 @@ def nullable(schema: dict[str, Any]) -> dict[str, Any]:
     """``schema`` or null (OpenAPI 3.1 style: a type list)."""
     if not schema:
         return schema
-    if "enum" in schema:
+    if "enum" in schema or "type" not in schema:
         return {"anyOf": [schema, {"type": "null"}]}
     out = dict(schema)
     out["type"] = [schema["type"], "null"]

@@ -16,7 +16,7 @@ from typing import Any
 
 from flask import Request
 
-from engine.api.errors import PayloadError, PreconditionRequired
+from engine.api.errors import PayloadError, PreconditionRequired, UnsupportedMediaType
 from engine.errors import BadRequest, ValidationFailed
 
 MAX_LIMIT = 500
@@ -28,12 +28,6 @@ _FIELD_NAME = re.compile(rf"^{_NAME}(\.{_NAME})?$")
 _VERSION = re.compile(r'^\s*(?:W/)?"?(\d{1,12})"?\s*$')
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
-
-
-class UnsupportedMediaType(BadRequest):
-    """The body is not ``application/json``."""
-
-    code = "unsupported_media_type"
 
 
 @dataclass(frozen=True, slots=True)

@@ -92,14 +92,16 @@ def apply_folder_quietly(folder: Path, url: str) -> Workspace:
 def make_users(runtime: Any) -> dict[str, str]:
     """Create :data:`USERS` and one token each; username -> token."""
     from engine.runtime import users
+    from engine.runtime.context import Actor
 
-    users.create_user(runtime, "boss", roles=["sales_manager"])
-    users.create_team(runtime, "east", manager="boss")
     tokens = {}
-    for name, spec in USERS.items():
-        if name != "boss":
-            users.create_user(runtime, name, roles=spec["roles"], team=spec.get("team"), manager=spec.get("manager"))
-        tokens[name] = users.create_token(runtime, name, "test")
+    with runtime.unit(Actor.system()) as uow:
+        users.create_user(uow, "boss", roles=["sales_manager"])
+        users.create_team(uow, "east", manager="boss")
+        for name, spec in USERS.items():
+            if name != "boss":
+                users.create_user(uow, name, roles=spec["roles"], team=spec.get("team"), manager=spec.get("manager"))
+            tokens[name] = users.create_token(uow, name, "test")
     return tokens
 
 
@@ -137,11 +139,12 @@ def live_server(api_env: ApiEnv) -> Iterator[str]:
     """Base URL of a waitress server (8 threads) of the API on 127.0.0.1; stopped after the module."""
     from waitress.server import create_server
 
-    server = create_server(api_env.app, host="127.0.0.1", port=free_port(), threads=8, _quiet=True)
+    server = create_server(api_env.app, host="127.0.0.1", port=free_port(), threads=8)
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
-    base = f"http://127.0.0.1:{server.effective_port}"
-    _wait_until_up(server.effective_port)
+    port = int(server.effective_port)
+    base = f"http://127.0.0.1:{port}"
+    _wait_until_up(port)
     try:
         yield base
     finally:
