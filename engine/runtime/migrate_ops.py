@@ -20,7 +20,7 @@ from typing import Any
 
 from alembic.operations import Operations
 from sqlalchemy import BigInteger, Column, Connection, MetaData, Table, bindparam, select, text, update
-from sqlalchemy.schema import CreateIndex, CreateTable
+from sqlalchemy.schema import CreateColumn, CreateIndex, CreateTable
 
 from engine.dsl.model import JSON_COLUMN, Field
 from engine.errors import PlanError
@@ -163,8 +163,22 @@ def do_drop_index(ctx: ApplyContext, change: Change) -> None:
 
 def do_add_column(ctx: ApplyContext, change: Change) -> None:
     for col in field_columns(ctx.new_field(change)):
-        ctx.ops.add_column(change.entity, col)
-        ctx.ddl_done()
+        add_column(ctx, change.entity, col)
+
+
+def add_column(ctx: ApplyContext, table: str, col: Column) -> None:
+    """ALTER TABLE ADD COLUMN; on SQLite a foreign key goes inline (Alembic would need a table rebuild)."""
+    if ctx.sqlite and col.foreign_keys:
+        quote = ctx.conn.dialect.identifier_preparer.quote
+        fk = next(iter(col.foreign_keys))
+        target_table, target_col = fk.target_fullname.split(".")
+        spec = str(CreateColumn(col).compile(dialect=ctx.conn.dialect))
+        ondelete = f" ON DELETE {fk.ondelete}" if fk.ondelete else ""
+        ctx.ops.execute(f"ALTER TABLE {quote(table)} ADD COLUMN {spec} "
+                        f"REFERENCES {quote(target_table)} ({quote(target_col)}){ondelete}")
+    else:
+        ctx.ops.add_column(table, col)
+    ctx.ddl_done()
 
 
 def do_rename(ctx: ApplyContext, change: Change) -> None:
@@ -219,8 +233,7 @@ def _column_to_json(ctx: ApplyContext, table_name: str, old: Field, new: Field) 
 
 def _json_to_column(ctx: ApplyContext, table_name: str, old: Field, new: Field) -> None:
     for col in field_columns(new):
-        ctx.ops.add_column(table_name, col)
-        ctx.ddl_done()
+        add_column(ctx, table_name, col)
     table = _adhoc(table_name, Column(JSON_COLUMN, JsonType), _value_col(new))
 
     def copy(row: Any) -> dict[str, Any] | None:

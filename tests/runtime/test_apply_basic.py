@@ -66,3 +66,26 @@ def test_add_then_retire_field_keeps_rows(db_engine: Engine) -> None:
     assert rows[1]["legacy_code"] == "L0" and len(rows) == N
     with db_engine.connect() as conn:
         assert [r.message for r in list_revisions(conn)] == ["v3", "v2", "v1"]
+
+
+def test_references_created_in_dependency_order_and_added_later(db_engine: Engine) -> None:
+    lead = ent("lead", fld("company"), fld("account", "reference", reference="account"))
+    account = ent("account", fld("name"))
+    v1 = wsp(lead, account)  # lead listed first: the plan must create account first
+    kinds = [(c.kind, c.entity) for c in plan(None, v1, None).changes if c.kind == "create_table"]
+    assert kinds == [("create_table", "account"), ("create_table", "lead")]
+    apply(db_engine, v1, author="t", message="v1")
+    v2 = wsp(ent("lead", *lead.fields.values(), fld("owner2", "reference", reference="account")), account)
+    result = apply(db_engine, v2, author="t", message="v2")
+    assert [c.kind for c in result.plan.changes] == ["add_column", "add_index"]
+    assert "owner2_id" in _columns(db_engine, "lead")
+    fks = {tuple(fk["constrained_columns"]): fk["referred_table"] for fk in inspect(db_engine).get_foreign_keys("lead")}
+    assert fks[("owner2_id",)] == "account"
+
+
+def test_plan_without_database_and_format() -> None:
+    p = plan(None, wsp(lead_v1()), None)
+    text_ = format_plan(p)
+    assert text_.splitlines()[0] == "+ create table lead (safe, 6 field(s))"
+    assert text_.endswith("0 destructive (need --allow-destructive), 0 blocked")
+    assert format_plan(plan(lead_ws := wsp(lead_v1()), lead_ws, None)).startswith("no changes")
