@@ -183,7 +183,7 @@ def add_column(ctx: ApplyContext, table: str, col: Column) -> None:
 
 def do_rename(ctx: ApplyContext, change: Change) -> None:
     old = ctx.old_field(replace(change, field=None))
-    new = replace(old, name=change.field)
+    new = replace(old, name=change.field or old.name)
     if old.storage == "json":
         _move_json_key(ctx, change.entity, old.column_name, new.column_name)
         return
@@ -283,13 +283,13 @@ def do_change_type(ctx: ApplyContext, change: Change) -> None:
     before, after = column_type(old), column_type(new)
     kw: dict[str, Any] = {"type_": after, "existing_type": before}
     if not ctx.sqlite:
-        kw["postgresql_using"] = _pg_using(ctx, old, new, change)
+        kw["postgresql_using"] = _pg_using(ctx, old, new)
     with ctx.alter(change.entity) as batch:
         batch.alter_column(new.column_name, **kw)
     ctx.ddl_done()
 
 
-def _pg_using(ctx: ApplyContext, old: Field, new: Field, change: Change) -> str:
+def _pg_using(ctx: ApplyContext, old: Field, new: Field) -> str:
     """``USING`` of a PostgreSQL type change: a cast between related types, else NULL.
 
     The plan only lets an unrelated type change through when no row has a value.

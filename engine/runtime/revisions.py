@@ -146,7 +146,9 @@ def record_revision(conn: Connection, *, workspace: Workspace, state: DbState, a
         created_at=now or dt.datetime.now(dt.UTC), content_hash=workspace.content_hash,
         bundle=make_bundle(workspace, state), changes=changes, active=True,
     ))
-    return int(result.inserted_primary_key[0])
+    key = result.inserted_primary_key
+    assert key is not None
+    return int(key[0])
 
 
 def rollback_target(conn: Connection, revision_id: int, compile_bundle: CompileBundle) -> Workspace:

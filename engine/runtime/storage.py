@@ -168,7 +168,7 @@ def json_field_expr(table: Table, field: Field, dialect: str) -> ColumnElement[A
     # The path is a literal, not a bound parameter: SQLite matches an expression
     # index only against the identical expression text (``json_extract(ext, '$.key')``).
     # ``key`` is a validated field name, so quoting it inline is safe.
-    path = literal_column(f"'$.{key}'")
+    path: Any = literal_column(f"'$.{key}'")
     extracted = func.json_extract(col, path)
     if kind in ("multi_picklist", "json"):
         return type_coerce(func.json_extract(col, path), JsonType())
