@@ -35,7 +35,7 @@ from engine.errors import BlockedChange, ConfirmationRequired, DatabaseNotReady,
 from engine.runtime import revisions
 from engine.runtime.db import ensure_pg_functions
 from engine.runtime.engine_tables import engine_metadata
-from engine.runtime.migrate_ops import EXECUTORS, ApplyContext
+from engine.runtime.migrate_ops import EXECUTORS, ApplyContext, add_deferred_foreign_keys
 from engine.runtime.plan_model import Change, Plan
 from engine.runtime.planner import plan_from_state
 from engine.runtime.storage import build_schema
@@ -145,7 +145,13 @@ def _run_changes(conn: Connection, the_plan: Plan, fail_after: int | None) -> Ap
     ctx = ApplyContext(conn=conn, ops=ops, plan=the_plan, result_schema=schema, fail_after=fail_after)
     for change in the_plan.changes:
         _run_one(ctx, change)
+        if change.kind == "create_table" and change is _last_create(the_plan):
+            add_deferred_foreign_keys(ctx)
     return ctx
+
+
+def _last_create(the_plan: Plan) -> Change | None:
+    return next((c for c in reversed(the_plan.changes) if c.kind == "create_table"), None)
 
 
 def _run_one(ctx: ApplyContext, change: Change) -> None:

@@ -20,7 +20,7 @@ from typing import Any
 
 from alembic.operations import Operations
 from sqlalchemy import BigInteger, Column, Connection, MetaData, Table, bindparam, select, text, update
-from sqlalchemy.schema import CreateColumn, CreateIndex, CreateTable
+from sqlalchemy.schema import AddConstraint, CreateColumn, CreateIndex, CreateTable, ForeignKeyConstraint
 
 from engine.dsl.model import JSON_COLUMN, Field
 from engine.errors import PlanError
@@ -49,6 +49,8 @@ class ApplyContext:
     fail_after: int | None = None
     ddl_steps: int = 0
     exported: list[Path] = field(default_factory=list)
+    created: set[str] = field(default_factory=set)
+    deferred_fks: list[ForeignKeyConstraint] = field(default_factory=list)
 
     @property
     def sqlite(self) -> bool:
@@ -145,8 +147,23 @@ def _value_col(f: Field) -> Column:
 
 
 def do_create_table(ctx: ApplyContext, change: Change) -> None:
-    ctx.ops.execute(CreateTable(ctx.result_schema.tables[change.entity]))
+    """CREATE TABLE; on PostgreSQL a foreign key to a table created later in this plan
+    (a reference cycle) is deferred to :func:`add_deferred_foreign_keys`."""
+    table = ctx.result_schema.tables[change.entity]
+    ctx.created.add(change.entity)
+    later = set() if ctx.sqlite else {c.entity for c in ctx.plan.changes
+                                      if c.kind == "create_table" and c.entity not in ctx.created}
+    now = [fk for fk in table.foreign_key_constraints if fk.referred_table.name not in later]
+    ctx.deferred_fks.extend(fk for fk in table.foreign_key_constraints if fk.referred_table.name in later)
+    ctx.ops.execute(CreateTable(table, include_foreign_key_constraints=now))
     ctx.ddl_done()
+
+
+def add_deferred_foreign_keys(ctx: ApplyContext) -> None:
+    """The foreign keys :func:`do_create_table` deferred, once every table exists."""
+    for fk in ctx.deferred_fks:
+        ctx.ops.execute(AddConstraint(fk))
+        ctx.ddl_done()
 
 
 def do_add_index(ctx: ApplyContext, change: Change) -> None:

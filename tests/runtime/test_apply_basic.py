@@ -89,3 +89,11 @@ def test_plan_without_database_and_format() -> None:
     assert text_.splitlines()[0] == "+ create table lead (safe, 6 field(s))"
     assert text_.endswith("0 destructive (need --allow-destructive), 0 blocked")
     assert format_plan(plan(lead_ws := wsp(lead_v1()), lead_ws, None)).startswith("no changes")
+
+
+def test_reference_cycle_between_new_entities(db_engine: Engine) -> None:
+    account = ent("account", fld("name"), fld("primary_contact", "reference", reference="contact"))
+    contact = ent("contact", fld("name"), fld("account", "reference", reference="account"))
+    apply(db_engine, wsp(account, contact), author="t", message="cycle")
+    fks = {fk["referred_table"] for fk in inspect(db_engine).get_foreign_keys("account")}
+    assert "contact" in fks
