@@ -119,7 +119,7 @@ def _read_layer(folder: Path, root: Path, *, is_top: bool) -> tuple[Layer, str |
 
 
 def _yaml_files(folder: Path) -> list[Path]:
-    out = []
+    out: list[Path] = []
     for dirpath, dirnames, filenames in os.walk(folder):
         dirnames[:] = sorted(d for d in dirnames if not d.startswith(".") and d not in ("__pycache__",))
         out.extend(Path(dirpath) / f for f in sorted(filenames) if f.endswith(YAML_SUFFIXES))

@@ -199,7 +199,9 @@ def _merge_list(target: YList, patch: YList, rule: ListMerge, errors: list[Confi
         target.extend(located_copy(patch))
         target.item_locs.extend(patch.item_locs)
         return
-    _, key = rule  # ("keyed", identity)
+    if isinstance(rule, str):
+        raise ValueError(f"unknown list merge rule {rule!r}")  # a KindSpec bug, not a user error
+    key = rule[1]  # ("keyed", identity)
     for item, loc in zip(patch, patch.item_locs, strict=False):
         ident = item.get(key) if isinstance(item, dict) else None
         pos = next((i for i, t in enumerate(target) if isinstance(t, dict) and t.get(key) == ident), None)
