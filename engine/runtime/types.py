@@ -67,12 +67,13 @@ class DecimalType(TypeDecorator):
 
     def __init__(self, precision: int = 18, scale: int = 2) -> None:
         super().__init__(precision=precision, scale=scale, asdecimal=True)
+        self.precision = precision
         self.scale = scale
 
     def load_dialect_impl(self, dialect: Any) -> Any:
         if dialect.name == "sqlite":
             return dialect.type_descriptor(Float())
-        return dialect.type_descriptor(Numeric(self.impl.precision, self.scale, asdecimal=True))
+        return dialect.type_descriptor(Numeric(self.precision, self.scale, asdecimal=True))
 
     def process_bind_param(self, value: Any, dialect: Any) -> Any:
         if value is None:
