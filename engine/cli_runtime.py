@@ -38,12 +38,15 @@ def open_runtime(directory: str | None, db_url: str | None) -> Iterator[Any]:
 
 
 def admin_mounts() -> list[Any]:
-    """Mount points for the admin UI at ``/admin`` (the ``admin`` package's ``mount``, once it exists)."""
+    """The admin UI's mount point: ``admin.mount(app, runtime)`` adds ``/admin`` to the API's app.
+
+    Until the ``admin`` package provides ``mount``, the API is served alone.
+    """
     if importlib.util.find_spec("admin") is None:
         return []
-    from admin import mount  # type: ignore[import-not-found]
-
-    return [mount]
+    module = importlib.import_module("admin")
+    mount = getattr(module, "mount", None)
+    return [mount] if callable(mount) else []
 
 
 def serve_app(runtime: Any, host: str, port: int) -> None:
@@ -82,6 +85,7 @@ def demo(directory: str, host: str, port: int, seed: int, no_serve: bool, db_url
     from engine.demo_data import ADMIN, populate
     from engine.runtime import users
     from engine.runtime.config_ops import run_demo
+    from engine.runtime.context import Actor
 
     folder = Path(directory).resolve()
     url = db_url_for(folder, db_url)
@@ -92,7 +96,8 @@ def demo(directory: str, host: str, port: int, seed: int, no_serve: bool, db_url
             click.echo("demo data already there: reusing it")
         else:
             click.echo("demo data: " + ", ".join(f"{n} {e}" for e, n in sorted(result.created.items())))
-        token = users.create_token(runtime, ADMIN, "demo")
+        with runtime.unit(Actor.system()) as uow:
+            token = users.create_token(uow, ADMIN, "demo")
         click.echo(TOKEN_LABEL)
         click.echo(token)
         if not no_serve:
@@ -117,11 +122,26 @@ def user_add(name: str, roles: tuple[str, ...], team: str | None, manager: str |
              directory: str | None, db_url: str | None) -> None:
     """Add user NAME with role(s) R, optionally in team T under manager M."""
     from engine.runtime import users
+    from engine.runtime.context import Actor
 
     secret = click.prompt("password", hide_input=True, confirmation_prompt=True) if password else None
-    with open_runtime(directory, db_url) as runtime:
-        created = users.create_user(runtime, name, roles=list(roles), team=team, manager=manager, password=secret)
-    click.echo(f"created user {name!r} (id {created.id}) with role(s) {', '.join(roles)}")
+    with open_runtime(directory, db_url) as runtime, runtime.unit(Actor.system()) as uow:
+        if team is not None and not _team_exists(uow, team):
+            users.create_team(uow, team)
+            click.echo(f"created team {team!r}")
+        created = users.create_user(uow, name, roles=list(roles), team=team, manager=manager, password=secret)
+    click.echo(f"created user {name!r} (id {created}) with role(s) {', '.join(roles)}")
+
+
+def _team_exists(uow: Any, team: str) -> bool:
+    from engine.errors import NotFound
+    from engine.runtime import users
+
+    try:
+        users.team_id(uow.conn, team)
+    except NotFound:
+        return False
+    return True
 
 
 @main.group()
@@ -138,9 +158,10 @@ def token() -> None:
 def token_create(name: str, label: str, directory: str | None, db_url: str | None) -> None:
     """Create an API token for user NAME; the token is printed alone on the last line."""
     from engine.runtime import users
+    from engine.runtime.context import Actor
 
-    with open_runtime(directory, db_url) as runtime:
-        plaintext = users.create_token(runtime, name, label)
+    with open_runtime(directory, db_url) as runtime, runtime.unit(Actor.system()) as uow:
+        plaintext = users.create_token(uow, name, label)
     click.echo(f"API token {label!r} for {name!r} (shown once; store it now):")
     click.echo(plaintext)
 
@@ -207,9 +228,10 @@ def expression_value(runtime: Any, entity: str, compiled: Any, record_id: int) -
 def handover(from_user: str, to_user: str, directory: str | None, db_url: str | None) -> None:
     """Reassign every record FROM_USER owns to TO_USER (history kept)."""
     from engine.runtime import users
+    from engine.runtime.context import Actor
 
-    with open_runtime(directory, db_url) as runtime:
-        moved = users.handover(runtime, from_user, to_user)
+    with open_runtime(directory, db_url) as runtime, runtime.unit(Actor.system()) as uow:
+        moved = users.handover(uow, from_user, to_user)
     click.echo(f"handed over {_count_text(moved)} from {from_user!r} to {to_user!r}")
 
 

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
+from engine.errors import NotFound
 from engine.runtime.context import Actor
 
 ADMIN = "admin"
@@ -49,44 +50,43 @@ class DemoResult:
 
 def populate(runtime: Any, *, seed: int = 2026, scale: int = 1) -> DemoResult:
     """Create the demo users, team and a few hundred records (``scale`` multiplies the counts)."""
-    from engine.runtime import users
-
-    admin_id = _ensure_users(runtime)
-    if _has_records(runtime, admin_id):
+    with runtime.unit(Actor.system()) as uow:
+        admin_id = _ensure_users(uow)
+    if _has_records(runtime):
         return DemoResult(admin_user_id=admin_id, reused=True)
     rng = random.Random(seed)
-    reps = [users.get_user(runtime, name) for name in REPS]
     made: dict[str, int] = {}
-    for actor in (_actor(runtime, r.username) for r in reps):
-        with runtime.unit(actor) as uow:
+    for name in REPS:
+        with runtime.unit(_actor(runtime, name)) as uow:
             _populate_rep(uow, rng, scale, made)
     return DemoResult(admin_user_id=admin_id, created=made)
 
 
-def _ensure_users(runtime: Any) -> int:
+def _ensure_users(uow: Any) -> int:
     """The admin, a sales manager heading the team, and the reps; returns the admin's id."""
     from engine.runtime import users
 
-    existing = users.get_user(runtime, ADMIN, missing_ok=True)
-    if existing is not None:
-        return existing.id
-    admin = users.create_user(runtime, ADMIN, roles=["admin"], display_name="Administrator")
-    users.create_user(runtime, MANAGER, roles=["sales_manager"], display_name="王经理")
-    users.create_team(runtime, TEAM, manager=MANAGER)
-    users.set_team(runtime, MANAGER, TEAM)
+    try:
+        return users.user_id(uow.conn, ADMIN)
+    except NotFound:
+        pass
+    admin_id = users.create_user(uow, ADMIN, roles=["admin"], display_name="Administrator")
+    users.create_user(uow, MANAGER, roles=["sales_manager"], display_name="王经理")
+    users.create_team(uow, TEAM, manager=MANAGER)
     for name in REPS:
-        users.create_user(runtime, name, roles=["sales"], team=TEAM, manager=MANAGER, display_name=name)
-    return admin.id
+        users.create_user(uow, name, roles=["sales"], team=TEAM, manager=MANAGER, display_name=name)
+    return admin_id
 
 
 def _actor(runtime: Any, username: str) -> Actor:
     from engine.runtime import users
 
-    return users.actor_for(runtime, username)
+    with runtime.engine.connect() as conn:
+        return users.actor_for(conn, runtime.state.workspace, username)
 
 
-def _has_records(runtime: Any, admin_id: int) -> bool:
-    with runtime.unit(_actor(runtime, ADMIN), readonly=True) as uow:
+def _has_records(runtime: Any) -> bool:
+    with runtime.unit(Actor.system(), readonly=True) as uow:
         page = uow.records.list("account", limit=1)
     return bool(page.items)
 
@@ -102,7 +102,7 @@ def _populate_rep(uow: Any, rng: random.Random, scale: int, made: dict[str, int]
         _create(svc, "ticket", _ticket_values(rng, account, contacts[1]), made)
         for target in (("account", account), ("opportunity", opp), ("contact", contacts[0])):
             _create(svc, "activity", _activity_values(rng, *target), made)
-    for _ in range(12 * scale):
+    for _ in range(20 * scale):
         lead = _create(svc, "lead", _lead_values(rng), made)
         if rng.random() < 0.5:
             _create(svc, "activity", _activity_values(rng, "lead", lead), made)
