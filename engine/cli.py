@@ -226,11 +226,15 @@ def config_pull(directory: str, db_url: str | None, source: str | None) -> None:
 @main.command()
 @click.option("--quick", is_flag=True, help="Smaller data sets (for a smoke run).")
 @click.option("--only", default=None, help="Run only the benchmarks whose module name contains this.")
+@click.option("--pg", "pg_url", envvar="CRM_BENCH_PG_URL", default=None,
+              help="Also measure on this (scratch!) PostgreSQL database.")
 @friendly_errors
-def bench(quick: bool, only: str | None) -> None:
+def bench(quick: bool, only: str | None, pg_url: str | None) -> None:
     """Run the benchmarks in bench/ and print a table of ratios against baselines."""
     from engine.benchrunner import run_benchmarks
 
+    if pg_url:
+        os.environ["CRM_BENCH_PG_URL"] = pg_url
     click.echo(run_benchmarks(quick=quick, only=only))
 
 
