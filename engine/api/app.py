@@ -14,8 +14,9 @@ from typing import Any
 from flask import Flask
 
 from engine.api.errors import register_error_handlers
+from engine.api.gateway import TokenCache
 from engine.api.jsonenc import FastJSONProvider
-from engine.api.views import RUNTIME_KEY, bp
+from engine.api.views import RUNTIME_KEY, TOKEN_CACHE_KEY, bp
 
 #: Largest request body accepted (bytes); larger bodies get 413.
 MAX_BODY_BYTES = 1024 * 1024
@@ -24,11 +25,13 @@ Mount = Callable[[Flask, Any], None]
 """A function that adds views to the app, e.g. the admin UI at ``/admin``."""
 
 
-def create_app(runtime: Any, *, mounts: Iterable[Mount] = (), max_body_bytes: int = MAX_BODY_BYTES) -> Flask:
+def create_app(runtime: Any, *, mounts: Iterable[Mount] = (), max_body_bytes: int = MAX_BODY_BYTES,
+               token_ttl: float = 2.0) -> Flask:
     """A Flask app serving the REST API of ``runtime`` under ``/api/v1``.
 
     ``mounts`` are called with ``(app, runtime)`` after the API is registered;
     the admin UI passes its own here to live at ``/admin`` on the same port.
+    ``token_ttl``: seconds an authenticated token is remembered (0: look it up on every request).
     """
     app = Flask("engine.api")
     app.json = FastJSONProvider(app)
@@ -36,6 +39,7 @@ def create_app(runtime: Any, *, mounts: Iterable[Mount] = (), max_body_bytes: in
                       JSON_SORT_KEYS=False)
     app.url_map.strict_slashes = False
     app.extensions[RUNTIME_KEY] = runtime
+    app.extensions[TOKEN_CACHE_KEY] = TokenCache(ttl=token_ttl)
     register_error_handlers(app)
     app.register_blueprint(bp)
     app.add_url_rule("/", "index", _index)

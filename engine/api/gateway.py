@@ -8,6 +8,9 @@ read the caller's effective permissions from the security module.
 
 from __future__ import annotations
 
+import hashlib
+import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -48,14 +51,52 @@ def entity(runtime: Any, name: str) -> Entity:
     return ent
 
 
-def authenticate(runtime: Any, token: str) -> Any:
+class TokenCache:
+    """Recently authenticated tokens, for ``ttl`` seconds (per app; thread-safe).
+
+    A token lookup is a database round trip on every request; keeping the
+    answer for a couple of seconds (keyed by the token's hash and the
+    revision, since roles come from the configuration) halves the cost of a
+    small write.  Revoking a token or deactivating a user takes effect within
+    ``ttl`` seconds.  Failures are never cached.
+    """
+
+    def __init__(self, ttl: float = 2.0, size: int = 1024) -> None:
+        self.ttl = ttl
+        self.size = size
+        self._items: dict[tuple[str, Any], tuple[float, Any]] = {}
+        self._lock = threading.Lock()
+
+    def get(self, key: tuple[str, Any]) -> Any:
+        """The cached actor, or None when absent or expired."""
+        hit = self._items.get(key)
+        if hit is None or hit[0] < time.monotonic():
+            return None
+        return hit[1]
+
+    def put(self, key: tuple[str, Any], actor: Any) -> None:
+        """Remember ``actor`` for ``ttl`` seconds."""
+        with self._lock:
+            if len(self._items) >= self.size:
+                self._items.clear()
+            self._items[key] = (time.monotonic() + self.ttl, actor)
+
+
+def authenticate(runtime: Any, token: str, cache: TokenCache | None = None) -> Any:
     """The actor a bearer token belongs to, or :class:`InvalidToken`."""
     from engine.runtime import users
 
+    key = (hashlib.sha256(token.encode("utf-8", "surrogatepass")).hexdigest(), revision_key(runtime))
+    actor = cache.get(key) if cache is not None else None
+    if actor is not None:
+        return actor
     try:
-        return users.authenticate_token(runtime, token)
+        actor = users.authenticate_token(runtime, token)
     except AuthenticationRequired as e:
-        raise InvalidToken(e.message or "the bearer token is invalid or revoked") from e
+        raise InvalidToken(e.message or "the bearer token is invalid or revoked", hint=e.hint) from e
+    if cache is not None:
+        cache.put(key, actor)
+    return actor
 
 
 @contextmanager

@@ -18,6 +18,7 @@ from engine.errors import NotFound
 
 bp = Blueprint("api_v1", __name__, url_prefix="/api/v1")
 RUNTIME_KEY = "crm_runtime"
+TOKEN_CACHE_KEY = "crm_token_cache"
 
 
 def runtime() -> Any:
@@ -44,7 +45,7 @@ def _authenticate() -> None:
         raise gateway.AuthenticationRequired(
             "this endpoint needs 'Authorization: Bearer <token>'",
             hint="create a token with 'crm token create USER'")
-    g.actor = gateway.authenticate(rt, token.strip())
+    g.actor = gateway.authenticate(rt, token.strip(), current_app.extensions[TOKEN_CACHE_KEY])
 
 
 def _record_id(raw: str) -> int:
