@@ -18,8 +18,9 @@ import json
 from decimal import Decimal
 from typing import Any
 
-from flask import Flask, Response
+from flask import Flask
 from flask.json.provider import JSONProvider
+from werkzeug.sansio.response import Response
 
 
 def _default(value: Any) -> Any:
