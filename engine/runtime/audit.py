@@ -39,9 +39,17 @@ class AuditEntry:
                 "actor_id": self.actor_id, "actor": self.actor, "at": self.at, "revision_id": self.revision_id}
 
 
+_PLAIN = frozenset({type(None), bool, int, float, str})
+
+
 def json_form(value: Any) -> Any:
     """The JSON-ready form of a field value, as the audit trail stores it."""
-    if value is None or isinstance(value, (bool, int, float, str)):
+    kind = type(value)
+    if kind in _PLAIN:
+        return value
+    if kind is Decimal:
+        return str(value)
+    if isinstance(value, (bool, int, float, str)):
         return value
     if isinstance(value, Decimal):
         return str(value)

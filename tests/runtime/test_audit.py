@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 
 import pytest
-from test_records_support import World, world  # noqa: F401
+from test_records_support import World, world_fixture  # noqa: F401
 
 from engine.errors import ValidationFailed
 
@@ -54,7 +54,7 @@ def test_failed_write_leaves_no_audit_and_no_event(world: World) -> None:
 def test_events_delivered_after_commit_with_changes(world: World) -> None:
     seen = []
 
-    def listener(event) -> None:  # noqa: ANN001
+    def listener(event) -> None:
         with world.unit(readonly=True) as uow:  # the change is visible to others by now
             seen.append((event.kind, uow.records.get("deal", event.record_id)["version"], dict(event.changes)))
 

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import threading
 
-from test_records_support import World, world  # noqa: F401
+from test_records_support import World, world_fixture  # noqa: F401
 
 from engine.errors import VersionConflict
 
 THREADS = 16
 
 
-def _run_threads(target, n: int = THREADS) -> list[object]:  # noqa: ANN001
+def _run_threads(target, n: int = THREADS) -> list[object]:
     barrier = threading.Barrier(n)
     results: list[object] = [None] * n
 

@@ -9,6 +9,7 @@ import textwrap
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -119,7 +120,7 @@ class World:
         with self.rt.engine.connect() as conn:
             return users.actor_for(conn, self.rt.state.workspace, name)
 
-    def unit(self, name: str = "admin", **kw: object):  # noqa: ANN201
+    def unit(self, name: str = "admin", **kw: Any) -> Any:
         return self.rt.unit(self.actor(name), **kw)
 
 
@@ -146,8 +147,8 @@ def build_world(db_url: str, folder: Path) -> World:
     return World(rt, clock, db_url, ids)
 
 
-@pytest.fixture
-def world(db_url: str, tmp_path: Path) -> Iterator[World]:
+@pytest.fixture(name="world")
+def world_fixture(db_url: str, tmp_path: Path) -> Iterator[World]:
     w = build_world(db_url, tmp_path / "ws")
     try:
         yield w

@@ -98,7 +98,7 @@ def update_many(svc: RecordService, entity: str, filter_text: str | None, values
     w = Writer(uow, plan, access, "update", bypass_readonly=bypass_readonly, bulk=True)
     errors: dict[str, list[str]] = {}
     clean = w.coerce(values, errors)
-    w._required(clean, plan.required & clean.keys(), errors, "")
+    w._required(clean, [k for k in plan.required_order if k in clean], errors, "")
     _raise(errors, plan.name)
     where = filtering.filter_where(uow, plan, filter_text)
     t = plan.table
@@ -124,7 +124,7 @@ def _set_based_ok(svc: RecordService, plan: Any, clean: Mapping[str, Any]) -> bo
 def _update_set_based(svc: RecordService, plan: Any, olds: list[dict[str, Any]], clean: Mapping[str, Any]) -> int:
     uow = svc.uow
     stamp = svc._stamp(create=False)
-    cols, _ext = rows.to_columns(plan.entity, clean)
+    cols, _ext = rows.split_columns(plan.storage, clean)
     t = plan.table
     ids = [o["id"] for o in olds]
     for start in range(0, len(ids), CHUNK):

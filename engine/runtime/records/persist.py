@@ -77,8 +77,7 @@ def fill_auto_numbers(uow: UnitOfWork, plan: EntityPlan, records: Sequence[dict[
 
 def row_for_insert(plan: EntityPlan, record: Mapping[str, Any], stamp: Mapping[str, Any]) -> dict[str, Any]:
     """The column values of a new row: ``stamp`` (standard columns) plus the record's fields."""
-    values = {k: v for k, v in record.items() if k not in plan.lines}
-    cols, ext = rows.to_columns(plan.entity, values)
+    cols, ext = rows.split_columns(plan.storage, record)
     cols.update(stamp)
     cols[JSON_COLUMN] = ext or None
     return cols
@@ -134,7 +133,7 @@ def _sqlite_seq(uow: UnitOfWork, table: str) -> int:
 def update_row(uow: UnitOfWork, plan: EntityPlan, record_id: int, expected: int, values: Mapping[str, Any],
                old_ext: Mapping[str, Any] | None, stamp: Mapping[str, Any]) -> None:
     """``UPDATE ... SET values, version = version + 1 WHERE id AND version = expected``."""
-    cols, ext = rows.to_columns(plan.entity, {k: v for k, v in values.items() if k not in plan.lines})
+    cols, ext = rows.split_columns(plan.storage, values)
     if ext:
         cols[JSON_COLUMN] = {**(old_ext or {}), **ext}
     cols.update(stamp)

@@ -18,7 +18,7 @@ from sqlalchemy import Table
 from engine.dsl.model import STANDARD_COLUMNS, Check, Entity, Field, Workspace, frozen_map
 from engine.errors import ConfigError
 from engine.runtime.records.coerce import Coercer, coercer_for
-from engine.runtime.records.rows import Getter, make_readers
+from engine.runtime.records.rows import Getter, make_readers, storage_map
 from engine.runtime.storage import Schema, currency_column
 
 #: standard columns a caller may write (the rest are kept by the engine)
@@ -57,6 +57,12 @@ class EntityPlan:
     readonly: frozenset[str]
     required: frozenset[str]
     readers: tuple[tuple[str, Getter], ...]
+    #: a new record before values: every stored field None
+    blank: Mapping[str, Any]
+    #: required fields in a stable order (messages come out in that order)
+    required_order: tuple[str, ...]
+    #: record key -> (True if in the JSON column, column or JSON key, field or None), for writing
+    storage: Mapping[str, tuple[bool, str, Field | None]]
 
     @property
     def name(self) -> str:
@@ -106,6 +112,9 @@ def _plan(entity: Entity, workspace: Workspace, schema: Schema) -> EntityPlan:
         readonly=frozenset(f.name for f in stored if f.readonly or f.formula or f.type == "auto_number"),
         required=frozenset(f.name for f in entity.fields.values() if f.required and not f.formula),
         readers=make_readers(entity),
+        blank=frozen_map({f.name: None for f in stored}),
+        required_order=tuple(sorted(f.name for f in entity.fields.values() if f.required and not f.formula)),
+        storage=frozen_map(storage_map(entity)),
     )
 
 

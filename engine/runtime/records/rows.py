@@ -89,22 +89,34 @@ def _money_of(entity: Entity, key: str) -> Field | None:
     return None
 
 
-def to_columns(entity: Entity, values: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Split record values into (SQL column values, JSON-column values) by storage."""
+def storage_map(entity: Entity) -> dict[str, tuple[bool, str, Field | None]]:
+    """record key -> (stored in the JSON column?, column name or JSON key, field if JSON-converted)."""
+    out: dict[str, tuple[bool, str, Field | None]] = {c: (False, c, None) for c in STANDARD_COLUMNS}
+    if entity.parent is not None:
+        out.update({"parent_id": (False, "parent_id", None), "position": (False, "position", None)})
+    for f in entity.fields.values():
+        if not f.stored:
+            continue
+        json = f.storage == "json"
+        out[f.name] = (json, f.column_name, f if json else None)
+        if f.type == "money":
+            key = currency_column(f)
+            out[key] = (json, key, None)
+    return out
+
+
+def split_columns(storage: Mapping[str, tuple[bool, str, Field | None]],
+                  values: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Split record values into (SQL column values, JSON-column values) by storage; other keys are skipped."""
     cols: dict[str, Any] = {}
     ext: dict[str, Any] = {}
     for key, value in values.items():
-        f = entity.fields.get(key)
-        money = _money_of(entity, key) if f is None else None
-        if f is not None and not f.stored:
+        spec = storage.get(key)
+        if spec is None:
             continue
-        if f is not None:
-            if f.storage == "json":
-                ext[f.column_name] = to_json_value(f, value)
-            else:
-                cols[f.column_name] = value
-        elif money is not None:
-            (ext if money.storage == "json" else cols)[key] = value
+        in_json, name, field = spec
+        if in_json:
+            ext[name] = to_json_value(field, value) if field is not None else value
         else:
-            cols[key] = value  # a standard column
+            cols[name] = value
     return cols, ext

@@ -10,13 +10,13 @@ All per-field problems of one record are reported together in one
 from __future__ import annotations
 
 import difflib
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import select
 
 from engine.errors import ExpressionEvalError, ValidationFailed
-from engine.runtime.records import rows
+from engine.runtime.records import exprs, rows
 from engine.runtime.records.coerce import BadValue, coerce_currency
 from engine.runtime.records.plan import WRITABLE_STANDARD, EntityPlan
 from engine.runtime.records.steps import Action, WriteContext
@@ -44,6 +44,9 @@ class Writer:
         self.bypass_readonly = bypass_readonly
         self._refs: dict[tuple[str, int], Any] = {}
         self._children: dict[str, Writer] = {}
+        self._verdicts: dict[Any, str | None] = {}
+        self._new_ctx: Any = None
+        self._fast = {k: c for k, c in plan.coercers.items() if self._writable(k) is None}
         self._now = uow.clock.now()
 
     # ------------------------------------------------------------------ step 2: coercion
@@ -55,10 +58,23 @@ class Writer:
             raise ValidationFailed("a record must be an object of field values", details={"_record": [
                 "must be an object (field -> value)"]})
         out: dict[str, Any] = {}
+        fast = self._fast
         for key, value in values.items():
+            coercer = fast.get(key) if type(key) is str else None
+            if coercer is not None:  # a writable plain field: the common case, kept short
+                try:
+                    out[key] = coercer(value)
+                except BadValue as e:
+                    errors.setdefault(prefix + key, []).append(str(e))
+                continue
             if child and (key in _CHILD_IGNORED or self._computed(key)):
                 continue  # a lines row read back from get() may be sent again unchanged
-            problem = self._writable(key)
+            try:
+                problem = self._verdicts[key]
+            except KeyError:
+                problem = self._verdicts[key] = self._writable(key)
+            except TypeError:  # an unhashable key
+                problem = "unknown field"
             if problem is None:
                 try:
                     out[key] = self._coerce_one(key, value, errors, prefix)
@@ -125,11 +141,11 @@ class Writer:
 
     def complete_new(self, clean: dict[str, Any], errors: Errors, *, prefix: str = "") -> dict[str, Any]:
         """A new record: ``clean`` plus defaults, required check and formulas."""
-        record: dict[str, Any] = {k: None for k in self.plan.entity.fields if k not in self.plan.lines}
-        record.update({k: [] for k in self.plan.lines})
-        record.update(clean)
+        record = {**self.plan.blank, **clean}
+        for name in self.plan.lines:
+            record.setdefault(name, [])
         self._defaults(record, clean, errors, prefix)
-        self._required(record, self.plan.required, errors, prefix)
+        self._required(record, self.plan.required_order, errors, prefix)
         self._formulas(record, None, errors, prefix)
         return record
 
@@ -137,7 +153,7 @@ class Writer:
         """The updated record: ``old`` with ``clean`` applied, required check, formulas recomputed."""
         record = dict(old)
         record.update(clean)
-        self._required(record, self.plan.required & clean.keys(), errors, "")
+        self._required(record, [k for k in self.plan.required_order if k in clean], errors, "")
         self._formulas(record, old, errors, "")
         return record
 
@@ -155,8 +171,8 @@ class Writer:
                 record[key] = self.uow.workspace.currency
 
     @staticmethod
-    def _required(record: Mapping[str, Any], names: frozenset[str] | set[str], errors: Errors, prefix: str) -> None:
-        for name in sorted(names):
+    def _required(record: Mapping[str, Any], names: Iterable[str], errors: Errors, prefix: str) -> None:
+        for name in names:
             value = record.get(name)
             if prefix + name in errors:
                 continue  # already reported (e.g. a wrong value that was not taken)
@@ -177,14 +193,20 @@ class Writer:
 
     def _eval(self, compiled: Any, record: Mapping[str, Any], old: Mapping[str, Any] | None, errors: Errors,
               where: str) -> Any:
-        from engine.runtime.records import exprs
-
-        ctx = exprs.make_context(user_id=self.uow.actor.user_id, now=self._now, old=old, ref=self._ref)
         try:
-            return exprs.evaluate(compiled, record, ctx)
+            return exprs.evaluate(compiled, record, self._context(old))
         except ExpressionEvalError as e:
             errors.setdefault(where, []).append(f"cannot be computed: {e.message}")
             return None
+
+    def _context(self, old: Mapping[str, Any] | None) -> Any:
+        """The evaluation context (one per writer for new records; per update otherwise)."""
+        if old is None and self._new_ctx is not None:
+            return self._new_ctx
+        ctx = exprs.make_context(user_id=self.uow.actor.user_id, now=self._now, old=old, ref=self._ref)
+        if old is None:
+            self._new_ctx = ctx
+        return ctx
 
     def _ref(self, entity: str, record_id: int) -> Mapping[str, Any] | None:
         """One-hop reference loader for expressions (reads as the engine: config decides what is read)."""
