@@ -163,3 +163,21 @@ def test_meta_describes_fields_and_permissions(client: Any, api_env: ApiEnv) -> 
     assert lead_meta["fields"]["industry"]["options"][0]["key"] == "manufacturing"
     assert lead_meta["fields"]["score"]["readonly"] is True
     assert meta["user"]["username"] == "rep1"
+
+
+def test_handover_keeps_history(client: Any, api_env: ApiEnv) -> None:
+    from engine.runtime import users
+    from engine.runtime.context import Actor
+
+    made = create(client, api_env, "rep3", "lead", lead("Turnover Co"))
+    url = f"{LEADS}/{made['id']}"
+    assert client.patch(url, json={"city": "成都"}, headers=api_env.headers("rep3", **{"If-Match": "1"})).status_code \
+        == 200
+    with api_env.runtime.unit(Actor.system()) as uow:
+        moved = users.handover(uow, "rep3", "rep2")
+    assert moved["lead"] >= 1
+    assert client.get(url, headers=api_env.headers("rep3")).status_code == 404
+    items = client.get(url + "/history", headers=api_env.headers("rep2")).get_json()["items"]
+    assert [i["action"] for i in items][:2] == ["create", "update"]
+    assert any(i["field"] == "owner_id" and i["action"] == "handover" for i in items)
+    assert any(i["field"] == "city" and i["new"] == "成都" and i["actor"] == "rep3" for i in items)
