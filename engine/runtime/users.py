@@ -85,8 +85,8 @@ def create_team(uow: UnitOfWork, name: str, *, manager: UserRef | None = None) -
     """A new team (admin only); returns its id."""
     _require_admin(uow)
     manager_id = user_id(uow.conn, manager) if manager is not None else None
-    return int(uow.conn.execute(insert(crm_teams).values(name=name, manager_id=manager_id,
-                                                         created_at=uow.clock.now())).inserted_primary_key[0])
+    return _new_id(uow.conn.execute(insert(crm_teams).values(name=name, manager_id=manager_id,
+                                                             created_at=uow.clock.now())))
 
 
 def set_team_manager(uow: UnitOfWork, team: str | int, manager: UserRef | None) -> None:
@@ -130,7 +130,14 @@ def create_user(uow: UnitOfWork, username: str, *, roles: Sequence[str], team: s
         "manager_id": user_id(uow.conn, manager) if manager is not None else None,
         "active": True, "created_at": uow.clock.now(),
     }
-    return int(uow.conn.execute(insert(crm_users).values(**values)).inserted_primary_key[0])
+    return _new_id(uow.conn.execute(insert(crm_users).values(**values)))
+
+
+def _new_id(result: Any) -> int:
+    key = result.inserted_primary_key
+    if key is None:
+        raise BadRequest("the database returned no id", code="no_id")
+    return int(key[0])
 
 
 def _check_user_fields(workspace: Workspace, username: str, roles: Sequence[str]) -> None:

@@ -43,7 +43,7 @@ def select_keys(plan: EntityPlan, access: Access, fields: Sequence[str] | None) 
 
 
 def shape(readers: Iterable[tuple[str, rows.Getter]], keys: Sequence[str],
-          mapping: Mapping[str, Any]) -> dict[str, Any]:
+          mapping: Mapping[Any, Any]) -> dict[str, Any]:
     """The record dict of ``mapping`` limited to ``keys`` (lines keys are filled in later)."""
     wanted = set(keys)
     return {k: get(mapping) for k, get in readers if k in wanted}

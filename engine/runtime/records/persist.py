@@ -89,7 +89,10 @@ def insert_one(uow: UnitOfWork, plan: EntityPlan, row: Mapping[str, Any]) -> int
         result = uow.conn.execute(insert(plan.table).values(**row))
     except IntegrityError as e:
         raise integrity_error(plan, e) from e
-    return int(result.inserted_primary_key[0])
+    key = result.inserted_primary_key
+    if key is None:
+        raise RecordError(f"the database returned no id for the new {plan.name}", code="no_id")
+    return int(key[0])
 
 
 def insert_many(uow: UnitOfWork, plan: EntityPlan, rows_: Sequence[Mapping[str, Any]]) -> None:

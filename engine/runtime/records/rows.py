@@ -17,7 +17,7 @@ from sqlalchemy import Table
 from engine.dsl.model import JSON_COLUMN, STANDARD_COLUMNS, Entity, Field
 from engine.runtime.storage import currency_column, from_json_value, to_json_value
 
-Getter = Callable[[Mapping[str, Any]], Any]
+Getter = Callable[[Mapping[Any, Any]], Any]
 
 
 def make_readers(entity: Entity) -> tuple[tuple[str, Getter], ...]:
@@ -43,7 +43,7 @@ def _column(name: str) -> Getter:
 def _json_getter(field: Field) -> Getter:
     key = field.column_name
 
-    def get(m: Mapping[str, Any]) -> Any:
+    def get(m: Mapping[Any, Any]) -> Any:
         ext = m[JSON_COLUMN]
         return from_json_value(field, ext.get(key)) if ext else None
 
@@ -51,14 +51,14 @@ def _json_getter(field: Field) -> Getter:
 
 
 def _json_raw(key: str) -> Getter:
-    def get(m: Mapping[str, Any]) -> Any:
+    def get(m: Mapping[Any, Any]) -> Any:
         ext = m[JSON_COLUMN]
         return ext.get(key) if ext else None
 
     return get
 
 
-def read(readers: Iterable[tuple[str, Getter]], mapping: Mapping[str, Any]) -> dict[str, Any]:
+def read(readers: Iterable[tuple[str, Getter]], mapping: Mapping[Any, Any]) -> dict[str, Any]:
     """The record dict of one row (``mapping`` is ``Row._mapping``)."""
     return {key: get(mapping) for key, get in readers}
 

@@ -17,6 +17,7 @@ workflows.  Writes run the pipeline in this fixed order (docs/records.md):
 
 from __future__ import annotations
 
+import builtins
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -58,6 +59,7 @@ class RecordService:
         plan = self.uow.state.plan(entity)
         if plan.is_child:
             parent = plan.entity.parent
+            assert parent is not None
             raise BadRequest(f"{entity} rows are the lines of {parent.entity}.{parent.field}",
                              code="lines_entity", hint=f"read and write them through the {parent.entity} record")
         if action != "read":
@@ -187,7 +189,7 @@ class RecordService:
         stmt = query.base_select(self.uow, plan, access, [func.count()]).select_from(plan.table)
         return int(self.uow.conn.execute(stmt.where(query.where_all(where))).scalar_one())
 
-    def history(self, entity: str, record_id: int) -> list[audit.AuditEntry]:
+    def history(self, entity: str, record_id: int) -> builtins.list[audit.AuditEntry]:
         """The record's audit trail, oldest first, without fields hidden from the actor."""
         plan, access = self._plan(entity, "read")
         try:
@@ -271,7 +273,7 @@ class RecordService:
     # ------------------------------------------------------------------ bulk
 
     def create_many(self, entity: str, rows_: Sequence[Mapping[str, Any]], *,
-                    bypass_readonly: bool = False) -> list[int]:
+                    bypass_readonly: bool = False) -> builtins.list[int]:
         """Create many records with the same pipeline as :meth:`create`; returns their ids in order.
 
         Every row is validated first (ValidationFailed details are keyed
@@ -308,6 +310,8 @@ def _check_version(plan: EntityPlan, record_id: int, current: int, expected: int
 def _changes(plan: EntityPlan, old: Mapping[str, Any], new: Mapping[str, Any]) -> dict[str, tuple[Any, Any]]:
     """field -> (old, new) for every field (and owner) whose value changed."""
     out: dict[str, tuple[Any, Any]] = {}
+    before: Any
+    after: Any
     for key in (*plan.out_fields, *plan.lines):
         if key in plan.lines:
             before, after = _norm_lines(old.get(key)), _norm_lines(new.get(key))
