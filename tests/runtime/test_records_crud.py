@@ -113,6 +113,7 @@ def test_lines_roundtrip_and_replace(world: World) -> None:
         d = uow.records.create("deal", {"name": "q", "lines": [
             {"product": "p1", "qty": 2, "price": 10}, {"product": "p2", "price": "2.5"}]})
         assert [ln["total"] for ln in d["lines"]] == [Decimal("20.00"), Decimal("2.50")]
+        assert [ln["position"] for ln in d["lines"]] == [0, 1] and all(ln["id"] for ln in d["lines"])
         got = uow.records.get("deal", d["id"])
         assert [(ln["product"], ln["position"]) for ln in got["lines"]] == [("p1", 0), ("p2", 1)]
         lines = got["lines"]

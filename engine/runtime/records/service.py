@@ -116,9 +116,11 @@ class RecordService:
         record_id = persist.insert_one(self.uow, plan, persist.row_for_insert(plan, record, stamp))
         record.update(stamp, id=record_id, deleted_at=None)
         self._write_lines(plan, record_id, record, stamp, replace=False)
+        snapshot = _snapshot(plan, record)
+        output.attach_lines(self.uow, plan, [record], tuple(plan.lines))  # stored rows, with ids and positions
         at = stamp["created_at"]
         audit.write(self.uow.conn, [audit.event_row(plan.name, record_id, "create", self._audit_stamp(at),
-                                                    snapshot=_snapshot(plan, record))])
+                                                    snapshot=snapshot)])
         self.uow.emit(DomainEvent("created", plan.name, record_id, self.uow.actor.user_id, at, record=record))
         return self._out(plan, access, record)
 
@@ -227,6 +229,7 @@ class RecordService:
         persist.update_row(self.uow, plan, record_id, old["version"], plain, row._mapping.get("ext"), stamp)
         self._write_lines(plan, record_id, record, stamp, replace=True, only=[k for k in changes if k in plan.lines])
         record.update(stamp, version=old["version"] + 1)
+        output.attach_lines(self.uow, plan, [record], [k for k in changes if k in plan.lines])
         self._after_update(plan, record_id, changes, stamp["updated_at"], record)
         return self._out(plan, access, record)
 
