@@ -55,6 +55,7 @@ from sqlalchemy.types import TypeEngine
 
 from engine.dsl.expressions import CompiledExpression, ast, default_registry
 from engine.dsl.expressions.functions import NUMBER_SCALE, TRIM_CHARS, FunctionRegistry
+from engine.dsl.expressions.pycompile import maybe_null
 from engine.errors import ExpressionError
 from engine.runtime.storage import Schema, json_field_expr
 from engine.runtime.types import JsonType, UtcDateTime
@@ -199,9 +200,14 @@ class _SqlBuilder:
     # ------------------------------------------------------------------ values
 
     def value(self, node: ast.Node, null_type: ast.ExprType | None = None) -> ColumnElement[Any]:
-        """The SQL value of ``node`` (conditions strict: true/false, never NULL)."""
-        if node.type is not None and node.type.kind == "boolean" and not isinstance(node, ast.Literal):
-            return self.strict(node)
+        """The SQL value of ``node``.
+
+        Conditions built by operators are strict (true/false, never NULL); a
+        boolean *value* that may be null in Python (a field, ``if``,
+        ``coalesce``) stays NULL, so ``flag == false`` is false for a null flag.
+        """
+        if node.type is not None and node.type.kind == "boolean" and not maybe_null(node):
+            return self.strict(node)  # an operator's condition: never NULL, as in Python
         if isinstance(node, ast.Literal) and node.value is None and null_type is not None and self.pg:
             return cast(null(), sql_type(null_type, "postgresql"))
         return self.raw(node)
@@ -398,7 +404,7 @@ def _min_max(pg_name: str, sqlite_name: str) -> SqlImpl:
         if ctx.pg:
             return getattr(func, pg_name)(*a)  # LEAST/GREATEST skip NULLs
         # SQLite's scalar min/max return NULL if any argument is: give each the others as fallback
-        fallbacks = [func.coalesce(x, *[y for y in a if y is not x]) for x in a]
+        fallbacks = [func.coalesce(x, *[y for j, y in enumerate(a) if j != i]) for i, x in enumerate(a)]
         return getattr(func, sqlite_name)(*fallbacks)
 
     return impl
@@ -414,7 +420,7 @@ def _days_between(ctx: SqlContext, a: Args) -> ColumnElement[Any]:
     kinds = [t.kind for t in ctx.arg_types] + ["date", "date"]
     first, second = _utc_day(ctx, a[0], kinds[0]), _utc_day(ctx, a[1], kinds[1])
     if ctx.pg:
-        return second - first
+        return type_coerce((second - first).self_group(), Integer())
     return cast(func.julianday(second) - func.julianday(first), Integer())
 
 

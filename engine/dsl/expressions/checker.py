@@ -16,7 +16,7 @@ from engine.dsl.expressions import ast
 from engine.dsl.expressions.diagnostics import ExprSource, suggestion
 from engine.dsl.expressions.functions import FunctionRegistry, default_registry, unify
 from engine.dsl.model import FIELD_TYPES, Entity, Field, Workspace
-from engine.errors import ExpressionError, ExpressionTypeError
+from engine.errors import ExpressionError, ExpressionSyntaxError, ExpressionTypeError
 
 #: Columns every entity table has, readable in expressions (name -> kind).
 STANDARD_FIELDS: Mapping[str, str] = {
@@ -29,6 +29,7 @@ STANDARD_FIELDS: Mapping[str, str] = {
 }
 VARIABLES: Mapping[str, ast.ExprType] = {"user": ast.REFERENCE, "today": ast.DATE, "now": ast.DATETIME}
 _UNUSABLE = frozenset({"json", "lines"})
+KEYWORDS = frozenset({"and", "or", "not", "in", "is", "if", "then", "else", "true", "false", "null"})
 ORDERED_KINDS = frozenset({"number", "string", "picklist", "date", "datetime"})
 
 
@@ -146,8 +147,17 @@ class _Checker:
                             suggestion(node.name, VARIABLES, prefix="$") or "variables are $user, $today, $now")
         return dataclasses.replace(node, type=t)
 
+    def not_keyword(self, node: ast.Node, word: str) -> None:
+        """A keyword where a value belongs (``a == not b``) lexes as a name: say so."""
+        if word in KEYWORDS:
+            raise self.source.error(ExpressionSyntaxError, f"`{word}` cannot stand here", node.pos.offset,
+                                    code="expression_misplaced_keyword",
+                                    hint=f"put the `{word} ...` part in parentheses, e.g. a == (not b)")
+
     def _name(self, node: ast.Name) -> ast.Node:
         parts = node.parts
+        for part in parts:
+            self.not_keyword(node, part)
         if len(parts) > 2:
             raise self.fail(node, f"`{node.dotted}` goes through more than one reference",
                             "expression_too_many_hops", "expressions follow one reference only: "
@@ -316,6 +326,7 @@ class _Checker:
         return dataclasses.replace(node, cond=cond, then=then, else_=else_, type=t)
 
     def _call(self, node: ast.Call) -> ast.Node:
+        self.not_keyword(node, node.name)
         fn = self.registry.get(node.name)
         if fn is None:
             hint = suggestion(node.name, self.registry.names())

@@ -252,6 +252,8 @@ class _Gen:
         return f"(({t} := {self.expr(node.needle)}) is not None and {t} in {pool})"
 
     def _isnull(self, node: ast.IsNull) -> str:
+        if isinstance(node.operand, ast.Literal):  # `5 is None` would be a SyntaxWarning: fold it
+            return repr((node.operand.value is None) != node.negated)
         return f"({self.expr(node.operand)} is {'not ' if node.negated else ''}None)"
 
     def _if(self, node: ast.If) -> str:
