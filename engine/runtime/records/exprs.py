@@ -13,7 +13,10 @@ import datetime as dt
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from sqlalchemy.sql.elements import ColumnElement
+from sqlalchemy import and_
+from sqlalchemy.sql import operators
+from sqlalchemy.sql.elements import BooleanClauseList, ColumnElement, False_, Grouping, TypeCoerce
+from sqlalchemy.sql.functions import Function
 
 from engine.dsl.expressions import EvalContext, compile_expression
 from engine.dsl.model import Entity, Workspace
@@ -40,6 +43,11 @@ def precompiled(workspace: Workspace, key: tuple[str, str, Any]) -> Any:
 def hops(compiled: Any) -> frozenset[tuple[str, str]]:
     """(reference field, target entity) of every one-hop name the expression reads."""
     return frozenset((via, target) for via, target, _field in compiled.references_used)
+
+
+def uses_context(compiled: Any) -> bool:
+    """Whether the expression reads ``$user``, ``$today`` or ``$now`` (its SQL differs per call)."""
+    return bool(compiled.variables_used)
 
 
 def fields_used(compiled: Any) -> frozenset[str]:
@@ -76,5 +84,26 @@ def compile_filter(text: str, entity: Entity, workspace: Workspace) -> Any:
 
 def filter_clause(compiled: Any, schema: Schema, entity_name: str, *, user_id: int | None,
                   now: dt.datetime) -> ColumnElement[bool]:
-    """The SQL form of a compiled filter (bound parameters only; never pasted text)."""
-    return to_sql(compiled, schema, entity_name, user_id=user_id, today=now.date(), now=now)
+    """The SQL form of a compiled filter (bound parameters only; never pasted text), in WHERE form."""
+    return where_form(to_sql(compiled, schema, entity_name, user_id=user_id, today=now.date(), now=now))
+
+
+def where_form(clause: ColumnElement[Any]) -> ColumnElement[Any]:
+    """``clause`` with top-level ``coalesce(c, false)`` wrappers removed (also inside top-level ANDs).
+
+    In a WHERE clause NULL and false both reject the row, so the wrapper the
+    language adds to make conditions two-valued changes nothing there — but it
+    hides the column from the planner: ``coalesce(industry = 'x', false)``
+    cannot use an index on ``industry``, ``industry = 'x'`` can.
+    """
+    if isinstance(clause, TypeCoerce):
+        return where_form(clause.typed_expression)
+    if isinstance(clause, Grouping):
+        return where_form(clause.element)
+    if isinstance(clause, Function) and clause.name.lower() == "coalesce":
+        args = list(clause.clauses)
+        if len(args) == 2 and isinstance(args[1], False_):
+            return where_form(args[0])
+    if isinstance(clause, BooleanClauseList) and clause.operator is operators.and_:
+        return and_(*[where_form(c) for c in clause.clauses])
+    return clause

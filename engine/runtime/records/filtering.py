@@ -15,6 +15,7 @@ from sqlalchemy import and_, or_, select
 from sqlalchemy.sql.elements import ColumnElement
 
 from engine.errors import BadRequest
+from engine.runtime.records import exprs
 from engine.runtime.records.plan import EntityPlan
 from engine.runtime.records.query import SortKey
 
@@ -25,13 +26,16 @@ MAX_FILTER = 4000
 
 
 def filter_where(uow: UnitOfWork, plan: EntityPlan, text: str | None) -> ColumnElement[bool] | None:
-    """The SQL clause of ``text`` (None for no filter); BadRequest for a bad or forbidden filter."""
+    """The SQL clause of ``text`` (None for no filter); BadRequest for a bad or forbidden filter.
+
+    The SQL clause is memoised per revision when it depends on nothing but
+    the text (no ``$user``/``$today``/``$now``, no reads through a reference,
+    whose guard depends on the actor's scope).
+    """
     if text is None or (isinstance(text, str) and not text.strip()):
         return None
     if not isinstance(text, str) or len(text) > MAX_FILTER:
         raise BadRequest(f"filter must be an expression of at most {MAX_FILTER} characters", code="bad_filter")
-    from engine.runtime.records import exprs
-
     hidden = uow.guard.hidden_pairs()
     visible = uow.state.visible(hidden)
 
@@ -39,6 +43,12 @@ def filter_where(uow: UnitOfWork, plan: EntityPlan, text: str | None) -> ColumnE
         return exprs.compile_filter(text, visible.entities[plan.name], visible)
 
     compiled = uow.state.memo("filter", (hidden, plan.name, text), make)
+    if exprs.uses_context(compiled) or exprs.hops(compiled):  # depends on the actor or the clock
+        return _sql(uow, plan, compiled)
+    return uow.state.memo("filter_sql", (hidden, plan.name, text), lambda: _sql(uow, plan, compiled))
+
+
+def _sql(uow: UnitOfWork, plan: EntityPlan, compiled: Any) -> ColumnElement[bool]:
     clause = exprs.filter_clause(compiled, uow.schema, plan.name, user_id=uow.actor.user_id, now=uow.clock.now())
     return and_(clause, *_hop_guards(uow, plan, exprs.hops(compiled)))
 

@@ -45,8 +45,13 @@ def select_keys(plan: EntityPlan, access: Access, fields: Sequence[str] | None) 
 def shape(readers: Iterable[tuple[str, rows.Getter]], keys: Sequence[str],
           mapping: Mapping[Any, Any]) -> dict[str, Any]:
     """The record dict of ``mapping`` limited to ``keys`` (lines keys are filled in later)."""
+    return {k: get(mapping) for k, get in pick(readers, keys)}
+
+
+def pick(readers: Iterable[tuple[str, rows.Getter]], keys: Sequence[str]) -> list[tuple[str, rows.Getter]]:
+    """The readers of ``keys`` only (compute once per page, then read every row with them)."""
     wanted = set(keys)
-    return {k: get(mapping) for k, get in readers if k in wanted}
+    return [(k, get) for k, get in readers if k in wanted]
 
 
 def attach_lines(uow: UnitOfWork, plan: EntityPlan, records: Sequence[dict[str, Any]],

@@ -180,7 +180,8 @@ class RecordService:
         fetched = self.uow.conn.execute(stmt.order_by(*query.order_by(sort_keys)).limit(limit + 1)).all()
         more = len(fetched) > limit
         page = fetched[:limit]
-        items = [output.shape(plan.readers, keys, r._mapping) for r in page]
+        readers = output.pick(plan.readers, keys)
+        items = [{k: get(r._mapping) for k, get in readers} for r in page]
         output.attach_lines(self.uow, plan, items, keys)
         output.expand(self.uow, plan, access, items, expand)
         nxt = query.encode_cursor(spec, [page[-1]._mapping[f"_s{i}"] for i in range(len(sort_keys))]) \
