@@ -208,3 +208,18 @@ def test_create_many_same_rules_and_update_many(world: World) -> None:
         n2 = uow.records.update_many("deal", "stage == 'lost'", {"discount": "0.5"})  # formula: per record
         assert n2 == 6
         assert uow.records.get("deal", ids[2])["net"] == Decimal("10.00")
+
+
+def test_filter_sql_is_index_friendly(world: World) -> None:
+    from engine.runtime.records.filtering import filter_where
+
+    with world.unit(readonly=True) as uow:
+        plan = uow.state.plan("deal")
+        sql = str(filter_where(uow, plan, "stage == 'won' and amount > 5"))
+        assert "coalesce" not in sql.lower() and "deal.stage =" in sql
+        negated = str(filter_where(uow, plan, "not (stage == 'won')")).lower()
+        assert "coalesce" in negated  # NOT keeps its two-valued form: null stage still matches
+        assert uow.records.list("deal", filter="not (stage == 'won')", count=True).total == 0
+    with world.unit() as uow:
+        uow.records.create("deal", {"name": "x", "stage": None})
+        assert uow.records.list("deal", filter="not (stage == 'won')", count=True).total == 1
