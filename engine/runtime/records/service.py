@@ -171,7 +171,9 @@ class RecordService:
         where = filtering.filter_where(self.uow, plan, filter)
         sort_keys = query.parse_sort(self.uow, plan, access, sort)
         spec = filtering.cursor_spec(sort_keys, filter)
-        cols = rows.columns_for(plan.entity, plan.table, [k for k in keys if k not in plan.lines])
+        flat = _flat_keys(plan, keys)
+        cols = [plan.table.c[plan.storage[k][1]].label(k) for k in flat] if flat is not None else \
+            rows.columns_for(plan.entity, plan.table, [k for k in keys if k not in plan.lines])
         cols += [k.expr.label(f"_s{i}") for i, k in enumerate(sort_keys)]
         stmt = query.base_select(self.uow, plan, access, cols).where(query.where_all(where))
         if cursor is not None:
@@ -180,8 +182,11 @@ class RecordService:
         fetched = self.uow.conn.execute(stmt.order_by(*query.order_by(sort_keys)).limit(limit + 1)).all()
         more = len(fetched) > limit
         page = fetched[:limit]
-        readers = output.pick(plan.readers, keys)
-        items = [{k: get(r._mapping) for k, get in readers} for r in page]
+        if flat is not None:  # every key is a plain column, selected in key order: no per-key getters
+            items = [dict(zip(flat, r, strict=False)) for r in page]
+        else:
+            readers = output.pick(plan.readers, keys)
+            items = [{k: get(r._mapping) for k, get in readers} for r in page]
         output.attach_lines(self.uow, plan, items, keys)
         output.expand(self.uow, plan, access, items, expand)
         nxt = query.encode_cursor(spec, [page[-1]._mapping[f"_s{i}"] for i in range(len(sort_keys))]) \
@@ -298,6 +303,14 @@ class RecordService:
         from engine.runtime.records.bulk import update_many
 
         return update_many(self, entity, filter, values, bypass_readonly=bypass_readonly)
+
+
+def _flat_keys(plan: EntityPlan, keys: Sequence[str]) -> tuple[str, ...] | None:
+    """``keys`` when all of them are real columns (the fast read path), else None."""
+    specs = [plan.storage.get(k) for k in keys if k not in plan.lines]
+    if any(spec is None or spec[0] for spec in specs):
+        return None
+    return tuple(k for k in keys if k not in plan.lines)
 
 
 def _check_version(plan: EntityPlan, record_id: int, current: int, expected: int | None) -> None:
