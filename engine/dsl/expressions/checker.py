@@ -199,7 +199,7 @@ class _Checker:
         if ref is None:
             raise self.fail(node, f"unknown reference field '{ref_name}' on {self.entity.name}",
                             "expression_unknown_field", suggestion(ref_name, self._reference_fields()))
-        if ref.type != "reference" or ref.reference not in self.workspace.entities:
+        if ref.type != "reference" or ref.reference is None or ref.reference not in self.workspace.entities:
             raise self.fail(node, f"'{ref_name}' is not a reference to an entity, so `.{name}` cannot follow it",
                             "expression_not_a_reference", "only reference fields can be followed with a dot")
         target = self.workspace.entities[ref.reference]

@@ -20,8 +20,11 @@ from __future__ import annotations
 import difflib
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import TypeVar
 
 from engine.errors import ExpressionError, SourceLocation
+
+E = TypeVar("E", bound=ExpressionError)
 
 EXPRESSION_FILE = "<expression>"
 #: characters of the expression line shown around the caret
@@ -70,14 +73,14 @@ class ExprSource:
 
     def error(
         self,
-        cls: type[ExpressionError],
+        cls: type[E],
         message: str,
         offset: int,
         *,
         end: int | None = None,
         code: str | None = None,
         hint: str | None = None,
-    ) -> ExpressionError:
+    ) -> E:
         """An error of class ``cls`` located at ``offset`` (with a caret snippet)."""
         line, col = self.line_col(offset)
         details = {"expression": self.text, "offset": offset, "line": line, "column": col}

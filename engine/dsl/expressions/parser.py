@@ -276,7 +276,7 @@ def decode_string(src: ExprSource, token: Token) -> str:
             i += 6
         else:
             raise src.error(ExpressionSyntaxError, f"unknown escape \\{nxt} in a string",
-                            token.start_pos + 1 + i, code="expression_bad_escape",
+                            (token.start_pos or 0) + 1 + i, code="expression_bad_escape",
                             hint="escapes are \\\\ \\\" \\' \\n \\t \\r \\0 and \\uXXXX")
     return "".join(out)
 
