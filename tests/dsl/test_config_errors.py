@@ -194,3 +194,35 @@ def test_error_text_format(write_ws):
                           "money, percent, boolean, date, datetime, email, phone, url, picklist, multi_picklist, "
                           "reference, user, json, lines, auto_number] (did you mean 'money'?)")
     assert "  hint: did you mean 'money'?" in text
+
+
+# --------------------------------------------------------------------------- expressions inside YAML
+
+
+def test_expression_errors_are_located_in_the_yaml_file(write_ws):
+    ws = write_ws({"entities/x.yaml": """\
+        entity: lead
+        extend: true
+        checks:
+          - check: "industry == 'manufacturng' and budget > 0"
+            message: typo
+          - check: budget = 5
+          - {check: "budgett > 1"}
+        fields:
+          total2: {type: money, formula: "budget * 2 + company"}
+          due: {type: date, default_expr: "$today + 1"}
+          flag: {type: boolean, formula: "budget"}
+        """})
+    got = sorted((where(e)[1], where(e)[2], e.code, e.message) for e in errors_of(ws))
+    assert got == [
+        (4, 25, "expression_unknown_option",
+         "'manufacturng' is not an option of industry; did you mean 'manufacturing'?"),
+        (6, 19, "expression_single_equals", "`=` is not an operator here"),
+        (7, 14, "expression_unknown_field", "unknown field 'budgett' on lead; did you mean 'budget'?"),
+        (9, 48, "expression_type_mismatch", "`+` needs numbers, but `company` is a string"),
+        (10, 36, "expression_type_mismatch", "`+` needs numbers, but `$today` is a date"),
+        (11, 35, "expression_wrong_result_type", "this expression must give a boolean, but it gives a number"),
+    ]
+    unknown = next(e for e in errors_of(ws) if e.code == "expression_unknown_field")
+    assert unknown.hint == "did you mean 'budget'?" and "^^^^^^^" in (unknown.snippet or "")
+    assert where(unknown)[0] == "x.yaml"
