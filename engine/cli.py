@@ -239,7 +239,10 @@ def bench(quick: bool, only: str | None, pg_url: str | None) -> None:
 
 
 if __name__ == "__main__":  # pragma: no cover
-    main()
+    # Run the copy imported as ``engine.cli``: the runtime commands register on that one, not on ``__main__``.
+    import engine.cli as _cli
+
+    _cli.main()
 
 
 # Commands that run the CRM (serve, demo data, users, tokens, expr) live in their own module.

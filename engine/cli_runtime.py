@@ -203,20 +203,37 @@ def expression_sql(runtime: Any, entity: str, compiled: Any) -> str:
     """The SQL of a compiled expression for the runtime's database, literals inlined."""
     import datetime as dt
 
+    from sqlalchemy import select
+
     from engine.runtime.sqlexpr import to_sql
 
     now = dt.datetime.now(dt.UTC)
-    clause = to_sql(compiled, runtime.state.schema, entity, user_id=None, today=now.date(), now=now)
-    return str(clause.compile(dialect=runtime.engine.dialect, compile_kwargs={"literal_binds": True}))
+    schema = runtime.state.schema
+    clause = to_sql(compiled, schema, entity, user_id=None, today=now.date(), now=now)
+    table = schema.table(entity)
+    # shown inside the query it runs in, so reference hops print as correlated subqueries
+    stmt = (select(table.c.id).where(clause) if compiled.type == "boolean"
+            else select(table.c.id, clause.label("value")))
+    return str(stmt.compile(dialect=runtime.engine.dialect, compile_kwargs={"literal_binds": True}))
 
 
 def expression_value(runtime: Any, entity: str, compiled: Any, record_id: int) -> Any:
     """The value of a compiled expression on one record, read through the record service as the system."""
+    from engine.dsl.expressions import EvalContext
+    from engine.errors import NotFound
     from engine.runtime.context import Actor
 
     with runtime.unit(Actor.system(), readonly=True) as uow:
         record = uow.records.get(entity, record_id)
-    return compiled.evaluate(record)
+
+        def ref(target: str, target_id: int) -> Any:
+            try:
+                return uow.records.get(target, target_id)
+            except NotFound:
+                return None
+
+        now = runtime.clock.now()
+        return compiled.evaluate(record, EvalContext(user_id=None, now=now, today=now.date(), ref=ref))
 
 
 @main.command()

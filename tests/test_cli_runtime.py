@@ -1,0 +1,78 @@
+"""Runtime commands as a user types them: user add, token create, expr, handover (both databases)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from engine.runtime.context import Actor
+from engine.runtime.runtime import Runtime
+
+CRM = [sys.executable, "-m", "engine.cli"]
+
+
+def crm(*args: str, cwd: Path, db_url: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "CRM_DATABASE_URL": db_url}
+    return subprocess.run([*CRM, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=300,
+                          check=False)
+
+
+@pytest.fixture
+def workspace(tmp_path: Path, db_url: str) -> Path:
+    for step in (["init", "acme", "--industry", "manufacturing"], ["apply", "acme", "--yes"]):
+        r = crm(*step, cwd=tmp_path, db_url=db_url)
+        assert r.returncode == 0, r.stderr
+    return tmp_path / "acme"
+
+
+def test_users_tokens_expr_and_handover(workspace: Path, db_url: str):
+    cwd = workspace.parent
+    for args in (["user", "add", "boss", "--role", "sales_manager", "--team", "east"],
+                 ["user", "add", "ann", "--role", "sales", "--team", "east", "--manager", "boss"],
+                 ["user", "add", "bob", "--role", "sales", "--team", "east", "--manager", "boss"]):
+        r = crm(*args, "acme", cwd=cwd, db_url=db_url)
+        assert r.returncode == 0, r.stderr
+    r = crm("token", "create", "ann", "acme", cwd=cwd, db_url=db_url)
+    assert r.returncode == 0, r.stderr
+    token = r.stdout.strip().splitlines()[-1]
+    assert token.startswith("crm_") and " " not in token
+
+    runtime = Runtime.open(db_url)
+    try:
+        with runtime.unit(Actor.system()) as uow:
+            users = dict(uow.conn.exec_driver_sql("SELECT username, id FROM crm_users").all())
+            account = uow.records.create("account", {"name": "Acme Tools", "industry": "manufacturing",
+                                                     "owner_id": users["ann"]})
+            opp = uow.records.create("opportunity", {"name": "Line 3", "account": account["id"],
+                                                     "amount": 250000, "owner_id": users["ann"]})
+    finally:
+        runtime.close()
+
+    r = crm("expr", "opportunity", "account.industry == 'manufacturing' and amount > 100000", "acme",
+            "--sql", "--record", str(opp["id"]), cwd=cwd, db_url=db_url)
+    assert r.returncode == 0, r.stderr
+    assert "type: boolean" in r.stdout and "value: True" in r.stdout
+    assert "WHERE account_1.id = opportunity.account_id" in r.stdout
+
+    r = crm("expr", "opportunity", "amount > 'x'", "acme", cwd=cwd, db_url=db_url)
+    assert r.returncode == 1 and "Traceback" not in r.stderr and "amount" in r.stderr
+
+    r = crm("handover", "ann", "bob", "acme", cwd=cwd, db_url=db_url)
+    assert r.returncode == 0, r.stderr
+    runtime = Runtime.open(db_url)
+    try:
+        with runtime.unit(Actor.system(), readonly=True) as uow:
+            assert uow.records.get("opportunity", opp["id"])["owner_id"] == users["bob"]
+            fields = {e.field for e in uow.records.history("opportunity", opp["id"])}
+            assert "owner_id" in fields
+    finally:
+        runtime.close()
+
+
+def test_token_for_unknown_user_is_a_clear_error(workspace: Path, db_url: str):
+    r = crm("token", "create", "nobody", "acme", cwd=workspace.parent, db_url=db_url)
+    assert r.returncode == 1 and "nobody" in r.stderr and "Traceback" not in r.stderr
