@@ -25,6 +25,7 @@ import subprocess
 import tempfile
 import uuid
 from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -131,14 +132,15 @@ def _pg_admin(pg_url: str) -> Iterator[Engine]:
     engine.dispose()
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    """A fresh, empty database on each back end."""
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'test.db'}"
+@contextmanager
+def fresh_database(request: pytest.FixtureRequest, backend: str, folder: Path, prefix: str) -> Iterator[str]:
+    """A new empty database URL on ``backend`` ("sqlite": a file in ``folder``; "postgresql": a
+    database of the session cluster, dropped afterwards)."""
+    if backend == "sqlite":
+        yield f"sqlite:///{folder / f'{prefix}.db'}"
         return
     admin: Engine = request.getfixturevalue("_pg_admin")
-    name = f"crm_test_{uuid.uuid4().hex[:12]}"
+    name = f"{prefix}_{uuid.uuid4().hex[:12]}"
     with admin.connect() as conn:
         conn.execute(text(f'CREATE DATABASE "{name}"'))
     try:
@@ -146,6 +148,13 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     finally:
         with admin.connect() as conn:
             conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A fresh, empty database on each back end."""
+    with fresh_database(request, request.param, tmp_path, "crm_test") as url:
+        yield url
 
 
 @pytest.fixture

@@ -6,7 +6,8 @@ CLI (and later the admin UI) only formats and asks for confirmation.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -44,6 +45,17 @@ def open_engine(url: str) -> Engine:
     return make_engine(url)
 
 
+@contextmanager
+def connection(url: str) -> Iterator[Connection]:
+    """A read connection to ``url``; the engine is disposed afterwards (one-shot CLI use)."""
+    engine = open_engine(url)
+    try:
+        with engine.connect() as conn:
+            yield conn
+    finally:
+        engine.dispose()
+
+
 def plan_against_database(conn: Connection, ws: Workspace, *, purge: bool = False,
                           export_dir: Path | None = None) -> Plan:
     """The plan from the database's active revision (or an empty database) to ``ws``."""
@@ -61,13 +73,9 @@ class PlanResult:
 def plan_folder(folder: Path, url: str) -> PlanResult:
     """The plan from the database's active revision to the folder, with drift."""
     ws = compile_workspace(folder)
-    engine = open_engine(url)
-    try:
-        with engine.connect() as conn:
-            active = revisions.active_revision(conn)
-            the_plan = plan_against_database(conn, ws)
-    finally:
-        engine.dispose()
+    with connection(url) as conn:
+        active = revisions.active_revision(conn)
+        the_plan = plan_against_database(conn, ws)
     lines = [_revision_line(active, ws)]
     if active is not None and active.content_hash != ws.content_hash:
         lines.append(revisions.detect_drift(active, ws).describe())
@@ -118,12 +126,8 @@ def apply_workspace(ws: Workspace, url: str, *, yes: bool, allow_destructive: bo
 
 def list_revisions_text(url: str) -> str:
     """``crm revisions``: one line per revision, newest first, ``*`` marks the active one."""
-    engine = open_engine(url)
-    try:
-        with engine.connect() as conn:
-            revs = revisions.list_revisions(conn)
-    finally:
-        engine.dispose()
+    with connection(url) as conn:
+        revs = revisions.list_revisions(conn)
     if not revs:
         return "no revisions yet: run 'crm apply'"
     lines = []
@@ -137,12 +141,8 @@ def list_revisions_text(url: str) -> str:
 def rollback_to(url: str, revision_id: int, *, yes: bool, allow_destructive: bool, author: str, echo: Echo,
                 confirm: Confirm, export_dir: Path) -> ApplyResult | None:
     """Apply an earlier revision's files through the normal plan/apply path (data is never dropped)."""
-    engine = open_engine(url)
-    try:
-        with engine.connect() as conn:
-            target = revisions.rollback_target(conn, revision_id, compile_stored)
-    finally:
-        engine.dispose()
+    with connection(url) as conn:
+        target = revisions.rollback_target(conn, revision_id, compile_stored)
     return apply_workspace(target, url, yes=yes, allow_destructive=allow_destructive, purge=False,
                            message=f"rollback to revision {revision_id}", author=author, echo=echo,
                            confirm=confirm, export_dir=export_dir)
@@ -154,12 +154,8 @@ def pull_config(url: str, target: Path) -> int:
     Shipped layers (base, industry templates) are not written: the folder
     extends them again, exactly like the one the revision was applied from.
     """
-    engine = open_engine(url)
-    try:
-        with engine.connect() as conn:
-            rev = revisions.active_revision(conn)
-    finally:
-        engine.dispose()
+    with connection(url) as conn:
+        rev = revisions.active_revision(conn)
     if rev is None:
         raise PlanError("the database has no applied revision yet", hint="run 'crm apply' first")
     top = rev.bundle["layers"][-1]

@@ -16,17 +16,16 @@ from __future__ import annotations
 import socket
 import threading
 import time
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import Engine, text
 
 from engine.api import create_app
 from engine.dsl.model import Workspace
+from tests.conftest import fresh_database
 
 USERS = {
     "admin": {"roles": ["admin"]},
@@ -65,18 +64,8 @@ def manufacturing_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module", params=["sqlite", "postgresql"])
 def api_db_url(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A fresh database per module and back end."""
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path_factory.mktemp('db') / 'api.db'}"
-        return
-    admin: Engine = request.getfixturevalue("_pg_admin")
-    name = f"crm_api_{uuid.uuid4().hex[:12]}"
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    try:
-        yield admin.url.set(database=name).render_as_string(hide_password=False)
-    finally:
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    with fresh_database(request, request.param, tmp_path_factory.mktemp("db"), "crm_api") as url:
+        yield url
 
 
 def apply_folder_quietly(folder: Path, url: str) -> Workspace:
