@@ -251,15 +251,22 @@ def entity_indexes(table: Table, entity: Entity, dialect: str) -> list[Index]:
             continue
         expr = json_field_expr(table, field, dialect) if field.storage == "json" else table.c[field.column_name]
         if field.unique:
-            out.append(Index(_index_name(table.name, f"{field.name}_uq"), expr, unique=True))
+            out.append(_live_unique(_index_name(table.name, f"{field.name}_uq"), table, expr))
         elif field.type in ("reference", "user"):
             out.append(Index(_index_name(table.name, field.name), expr))
         elif field.index:
             out.append(Index(_index_name(table.name, field.name), expr, table.c.created_at))
     for spec in entity.indexes:
         cols = [_index_part(table, entity, part, dialect) for part in spec.fields]
-        out.append(Index(_index_name(table.name, spec.name), *cols, unique=spec.unique))
+        name = _index_name(table.name, spec.name)
+        out.append(_live_unique(name, table, *cols) if spec.unique else Index(name, *cols))
     return out
+
+
+def _live_unique(name: str, table: Table, *exprs: Any) -> Index:
+    """A unique index over live records only: a soft-deleted record frees its value (partial index)."""
+    live = table.c.deleted_at.is_(None)
+    return Index(name, *exprs, unique=True, sqlite_where=live, postgresql_where=live)
 
 
 def _index_part(table: Table, entity: Entity, part: str, dialect: str) -> Any:
