@@ -92,10 +92,13 @@ def _row(entity: str, record_id: int, action: str, field: str | None, old: Any, 
             "at": stamp.at, "revision_id": stamp.revision_id}
 
 
+_INSERT = insert(crm_audit)
+
+
 def write(conn: Connection, rows: Sequence[Mapping[str, Any]]) -> None:
     """Insert audit rows (one executemany, no RETURNING)."""
     if rows:
-        conn.execute(insert(crm_audit), list(rows))
+        conn.execute(_INSERT, list(rows))
 
 
 def history(conn: Connection, entity: str, record_id: int, *,

@@ -66,17 +66,28 @@ class State:
 
     def memo(self, cache: str, key: Any, make: Callable[[], Any]) -> Any:
         """A bounded memo (LRU) of ``make()`` under ``key`` for the life of this revision."""
+        value = self.cached(cache, key)
+        if value is None:
+            value = make()
+            self.store(cache, key, value)
+        return value
+
+    def cached(self, cache: str, key: Any) -> Any:
+        """The value stored under ``key`` in memo table ``cache`` (None when absent)."""
+        with self.lock:
+            table = self.caches.get(cache)
+            if table is None or key not in table:
+                return None
+            table.move_to_end(key)
+            return table[key]
+
+    def store(self, cache: str, key: Any, value: Any) -> None:
+        """Remember ``value`` under ``key`` in the bounded memo table ``cache``."""
         with self.lock:
             table = self.caches.setdefault(cache, OrderedDict())
-            if key in table:
-                table.move_to_end(key)
-                return table[key]
-        value = make()
-        with self.lock:
             table[key] = value
             if len(table) > FILTER_CACHE_SIZE:
                 table.popitem(last=False)
-        return value
 
     def visible(self, hidden: frozenset[tuple[str, str]]) -> Workspace:
         """The workspace as seen by actors for whom ``hidden`` fields do not exist."""

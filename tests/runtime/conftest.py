@@ -1,6 +1,7 @@
-"""Shared helpers for the record runtime tests: a small workspace, users and a Runtime on each database.
+"""Shared fixtures of the record runtime tests: a small workspace, users and a Runtime on each database.
 
-(Named test_*.py only because this session owns those paths; it holds no tests.)
+``world`` (fixture) is a :class:`World` on each back end; tests import ``World``,
+``FILES`` and ``write_workspace`` from here for annotations and variants.
 """
 
 from __future__ import annotations

@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 
 import pytest
-from test_records_support import World, world_fixture  # noqa: F401
+from conftest import World
 
 from engine.errors import ValidationFailed
 

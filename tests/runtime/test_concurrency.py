@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 
-from test_records_support import World, world_fixture  # noqa: F401
+from conftest import World
 
 from engine.errors import VersionConflict
 

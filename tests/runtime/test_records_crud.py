@@ -6,7 +6,7 @@ import datetime as dt
 from decimal import Decimal
 
 import pytest
-from test_records_support import World, world_fixture  # noqa: F401
+from conftest import World
 
 from engine.errors import BadRequest, NotFound, UniqueViolation, ValidationFailed, VersionConflict
 

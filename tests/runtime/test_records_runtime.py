@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from test_records_support import FILES, World, world_fixture, write_workspace  # noqa: F401
+from conftest import FILES, World, write_workspace
 
 from engine.dsl.compiler import compile_folder
 from engine.errors import DatabaseNotReady, RecordLocked, ValidationFailed

@@ -4,7 +4,7 @@ readonly fields, admin and system actors."""
 from __future__ import annotations
 
 import pytest
-from test_records_support import World, world_fixture  # noqa: F401
+from conftest import World
 
 from engine.errors import BadRequest, NotFound, PermissionDenied, ValidationFailed
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from test_records_support import World, world_fixture  # noqa: F401
+from conftest import World
 
 from engine.errors import AuthenticationRequired, PermissionDenied, ValidationFailed
 from engine.runtime import users

@@ -17,10 +17,12 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import update
+from sqlalchemy.exc import IntegrityError
 
 from engine.errors import BadRequest, ValidationFailed
 from engine.runtime import audit
-from engine.runtime.records import filtering, persist, query, rows
+from engine.runtime.records import fastsql, filtering, persist, query, rows
+from engine.runtime.records.plan import EntityPlan
 from engine.runtime.records.steps import DomainEvent
 from engine.runtime.records.write import Writer, _raise
 
@@ -29,6 +31,7 @@ if TYPE_CHECKING:
 
 MAX_ERROR_ROWS = 50
 CHUNK = 900
+AUDIT_NEW = fastsql.AUDIT_COLUMNS.index("new_value")
 
 
 def create_many(svc: RecordService, entity: str, rows_: Sequence[Mapping[str, Any]], *,
@@ -42,13 +45,15 @@ def create_many(svc: RecordService, entity: str, rows_: Sequence[Mapping[str, An
     svc._prepare_insert(plan, records)
     ids = persist.reserve_ids(uow, plan, len(records))
     stamp = {**svc._stamp(create=True), "version": 1, "deleted_at": None}
-    batch = []
     for rid, record in zip(ids, records, strict=True):
         record.update(stamp, id=rid)
-        batch.append(persist.row_for_insert(plan, record, {**stamp, "id": rid, "owner_id": record["owner_id"]}))
-    persist.insert_many(uow, plan, batch)
-    for rid, record in zip(ids, records, strict=True):
-        if plan.lines:
+    ins = fastsql.entity_insert(uow.state, uow.conn, plan)
+    try:
+        ins.run(uow.conn, fastsql.entity_rows(ins, plan, records, stamp))
+    except IntegrityError as e:
+        raise persist.integrity_error(plan, e) from e
+    if plan.lines:
+        for rid, record in zip(ids, records, strict=True):
             svc._write_lines(plan, rid, record, stamp, replace=False)
     _audit_created(svc, plan, ids, records, stamp["created_at"])
     return ids
@@ -78,16 +83,22 @@ def _validated(w: Writer, rows_: Sequence[Mapping[str, Any]]) -> list[dict[str, 
     return out
 
 
-def _audit_created(svc: RecordService, plan: Any, ids: Sequence[int], records: Sequence[dict[str, Any]],
+def _audit_created(svc: RecordService, plan: EntityPlan, ids: Sequence[int], records: Sequence[dict[str, Any]],
                    at: Any) -> None:
-    from engine.runtime.records.service import _snapshot
-
-    stamp = svc._audit_stamp(at)
-    uid = svc.uow.actor.user_id
-    audit.write(svc.uow.conn, [audit.event_row(plan.name, rid, "create", stamp, snapshot=_snapshot(plan, r))
-                               for rid, r in zip(ids, records, strict=True)])
+    """One ``create`` audit row per record (its value snapshot), in one executemany; then the events."""
+    uow = svc.uow
+    ins = fastsql.audit_insert(uow.state, uow.conn)
+    p = ins.process
+    head = (p("entity", plan.name),)
+    tail = (p("action", "create"), p("field", None), p("old_value", None))
+    stamp = (p("actor_id", uow.actor.user_id), p("at", at), p("revision_id", uow.state.revision_id))
+    new_value = fastsql.audit_json(uow.conn, ins.processors[AUDIT_NEW])
+    snapshot = fastsql.snapshot_builder(plan)
+    ins.run(uow.conn, [(*head, rid, *tail, new_value(snapshot(r)), *stamp)
+                       for rid, r in zip(ids, records, strict=True)])
+    uid = uow.actor.user_id
     for rid, r in zip(ids, records, strict=True):
-        svc.uow.emit(DomainEvent("created", plan.name, rid, uid, at, record=r))
+        uow.emit(DomainEvent("created", plan.name, rid, uid, at, record=r))
 
 
 def update_many(svc: RecordService, entity: str, filter_text: str | None, values: Mapping[str, Any], *,

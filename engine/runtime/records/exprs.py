@@ -13,10 +13,7 @@ import datetime as dt
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from sqlalchemy import and_
-from sqlalchemy.sql import operators
-from sqlalchemy.sql.elements import BooleanClauseList, ColumnElement, False_, Grouping, TypeCoerce
-from sqlalchemy.sql.functions import Function
+from sqlalchemy.sql.elements import ColumnElement
 
 from engine.dsl.expressions import EvalContext, compile_expression
 from engine.dsl.model import Entity, Workspace
@@ -84,26 +81,10 @@ def compile_filter(text: str, entity: Entity, workspace: Workspace) -> Any:
 
 def filter_clause(compiled: Any, schema: Schema, entity_name: str, *, user_id: int | None,
                   now: dt.datetime) -> ColumnElement[bool]:
-    """The SQL form of a compiled filter (bound parameters only; never pasted text), in WHERE form."""
-    return where_form(to_sql(compiled, schema, entity_name, user_id=user_id, today=now.date(), now=now))
+    """The SQL form of a compiled filter (bound parameters only; never pasted text), in WHERE form.
 
-
-def where_form(clause: ColumnElement[Any]) -> ColumnElement[Any]:
-    """``clause`` with top-level ``coalesce(c, false)`` wrappers removed (also inside top-level ANDs).
-
-    In a WHERE clause NULL and false both reject the row, so the wrapper the
-    language adds to make conditions two-valued changes nothing there — but it
-    hides the column from the planner: ``coalesce(industry = 'x', false)``
-    cannot use an index on ``industry``, ``industry = 'x'`` can.
+    ``for_filter`` leaves plain comparisons (no ``coalesce(cond, false)``): in
+    a WHERE clause NULL and false both reject the row, and ``industry = 'x'``
+    can use an index where the coalesced form cannot.
     """
-    if isinstance(clause, TypeCoerce):
-        return where_form(clause.typed_expression)
-    if isinstance(clause, Grouping):
-        return where_form(clause.element)
-    if isinstance(clause, Function) and clause.name.lower() == "coalesce":
-        args = list(clause.clauses)
-        if len(args) == 2 and isinstance(args[1], False_):
-            return where_form(args[0])
-    if isinstance(clause, BooleanClauseList) and clause.operator is operators.and_:
-        return and_(*[where_form(c) for c in clause.clauses])
-    return clause
+    return to_sql(compiled, schema, entity_name, user_id=user_id, today=now.date(), now=now, for_filter=True)

@@ -36,16 +36,22 @@ def filter_where(uow: UnitOfWork, plan: EntityPlan, text: str | None) -> ColumnE
         return None
     if not isinstance(text, str) or len(text) > MAX_FILTER:
         raise BadRequest(f"filter must be an expression of at most {MAX_FILTER} characters", code="bad_filter")
+    compiled = compiled_filter(uow, plan, text)
+    if exprs.uses_context(compiled) or exprs.hops(compiled):  # depends on the actor or the clock
+        return _sql(uow, plan, compiled)
+    key = (uow.guard.hidden_pairs(), plan.name, text)
+    return uow.state.memo("filter_sql", key, lambda: _sql(uow, plan, compiled))  # type: ignore[no-any-return]
+
+
+def compiled_filter(uow: UnitOfWork, plan: EntityPlan, text: str) -> Any:
+    """``text`` compiled against what the actor may see (memoised per revision and hidden-field set)."""
     hidden = uow.guard.hidden_pairs()
     visible = uow.state.visible(hidden)
 
     def make() -> Any:
         return exprs.compile_filter(text, visible.entities[plan.name], visible)
 
-    compiled = uow.state.memo("filter", (hidden, plan.name, text), make)
-    if exprs.uses_context(compiled) or exprs.hops(compiled):  # depends on the actor or the clock
-        return _sql(uow, plan, compiled)
-    return uow.state.memo("filter_sql", (hidden, plan.name, text), lambda: _sql(uow, plan, compiled))
+    return uow.state.memo("filter", (hidden, plan.name, text), make)
 
 
 def _sql(uow: UnitOfWork, plan: EntityPlan, compiled: Any) -> ColumnElement[bool]:

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import delete, func, insert, select, text, update
+from sqlalchemy import bindparam, delete, func, insert, select, text, update
 from sqlalchemy.exc import IntegrityError
 
 from engine.dsl.model import JSON_COLUMN
@@ -49,18 +49,29 @@ def check_references(uow: UnitOfWork, plan: EntityPlan, records: Sequence[Mappin
 def _existing(uow: UnitOfWork, target: str, ids: set[int]) -> set[int]:
     found: set[int] = set()
     id_list = sorted(ids)
+    stmt = _exists_stmt(uow, target)
     for start in range(0, len(id_list), 900):
-        chunk = id_list[start:start + 900]
-        if target == "crm_users":
-            stmt = select(crm_users.c.id).where(crm_users.c.id.in_(chunk), crm_users.c.active)
-        else:
-            table = uow.state.plan(target).table
-            stmt = select(table.c.id).where(table.c.id.in_(chunk), table.c.deleted_at.is_(None))
-            scope = uow.guard.scope_clause(table, uow.guard.access(target).read)
-            if scope is not None:
-                stmt = stmt.where(scope)
-        found.update(uow.conn.execute(stmt).scalars())
+        found.update(uow.conn.execute(stmt, {"ids": id_list[start:start + 900]}).scalars())
     return found
+
+
+def _exists_stmt(uow: UnitOfWork, target: str) -> Any:
+    """``SELECT id FROM target WHERE id IN :ids`` (live, visible to the actor), built once per scope."""
+    if target == "crm_users":
+        return uow.state.memo("exists", target, lambda: select(crm_users.c.id).where(
+            crm_users.c.id.in_(bindparam("ids", expanding=True)), crm_users.c.active))
+    guard = uow.guard
+    scope_name = guard.access(target).read
+    key = (target, scope_name, uow.actor.user_id, guard.team_ids() if scope_name == "team" else None)
+
+    def make() -> Any:
+        table = uow.state.plan(target).table
+        stmt = select(table.c.id).where(table.c.id.in_(bindparam("ids", expanding=True)),
+                                        table.c.deleted_at.is_(None))
+        scope = guard.scope_clause(table, scope_name)
+        return stmt.where(scope) if scope is not None else stmt
+
+    return uow.state.memo("exists", key, make)
 
 
 def fill_auto_numbers(uow: UnitOfWork, plan: EntityPlan, records: Sequence[dict[str, Any]]) -> None:
@@ -85,8 +96,9 @@ def row_for_insert(plan: EntityPlan, record: Mapping[str, Any], stamp: Mapping[s
 
 def insert_one(uow: UnitOfWork, plan: EntityPlan, row: Mapping[str, Any]) -> int:
     """Insert one row; returns its id (UniqueViolation names the field)."""
+    stmt = uow.state.memo("insert", plan.name, lambda: insert(plan.table))
     try:
-        result = uow.conn.execute(insert(plan.table).values(**row))
+        result = uow.conn.execute(stmt, dict(row))
     except IntegrityError as e:
         raise integrity_error(plan, e) from e
     key = result.inserted_primary_key

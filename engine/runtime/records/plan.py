@@ -9,6 +9,7 @@ nothing is parsed at request time.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -17,7 +18,7 @@ from sqlalchemy import Table
 
 from engine.dsl.model import STANDARD_COLUMNS, Check, Entity, Field, Workspace, frozen_map
 from engine.errors import ConfigError
-from engine.runtime.records.coerce import Coercer, coercer_for
+from engine.runtime.records.coerce import Coercer, coercer_for, coercer_parts
 from engine.runtime.records.rows import Getter, make_readers, storage_map
 from engine.runtime.storage import Schema, currency_column
 
@@ -63,6 +64,10 @@ class EntityPlan:
     required_order: tuple[str, ...]
     #: record key -> (True if in the JSON column, column or JSON key, field or None), for writing
     storage: Mapping[str, tuple[bool, str, Field | None]]
+    #: record keys in a create audit snapshot (fields, currency keys, owner), lines excluded
+    snapshot_keys: tuple[str, ...] = ()
+    #: field -> (coercer of a present value, whether "" is kept): :func:`coerce.coercer_parts`
+    coercer_parts: Mapping[str, tuple[Coercer, bool]] = dataclasses.field(default_factory=dict)
 
     @property
     def name(self) -> str:
@@ -115,6 +120,8 @@ def _plan(entity: Entity, workspace: Workspace, schema: Schema) -> EntityPlan:
         blank=frozen_map({f.name: None for f in stored}),
         required_order=tuple(sorted(f.name for f in entity.fields.values() if f.required and not f.formula)),
         storage=frozen_map(storage_map(entity)),
+        coercer_parts=frozen_map({f.name: coercer_parts(f) for f in stored}),
+        snapshot_keys=tuple(k for k in out if k in entity.fields or k.endswith("_currency") or k == "owner_id"),
     )
 
 

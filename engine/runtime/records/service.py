@@ -26,7 +26,7 @@ from sqlalchemy import func, select
 
 from engine.errors import BadRequest, NotFound, PermissionDenied, VersionConflict
 from engine.runtime import audit
-from engine.runtime.records import filtering, output, persist, query, rows
+from engine.runtime.records import filtering, listing, output, persist, query, rows
 from engine.runtime.records.plan import EntityPlan
 from engine.runtime.records.steps import DomainEvent
 from engine.runtime.records.write import _CHILD_IGNORED, Writer
@@ -165,33 +165,23 @@ class RecordService:
         """
         plan, access = self._plan(entity, "read")
         limit = query.clamp_limit(limit)
-        keys = output.select_keys(plan, access, fields)
-        if fields is None:
-            keys = tuple(k for k in keys if k not in plan.lines)
-        where = filtering.filter_where(self.uow, plan, filter)
-        sort_keys = query.parse_sort(self.uow, plan, access, sort)
-        spec = filtering.cursor_spec(sort_keys, filter)
-        flat = _flat_keys(plan, keys)
-        cols = [plan.table.c[plan.storage[k][1]].label(k) for k in flat] if flat is not None else \
-            rows.columns_for(plan.entity, plan.table, [k for k in keys if k not in plan.lines])
-        cols += [k.expr.label(f"_s{i}") for i, k in enumerate(sort_keys)]
-        stmt = query.base_select(self.uow, plan, access, cols).where(query.where_all(where))
+        lq = listing.list_query(self.uow, plan, access, filter_text=filter, sort=sort, limit=limit, fields=fields)
+        stmt = lq.stmt
         if cursor is not None:
-            values = query.decode_cursor(cursor, spec, len(sort_keys))
-            stmt = stmt.where(query.after_cursor(sort_keys, values))
-        fetched = self.uow.conn.execute(stmt.order_by(*query.order_by(sort_keys)).limit(limit + 1)).all()
+            values = query.decode_cursor(cursor, lq.spec, len(lq.sort_keys))
+            stmt = lq.base.where(query.after_cursor(lq.sort_keys, values)).order_by(
+                *query.order_by(lq.sort_keys)).limit(limit + 1)
+        fetched = self.uow.conn.execute(stmt).all()
         more = len(fetched) > limit
         page = fetched[:limit]
-        if flat is not None:  # every key is a plain column, selected in key order: no per-key getters
-            items = [dict(zip(flat, r, strict=False)) for r in page]
-        else:
-            readers = output.pick(plan.readers, keys)
-            items = [{k: get(r._mapping) for k, get in readers} for r in page]
-        output.attach_lines(self.uow, plan, items, keys)
+        shape = lq.shape
+        items = [shape(r) for r in page]
+        if plan.lines:
+            output.attach_lines(self.uow, plan, items, lq.keys)
         output.expand(self.uow, plan, access, items, expand)
-        nxt = query.encode_cursor(spec, [page[-1]._mapping[f"_s{i}"] for i in range(len(sort_keys))]) \
-            if more and page else None
-        return Page(items, nxt, self._count(plan, access, where) if count else None)
+        nxt = query.encode_cursor(lq.spec, list(page[-1][lq.sort_at:])) if more and page else None
+        total = self._count(plan, access, filtering.filter_where(self.uow, plan, filter)) if count else None
+        return Page(items, nxt, total)
 
     def _count(self, plan: EntityPlan, access: Access, where: Any) -> int:
         stmt = query.base_select(self.uow, plan, access, [func.count()]).select_from(plan.table)
@@ -305,14 +295,6 @@ class RecordService:
         return update_many(self, entity, filter, values, bypass_readonly=bypass_readonly)
 
 
-def _flat_keys(plan: EntityPlan, keys: Sequence[str]) -> tuple[str, ...] | None:
-    """``keys`` when all of them are real columns (the fast read path), else None."""
-    specs = [plan.storage.get(k) for k in keys if k not in plan.lines]
-    if any(spec is None or spec[0] for spec in specs):
-        return None
-    return tuple(k for k in keys if k not in plan.lines)
-
-
 def _check_version(plan: EntityPlan, record_id: int, current: int, expected: int | None) -> None:
     if expected is None:
         return
@@ -346,8 +328,7 @@ def _norm_lines(lines: Any) -> list[dict[str, Any]]:
 
 
 def _snapshot(plan: EntityPlan, record: Mapping[str, Any]) -> dict[str, Any]:
-    keys = [k for k in plan.out_fields if k in plan.entity.fields or k.endswith("_currency") or k == "owner_id"]
-    out = {k: record.get(k) for k in keys}
+    out = {k: record.get(k) for k in plan.snapshot_keys}
     for name in plan.lines:
         out[name] = _norm_lines(record.get(name))
     return out

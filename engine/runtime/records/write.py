@@ -46,7 +46,8 @@ class Writer:
         self._children: dict[str, Writer] = {}
         self._verdicts: dict[Any, str | None] = {}
         self._new_ctx: Any = None
-        self._fast = {k: c for k, c in plan.coercers.items() if self._writable(k) is None}
+        self._fast: Mapping[str, tuple[Any, bool]] = uow.state.memo(
+            "writable", (plan.name, access, bypass_readonly), self._writable_parts)
         self._now = uow.clock.now()
 
     # ------------------------------------------------------------------ step 2: coercion
@@ -60,10 +61,13 @@ class Writer:
         out: dict[str, Any] = {}
         fast = self._fast
         for key, value in values.items():
-            coercer = fast.get(key) if type(key) is str else None
-            if coercer is not None:  # a writable plain field: the common case, kept short
+            spec = fast.get(key) if type(key) is str else None
+            if spec is not None:  # a writable plain field: the common case, kept short (coercer_for inlined)
+                if value is None or (not spec[1] and value == ""):
+                    out[key] = None
+                    continue
                 try:
-                    out[key] = coercer(value)
+                    out[key] = spec[0](value)
                 except BadValue as e:
                     errors.setdefault(prefix + key, []).append(str(e))
                 continue
@@ -83,6 +87,10 @@ class Writer:
             if problem is not None:
                 errors.setdefault(prefix + str(key), []).append(problem)
         return out
+
+    def _writable_parts(self) -> dict[str, tuple[Any, bool]]:
+        """field -> coercer parts, for the plain fields this writer may write (memoised per access)."""
+        return {k: p for k, p in self.plan.coercer_parts.items() if self._writable(k) is None}
 
     def _writable(self, key: Any) -> str | None:
         """None when ``key`` may be written, else the message why not."""

@@ -1,0 +1,113 @@
+"""The list read path: one statement per (entity, fields, filter, sort, limit, actor scope), built once.
+
+Building a SELECT with labelled columns, the scope, the filter and the order
+costs more than running it on an index.  :func:`list_query` memoises the
+finished statement (and how to turn its rows into record dicts) in a bounded
+LRU on the State, so it never outlives its revision.  A reused statement
+object also keeps SQLAlchemy's cache key, so executing it skips that work too.
+Statements are only memoised when nothing in them depends on the call: a
+filter reading ``$user``/``$today``/``$now`` or a reference (whose guard
+depends on other entities' scopes) is built per call, as is a cursor page.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import Select
+
+from engine.runtime.records import exprs, filtering, output, query, rows
+from engine.runtime.records.plan import EntityPlan
+from engine.runtime.records.query import SortKey
+from engine.runtime.security import Access
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import Row
+
+    from engine.runtime.runtime import UnitOfWork
+
+Shaper = Callable[["Row[Any]"], dict[str, Any]]
+
+
+@dataclass(frozen=True, slots=True)
+class ListQuery:
+    """A ready list statement: ``stmt`` (first page) and ``base`` (before order/limit, for cursors)."""
+
+    keys: tuple[str, ...]
+    base: Select[Any]
+    stmt: Select[Any]
+    sort_keys: tuple[SortKey, ...]
+    spec: str
+    shape: Shaper
+    #: index of the first sort value column in a row
+    sort_at: int
+
+
+def list_query(uow: UnitOfWork, plan: EntityPlan, access: Access, *, filter_text: str | None, sort: str | None,
+               limit: int, fields: Sequence[str] | None) -> ListQuery:
+    """The (memoised when possible) statement of one list call; BadRequest for bad input."""
+    field_key = tuple(fields) if fields is not None and not isinstance(fields, str) else fields
+    key: Any = (plan.name, access, field_key, filter_text, sort, limit, _scope_key(uow, access))
+    try:
+        cached = uow.state.cached("list", key)
+    except TypeError:  # unhashable input: not a valid request; _build reports it
+        key, cached = None, None
+    if cached is not None:
+        return cached  # type: ignore[no-any-return]
+    built, static = _build(uow, plan, access, filter_text, sort, limit, fields)
+    if static and key is not None:
+        uow.state.store("list", key, built)
+    return built
+
+
+def _scope_key(uow: UnitOfWork, access: Access) -> Any:
+    """What the actor's read scope clause depends on."""
+    if access.read in ("all", "none"):
+        return access.read
+    guard = uow.guard
+    return access.read, uow.actor.user_id, guard.team_ids() if access.read == "team" else None
+
+
+def _build(uow: UnitOfWork, plan: EntityPlan, access: Access, filter_text: str | None, sort: str | None,
+           limit: int, fields: Sequence[str] | None) -> tuple[ListQuery, bool]:
+    keys = output.select_keys(plan, access, fields)
+    if fields is None:
+        keys = tuple(k for k in keys if k not in plan.lines)
+    where = filtering.filter_where(uow, plan, filter_text)
+    sort_keys = query.parse_sort(uow, plan, access, sort)
+    cols, shape = _columns(plan, keys)
+    sort_at = len(cols)
+    cols += [k.expr.label(f"_s{i}") for i, k in enumerate(sort_keys)]
+    base = query.base_select(uow, plan, access, cols).where(query.where_all(where))
+    stmt = base.order_by(*query.order_by(sort_keys)).limit(limit + 1)
+    spec = filtering.cursor_spec(sort_keys, filter_text)
+    return ListQuery(keys, base, stmt, sort_keys, spec, shape, sort_at), _static(uow, plan, filter_text)
+
+
+def _static(uow: UnitOfWork, plan: EntityPlan, filter_text: str | None) -> bool:
+    """True when the filter's SQL depends on nothing but its text (see :func:`filtering.filter_where`)."""
+    if filter_text is None or not filter_text.strip():
+        return True
+    compiled = filtering.compiled_filter(uow, plan, filter_text)
+    return not (exprs.uses_context(compiled) or exprs.hops(compiled))
+
+
+def _columns(plan: EntityPlan, keys: Sequence[str]) -> tuple[list[Any], Shaper]:
+    """The columns to select for ``keys`` and the row -> record dict function (lines filled in later)."""
+    flat = _flat_keys(plan, keys)
+    if flat is not None:  # every key a plain column, selected in key order: rows zip straight into dicts
+        cols = [plan.table.c[plan.storage[k][1]] for k in flat]
+        return cols, lambda r: dict(zip(flat, r, strict=False))
+    cols = rows.columns_for(plan.entity, plan.table, [k for k in keys if k not in plan.lines])
+    readers = output.pick(plan.readers, keys)
+    return cols, lambda r: {k: get(r._mapping) for k, get in readers}
+
+
+def _flat_keys(plan: EntityPlan, keys: Sequence[str]) -> tuple[str, ...] | None:
+    """``keys`` when all of them are real columns (the fast read path), else None."""
+    specs = [plan.storage.get(k) for k in keys if k not in plan.lines]
+    if any(spec is None or spec[0] for spec in specs):
+        return None
+    return tuple(k for k in keys if k not in plan.lines)
