@@ -184,3 +184,18 @@ def run(quick: bool = False) -> list[dict[str, Any]]:
             return rows
         finally:
             runtime.close()
+
+
+def main(argv: list[str]) -> int:
+    """``python -m bench.bench_api [--quick]``: print one line per benchmark."""
+    for row in run(quick="--quick" in argv):
+        ratio = f", ratio {row['ratio']:.2f}" if row["ratio"] is not None else ""
+        base = f" (baseline {row['baseline']:.3f} {row['unit']}{ratio})" if row["baseline"] is not None else ""
+        print(f"{row['name']}: {row['value']:.3f} {row['unit']}{base}; target {row['target']}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    import sys
+
+    raise SystemExit(main(sys.argv[1:]))

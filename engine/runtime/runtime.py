@@ -222,7 +222,7 @@ class UnitOfWork:
     def guard(self) -> Guard:
         """The security checks for this unit's actor."""
         if self._guard is None:
-            self._guard = Guard(self.actor, self.state.workspace, self.conn)
+            self._guard = Guard(self.actor, self.state.workspace, self.conn, memo=self.state.memo)
         return self._guard
 
     def emit(self, event: DomainEvent) -> None:

@@ -19,7 +19,7 @@ Admins and the system actor pass every check.
 from __future__ import annotations
 
 import difflib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -103,10 +103,14 @@ class Guard:
     Team membership is read once, lazily, per unit of work.
     """
 
-    def __init__(self, actor: Actor, workspace: Workspace, conn: Connection) -> None:
+    def __init__(self, actor: Actor, workspace: Workspace, conn: Connection,
+                 memo: Callable[[str, Any, Callable[[], Any]], Any] | None = None) -> None:
         self.actor = actor
         self.workspace = workspace
         self.conn = conn
+        #: a revision-scoped memo (``State.memo``): access and hidden fields depend only on the roles
+        self._memo = memo
+        self._roles_key = (actor.is_admin, actor.roles)
         self._access: dict[str, Access] = {}
         self._team_ids: frozenset[int] | None = None
         self._members: frozenset[int] | None = None
@@ -116,7 +120,12 @@ class Guard:
         """The actor's access to ``entity`` (NotFound for an unknown entity)."""
         got = self._access.get(entity)
         if got is None:
-            got = self._access[entity] = resolve_access(self.workspace, self.actor, entity)
+            if self._memo is None:
+                got = resolve_access(self.workspace, self.actor, entity)
+            else:
+                got = self._memo("access", (entity, self._roles_key),
+                                 lambda: resolve_access(self.workspace, self.actor, entity))
+            self._access[entity] = got
         return got
 
     def require(self, entity: str, action: str) -> Access:
@@ -174,7 +183,10 @@ class Guard:
     def hidden_pairs(self) -> frozenset[tuple[str, str]]:
         """(entity, field) of every field hidden from the actor, across the workspace."""
         if self._hidden is None:
-            self._hidden = frozenset((e, f) for e in self.workspace.entities for f in self.access(e).hidden)
+            def make() -> frozenset[tuple[str, str]]:
+                return frozenset((e, f) for e in self.workspace.entities for f in self.access(e).hidden)
+
+            self._hidden = make() if self._memo is None else self._memo("hidden", self._roles_key, make)
         return self._hidden
 
 

@@ -223,3 +223,31 @@ def test_filter_sql_is_index_friendly(world: World) -> None:
     with world.unit() as uow:
         uow.records.create("deal", {"name": "x", "stage": None})
         assert uow.records.list("deal", filter="not (stage == 'won')", count=True).total == 1
+
+
+def test_create_many_matches_create(world: World) -> None:
+    """The bulk path stores the same row, audit snapshot and events as one create (JSON fields included)."""
+    values = {"name": "same", "amount": "12.50", "note": "x", "score": 3, "budget": 7, "close_date": "2026-03-04",
+              "due_at": "2026-03-04T10:00:00Z", "tags": ["a"], "active": True}
+    with world.unit() as uow:
+        one = uow.records.create("deal", values)
+        [many_id] = uow.records.create_many("deal", [values])
+    with world.unit(readonly=True) as uow:
+        many = uow.records.get("deal", many_id)
+        ignore = {"id", "number", "lines"}
+        assert {k: v for k, v in many.items() if k not in ignore} == {k: v for k, v in one.items() if k not in ignore}
+        [a], [b] = uow.records.history("deal", one["id"]), uow.records.history("deal", many_id)
+        drop = {"number"}
+        assert {k: v for k, v in a.new.items() if k not in drop} == {k: v for k, v in b.new.items() if k not in drop}
+        assert (a.action, a.field, a.old, a.actor_id, a.at) == (b.action, b.field, b.old, b.actor_id, b.at)
+        assert b.new["amount"] == "12.50" and b.new["close_date"] == "2026-03-04" and b.new["score"] == 3
+
+
+def test_create_many_unique_violation(world: World) -> None:
+    with world.unit() as uow:
+        uow.records.create("deal", {"name": "a", "code": "C1"})
+    with pytest.raises(UniqueViolation) as ei, world.unit() as uow:
+        uow.records.create_many("deal", [{"name": "b", "code": "C2"}, {"name": "c", "code": "C1"}])
+    assert "code" in (ei.value.details or {})
+    with world.unit(readonly=True) as uow:
+        assert uow.records.list("deal", count=True).total == 1

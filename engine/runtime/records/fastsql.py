@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Connection, Table
+from sqlalchemy.exc import DBAPIError
 
 from engine.dsl.model import JSON_COLUMN
 from engine.runtime.audit import json_form
@@ -41,6 +42,8 @@ class RawInsert:
     sql: str
     columns: tuple[str, ...]
     processors: tuple[Processor, ...]
+    #: ``COPY table (columns) FROM STDIN`` on PostgreSQL with psycopg (faster than executemany), else None
+    copy_sql: str | None = None
 
     def process(self, name: str, value: Any) -> Any:
         """``value`` as Core would bind it to column ``name``."""
@@ -48,9 +51,22 @@ class RawInsert:
         return proc(value) if proc is not None else value
 
     def run(self, conn: Connection, rows: Sequence[tuple[Any, ...]]) -> None:
-        """One executemany of ready tuples (already processed)."""
-        if rows:
+        """One executemany (COPY on PostgreSQL) of ready tuples (already processed), in the unit's transaction."""
+        if not rows:
+            return
+        if self.copy_sql is None:
             conn.exec_driver_sql(self.sql, list(rows))
+            return
+        dbapi = conn.connection.dbapi_connection
+        assert dbapi is not None
+        base_error = conn.dialect.loaded_dbapi.Error
+        try:
+            cur: Any = dbapi.cursor()  # a psycopg cursor (copy_sql is only set for psycopg)
+            with cur, cur.copy(self.copy_sql) as copy:
+                for row in rows:
+                    copy.write_row(row)
+        except base_error as e:  # the driver's error as SQLAlchemy's (IntegrityError...), as executemany raises it
+            raise DBAPIError.instance(self.copy_sql, None, e, base_error) from e
 
 
 def raw_insert(state: State, conn: Connection, table: Table, columns: Sequence[str]) -> RawInsert:
@@ -71,7 +87,9 @@ def _build(conn: Connection, table: Table, columns: tuple[str, ...]) -> RawInser
     names = ", ".join(prep.quote(c) for c in columns)
     sql = f"INSERT INTO {prep.format_table(table)} ({names}) VALUES ({', '.join([mark] * len(columns))})"
     procs = tuple(table.c[c].type._cached_bind_processor(dialect) for c in columns)
-    return RawInsert(sql, columns, procs)
+    copy_sql = f"COPY {prep.format_table(table)} ({names}) FROM STDIN" \
+        if dialect.name == "postgresql" and dialect.driver == "psycopg" else None
+    return RawInsert(sql, columns, procs, copy_sql)
 
 
 def entity_insert(state: State, conn: Connection, plan: EntityPlan) -> RawInsert:

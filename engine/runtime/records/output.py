@@ -66,8 +66,10 @@ def attach_lines(uow: UnitOfWork, plan: EntityPlan, records: Sequence[dict[str, 
         by_parent: dict[int, list[dict[str, Any]]] = {i: [] for i in ids}
         stmt = select(child.table).where(child.table.c.parent_id.in_(ids)).order_by(
             child.table.c.parent_id, child.table.c.position)
+        readers = pick(child.readers, ckeys)
         for row in uow.conn.execute(stmt):
-            by_parent[row.parent_id].append(shape(child.readers, ckeys, row._mapping))
+            m = row._mapping
+            by_parent[row.parent_id].append({k: get(m) for k, get in readers})
         for r in records:
             r[name] = by_parent[r["id"]]
 
@@ -104,7 +106,8 @@ def _targets(uow: UnitOfWork, target: str, ids: set[int]) -> dict[int, dict[str,
         return {}
     keys = visible_keys(plan, access)
     stmt = base_select(uow, plan, access, list(plan.table.c)).where(plan.table.c.id.in_(sorted(ids)))
-    return {row.id: shape(plan.readers, keys, row._mapping) for row in uow.conn.execute(stmt)}
+    readers = pick(plan.readers, keys)
+    return {row.id: {k: get(row._mapping) for k, get in readers} for row in uow.conn.execute(stmt)}
 
 
 def _users(uow: UnitOfWork, ids: set[int]) -> dict[int, dict[str, Any]]:

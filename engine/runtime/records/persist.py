@@ -47,31 +47,37 @@ def check_references(uow: UnitOfWork, plan: EntityPlan, records: Sequence[Mappin
 
 
 def _existing(uow: UnitOfWork, target: str, ids: set[int]) -> set[int]:
+    if len(ids) == 1:  # the common single write: ``id = :id`` (no expanding IN to render per call)
+        [only] = ids
+        return set(uow.conn.execute(_exists_stmt(uow, target, one=True), {"id": only}).scalars())
     found: set[int] = set()
     id_list = sorted(ids)
-    stmt = _exists_stmt(uow, target)
+    stmt = _exists_stmt(uow, target, one=False)
     for start in range(0, len(id_list), 900):
         found.update(uow.conn.execute(stmt, {"ids": id_list[start:start + 900]}).scalars())
     return found
 
 
-def _exists_stmt(uow: UnitOfWork, target: str) -> Any:
-    """``SELECT id FROM target WHERE id IN :ids`` (live, visible to the actor), built once per scope."""
+def _exists_stmt(uow: UnitOfWork, target: str, *, one: bool) -> Any:
+    """``SELECT id FROM target WHERE id IN :ids`` (or ``= :id``), live and visible to the actor; built once."""
     if target == "crm_users":
-        return uow.state.memo("exists", target, lambda: select(crm_users.c.id).where(
-            crm_users.c.id.in_(bindparam("ids", expanding=True)), crm_users.c.active))
+        u = crm_users
+        return uow.state.memo("exists", (target, one), lambda: select(u.c.id).where(_id_match(u, one), u.c.active))
     guard = uow.guard
     scope_name = guard.access(target).read
-    key = (target, scope_name, uow.actor.user_id, guard.team_ids() if scope_name == "team" else None)
+    key = (target, one, scope_name, uow.actor.user_id, guard.team_ids() if scope_name == "team" else None)
 
     def make() -> Any:
         table = uow.state.plan(target).table
-        stmt = select(table.c.id).where(table.c.id.in_(bindparam("ids", expanding=True)),
-                                        table.c.deleted_at.is_(None))
+        stmt = select(table.c.id).where(_id_match(table, one), table.c.deleted_at.is_(None))
         scope = guard.scope_clause(table, scope_name)
         return stmt.where(scope) if scope is not None else stmt
 
     return uow.state.memo("exists", key, make)
+
+
+def _id_match(table: Any, one: bool) -> Any:
+    return table.c.id == bindparam("id") if one else table.c.id.in_(bindparam("ids", expanding=True))
 
 
 def fill_auto_numbers(uow: UnitOfWork, plan: EntityPlan, records: Sequence[dict[str, Any]]) -> None:

@@ -94,7 +94,8 @@ class RecordService:
         return row, record
 
     def _out(self, plan: EntityPlan, access: Access, record: Mapping[str, Any]) -> dict[str, Any]:
-        return {k: record.get(k) for k in output.visible_keys(plan, access)}
+        keys = self.uow.state.memo("visible_keys", (plan.name, access), lambda: output.visible_keys(plan, access))
+        return {k: record.get(k) for k in keys}
 
     # ------------------------------------------------------------------ create
 

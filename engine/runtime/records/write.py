@@ -49,6 +49,7 @@ class Writer:
         self._fast: Mapping[str, tuple[Any, bool]] = uow.state.memo(
             "writable", (plan.name, access, bypass_readonly), self._writable_parts)
         self._now = uow.clock.now()
+        self._currency = uow.workspace.currency
 
     # ------------------------------------------------------------------ step 2: coercion
 
@@ -149,11 +150,13 @@ class Writer:
 
     def complete_new(self, clean: dict[str, Any], errors: Errors, *, prefix: str = "") -> dict[str, Any]:
         """A new record: ``clean`` plus defaults, required check and formulas."""
-        record = {**self.plan.blank, **clean}
-        for name in self.plan.lines:
+        plan = self.plan
+        record = {**plan.blank, **clean}
+        for name in plan.lines:
             record.setdefault(name, [])
         self._defaults(record, clean, errors, prefix)
-        self._required(record, self.plan.required_order, errors, prefix)
+        if plan.required_order:
+            self._required(record, plan.required_order, errors, prefix)
         self._formulas(record, None, errors, prefix)
         return record
 
@@ -176,7 +179,7 @@ class Writer:
                 errors.setdefault(prefix + name, []).append(f"default {e}")
         for name, key in self.plan.currency_keys.items():
             if record.get(name) is not None and not record.get(key):
-                record[key] = self.uow.workspace.currency
+                record[key] = self._currency
 
     @staticmethod
     def _required(record: Mapping[str, Any], names: Iterable[str], errors: Errors, prefix: str) -> None:
@@ -197,7 +200,7 @@ class Writer:
                 errors.setdefault(prefix + name, []).append(f"formula result {e}")
         for name, key in self.plan.currency_keys.items():
             if record.get(name) is not None and not record.get(key):
-                record[key] = self.uow.workspace.currency
+                record[key] = self._currency
 
     def _eval(self, compiled: Any, record: Mapping[str, Any], old: Mapping[str, Any] | None, errors: Errors,
               where: str) -> Any:
