@@ -102,16 +102,7 @@ def entity_rows(ins: RawInsert, plan: EntityPlan, records: Sequence[Mapping[str,
     """Processed tuples of ``records``; columns named in ``const`` take that value (same for all rows)."""
     by_column = {name: key for key, (in_json, name, _f) in plan.storage.items() if not in_json}
     keys = [by_column.get(c, c) for c in ins.columns]
-    fixed: list[tuple[int, Any]] = []
-    procs: list[tuple[int, Callable[[Any], Any]]] = []
-    json_at = -1
-    for i, (col, proc) in enumerate(zip(ins.columns, ins.processors, strict=True)):
-        if col == JSON_COLUMN:
-            json_at = i
-        elif col in const:
-            fixed.append((i, proc(const[col]) if proc is not None else const[col]))
-        elif proc is not None:
-            procs.append((i, proc))
+    fixed, procs, json_at = _row_spec(ins, const)
     ext_of = _ext_builder(plan, ins.processors[json_at] if json_at >= 0 else None)
     out = []
     for r in records:
@@ -124,6 +115,22 @@ def entity_rows(ins: RawInsert, plan: EntityPlan, records: Sequence[Mapping[str,
             row[json_at] = ext_of(r)
         out.append(tuple(row))
     return out
+
+
+def _row_spec(ins: RawInsert, const: Mapping[str, Any]) -> tuple[list[tuple[int, Any]],
+                                                                   list[tuple[int, Callable[[Any], Any]]], int]:
+    """(position, processed constant), (position, processor) of the other columns, the JSON column's position."""
+    fixed: list[tuple[int, Any]] = []
+    procs: list[tuple[int, Callable[[Any], Any]]] = []
+    json_at = -1
+    for i, (col, proc) in enumerate(zip(ins.columns, ins.processors, strict=True)):
+        if col == JSON_COLUMN:
+            json_at = i
+        elif col in const:
+            fixed.append((i, proc(const[col]) if proc is not None else const[col]))
+        elif proc is not None:
+            procs.append((i, proc))
+    return fixed, procs, json_at
 
 
 def _ext_builder(plan: EntityPlan, proc: Processor) -> Callable[[Mapping[str, Any]], Any]:
