@@ -473,7 +473,7 @@ def _isblank(ctx: SqlContext, a: Args) -> ColumnElement[Any]:
 def _concat(ctx: SqlContext, a: Args) -> ColumnElement[Any]:
     empty = cast(literal("", Text()), Text()) if ctx.pg else literal("", String())
     parts = [func.coalesce(x, empty) for x in a]
-    result = parts[0]
+    result: ColumnElement[Any] = parts[0]
     for part in parts[1:]:
         result = result.concat(part)
     return result

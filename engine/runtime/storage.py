@@ -34,6 +34,7 @@ from sqlalchemy import (
     type_coerce,
 )
 from sqlalchemy.sql.elements import ColumnElement
+from sqlalchemy.sql.selectable import FromClause
 from sqlalchemy.types import TypeEngine
 
 from engine.dsl.model import JSON_COLUMN, Entity, Field, Workspace
@@ -139,7 +140,7 @@ class Schema:
         )
 
 
-def json_field_expr(table: Table, field: Field, dialect: str) -> ColumnElement[Any]:
+def json_field_expr(table: FromClause, field: Field, dialect: str) -> ColumnElement[Any]:
     """The typed SQL expression of a field stored in the JSON column.
 
     Index expressions are built from the same function, so a filter or sort
