@@ -41,8 +41,8 @@ class ListQuery:
     sort_keys: tuple[SortKey, ...]
     spec: str
     shape: Shaper
-    #: index of the first sort value column in a row
-    sort_at: int
+    #: position in a row of each sort key's value (for the next cursor)
+    sort_at: tuple[int, ...]
 
 
 def list_query(uow: UnitOfWork, plan: EntityPlan, access: Access, *, filter_text: str | None, sort: str | None,
@@ -78,12 +78,27 @@ def _build(uow: UnitOfWork, plan: EntityPlan, access: Access, filter_text: str |
     where = filtering.filter_where(uow, plan, filter_text)
     sort_keys = query.parse_sort(uow, plan, access, sort)
     cols, shape = _columns(plan, keys)
-    sort_at = len(cols)
-    cols += [k.expr.label(f"_s{i}") for i, k in enumerate(sort_keys)]
+    sort_at = _sort_columns(cols, sort_keys)
     base = query.base_select(uow, plan, access, cols).where(query.where_all(where))
     stmt = base.order_by(*query.order_by(sort_keys)).limit(limit + 1)
     spec = filtering.cursor_spec(sort_keys, filter_text)
     return ListQuery(keys, base, stmt, sort_keys, spec, shape, sort_at), _static(uow, plan, filter_text)
+
+
+def _sort_columns(cols: list[Any], sort_keys: Sequence[SortKey]) -> tuple[int, ...]:
+    """Where each sort value is in a row; a sort expression that is not a selected column is appended.
+
+    Selecting a sorted column a second time under another name is not free: on
+    PostgreSQL it widened the sorted rows and doubled the time of a first page.
+    """
+    out = []
+    for i, k in enumerate(sort_keys):
+        at = next((j for j, c in enumerate(cols) if c is k.expr), None)
+        if at is None:
+            at = len(cols)
+            cols.append(k.expr.label(f"_s{i}"))
+        out.append(at)
+    return tuple(out)
 
 
 def _static(uow: UnitOfWork, plan: EntityPlan, filter_text: str | None) -> bool:

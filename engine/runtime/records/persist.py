@@ -1,9 +1,10 @@
 """Pipeline steps 7-8: references, auto numbers, the row write with its version check, and audit.
 
-Inserts of one record use the database's generated id; bulk inserts get ids
-reserved up front (see :func:`reserve_ids`) so they can go through one
-executemany without RETURNING.  Every UPDATE is ``WHERE id = :id AND version
-= :expected`` — zero rows means someone else wrote first (VersionConflict).
+Inserts of one record use the database's generated id (one cached INSERT
+per entity); bulk inserts get ids reserved up front (see :func:`reserve_ids`)
+so they can go through one executemany without RETURNING (:mod:`fastsql`).
+Every UPDATE is ``WHERE id = :id AND version = :expected`` — zero rows means
+someone else wrote first (VersionConflict).
 """
 
 from __future__ import annotations
@@ -111,16 +112,6 @@ def insert_one(uow: UnitOfWork, plan: EntityPlan, row: Mapping[str, Any]) -> int
     if key is None:
         raise RecordError(f"the database returned no id for the new {plan.name}", code="no_id")
     return int(key[0])
-
-
-def insert_many(uow: UnitOfWork, plan: EntityPlan, rows_: Sequence[Mapping[str, Any]]) -> None:
-    """One executemany, no RETURNING (rows carry reserved ids)."""
-    if not rows_:
-        return
-    try:
-        uow.conn.execute(insert(plan.table), list(rows_))
-    except IntegrityError as e:
-        raise integrity_error(plan, e) from e
 
 
 def reserve_ids(uow: UnitOfWork, plan: EntityPlan, count: int) -> list[int]:

@@ -180,7 +180,7 @@ class RecordService:
         if plan.lines:
             output.attach_lines(self.uow, plan, items, lq.keys)
         output.expand(self.uow, plan, access, items, expand)
-        nxt = query.encode_cursor(lq.spec, list(page[-1][lq.sort_at:])) if more and page else None
+        nxt = query.encode_cursor(lq.spec, [page[-1][i] for i in lq.sort_at]) if more and page else None
         total = self._count(plan, access, filtering.filter_where(self.uow, plan, filter)) if count else None
         return Page(items, nxt, total)
 
