@@ -241,9 +241,10 @@ def entity_indexes(table: Table, entity: Entity, dialect: str) -> list[Index]:
     """Indexes that serve the usual queries: owner, references, declared
     indexes — each declared index also ends in the default sort column so a
     filtered list in default order is one index range scan."""
+    order = _sort_columns(table, entity, dialect)
     out = [
-        Index(_index_name(table.name, "owner"), table.c.owner_id, table.c.created_at),
-        Index(_index_name(table.name, "created"), table.c.created_at),
+        Index(_index_name(table.name, "owner"), table.c.owner_id, *order),
+        Index(_index_name(table.name, "created"), *order),
     ]
     if entity.parent is not None:
         out.append(Index(_index_name(table.name, "parent"), table.c.parent_id, table.c.position))
@@ -256,12 +257,28 @@ def entity_indexes(table: Table, entity: Entity, dialect: str) -> list[Index]:
         elif field.type in ("reference", "user"):
             out.append(Index(_index_name(table.name, field.name), expr))
         elif field.index:
-            out.append(Index(_index_name(table.name, field.name), expr, table.c.created_at))
+            out.append(Index(_index_name(table.name, field.name), expr, *order))
     for spec in entity.indexes:
         cols = [_index_part(table, entity, part, dialect) for part in spec.fields]
         name = _index_name(table.name, spec.name)
         out.append(_live_unique(name, table, *cols) if spec.unique else Index(name, *cols))
     return out
+
+
+def _sort_columns(table: Table, entity: Entity, dialect: str) -> list[Any]:
+    """The default list order as index columns, ending in ``id`` (the keyset tie-break).
+
+    Lists run ``ORDER BY <default sort>, id``; an index that ends in exactly
+    these columns lets both databases read a filtered page straight from the
+    index (PostgreSQL cannot use SQLite's implicit rowid for the tie-break).
+    Same-direction sorts are indexed ascending (scanned backwards for DESC).
+    """
+    parts = [p for p in entity.default_sort if p.lstrip("-") != "id"]
+    mixed = len({p.startswith("-") for p in parts}) > 1
+    cols = [_index_part(table, entity, p if mixed else p.lstrip("-"), dialect) for p in parts]
+    last_desc = bool(parts) and parts[-1].startswith("-")
+    cols.append(table.c.id.desc() if mixed and last_desc else table.c.id)
+    return cols
 
 
 def _live_unique(name: str, table: Table, *exprs: Any) -> Index:
