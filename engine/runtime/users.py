@@ -25,10 +25,8 @@ from sqlalchemy import Connection, insert, select, update
 
 from engine.dsl.model import Workspace
 from engine.errors import AuthenticationRequired, BadRequest, NotFound, PermissionDenied, ValidationFailed
-from engine.runtime import audit
 from engine.runtime.context import Actor
 from engine.runtime.engine_tables import crm_api_tokens, crm_teams, crm_users
-from engine.runtime.records.steps import DomainEvent
 
 if TYPE_CHECKING:
     from engine.runtime.runtime import Runtime, UnitOfWork
@@ -249,9 +247,10 @@ def authenticate_token(runtime: Runtime, token: str) -> Actor:
 def handover(uow: UnitOfWork, from_user: UserRef, to_user: UserRef) -> dict[str, int]:
     """Give every record owned by ``from_user`` to ``to_user`` (admin only); returns entity -> count.
 
-    Set-based per entity (only ``owner_id`` changes, so no rule can be
-    affected); each record gets a new version and an audit row
-    ``owner_id: from -> to`` (action ``handover``), and an ``updated`` event.
+    Goes through the record service (``update_many`` per entity), so every
+    rule, registered write step, version bump, audit row (``owner_id: from ->
+    to``) and event applies exactly as for any other update; the service goes
+    set-based where the entity's rules allow it.
     """
     _require_admin(uow)
     src, dst = user_id(uow.conn, from_user), user_id(uow.conn, to_user)
@@ -260,26 +259,8 @@ def handover(uow: UnitOfWork, from_user: UserRef, to_user: UserRef) -> dict[str,
     out: dict[str, int] = {}
     for plan in uow.state.plans.values():
         if not plan.is_child:
-            n = _handover_entity(uow, plan, src, dst)
+            n = uow.records.update_many(plan.name, f"owner_id == {int(src)}", {"owner_id": int(dst)},
+                                        audit_action="handover")
             if n:
                 out[plan.name] = n
     return out
-
-
-def _handover_entity(uow: UnitOfWork, plan: Any, src: int, dst: int) -> int:
-    t = plan.table
-    ids = list(uow.conn.execute(select(t.c.id).where(t.c.owner_id == src).order_by(t.c.id)
-                                .with_for_update()).scalars())
-    if not ids:
-        return 0
-    now = uow.clock.now()
-    for start in range(0, len(ids), 900):
-        chunk = ids[start:start + 900]
-        uow.conn.execute(update(t).where(t.c.id.in_(chunk)).values(
-            owner_id=dst, version=t.c.version + 1, updated_at=now, updated_by=uow.actor.user_id))
-    stamp = audit.AuditStamp(uow.actor.user_id, now, uow.state.revision_id)
-    rows = [r for rid in ids for r in audit.change_rows(plan.name, rid, "handover", {"owner_id": (src, dst)}, stamp)]
-    audit.write(uow.conn, rows)
-    for rid in ids:
-        uow.emit(DomainEvent("updated", plan.name, rid, uow.actor.user_id, now, {"owner_id": (src, dst)}))
-    return len(ids)

@@ -102,7 +102,7 @@ def _audit_created(svc: RecordService, plan: EntityPlan, ids: Sequence[int], rec
 
 
 def update_many(svc: RecordService, entity: str, filter_text: str | None, values: Mapping[str, Any], *,
-                bypass_readonly: bool = False) -> int:
+                bypass_readonly: bool = False, audit_action: str = "update") -> int:
     """See :meth:`RecordService.update_many`."""
     uow = svc.uow
     plan, access = svc._plan(entity, "update")
@@ -118,11 +118,12 @@ def update_many(svc: RecordService, entity: str, filter_text: str | None, values
     if not _set_based_ok(svc, plan, clean):
         ids = [r.id for r in uow.conn.execute(stmt)]
         for rid in ids:
-            svc.update(entity, rid, values, expected_version=None, bypass_readonly=bypass_readonly)
+            svc.update(entity, rid, values, expected_version=None, bypass_readonly=bypass_readonly,
+                       audit_action=audit_action)
         return len(ids)
     persist.check_references(uow, plan, [clean], [k for k in clean if k in plan.references or k == "owner_id"])
     olds = [rows.read(plan.readers, r._mapping) for r in uow.conn.execute(stmt.with_for_update())]
-    return _update_set_based(svc, plan, olds, clean)
+    return _update_set_based(svc, plan, olds, clean, audit_action)
 
 
 def _set_based_ok(svc: RecordService, plan: Any, clean: Mapping[str, Any]) -> bool:
@@ -132,7 +133,8 @@ def _set_based_ok(svc: RecordService, plan: Any, clean: Mapping[str, Any]) -> bo
             and not any(f.unique or f.storage == "json" for f in touches))
 
 
-def _update_set_based(svc: RecordService, plan: Any, olds: list[dict[str, Any]], clean: Mapping[str, Any]) -> int:
+def _update_set_based(svc: RecordService, plan: Any, olds: list[dict[str, Any]], clean: Mapping[str, Any],
+                      audit_action: str) -> int:
     uow = svc.uow
     stamp = svc._stamp(create=False)
     cols, _ext = rows.split_columns(plan.storage, clean)
@@ -145,7 +147,7 @@ def _update_set_based(svc: RecordService, plan: Any, olds: list[dict[str, Any]],
     audit_rows = []
     for old in olds:
         changes = {k: (old.get(k), v) for k, v in clean.items() if old.get(k) != v}
-        audit_rows += audit.change_rows(plan.name, old["id"], "update", changes, svc._audit_stamp(at))
+        audit_rows += audit.change_rows(plan.name, old["id"], audit_action, changes, svc._audit_stamp(at))
         uow.emit(DomainEvent("updated", plan.name, old["id"], uow.actor.user_id, at, changes, None))
     audit.write(uow.conn, audit_rows)
     return len(olds)

@@ -201,11 +201,12 @@ class RecordService:
     # ------------------------------------------------------------------ update
 
     def update(self, entity: str, record_id: int, values: Mapping[str, Any], *, expected_version: int | None,
-               bypass_readonly: bool = False) -> dict[str, Any]:
+               bypass_readonly: bool = False, audit_action: str = "update") -> dict[str, Any]:
         """Change fields of one record; VersionConflict if ``expected_version`` is not the stored one.
 
         ``expected_version=None`` still guards against a concurrent write
-        between this unit's read and its write.
+        between this unit's read and its write.  ``audit_action`` labels the
+        history rows (e.g. ``handover``); the write itself is an ordinary update.
         """
         plan, access = self._plan(entity, "update")
         row, old = self._load(plan, access, record_id, action="update")
@@ -227,7 +228,7 @@ class RecordService:
         self._write_lines(plan, record_id, record, stamp, replace=True, only=[k for k in changes if k in plan.lines])
         record.update(stamp, version=old["version"] + 1)
         output.attach_lines(self.uow, plan, [record], [k for k in changes if k in plan.lines])
-        self._after_update(plan, record_id, changes, stamp["updated_at"], record)
+        self._after_update(plan, record_id, changes, stamp["updated_at"], record, audit_action)
         return self._out(plan, access, record)
 
     def _prepare_lines_update(self, plan: EntityPlan, record: dict[str, Any], changes: Mapping[str, Any]) -> None:
@@ -237,8 +238,9 @@ class RecordService:
             persist.fill_auto_numbers(self.uow, child, record[name])
 
     def _after_update(self, plan: EntityPlan, record_id: int, changes: Mapping[str, tuple[Any, Any]], at: Any,
-                      record: Mapping[str, Any] | None) -> None:
-        audit.write(self.uow.conn, audit.change_rows(plan.name, record_id, "update", changes, self._audit_stamp(at)))
+                      record: Mapping[str, Any] | None, audit_action: str = "update") -> None:
+        audit.write(self.uow.conn, audit.change_rows(plan.name, record_id, audit_action, changes,
+                                                     self._audit_stamp(at)))
         self.uow.emit(DomainEvent("updated", plan.name, record_id, self.uow.actor.user_id, at, dict(changes),
                                   record))
 
@@ -284,7 +286,7 @@ class RecordService:
         return create_many(self, entity, rows_, bypass_readonly=bypass_readonly)
 
     def update_many(self, entity: str, filter: str | None, values: Mapping[str, Any], *,
-                    bypass_readonly: bool = False) -> int:
+                    bypass_readonly: bool = False, audit_action: str = "update") -> int:
         """Apply ``values`` to every record matching ``filter`` that the actor may update; returns the count.
 
         Set-based when the entity has no rules, formulas, lines or steps and
@@ -293,7 +295,7 @@ class RecordService:
         """
         from engine.runtime.records.bulk import update_many
 
-        return update_many(self, entity, filter, values, bypass_readonly=bypass_readonly)
+        return update_many(self, entity, filter, values, bypass_readonly=bypass_readonly, audit_action=audit_action)
 
 
 def _check_version(plan: EntityPlan, record_id: int, current: int, expected: int | None) -> None:
