@@ -15,6 +15,8 @@ import yaml
 
 from engine.dsl.compiler import compile_layers
 from engine.dsl.layers import discover, list_industries, shipped_configs_root
+from engine.dsl.schemacheck import VALID_MEMO
+from engine.dsl.yamlsrc import PARSED_MEMO
 
 
 def _median_ms(fn: Any, rounds: int) -> float:
@@ -34,6 +36,8 @@ def run(quick: bool = False) -> list[dict[str, Any]]:
     rounds = 3 if quick else 7
 
     def compile_all() -> None:
+        VALID_MEMO.clear()  # every round starts cold; within a round base is read and validated once
+        PARSED_MEMO.clear()
         for layers in layer_sets:
             compile_layers(layers)
 

@@ -20,8 +20,8 @@ def _type_text(spec: dict[str, Any]) -> str:
         ref = spec["$ref"].rsplit("/", 1)[-1]
         return {"identifier": "name", "label": "label", "expression": "expression", "scope": "scope",
                 "field": "field", "option": "option"}.get(ref, ref)
-    if "oneOf" in spec:
-        return " or ".join(_type_text(s) for s in spec["oneOf"])
+    if "anyOf" in spec:
+        return " or ".join(_type_text(s) for s in spec["anyOf"])
     t = spec.get("type", "any")
     if t == "array":
         return f"list of {_type_text(spec.get('items', {}))}"

@@ -10,6 +10,7 @@ adds to / overrides the earlier one), otherwise it is a located
 from __future__ import annotations
 
 import difflib
+import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -90,16 +91,18 @@ def _read_file(
     except ConfigError as e:
         errors.append(e)
         return []
+    digest = hashlib.sha1(f.text.encode("utf-8")).hexdigest()
     out = []
     for ydoc in ydocs:
-        doc = _classify(ydoc, layer, kinds, errors, manifest=manifest)
+        doc = _classify(ydoc, layer, kinds, errors, manifest=manifest, digest=digest)
         if doc is not None:
             out.append(doc)
     return out
 
 
 def _classify(
-    ydoc: YamlDocument, layer: str, kinds: KindRegistry, errors: list[ConfigError], *, manifest: bool
+    ydoc: YamlDocument, layer: str, kinds: KindRegistry, errors: list[ConfigError], *, manifest: bool,
+    digest: str | None = None,
 ) -> SourceDoc | None:
     data = ydoc.data
     if data is None:
@@ -113,7 +116,7 @@ def _classify(
     if spec is None or spec.manifest != manifest:
         errors.append(_unknown_kind(kind, data, kinds, manifest=manifest))
         return None
-    problems = check_document(ydoc, spec.schema)
+    problems = check_document(ydoc, spec.schema, digest)
     if problems:
         errors.extend(problems)
         return None

@@ -69,9 +69,46 @@ def _resolve(ref: str, doc: dict[str, Any]) -> tuple[dict[str, Any], Any]:
     return target_doc, node
 
 
-def check_document(doc: YamlDocument, schema: str) -> list[SchemaViolation]:
-    """Every schema violation of ``doc``, located and with a hint, best first."""
+class _ValidMemo:
+    """Documents already known to be valid, by (schema, file text digest, document index).
+
+    Validity is a pure function of the text, so this is a memo, not state:
+    the base layer shared by several workspaces, or unchanged files between
+    two revisions, are not validated again.  Invalid documents are never
+    remembered (their errors must name the file they come from).  Bounded.
+    """
+
+    def __init__(self, size: int = 4096) -> None:
+        self.size = size
+        self.keys: dict[tuple[str, str, int], None] = {}
+
+    def __contains__(self, key: tuple[str, str, int]) -> bool:
+        return key in self.keys
+
+    def add(self, key: tuple[str, str, int]) -> None:
+        if len(self.keys) >= self.size:
+            self.keys.pop(next(iter(self.keys)))
+        self.keys[key] = None
+
+    def clear(self) -> None:
+        self.keys.clear()
+
+
+VALID_MEMO = _ValidMemo()
+
+
+def check_document(doc: YamlDocument, schema: str, text_digest: str | None = None) -> list[SchemaViolation]:
+    """Every schema violation of ``doc``, located and with a hint, best first.
+
+    ``text_digest`` (a digest of the whole file's text) lets a document
+    already found valid skip validation.
+    """
+    key = (schema, text_digest, doc.index) if text_digest is not None else None
+    if key is not None and key in VALID_MEMO:
+        return []
     errors = sorted(_validator(schema).iter_errors(doc.data), key=lambda e: list(e.absolute_path))
+    if not errors and key is not None:
+        VALID_MEMO.add(key)
     return [_convert(doc, e) for e in _dedupe(errors)]
 
 

@@ -89,8 +89,44 @@ class YamlDocument:
         self.loc = loc
 
 
+class _ParsedMemo:
+    """Parsed files by (path, text): parsing is a pure function of both, and the
+    loader never mutates parsed documents (merging works on copies).  Bounded."""
+
+    def __init__(self, size: int = 2048) -> None:
+        self.size = size
+        self.docs: dict[tuple[str, str], list[YamlDocument]] = {}
+
+    def get(self, key: tuple[str, str]) -> list[YamlDocument] | None:
+        return self.docs.get(key)
+
+    def put(self, key: tuple[str, str], docs: list[YamlDocument]) -> None:
+        if len(self.docs) >= self.size:
+            self.docs.pop(next(iter(self.docs)))
+        self.docs[key] = docs
+
+    def clear(self) -> None:
+        self.docs.clear()
+
+
+PARSED_MEMO = _ParsedMemo()
+
+
 def load_text(text: str, file: str) -> list[YamlDocument]:
-    """Parse every document of ``text``; raise :class:`YamlSyntaxError` located."""
+    """Parse every document of ``text``; raise :class:`YamlSyntaxError` located.
+
+    The documents returned may be shared with other callers: treat them as read-only.
+    """
+    key = (file, text)
+    cached = PARSED_MEMO.get(key)
+    if cached is not None:
+        return list(cached)
+    docs = _parse_text(text, file)
+    PARSED_MEMO.put(key, docs)
+    return list(docs)
+
+
+def _parse_text(text: str, file: str) -> list[YamlDocument]:
     if "\t" in text:
         _reject_tabs(text, file)
     loader = _Loader(text)
