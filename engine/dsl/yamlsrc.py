@@ -15,15 +15,13 @@ strings too; the compiler parses them against the field type.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from engine.errors import SourceLocation, YamlSyntaxError
-
-PathT = tuple[Any, ...]
 
 
 class YMap(dict):
@@ -256,17 +254,6 @@ def locate(root: Any, path: Sequence[Any], *, key: bool = False) -> SourceLocati
         else:
             break
     return best
-
-
-def iter_paths(node: Any, prefix: PathT = ()) -> Iterator[tuple[PathT, Any]]:
-    """Every (path, value) pair below ``node``, depth first."""
-    yield prefix, node
-    if isinstance(node, dict):
-        for k, v in node.items():
-            yield from iter_paths(v, (*prefix, k))
-    elif isinstance(node, list):
-        for i, v in enumerate(node):
-            yield from iter_paths(v, (*prefix, i))
 
 
 def located_copy(node: Any) -> Any:

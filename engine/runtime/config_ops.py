@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Connection, Engine
@@ -159,18 +159,7 @@ def pull_config(url: str, target: Path) -> int:
     if rev is None:
         raise PlanError("the database has no applied revision yet", hint="run 'crm apply' first")
     top = rev.bundle["layers"][-1]
-    prefix = top + "/"
-    count = 0
-    for key, text in sorted(rev.files.items()):
-        if not key.startswith(prefix):
-            continue
-        rel = PurePosixPath(key[len(prefix):])
-        if rel.is_absolute() or ".." in rel.parts:
-            raise PlanError(f"revision {rev.id} holds an unsafe path {key!r}", hint="pull another revision")
-        path = target / rel
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text, "utf-8")
-        count += 1
+    count = len(revisions.write_bundle(rev, target, layer=top))
     if not any((target / m).exists() for m in MANIFESTS):
         raise PlanError(f"revision {rev.id} has no workspace.yaml in its top layer {top!r}",
                         hint="the revision was applied from a template folder; pull is for workspaces")

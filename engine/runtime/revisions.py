@@ -170,12 +170,20 @@ def _safe_relative(path: str) -> PurePosixPath:
     return rel
 
 
-def write_bundle(revision: Revision, directory: Path | str) -> list[Path]:
-    """Write the revision's files under ``directory`` (``crm config pull DIR``); the paths written."""
+def write_bundle(revision: Revision, directory: Path | str, *, layer: str | None = None) -> list[Path]:
+    """Write the revision's files under ``directory``; the paths written.
+
+    With ``layer`` (e.g. ``"workspace"``), only that layer's files, without
+    the ``<layer>/`` prefix: the folder is then a workspace again, extending
+    the shipped layers (``crm config pull DIR``).
+    """
     root = Path(directory)
+    prefix = f"{layer}/" if layer is not None else ""
     written = []
     for name, content in sorted(revision.files.items()):
-        target = root / _safe_relative(name)
+        if not name.startswith(prefix):
+            continue
+        target = root / _safe_relative(name[len(prefix):])
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_text(content, encoding="utf-8")
         written.append(target)
