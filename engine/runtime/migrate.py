@@ -20,7 +20,8 @@ revision's records nothing (``ApplyResult.revision_id`` is the active one).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -77,10 +78,55 @@ def apply(
     """
     with engine.connect() as conn:
         conn = conn.execution_options(sqlite_immediate=True)
-        with conn.begin():
-            return _apply_in(conn, new, author=author, message=message, allow_destructive=allow_destructive,
-                             purge=purge, export_dir=export_dir, fail_after=fail_after,
-                             compile_bundle=compile_bundle)
+        with sqlite_foreign_keys_off(conn), conn.begin():
+            result = _apply_in(conn, new, author=author, message=message, allow_destructive=allow_destructive,
+                               purge=purge, export_dir=export_dir, fail_after=fail_after,
+                               compile_bundle=compile_bundle)
+            check_foreign_keys(conn)
+            return result
+
+
+@contextmanager
+def sqlite_foreign_keys_off(conn: Connection) -> Iterator[None]:
+    """SQLite: foreign keys off around the apply's transaction, back on afterwards.
+
+    A table rebuild (create new, copy, drop old, rename) must not fire the
+    children's ``ON DELETE`` actions when the old table is dropped: deferring
+    the checks does not stop the actions, so -- as SQLite's documented
+    procedure for schema changes says -- enforcement is switched off *before*
+    the transaction begins (the pragma is a no-op inside one) and
+    :func:`check_foreign_keys` verifies every reference before the commit.
+    The pragma goes to the driver connection directly: through SQLAlchemy it
+    would begin the transaction first.  A connection whose pragma cannot be
+    restored is discarded, never returned to the pool without enforcement.
+    """
+    if conn.dialect.name != "sqlite":
+        yield
+        return
+    raw = conn.connection.dbapi_connection
+    assert raw is not None
+    raw.execute("PRAGMA foreign_keys = OFF")
+    try:
+        yield
+    finally:
+        try:
+            raw.execute("PRAGMA foreign_keys = ON")
+        except Exception:
+            conn.invalidate()
+            raise
+
+
+def check_foreign_keys(conn: Connection) -> None:
+    """SQLite: refuse to commit an apply that left a reference to a missing row (rolled back)."""
+    if conn.dialect.name != "sqlite":
+        return
+    bad = conn.exec_driver_sql("PRAGMA foreign_key_check").all()
+    if bad:
+        sample = ", ".join(f"{r[0]} row {r[1]} -> {r[2]}" for r in bad[:5])
+        raise PlanError(f"apply would leave {len(bad)} row(s) referring to missing records ({sample}); "
+                        "nothing was changed (rolled back)", code="apply_failed",
+                        details={"violations": [list(r) for r in bad[:20]]},
+                        hint="this is a bug in the engine's table rebuild: report it with the plan")
 
 
 def _apply_in(conn: Connection, new: Workspace, *, author: str, message: str, allow_destructive: bool,
@@ -105,9 +151,6 @@ def _prepare(conn: Connection) -> None:
     """Engine tables, PostgreSQL helper functions, the apply lock."""
     if conn.dialect.name == "postgresql":
         conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": APPLY_LOCK_KEY})
-    else:
-        # a batch rebuild drops and re-creates a table; check foreign keys at commit, not mid-rebuild
-        conn.exec_driver_sql("PRAGMA defer_foreign_keys = ON")
     engine_metadata.create_all(conn)
     ensure_pg_functions(conn)
 
