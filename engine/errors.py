@@ -243,3 +243,15 @@ class RecordLocked(RecordError):
 
 class BadRequest(RecordError):
     code = "bad_request"
+
+
+class QueryTimeout(RecordError):
+    """A unit of work ran past its time limit and was stopped (nothing it did was kept)."""
+
+    code = "query_timeout"
+
+
+class Overloaded(RecordError):
+    """The caller already has as many requests running as it may; retry shortly."""
+
+    code = "too_many_requests"

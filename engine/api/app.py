@@ -14,32 +14,41 @@ from typing import Any
 from flask import Flask
 
 from engine.api.errors import register_error_handlers
-from engine.api.gateway import TokenCache
+from engine.api.gateway import TokenCache, UserSlots
 from engine.api.jsonenc import FastJSONProvider
-from engine.api.views import RUNTIME_KEY, TOKEN_CACHE_KEY, bp
+from engine.api.views import RUNTIME_KEY, SLOTS_KEY, TOKEN_CACHE_KEY, bp
 
 #: Largest request body accepted (bytes); larger bodies get 413.
 MAX_BODY_BYTES = 1024 * 1024
+#: Requests one user may have running at once in one server process (more get 429).
+MAX_REQUESTS_PER_USER = 4
 
 Mount = Callable[[Flask, Any], None]
 """A function that adds views to the app, e.g. the admin UI at ``/admin``."""
 
 
 def create_app(runtime: Any, *, mounts: Iterable[Mount] = (), max_body_bytes: int = MAX_BODY_BYTES,
-               token_ttl: float = 2.0) -> Flask:
+               public_url: str | None = None, max_requests_per_user: int | None = MAX_REQUESTS_PER_USER,
+               cache_tokens: bool = True) -> Flask:
     """A Flask app serving the REST API of ``runtime`` under ``/api/v1``.
 
     ``mounts`` are called with ``(app, runtime)`` after the API is registered;
     the admin UI passes its own here to live at ``/admin`` on the same port.
-    ``token_ttl``: seconds an authenticated token is remembered (0: look it up on every request).
+    ``public_url`` (e.g. ``https://crm.example.com``) is where clients reach
+    the server: ``Location`` headers are built on it, and are relative
+    without it (never taken from the request's ``Host``).
+    ``max_requests_per_user``: requests one user may run at once (None: no limit).
+    ``cache_tokens``: remember authenticated tokens until the authentication
+    epoch changes (False: look each one up on every request).
     """
     app = Flask("engine.api")
     app.json = FastJSONProvider(app)
     app.config.update(MAX_CONTENT_LENGTH=max_body_bytes, MAX_FORM_MEMORY_SIZE=max_body_bytes,
-                      JSON_SORT_KEYS=False)
+                      JSON_SORT_KEYS=False, CRM_PUBLIC_URL=public_url)
     app.url_map.strict_slashes = False
     app.extensions[RUNTIME_KEY] = runtime
-    app.extensions[TOKEN_CACHE_KEY] = TokenCache(ttl=token_ttl)
+    app.extensions[TOKEN_CACHE_KEY] = TokenCache() if cache_tokens else None
+    app.extensions[SLOTS_KEY] = UserSlots(max_requests_per_user)
     register_error_handlers(app)
     app.register_blueprint(bp)
     app.add_url_rule("/", "index", _index)

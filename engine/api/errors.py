@@ -34,7 +34,11 @@ STATUS_BY_ERROR: tuple[tuple[type[E.EngineError], int], ...] = (
     (E.ExpressionEvalError, 400),
     (E.ConfigError, 400),  # an expression in ``filter``/``sort`` that does not parse or type-check
     (E.DatabaseNotReady, 503),
+    (E.QueryTimeout, 503),
+    (E.Overloaded, 429),
 )
+#: Statuses whose answer tells the client when to try again.
+RETRY_AFTER = {429: "1", 503: "1"}
 
 
 class PreconditionRequired(E.BadRequest):
@@ -79,10 +83,12 @@ def error_response(status: int, code: str, message: str, details: Any = None,
 
 def _engine_error(error: E.EngineError) -> Response:
     status = status_for(error)
-    if status >= 500:
+    if status >= 500 and status not in RETRY_AFTER:
         log.error("engine error answered with %s: %s", status, error, exc_info=error)
     data = error.to_dict()
     headers: dict[str, str] = {}
+    if status in RETRY_AFTER:
+        headers["Retry-After"] = RETRY_AFTER[status]
     if status == 401:
         headers["WWW-Authenticate"] = 'Bearer realm="crm"' + (
             ', error="invalid_token"' if error.code == "invalid_token" else "")
@@ -104,6 +110,13 @@ def _http_error(error: HTTPException) -> Response:
 
 
 def _db_busy(error: OperationalError) -> Response:
+    text = str(getattr(error, "orig", None) or error).lower()
+    if "readonly" in text or "read-only" in text:
+        log.error("database is read-only: %s", error)
+        return error_response(503, "database_read_only",
+                              "the database is read-only: this server cannot write to it",
+                              {"hint": "give the server's user write access to the database file and its folder "
+                                       "(SQLite also writes -wal and -shm files next to it)"})
     log.warning("database unavailable: %s", error)
     return error_response(503, "database_unavailable", "the database is busy or unavailable; retry shortly",
                           headers={"Retry-After": "1"})

@@ -19,6 +19,7 @@ from engine.errors import NotFound
 bp = Blueprint("api_v1", __name__, url_prefix="/api/v1")
 RUNTIME_KEY = "crm_runtime"
 TOKEN_CACHE_KEY = "crm_token_cache"
+SLOTS_KEY = "crm_user_slots"
 
 
 def runtime() -> Any:
@@ -34,22 +35,30 @@ def json_response(obj: Any, status: int = 200, etag: Any = None) -> Response:
     return resp
 
 
+@bp.teardown_request
+def _release(_error: BaseException | None) -> None:
+    """Give back the request's slot (and record the token's use) whatever happened."""
+    principal = g.pop("principal", None)
+    if principal is not None:
+        principal.after()
+
+
 @bp.before_request
 def _authenticate() -> None:
-    """Every endpoint needs ``Authorization: Bearer <token>``; pick up a new revision first."""
-    rt = runtime()
-    gateway.refresh(rt)
+    """Every endpoint needs ``Authorization: Bearer <token>`` (checked inside the request's unit of work)."""
     header = request.headers.get("Authorization", "")
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
         raise gateway.AuthenticationRequired(
             "this endpoint needs 'Authorization: Bearer <token>'",
             hint="create a token with 'crm token create USER'")
-    g.actor = gateway.authenticate(rt, token.strip(), current_app.extensions[TOKEN_CACHE_KEY])
+    ext = current_app.extensions
+    g.principal = gateway.TokenPrincipal(runtime(), token.strip(), ext[TOKEN_CACHE_KEY], ext[SLOTS_KEY])
+    g.principal.authenticate_early()
 
 
 def _record_id(raw: str) -> int:
-    if not raw.isdigit() or len(raw) > 18:
+    if not (raw.isascii() and raw.isdigit()) or len(raw) > 18:
         raise NotFound(f"there is no record {raw!r}", details={"id": raw})
     return int(raw)
 
@@ -57,9 +66,9 @@ def _record_id(raw: str) -> int:
 @bp.get("/records/<entity>")
 def list_records(entity: str) -> Response:
     """A page of records: filter, sort, limit, cursor, count, fields, expand."""
-    gateway.entity(runtime(), entity)
     p = params.list_params(request.args)
-    with gateway.records(runtime(), g.actor, readonly=True) as svc:
+    with gateway.records(runtime(), g.principal, readonly=True) as svc:
+        gateway.entity(svc.uow, entity)
         page = svc.list(entity, filter=p.filter, sort=",".join(p.sort) if p.sort else None, limit=p.limit,
                         cursor=p.cursor,
                         fields=p.fields, expand=p.expand, count=p.count)
@@ -69,22 +78,27 @@ def list_records(entity: str) -> Response:
 @bp.post("/records/<entity>")
 def create_record(entity: str) -> Response:
     """Create a record from a JSON object of field values; 201 with the record."""
-    gateway.entity(runtime(), entity)
-    values = params.json_object(request)
-    with gateway.records(runtime(), g.actor) as svc:
-        record = svc.create(entity, values)
+    with gateway.records(runtime(), g.principal) as svc:
+        gateway.entity(svc.uow, entity)
+        record = svc.create(entity, params.json_object(request))
     resp = json_response(record, 201, etag=record["version"])
-    resp.headers["Location"] = f"{request.base_url.rstrip('/')}/{record['id']}"
+    resp.headers["Location"] = _location(f"/records/{entity}/{record['id']}")
     return resp
+
+
+def _location(path: str) -> str:
+    """``Location`` of a resource: on the configured public base URL, else relative (never the Host header)."""
+    base = current_app.config.get("CRM_PUBLIC_URL")
+    return f"{base.rstrip('/')}{bp.url_prefix}{path}" if base else f"{bp.url_prefix}{path}"
 
 
 @bp.get("/records/<entity>/<record_id>")
 def get_record(entity: str, record_id: str) -> Response:
     """One record (``fields`` and ``expand`` as for lists); its version as ETag."""
-    gateway.entity(runtime(), entity)
     rid = _record_id(record_id)
     fields, expand = params.record_params(request.args)
-    with gateway.records(runtime(), g.actor, readonly=True) as svc:
+    with gateway.records(runtime(), g.principal, readonly=True) as svc:
+        gateway.entity(svc.uow, entity)
         record = svc.get(entity, rid, fields=fields, expand=expand)
     return json_response(record, etag=record.get("version"))
 
@@ -92,22 +106,21 @@ def get_record(entity: str, record_id: str) -> Response:
 @bp.patch("/records/<entity>/<record_id>")
 def update_record(entity: str, record_id: str) -> Response:
     """Change some fields; needs ``If-Match: <version>`` (428 without, 409 when stale)."""
-    gateway.entity(runtime(), entity)
     rid = _record_id(record_id)
     version = params.if_match_version(request, required=True)
-    values = params.json_object(request)
-    with gateway.records(runtime(), g.actor) as svc:
-        record = svc.update(entity, rid, values, expected_version=version)
+    with gateway.records(runtime(), g.principal) as svc:
+        gateway.entity(svc.uow, entity)
+        record = svc.update(entity, rid, params.json_object(request), expected_version=version)
     return json_response(record, etag=record["version"])
 
 
 @bp.delete("/records/<entity>/<record_id>")
 def delete_record(entity: str, record_id: str) -> Response:
     """Soft-delete a record (``If-Match`` optional); 204."""
-    gateway.entity(runtime(), entity)
     rid = _record_id(record_id)
     version = params.if_match_version(request, required=False)
-    with gateway.records(runtime(), g.actor) as svc:
+    with gateway.records(runtime(), g.principal) as svc:
+        gateway.entity(svc.uow, entity)
         svc.delete(entity, rid, expected_version=version)
     return current_app.response_class(status=204)
 
@@ -115,9 +128,9 @@ def delete_record(entity: str, record_id: str) -> Response:
 @bp.get("/records/<entity>/<record_id>/history")
 def record_history(entity: str, record_id: str) -> Response:
     """Every change of every field of the record: action, field, old, new, actor, time."""
-    gateway.entity(runtime(), entity)
     rid = _record_id(record_id)
-    with gateway.records(runtime(), g.actor, readonly=True) as svc:
+    with gateway.records(runtime(), g.principal, readonly=True) as svc:
+        gateway.entity(svc.uow, entity)
         items = svc.history(entity, rid)
     return json_response({"items": [e.to_dict() if hasattr(e, "to_dict") else e for e in items]})
 
@@ -127,7 +140,8 @@ def meta() -> Response:
     """Entities, fields and the caller's permissions."""
     from engine.api.meta import build_meta
 
-    return json_response(build_meta(runtime(), g.actor))
+    with gateway.unit(runtime(), g.principal, readonly=True) as uow:
+        return json_response(build_meta(uow, uow.actor))
 
 
 @bp.get("/openapi.json")
@@ -135,4 +149,5 @@ def openapi() -> Response:
     """The OpenAPI 3.1 document of this workspace, as the caller sees it."""
     from engine.api.openapi import openapi_for
 
-    return json_response(openapi_for(runtime(), g.actor))
+    with gateway.unit(runtime(), g.principal, readonly=True) as uow:
+        return json_response(openapi_for(uow, uow.actor))

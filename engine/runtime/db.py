@@ -10,11 +10,13 @@ begin), which makes DDL and data changes roll back together.
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event, text
+from sqlalchemy import Connection, Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DBAPIError, OperationalError
 
 from engine.errors import DatabaseNotReady
 
@@ -66,8 +68,10 @@ def _sqlite_engine(url: str, **kwargs: Any) -> Engine:
     engine = create_engine(url, connect_args=connect_args, **kwargs)
 
     @event.listens_for(engine, "connect")
-    def _on_connect(dbapi_conn: Any, _record: Any) -> None:
+    def _on_connect(dbapi_conn: Any, record: Any) -> None:
         dbapi_conn.isolation_level = None  # we issue BEGIN ourselves (transactional DDL)
+        record.info[_DEADLINE] = deadline = _Deadline()
+        dbapi_conn.set_progress_handler(deadline.passed, PROGRESS_STEPS)
         cur = dbapi_conn.cursor()
         if make_url(url).database not in (None, "", ":memory:"):
             cur.execute("PRAGMA journal_mode=WAL")
@@ -86,6 +90,44 @@ def _sqlite_engine(url: str, **kwargs: Any) -> Engine:
         conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
 
     return engine
+
+
+#: SQLite calls the deadline check every this many virtual-machine steps (a few microseconds of work).
+PROGRESS_STEPS = 20_000
+_DEADLINE = "crm_deadline"
+
+
+class _Deadline:
+    """The time after which SQLite interrupts the connection's statements (None: never)."""
+
+    __slots__ = ("at",)
+
+    def __init__(self) -> None:
+        self.at: float | None = None
+
+    def passed(self) -> int:
+        """SQLite's progress handler: non-zero stops the running statement ("interrupted")."""
+        at = self.at
+        return 1 if at is not None and time.monotonic() > at else 0
+
+
+def set_deadline(conn: Connection, at: float | None) -> None:
+    """SQLite: stop statements on ``conn`` once ``time.monotonic()`` passes ``at`` (None: no limit).
+
+    PostgreSQL connections bound their statements with ``statement_timeout``
+    instead (see :func:`engine.runtime.markers.gate`); for them this does nothing.
+    """
+    holder = conn.info.get(_DEADLINE)
+    if holder is not None:
+        holder.at = at
+
+
+def is_timeout(error: DBAPIError) -> bool:
+    """Whether ``error`` is a statement stopped by a time limit (PostgreSQL's 57014, SQLite's interrupt)."""
+    orig = getattr(error, "orig", None)
+    if getattr(orig, "sqlstate", None) == "57014":
+        return True
+    return isinstance(error, OperationalError) and str(orig) == "interrupted"
 
 
 def is_postgres(engine: Engine) -> bool:

@@ -6,6 +6,7 @@ from sqlalchemy import (
     BigInteger,
     Boolean,
     Column,
+    Connection,
     ForeignKey,
     Index,
     Integer,
@@ -14,11 +15,18 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    inspect,
+    select,
 )
+from sqlalchemy.schema import CreateColumn
 
 from engine.runtime.types import JsonType, UtcDateTime
 
-ENGINE_SCHEMA_VERSION = 1
+#: Version of the engine tables' shape; :func:`upgrade` brings older databases to it.
+ENGINE_SCHEMA_VERSION = 2
+#: version -> the (table, column) pairs that version added to tables that existed before it.
+ADDED_COLUMNS: dict[int, tuple[tuple[str, str], ...]] = {2: (("crm_api_tokens", "expires_at"),)}
+SCHEMA_VERSION_KEY = "engine_schema"
 
 engine_metadata = MetaData()
 
@@ -85,6 +93,7 @@ crm_api_tokens = Table(
     Column("created_at", UtcDateTime, nullable=False),
     Column("last_used_at", UtcDateTime, nullable=True),
     Column("revoked_at", UtcDateTime, nullable=True),
+    Column("expires_at", UtcDateTime, nullable=True),
 )
 
 crm_audit = Table(
@@ -139,3 +148,34 @@ crm_outbox = Table(
     Column("created_at", UtcDateTime, nullable=False),
     Column("sent_at", UtcDateTime, nullable=True),
 )
+
+
+def stored_version(conn: Connection) -> int:
+    """The engine-table version the database was last upgraded to (0: none recorded)."""
+    if not inspect(conn).has_table(crm_meta.name):
+        return 0
+    raw = conn.execute(select(crm_meta.c.value).where(crm_meta.c.key == SCHEMA_VERSION_KEY)).scalar()
+    return int(raw) if raw is not None else 1
+
+
+def upgrade(conn: Connection) -> None:
+    """Create missing engine tables and add the columns later versions added (idempotent).
+
+    Runs inside the caller's transaction (an apply, or a runtime opening an
+    older database under the apply lock).
+    """
+    insp = inspect(conn)
+    existing = set(insp.get_table_names())
+    engine_metadata.create_all(conn)
+    quote = conn.dialect.identifier_preparer.quote
+    for version in sorted(ADDED_COLUMNS):
+        for table_name, column in ADDED_COLUMNS[version]:
+            if table_name not in existing or column in {c["name"] for c in insp.get_columns(table_name)}:
+                continue
+            spec = CreateColumn(engine_metadata.tables[table_name].c[column]).compile(dialect=conn.dialect)
+            conn.exec_driver_sql(f"ALTER TABLE {quote(table_name)} ADD COLUMN {spec}")
+    if stored_version(conn) != ENGINE_SCHEMA_VERSION:
+        done = conn.execute(crm_meta.update().where(crm_meta.c.key == SCHEMA_VERSION_KEY)
+                            .values(value=str(ENGINE_SCHEMA_VERSION))).rowcount
+        if not done:
+            conn.execute(crm_meta.insert().values(key=SCHEMA_VERSION_KEY, value=str(ENGINE_SCHEMA_VERSION)))

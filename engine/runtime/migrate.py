@@ -2,16 +2,20 @@
 
 ``apply(engine, new, author=..., message=...)``:
 
-1. opens one transaction (SQLite: ``BEGIN IMMEDIATE`` with transactional DDL,
-   see :mod:`engine.runtime.db`; PostgreSQL: an advisory lock serialises
-   concurrent applies);
+1. opens one transaction (SQLite: foreign keys off around it, ``BEGIN
+   IMMEDIATE`` with transactional DDL, see :mod:`engine.runtime.db`;
+   PostgreSQL: the exclusive side of the apply lock, which serialises
+   applies and waits for the units of work in flight, see
+   :mod:`engine.runtime.markers`);
 2. creates the engine tables and the PostgreSQL helper functions if missing;
 3. plans against the active revision's schema snapshot (no revision: an
    empty database, every entity table is created);
 4. refuses blocked changes (:class:`BlockedChange`) and, without
    ``allow_destructive``, destructive ones (:class:`ConfirmationRequired`);
 5. runs each change's DDL (Alembic operations) and data moves;
-6. records a new active revision (bundle + schema snapshot + the plan).
+6. records a new active revision (bundle + schema snapshot + the plan) and
+   sets the ``active_revision`` marker, so every unit of work that starts
+   after the commit runs against the new revision.
 
 Any failure rolls everything back: the database is exactly as before.
 An apply whose plan is empty and whose content hash equals the active
@@ -28,21 +32,17 @@ from typing import Any
 
 from alembic.operations import Operations
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import Connection, Engine, inspect, text
+from sqlalchemy import Connection, Engine, inspect
 from sqlalchemy.exc import SQLAlchemyError
 
 from engine.dsl.model import Workspace
 from engine.errors import BlockedChange, ConfirmationRequired, DatabaseNotReady, EngineError, PlanError
-from engine.runtime import revisions
+from engine.runtime import engine_tables, markers, revisions
 from engine.runtime.db import ensure_pg_functions
-from engine.runtime.engine_tables import engine_metadata
 from engine.runtime.migrate_ops import EXECUTORS, ApplyContext, add_deferred_foreign_keys
 from engine.runtime.plan_model import Change, Plan
 from engine.runtime.planner import plan_from_state
 from engine.runtime.storage import build_schema
-
-#: Key of the PostgreSQL advisory lock that serialises applies.
-APPLY_LOCK_KEY = 7_310_455_201
 
 
 @dataclass(frozen=True, slots=True)
@@ -148,10 +148,9 @@ def _apply_in(conn: Connection, new: Workspace, *, author: str, message: str, al
 
 
 def _prepare(conn: Connection) -> None:
-    """Engine tables, PostgreSQL helper functions, the apply lock."""
-    if conn.dialect.name == "postgresql":
-        conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": APPLY_LOCK_KEY})
-    engine_metadata.create_all(conn)
+    """The apply lock (PostgreSQL: waits for units of work in flight), engine tables, helper functions."""
+    markers.lock_exclusive(conn)
+    engine_tables.upgrade(conn)
     ensure_pg_functions(conn)
 
 

@@ -26,6 +26,7 @@ from sqlalchemy import Connection, inspect, select, update
 
 from engine.dsl.model import Workspace, frozen_map
 from engine.errors import PlanError, RevisionNotFound
+from engine.runtime import markers
 from engine.runtime.engine_tables import crm_revisions
 from engine.runtime.plan_state import DbState, snapshot, state_from_snapshot, state_of
 
@@ -148,6 +149,7 @@ def record_revision(conn: Connection, *, workspace: Workspace, state: DbState, a
     ))
     key = result.inserted_primary_key
     assert key is not None
+    markers.set_revision(conn, int(key[0]))
     return int(key[0])
 
 

@@ -3,13 +3,16 @@
 :class:`Runtime` holds the SQLAlchemy engine, the clock, the registered write
 steps and event listeners, and one immutable :class:`State` — the active
 revision's workspace, its bound schema and the compiled per-entity plans.
-A new revision is picked up by :meth:`Runtime.refresh`, which swaps the State
-with one attribute assignment, so a request sees either the old or the new
-configuration, never a mix.
 
 :meth:`Runtime.unit` opens a :class:`UnitOfWork`: one transaction, one actor,
 one State; domain events appended during the unit are delivered to the
-listeners after a successful commit.
+listeners after a successful commit.  A unit starts by reading the active
+revision marker inside its transaction (:mod:`engine.runtime.markers`) and
+runs against exactly that revision: when another process applied a new one,
+the unit compiles it and swaps the runtime's State with one attribute
+assignment, so a request sees either the old or the new configuration, never
+a mix, and a write is never validated against a revision that is no longer
+active when it commits.
 """
 
 from __future__ import annotations
@@ -21,15 +24,16 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
-from sqlalchemy import Connection, Engine, select
+from sqlalchemy import Connection, Engine
+from sqlalchemy.exc import DBAPIError
 
 from engine.dsl.model import Workspace
-from engine.errors import DatabaseNotReady, EngineError
+from engine.errors import DatabaseNotReady, EngineError, QueryTimeout
+from engine.runtime import markers
 from engine.runtime.context import Actor, Clock, SystemClock
-from engine.runtime.db import make_engine
-from engine.runtime.engine_tables import crm_revisions
+from engine.runtime.db import is_timeout, make_engine, set_deadline
 from engine.runtime.records.plan import EntityPlan, build_plans
 from engine.runtime.records.steps import DomainEvent, StepRegistry
 from engine.runtime.security import Guard, visible_workspace
@@ -95,17 +99,22 @@ class State:
 
 
 class Runtime:
-    """The engine bound to one database (see the module docstring)."""
+    """The engine bound to one database (see the module docstring).
+
+    ``statement_timeout`` (seconds, None: unbounded) bounds the work of every
+    unit of work: on PostgreSQL each statement (``statement_timeout``), on
+    SQLite the whole unit (a progress handler); a unit that runs over raises
+    :class:`~engine.errors.QueryTimeout`.
+    """
 
     def __init__(self, engine: Engine, state: State, *, clock: Clock | None = None,
-                 refresh_interval: float = 2.0) -> None:
+                 statement_timeout: float | None = None) -> None:
         self.engine = engine
         self.state = state
         self.clock: Clock = clock or SystemClock()
         self.steps = StepRegistry()
         self.listeners: list[Listener] = []
-        self.refresh_interval = refresh_interval
-        self._checked_at = time.monotonic()
+        self.statement_timeout = statement_timeout
         self._refresh_lock = threading.Lock()
 
     # ------------------------------------------------------------------ construction
@@ -118,6 +127,7 @@ class Runtime:
         """
         engine = make_engine(url)
         try:
+            _upgrade_engine_tables(engine)
             with engine.connect() as conn:
                 state = _load_active(conn, engine.dialect.name)
         except Exception:
@@ -131,7 +141,10 @@ class Runtime:
     @classmethod
     def from_workspace(cls, engine: Engine, workspace: Workspace, *, revision_id: int | None = None,
                        clock: Clock | None = None, **kwargs: Any) -> Runtime:
-        """A runtime on an already-migrated ``engine`` running ``workspace`` (tools and tests)."""
+        """A runtime on an already-migrated ``engine`` running ``workspace`` (tools and tests).
+
+        With ``revision_id`` None the runtime keeps ``workspace`` whatever revision the database has.
+        """
         return cls(engine, State.build(workspace, engine.dialect.name, revision_id), clock=clock, **kwargs)
 
     def close(self) -> None:
@@ -141,43 +154,72 @@ class Runtime:
     # ------------------------------------------------------------------ revisions
 
     def refresh(self, *, force: bool = False) -> bool:
-        """Swap to a newer active revision if there is one; returns True when it swapped.
+        """Swap to the database's active revision if it is another one; True when it swapped.
 
-        Cheap: at most one ``SELECT id`` every ``refresh_interval`` seconds
-        unless ``force``; compiling happens only when the revision changed.
+        Units of work do this themselves when they start (see :meth:`unit`);
+        this is for callers that read ``runtime.state`` outside a unit.
+        ``force`` is accepted for compatibility: the check is always made.
         """
-        now = time.monotonic()
-        if not force and now - self._checked_at < self.refresh_interval:
-            return False
-        with self._refresh_lock:
-            self._checked_at = now
-            with self.engine.connect() as conn:
-                active_id = conn.execute(select(crm_revisions.c.id).where(crm_revisions.c.active)
-                                         .order_by(crm_revisions.c.id.desc()).limit(1)).scalar()
-                if active_id is None or active_id == self.state.revision_id:
-                    return False
-                state = _load_active(conn, self.engine.dialect.name)
-            if state is None:
-                return False
-            self.state = state  # one assignment: requests see the old or the new State, never a mix
-            return True
+        with self.engine.connect() as conn:
+            before = self.state
+            return self._state_at(conn, markers.read(conn).revision) is not before
+
+    def _state_at(self, conn: Connection, revision: int | None) -> State:
+        """The State of ``revision`` (the one the unit's transaction sees), swapping to it when it is new."""
+        state = self.state
+        if revision is None or state.revision_id is None or revision == state.revision_id:
+            return state
+        with self._refresh_lock:  # one thread compiles; the others wait and take its State
+            state = self.state
+            if revision != state.revision_id:
+                state = _load_revision(conn, self.engine.dialect.name, revision)
+                self.state = state  # one assignment: requests see the old or the new State, never a mix
+        return state
 
     # ------------------------------------------------------------------ units of work
 
     @contextmanager
-    def unit(self, actor: Actor, *, readonly: bool = False) -> Iterator[UnitOfWork]:
+    def unit(self, actor: Actor | Principal, *, readonly: bool = False) -> Iterator[UnitOfWork]:
         """One transaction acting as ``actor``; commits on success, rolls back on error.
 
-        ``readonly`` units read without taking SQLite's write lock (and refuse writes).
-        Events emitted in the unit reach the listeners after the commit.
+        The unit first passes the gate (:func:`engine.runtime.markers.gate`):
+        it runs against the revision active when it starts, and no apply can
+        commit until it ends, so every write is validated against the
+        revision active when it commits.  ``actor`` may be a
+        :class:`Principal` that resolves to an actor once the markers are
+        known (API tokens).  ``readonly`` units read without taking SQLite's
+        write lock (and refuse writes).  Events emitted in the unit reach the
+        listeners after the commit.
         """
-        self.refresh()
         with self.engine.connect() as conn:
             conn.execution_options(sqlite_immediate=not readonly)
-            uow = UnitOfWork(self, self.state, actor, conn, readonly=readonly)
             with conn.begin():
-                yield uow
+                marks = self._open_gate(conn)
+                state = self._state_at(conn, marks.revision)
+                who = actor if isinstance(actor, Actor) else actor.actor_for(conn, marks, state)
+                uow = UnitOfWork(self, state, who, conn, readonly=readonly, markers=marks)
+                try:
+                    yield uow
+                except DBAPIError as e:
+                    raise _translated(e, self.statement_timeout) from e
+                finally:
+                    set_deadline(conn, None)
         self._deliver(uow.events)
+
+    def _open_gate(self, conn: Connection) -> markers.Markers:
+        timeout = self.statement_timeout
+        if conn.dialect.name == "postgresql":
+            marks = markers.gate(conn, statement_timeout_ms=int(timeout * 1000) if timeout else None)
+            seen = conn.info.get(_SEEN_REVISION)
+            if seen is not None and seen != marks.revision:
+                # the schema changed since this connection prepared its statements: a prepared
+                # statement whose result type changed would fail ("cached plan must not change
+                # result type"); psycopg notices DEALLOCATE ALL and forgets its own cache too
+                conn.exec_driver_sql("DEALLOCATE ALL")
+            conn.info[_SEEN_REVISION] = marks.revision
+            return marks
+        set_deadline(conn, time.monotonic() + timeout if timeout else None)
+        return markers.gate(conn)
 
     def _deliver(self, events: list[DomainEvent]) -> None:
         for event in events:
@@ -193,16 +235,43 @@ class Runtime:
         self.listeners.append(listener)
 
 
+class Principal(Protocol):
+    """Who a unit of work acts for, known only once the unit has read the markers (e.g. an API token).
+
+    :meth:`actor_for` runs inside the unit's transaction: it may look the
+    principal up on ``conn`` (when ``markers.auth`` says cached answers are
+    stale) and raises :class:`~engine.errors.AuthenticationRequired` when it
+    no longer stands for an active user.
+    """
+
+    def actor_for(self, conn: Connection, marks: markers.Markers, state: State) -> Actor:
+        ...
+
+
+_SEEN_REVISION = "crm_seen_revision"
+
+
+def _translated(error: DBAPIError, timeout: float | None) -> Exception:
+    """A statement stopped by the unit's time limit as QueryTimeout; any other database error unchanged."""
+    if is_timeout(error):
+        limit = f"{timeout:g} s" if timeout else "its time limit"
+        return QueryTimeout(f"the request was stopped after {limit}: it needs more work than one request may do",
+                            hint="narrow the filter (fewer conditions, no count=true over many rows) and retry",
+                            details={"limit_seconds": timeout})
+    return error
+
+
 class UnitOfWork:
     """One transaction of one actor against one State (see :meth:`Runtime.unit`)."""
 
     def __init__(self, runtime: Runtime, state: State, actor: Actor, conn: Connection, *,
-                 readonly: bool = False) -> None:
+                 readonly: bool = False, markers: markers.Markers | None = None) -> None:
         self.runtime = runtime
         self.state = state
         self.actor = actor
         self.conn = conn
         self.readonly = readonly
+        self.markers = markers
         self.events: list[DomainEvent] = []
         self._guard: Guard | None = None
 
@@ -242,21 +311,37 @@ class UnitOfWork:
         return RecordService(self)
 
 
+def _upgrade_engine_tables(engine: Engine) -> None:
+    """Bring the engine tables of a database last applied by an older engine up to date (under the apply lock)."""
+    from sqlalchemy import inspect
+
+    from engine.runtime import engine_tables
+
+    with engine.connect() as conn:
+        if not inspect(conn).has_table("crm_revisions"):
+            return
+        if engine_tables.stored_version(conn) >= engine_tables.ENGINE_SCHEMA_VERSION:
+            return
+    with engine.connect() as conn:
+        conn.execution_options(sqlite_immediate=True)
+        with conn.begin():
+            markers.lock_exclusive(conn)
+            engine_tables.upgrade(conn)
+
+
 def _load_active(conn: Connection, dialect: str) -> State | None:
     """The State of the active revision, or None when the database has none (or no revisions table)."""
     from sqlalchemy import inspect
 
-    from engine.dsl.compiler import compile_bundle
-
     if not inspect(conn).has_table("crm_revisions"):
         return None
-    rev = _active_revision(conn)
-    if rev is None:
-        return None
-    return State.build(compile_bundle(rev.bundle), dialect, rev.id)
+    revision = markers.read(conn).revision
+    return _load_revision(conn, dialect, revision) if revision is not None else None
 
 
-def _active_revision(conn: Connection) -> Any:
-    from engine.runtime.revisions import active_revision
+def _load_revision(conn: Connection, dialect: str, revision_id: int) -> State:
+    """The State of revision ``revision_id``, compiled from its bundle."""
+    from engine.dsl.compiler import compile_bundle
+    from engine.runtime.revisions import get_revision
 
-    return active_revision(conn)
+    return State.build(compile_bundle(get_revision(conn, revision_id).bundle), dialect, revision_id)

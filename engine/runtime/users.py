@@ -19,12 +19,14 @@ import hashlib
 import hmac
 import secrets
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Connection, insert, select, update
+from sqlalchemy import Connection, Engine, insert, select, update
 
 from engine.dsl.model import Workspace
 from engine.errors import AuthenticationRequired, BadRequest, NotFound, PermissionDenied, ValidationFailed
+from engine.runtime import markers
 from engine.runtime.context import Actor
 from engine.runtime.engine_tables import crm_api_tokens, crm_teams, crm_users
 
@@ -156,6 +158,7 @@ def deactivate_user(uow: UnitOfWork, user: UserRef) -> None:
     """The user can no longer sign in (tokens stop working); records keep their owner until handover."""
     _require_admin(uow)
     uow.conn.execute(update(crm_users).where(crm_users.c.id == user_id(uow.conn, user)).values(active=False))
+    markers.bump_auth(uow.conn)
 
 
 def actor_for(conn: Connection, workspace: Workspace, user: UserRef) -> Actor:
@@ -188,10 +191,11 @@ def token_hash(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
-def create_token(uow: UnitOfWork, user: UserRef, name: str) -> str:
+def create_token(uow: UnitOfWork, user: UserRef, name: str, *, expires_at: dt.datetime | None = None) -> str:
     """A new API token for ``user``; returns the plain token (shown once, never stored).
 
-    Users may create tokens for themselves; admins for anyone.
+    Users may create tokens for themselves; admins for anyone.  A token with
+    ``expires_at`` stops working at that moment.
     """
     uow.require_writable()
     uid = user_id(uow.conn, user)
@@ -199,46 +203,88 @@ def create_token(uow: UnitOfWork, user: UserRef, name: str) -> str:
         raise PermissionDenied("you may only create tokens for yourself", code="forbidden")
     if not isinstance(name, str) or not 0 < len(name) <= 100:
         raise ValidationFailed("invalid token name", details={"name": ["must be 1 to 100 characters"]})
+    now = uow.clock.now()
+    if expires_at is not None and expires_at <= now:
+        raise ValidationFailed("the token would be expired already", details={"expires": ["must be in the future"]})
     token = TOKEN_PREFIX + secrets.token_urlsafe(32)
     uow.conn.execute(insert(crm_api_tokens).values(user_id=uid, name=name, token_hash=token_hash(token),
-                                                   prefix=token[:12], created_at=uow.clock.now()))
+                                                   prefix=token[:12], created_at=now, expires_at=expires_at))
     return token
 
 
 def revoke_token(uow: UnitOfWork, prefix: str) -> int:
-    """Revoke the actor's (or, for admins, anyone's) tokens starting with ``prefix``; returns the count."""
+    """Revoke the actor's (or, for admins, anyone's) tokens starting with ``prefix``; returns the count.
+
+    Takes effect on the next request of every server process (the
+    authentication epoch changes, see :mod:`engine.runtime.markers`).
+    """
     uow.require_writable()
     t = crm_api_tokens
     stmt = update(t).where(t.c.prefix == prefix[:12], t.c.revoked_at.is_(None))
     if not uow.actor.is_admin:
         stmt = stmt.where(t.c.user_id == uow.actor.user_id)
-    return int(uow.conn.execute(stmt.values(revoked_at=uow.clock.now())).rowcount)
+    count = int(uow.conn.execute(stmt.values(revoked_at=uow.clock.now())).rowcount)
+    if count:
+        markers.bump_auth(uow.conn)
+    return count
 
 
-def authenticate_token(runtime: Runtime, token: str) -> Actor:
-    """The Actor a bearer token stands for; AuthenticationRequired if unknown, revoked or the user inactive.
+@dataclass(frozen=True, slots=True)
+class TokenUse:
+    """A valid token as looked up: who it stands for, until when, and whether ``last_used_at`` is due."""
 
-    ``last_used_at`` is refreshed at most every few minutes, so reads do not
-    turn into writes.
-    """
+    actor: Actor
+    token_id: int
+    expires_at: dt.datetime | None
+    touch_due: bool
+
+    def expired(self, now: dt.datetime) -> bool:
+        return self.expires_at is not None and now >= self.expires_at
+
+
+_INVALID_HINT = "the token is unknown, revoked or expired, or its user is inactive; create one with crm token create"
+
+
+def lookup_token(conn: Connection, workspace: Workspace, token: str, now: dt.datetime) -> TokenUse:
+    """The valid token ``token`` on ``conn``; AuthenticationRequired if unknown, revoked, expired or inactive."""
     if not isinstance(token, str) or not token.startswith(TOKEN_PREFIX) or len(token) > 200:
         raise AuthenticationRequired("invalid API token", code="unauthenticated",
                                      hint="send Authorization: Bearer <token> (create one with crm token create)")
     t, u = crm_api_tokens, crm_users
-    stmt = (select(t.c.id.label("token_id"), t.c.last_used_at.label("token_used_at"), u).join(u, u.c.id == t.c.user_id)
-            .where(t.c.token_hash == token_hash(token), t.c.revoked_at.is_(None)))
-    with runtime.engine.connect() as conn:
-        row = conn.execute(stmt).first()
+    stmt = (select(t.c.id.label("token_id"), t.c.last_used_at.label("token_used_at"),
+                   t.c.expires_at.label("token_expires_at"), u)
+            .join(u, u.c.id == t.c.user_id).where(t.c.token_hash == token_hash(token), t.c.revoked_at.is_(None)))
+    row = conn.execute(stmt).first()
     if row is None or not row.active:
-        raise AuthenticationRequired("invalid API token", code="unauthenticated",
-                                     hint="the token is unknown or revoked, or its user is inactive")
+        raise AuthenticationRequired("invalid API token", code="unauthenticated", hint=_INVALID_HINT)
+    use = TokenUse(_actor(row, workspace), row.token_id, row.token_expires_at,
+                   row.token_used_at is None or now - row.token_used_at > TOUCH_EVERY)
+    if use.expired(now):
+        raise AuthenticationRequired("the API token has expired", code="token_expired",
+                                     hint="create a new token with crm token create")
+    return use
+
+
+def touch_token(engine: Engine, token_id: int, now: dt.datetime) -> None:
+    """Record that a token was used (its own short transaction; refreshed at most every few minutes)."""
+    with engine.connect() as conn:
+        conn.execution_options(sqlite_immediate=True)
+        with conn.begin():
+            conn.execute(update(crm_api_tokens).where(crm_api_tokens.c.id == token_id).values(last_used_at=now))
+
+
+def authenticate_token(runtime: Runtime, token: str) -> Actor:
+    """The Actor a bearer token stands for (its own connection); AuthenticationRequired if it is not valid.
+
+    The API resolves tokens inside each request's unit of work instead (see
+    ``engine.api.gateway``); this is for tools and scripts.
+    """
     now = runtime.clock.now()
-    if row.token_used_at is None or now - row.token_used_at > TOUCH_EVERY:
-        with runtime.engine.connect() as conn:
-            conn.execution_options(sqlite_immediate=True)
-            with conn.begin():
-                conn.execute(update(t).where(t.c.id == row.token_id).values(last_used_at=now))
-    return _actor(row, runtime.state.workspace)
+    with runtime.engine.connect() as conn:
+        use = lookup_token(conn, runtime.state.workspace, token, now)
+    if use.touch_due:
+        touch_token(runtime.engine, use.token_id, now)
+    return use.actor
 
 
 # --------------------------------------------------------------------------- handover
