@@ -17,7 +17,7 @@ from sqlalchemy.exc import OperationalError
 from werkzeug.exceptions import HTTPException
 
 from engine import errors as E
-from engine.api.jsonenc import dumps_fast
+from engine.api.jsonenc import encode_body
 
 log = logging.getLogger("engine.api")
 
@@ -74,7 +74,7 @@ def status_for(error: E.EngineError) -> int:
 def error_response(status: int, code: str, message: str, details: Any = None,
                    headers: dict[str, str] | None = None) -> Response:
     """The JSON error body every failing request gets."""
-    body = dumps_fast({"error": {"code": code, "message": message, "details": details}})
+    body = encode_body({"error": {"code": code, "message": message, "details": details}})
     resp = current_app.response_class(body, status=status, mimetype="application/json")
     for k, v in (headers or {}).items():
         resp.headers[k] = v

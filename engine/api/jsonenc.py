@@ -50,6 +50,12 @@ def dumps_fast(obj: Any) -> str:
     return _ENCODER.encode(obj)
 
 
+def encode_body(obj: Any) -> bytes:
+    """``obj`` as a UTF-8 response body; text that is not valid Unicode (an unpaired surrogate
+    echoed from input) is written as a ``\\udXXX`` escape rather than failing the response."""
+    return _ENCODER.encode(obj).encode("utf-8", "backslashreplace")
+
+
 class FastJSONProvider(JSONProvider):
     """The app's JSON provider: compact, UTF-8, Decimal/datetime aware."""
 

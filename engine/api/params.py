@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass
+from decimal import Decimal
 from typing import Any
 
 from flask import Request
@@ -43,8 +44,67 @@ class ListParams:
     expand: tuple[str, ...]
 
 
+#: Longest integer a body may hold (digits); a record's numbers have at most 18 or 19.
+MAX_INT_DIGITS = 40
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F][0-9a-fA-F]{2}")
+
+
+class _BodyProblem(ValueError):
+    """Raised by the JSON hooks with the message the client gets."""
+
+
 def _reject_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not allowed in JSON")
+    raise _BodyProblem(f"{name} is not allowed in JSON; send a finite number")
+
+
+def _bounded_int(text: str) -> int:
+    if len(text.lstrip("-")) > MAX_INT_DIGITS:
+        raise _BodyProblem(f"a number in the body is too large ({len(text.lstrip('-'))} digits; "
+                           f"at most {MAX_INT_DIGITS})")
+    return int(text)
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out = dict(pairs)
+    if len(out) != len(pairs):
+        seen: set[str] = set()
+        dup = next(k for k, _ in pairs if k in seen or seen.add(k))  # type: ignore[func-returns-value]
+        raise _BodyProblem(f"the key {dup!r} appears twice in one object; send each key once")
+    return out
+
+
+def _has_lone_surrogate(value: Any) -> bool:
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return True
+        return False
+    if isinstance(value, list):
+        return any(_has_lone_surrogate(v) for v in value)
+    if isinstance(value, dict):
+        return any(_has_lone_surrogate(k) or _has_lone_surrogate(v) for k, v in value.items())
+    return False
+
+
+def parse_json_text(text: str) -> Any:
+    """JSON text as Python values, strictly: numbers exact (``Decimal`` for fractions), no NaN or
+    Infinity, no integer over :data:`MAX_INT_DIGITS` digits, no key twice in an object, no unpaired
+    UTF-16 surrogate.  PayloadError says what is wrong."""
+    try:
+        data = json.loads(text, parse_constant=_reject_constant, parse_int=_bounded_int, parse_float=Decimal,
+                          object_pairs_hook=_unique_keys)
+    except json.JSONDecodeError as e:
+        raise PayloadError(f"malformed JSON: {e.msg} at line {e.lineno} column {e.colno}",
+                           details={"line": e.lineno, "column": e.colno}) from e
+    except _BodyProblem as e:
+        raise PayloadError(str(e)) from e
+    except (ValueError, RecursionError) as e:
+        raise PayloadError("malformed JSON: it could not be read (nested too deep or a value out of range)") from e
+    if _SURROGATE_ESCAPE.search(text) and _has_lone_surrogate(data):
+        raise PayloadError("the body holds an unpaired UTF-16 surrogate escape (such as \\ud800), "
+                           "which is not text; send valid Unicode")
+    return data
 
 
 def json_object(request: Request) -> dict[str, Any]:
@@ -58,13 +118,7 @@ def json_object(request: Request) -> dict[str, Any]:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as e:
         raise PayloadError(f"the body is not valid UTF-8 (byte {e.start})", details={"position": e.start}) from e
-    try:
-        data = json.loads(text, parse_constant=_reject_constant)
-    except json.JSONDecodeError as e:
-        raise PayloadError(f"malformed JSON: {e.msg} at line {e.lineno} column {e.colno}",
-                           details={"line": e.lineno, "column": e.colno}) from e
-    except (ValueError, RecursionError) as e:
-        raise PayloadError(f"malformed JSON: {e}") from e
+    data = parse_json_text(text)
     if not isinstance(data, dict):
         raise PayloadError(f"the body must be a JSON object of field values, not {type(data).__name__}")
     return data

@@ -13,7 +13,7 @@ from typing import Any
 from flask import Blueprint, Response, current_app, g, request
 
 from engine.api import gateway, params
-from engine.api.jsonenc import dumps_fast
+from engine.api.jsonenc import encode_body
 from engine.errors import NotFound
 
 bp = Blueprint("api_v1", __name__, url_prefix="/api/v1")
@@ -29,7 +29,7 @@ def runtime() -> Any:
 
 def json_response(obj: Any, status: int = 200, etag: Any = None) -> Response:
     """A JSON response (compact, Decimal/datetime aware), optionally with an ETag."""
-    resp = current_app.response_class(dumps_fast(obj), status=status, mimetype="application/json")
+    resp = current_app.response_class(encode_body(obj), status=status, mimetype="application/json")
     if etag is not None:
         resp.set_etag(str(etag))
     return resp

@@ -212,10 +212,11 @@ class Runtime:
             marks = markers.gate(conn, statement_timeout_ms=int(timeout * 1000) if timeout else None)
             seen = conn.info.get(_SEEN_REVISION)
             if seen is not None and seen != marks.revision:
-                # the schema changed since this connection prepared its statements: a prepared
+                # The schema changed since this connection prepared its statements: a prepared
                 # statement whose result type changed would fail ("cached plan must not change
-                # result type"); psycopg notices DEALLOCATE ALL and forgets its own cache too
-                conn.exec_driver_sql("DEALLOCATE ALL")
+                # result type").  psycopg forgets its own cache when it sees DEALLOCATE ALL run,
+                # but only for a statement text it has not counted before: hence the comment.
+                conn.exec_driver_sql(f"DEALLOCATE ALL /* revision {seen} -> {marks.revision} */")
             conn.info[_SEEN_REVISION] = marks.revision
             return marks
         set_deadline(conn, time.monotonic() + timeout if timeout else None)

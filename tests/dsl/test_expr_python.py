@@ -118,8 +118,10 @@ def test_verifier_refuses_foreign_code(source: str) -> None:
 
 
 def test_deepest_allowed_expression_compiles() -> None:
-    text = "(" * 49 + "score" + " + 1)" * 49
-    assert compile_expression(text, LEAD, WS).evaluate({"score": 1}) == 50
+    from engine.dsl.expressions import MAX_DEPTH
+
+    text = "(" * (MAX_DEPTH - 1) + "score" + " + 1)" * (MAX_DEPTH - 1)
+    assert compile_expression(text, LEAD, WS).evaluate({"score": 1}) == MAX_DEPTH
 
 
 def test_registry_is_frozen_and_copyable() -> None:

@@ -22,9 +22,11 @@ from engine.dsl.expressions.diagnostics import ExprSource
 from engine.errors import ExpressionError, ExpressionLimitError, ExpressionSyntaxError, SourceLocation
 
 MAX_LENGTH = 4000
-MAX_DEPTH = 50
+MAX_DEPTH = 24
 
-_ESCAPES = {"\\": "\\", '"': '"', "'": "'", "n": "\n", "t": "\t", "r": "\r", "0": "\0"}
+_ESCAPES = {"\\": "\\", '"': '"', "'": "'", "n": "\n", "t": "\t", "r": "\r"}
+#: Number literals: at most this many digits before the decimal point (records hold at most 18).
+MAX_NUMBER_DIGITS = 18
 
 
 @cache
@@ -272,13 +274,33 @@ def decode_string(src: ExprSource, token: Token) -> str:
             out.append(_ESCAPES[nxt])
             i += 2
         elif nxt == "u" and _is_hex(body[i + 2 : i + 6]):
-            out.append(chr(int(body[i + 2 : i + 6], 16)))
-            i += 6
+            code, i = _code_point(src, token, body, i)
+            out.append(chr(code))
         else:
             raise src.error(ExpressionSyntaxError, f"unknown escape \\{nxt} in a string",
                             (token.start_pos or 0) + 1 + i, code="expression_bad_escape",
-                            hint="escapes are \\\\ \\\" \\' \\n \\t \\r \\0 and \\uXXXX")
-    return "".join(out)
+                            hint="escapes are \\\\ \\\" \\' \\n \\t \\r and \\uXXXX")
+    text = "".join(out)
+    if "\x00" in text:
+        raise src.error(ExpressionSyntaxError, "a string may not contain the NUL character",
+                        token.start_pos or 0, code="expression_bad_escape",
+                        hint="text fields never hold NUL, so nothing could match it; remove it")
+    return text
+
+
+def _code_point(src: ExprSource, token: Token, body: str, i: int) -> tuple[int, int]:
+    """The character of the ``\\uXXXX`` escape at ``body[i]`` (a surrogate pair joined); and where
+    the string continues.  A surrogate without its other half is not text: refused."""
+    code = int(body[i + 2 : i + 6], 16)
+    if 0xD800 <= code <= 0xDBFF and body[i + 6 : i + 8] == "\\u" and _is_hex(body[i + 8 : i + 12]):
+        low = int(body[i + 8 : i + 12], 16)
+        if 0xDC00 <= low <= 0xDFFF:
+            return 0x10000 + ((code - 0xD800) << 10) + (low - 0xDC00), i + 12
+    if 0xD800 <= code <= 0xDFFF:
+        raise src.error(ExpressionSyntaxError, f"\\u{code:04x} is half of a UTF-16 surrogate pair",
+                        (token.start_pos or 0) + 1 + i, code="expression_bad_escape",
+                        hint="write the character itself, or both halves of the pair (\\ud83d\\ude00)")
+    return code, i + 6
 
 
 def _is_hex(text: str) -> bool:
@@ -306,10 +328,21 @@ class _Builder(Transformer_NonRecursive):
         self.src = src
 
     def int_lit(self, meta: Any, c: list[Token]) -> ast.Node:
+        self._check_size(c[0])
         return ast.Literal(int(c[0]), _pos(meta))
 
     def dec_lit(self, meta: Any, c: list[Token]) -> ast.Node:
+        self._check_size(c[0])
         return ast.Literal(Decimal(str(c[0])), _pos(meta))
+
+    def _check_size(self, token: Token) -> None:
+        whole = str(token).split(".")[0].lstrip("0")
+        if len(whole) > MAX_NUMBER_DIGITS or len(token) > 2 * MAX_NUMBER_DIGITS + 1:
+            raise self.src.error(ExpressionLimitError, f"number too large: {str(token)[:24]}"
+                                 f"{'...' if len(token) > 24 else ''}", token.start_pos or 0,
+                                 code="expression_number_too_large",
+                                 hint=f"numbers have at most {MAX_NUMBER_DIGITS} digits before the decimal point "
+                                      f"and {MAX_NUMBER_DIGITS} after it")
 
     def str_lit(self, meta: Any, c: list[Token]) -> ast.Node:
         return ast.Literal(decode_string(self.src, c[0]), _pos(meta))

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 import math
+import re
 from collections.abc import Callable
 from decimal import Decimal, InvalidOperation
 from typing import Any
@@ -22,6 +23,7 @@ Coercer = Callable[[Any], Any]
 MAX_TEXT = 1_000_000
 MAX_JSON_ITEMS = 10_000
 _INT_LIMIT = 2**63
+_INT_TEXT = re.compile(r"[+-]?[0-9]+")
 
 
 class BadValue(ValueError):
@@ -29,15 +31,21 @@ class BadValue(ValueError):
 
 
 def coercer_for(field: Field) -> Coercer:
-    """The coercer of ``field`` (None always passes through as None)."""
-    base, keep_empty = coercer_parts(field)
+    """The coercer of a value the engine computed for ``field`` (defaults, formulas; None stays None).
+
+    Computed numbers are rounded to the field's scale; input goes through
+    :func:`coercer_parts`, which refuses digits the field cannot keep.
+    """
+    base, keep_empty = coercer_parts(field, strict=False)
     return _none_passing(base, keep_empty=keep_empty)
 
 
-def coercer_parts(field: Field) -> tuple[Coercer, bool]:
-    """(coercer of a value that is neither None nor a dropped "", whether "" is kept as text).
+def coercer_parts(field: Field, *, strict: bool = True) -> tuple[Coercer, bool]:
+    """(coercer of an input value that is neither None nor a dropped "", whether "" is kept as text).
 
-    :func:`coercer_for` is this wrapped with the null rule; hot loops inline the rule instead.
+    ``strict`` (input): a number with more decimal places than the field
+    keeps is refused rather than silently rounded.  Hot loops inline the
+    null rule of :func:`coercer_for` around this.
     """
     t = field.type
     if t in ("string", "email", "phone", "url", "auto_number", "text"):
@@ -45,7 +53,7 @@ def coercer_parts(field: Field) -> tuple[Coercer, bool]:
     elif t == "integer":
         base = _bounded(field, _integer)
     elif t in ("decimal", "money", "percent"):
-        base = _bounded(field, _decimal(field.scale))
+        base = _bounded(field, _decimal(field.scale, strict=strict))
     elif t == "boolean":
         base = _boolean
     elif t == "date":
@@ -81,17 +89,26 @@ def max_length(field: Field) -> int:
     return field.max_length or _STRING_LENGTHS.get(field.type, DEFAULT_STRING_LENGTH)
 
 
+#: Single-line text types: surrounding whitespace is not part of the value (a unique "SN-1 " is "SN-1").
+TRIMMED = frozenset({"string", "email", "phone", "url", "auto_number"})
+
+
 def _string(field: Field) -> Coercer:
     limit = max_length(field)
     kind = field.type
+    trim = kind in TRIMMED
 
     def coerce(value: Any) -> str:
         if not isinstance(value, str):
             raise BadValue("must be text")
+        if trim:
+            value = value.strip()
         if len(value) > limit:
             raise BadValue(f"is too long ({len(value)} characters; at most {limit})")
         if "\x00" in value:
             raise BadValue("must not contain NUL characters")
+        if not value.isascii() and not valid_unicode(value):
+            raise BadValue("is not valid Unicode text (an unpaired surrogate)")
         if kind == "email" and value and not _looks_like_email(value):
             raise BadValue("is not an email address")
         if kind == "url" and value and not value.startswith(("http://", "https://")):
@@ -99,6 +116,15 @@ def _string(field: Field) -> Coercer:
         return value
 
     return coerce
+
+
+def valid_unicode(text: str) -> bool:
+    """False when ``text`` holds an unpaired UTF-16 surrogate (it cannot be stored or sent as UTF-8)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _looks_like_email(value: str) -> bool:
@@ -112,8 +138,12 @@ def _integer(value: Any) -> int:
     if isinstance(value, int):
         out = value
     elif _whole(value):
+        if not -_INT_LIMIT < value < _INT_LIMIT:  # before int(): 1e999999 would become a million digits
+            raise BadValue("is too large")
         out = int(value)
-    elif isinstance(value, str) and value.strip().lstrip("+-").isdigit():
+    elif isinstance(value, str) and _INT_TEXT.fullmatch(value.strip()):
+        if len(value.strip()) > 20:
+            raise BadValue("is too large")
         out = int(value.strip())
     else:
         raise BadValue("must be a whole number")
@@ -128,9 +158,10 @@ def _whole(value: Any) -> bool:
     return isinstance(value, Decimal) and value.is_finite() and value == value.to_integral_value()
 
 
-def _decimal(scale: int) -> Coercer:
+def _decimal(scale: int, *, strict: bool) -> Coercer:
     quantum = Decimal(1).scaleb(-scale)
     limit = Decimal(10) ** (18 - scale)
+    too_fine = f"has more decimal places than this field keeps (at most {scale})"
 
     def coerce(value: Any) -> Decimal:
         if isinstance(value, bool) or not isinstance(value, (int, float, str, Decimal)):
@@ -146,7 +177,10 @@ def _decimal(scale: int) -> Coercer:
             raise BadValue("must be a finite number")
         if abs(out) >= limit:
             raise BadValue(f"is too large (at most {18 - scale} digits before the decimal point)")
-        return out.quantize(quantum)
+        exact = out.quantize(quantum)
+        if strict and exact != out:
+            raise BadValue(too_fine)
+        return exact
 
     return coerce
 
@@ -184,24 +218,31 @@ def _boolean(value: Any) -> bool:
     raise BadValue("must be true or false")
 
 
+#: The text forms dates and datetimes are accepted in (docs/records.md): ISO 8601 extended format only,
+#: so "20260101" or "2026-W01" is refused instead of being read some way the sender did not mean.
+DATE_TEXT = re.compile(r"\d{4}-\d{2}-\d{2}")
+DATETIME_TEXT = re.compile(r"\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}(:\d{2}(\.\d{1,6})?)?(Z|[+-]\d{2}:\d{2})?")
+
+
 def _date(value: Any) -> dt.date:
     if isinstance(value, dt.datetime):
         raise BadValue("must be a date without a time (YYYY-MM-DD)")
     if isinstance(value, dt.date):
         return value
-    if isinstance(value, str):
+    if isinstance(value, str) and DATE_TEXT.fullmatch(value.strip()):
         try:
             return dt.date.fromisoformat(value.strip())
         except ValueError:
-            pass
+            raise BadValue("is not a date of the calendar (YYYY-MM-DD)") from None
     raise BadValue("must be a date (YYYY-MM-DD)")
 
 
 def _datetime(value: Any) -> dt.datetime:
     out = value
     if isinstance(value, str):
+        text = value.strip()
         try:
-            out = dt.datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
+            out = dt.datetime.fromisoformat(text.replace("Z", "+00:00")) if DATETIME_TEXT.fullmatch(text) else None
         except ValueError:
             out = None
     if not isinstance(out, dt.datetime):
@@ -254,24 +295,49 @@ def _record_id(value: Any) -> int:
 
 
 def _json(value: Any) -> Any:
-    if not _json_ok(value, depth=0, budget=[MAX_JSON_ITEMS]):
+    budget = [MAX_JSON_ITEMS]
+    if not _json_ok(value, depth=0, budget=budget):
         raise BadValue("must be JSON data (objects, lists, text, numbers, true/false, null; not too large)")
-    return value
+    return _plain_numbers(value) if _has_decimal(value) else value
 
 
 def _json_ok(value: Any, *, depth: int, budget: list[int]) -> bool:
     budget[0] -= 1
     if budget[0] < 0 or depth > 32:
         return False
-    if value is None or isinstance(value, (bool, int, str)):
+    if value is None or isinstance(value, bool) or (isinstance(value, int) and -_INT_LIMIT < value < _INT_LIMIT):
         return True
-    if isinstance(value, float):
-        return math.isfinite(value)
+    if isinstance(value, str):
+        return "\x00" not in value and (value.isascii() or valid_unicode(value))
+    if isinstance(value, float | Decimal):
+        return value.is_finite() if isinstance(value, Decimal) else math.isfinite(value)
     if isinstance(value, list):
         return all(_json_ok(v, depth=depth + 1, budget=budget) for v in value)
     if isinstance(value, dict):
-        return all(isinstance(k, str) and _json_ok(v, depth=depth + 1, budget=budget) for k, v in value.items())
+        return all(isinstance(k, str) and _json_ok(k, depth=depth + 1, budget=budget)
+                   and _json_ok(v, depth=depth + 1, budget=budget) for k, v in value.items())
     return False
+
+
+def _has_decimal(value: Any) -> bool:
+    if isinstance(value, Decimal):
+        return True
+    if isinstance(value, list):
+        return any(_has_decimal(v) for v in value)
+    if isinstance(value, dict):
+        return any(_has_decimal(v) for v in value.values())
+    return False
+
+
+def _plain_numbers(value: Any) -> Any:
+    """JSON data with Decimals (the API reads JSON numbers exactly) as int or float."""
+    if isinstance(value, Decimal):
+        return int(value) if value == value.to_integral_value() and abs(value) < _INT_LIMIT else float(value)
+    if isinstance(value, list):
+        return [_plain_numbers(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _plain_numbers(v) for k, v in value.items()}
+    return value
 
 
 def coerce_currency(value: Any) -> str | None:

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import and_, or_, select
 from sqlalchemy.sql.elements import ColumnElement
 
+from engine.dsl.expressions import ast
 from engine.errors import BadRequest
 from engine.runtime.records import exprs
 from engine.runtime.records.plan import EntityPlan
@@ -23,6 +24,9 @@ if TYPE_CHECKING:
     from engine.runtime.runtime import UnitOfWork
 
 MAX_FILTER = 4000
+#: The most work one list filter may ask of the database per row: function calls and operators.
+MAX_FILTER_CALLS = 16
+MAX_FILTER_OPERATORS = 64
 
 
 def filter_where(uow: UnitOfWork, plan: EntityPlan, text: str | None) -> ColumnElement[bool] | None:
@@ -49,9 +53,30 @@ def compiled_filter(uow: UnitOfWork, plan: EntityPlan, text: str) -> Any:
     visible = uow.state.visible(hidden)
 
     def make() -> Any:
-        return exprs.compile_filter(text, visible.entities[plan.name], visible)
+        compiled = exprs.compile_filter(text, visible.entities[plan.name], visible)
+        check_cost(compiled.ast)
+        return compiled
 
     return uow.state.memo("filter", (hidden, plan.name, text), make)
+
+
+def check_cost(tree: Any) -> None:
+    """BadRequest when a filter asks too much work per row (a length limit alone does not bound it:
+    4,000 characters hold a hundred ``contains(lower(...))`` calls)."""
+    calls = operators = 0
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Call):
+            calls += 1
+        elif isinstance(node, ast.BoolOp):
+            operators += len(node.operands) - 1
+        elif isinstance(node, (ast.Binary, ast.Unary, ast.In, ast.IsNull, ast.If)):
+            operators += 1
+    if calls > MAX_FILTER_CALLS or operators > MAX_FILTER_OPERATORS:
+        raise BadRequest(f"the filter is too complex: {calls} function calls and {operators} operators "
+                         f"(at most {MAX_FILTER_CALLS} and {MAX_FILTER_OPERATORS})", code="filter_too_complex",
+                         details={"filter": [f"at most {MAX_FILTER_CALLS} function calls and "
+                                             f"{MAX_FILTER_OPERATORS} operators"]},
+                         hint="use `in [...]` for alternatives of one field, or narrow the filter and page")
 
 
 def _sql(uow: UnitOfWork, plan: EntityPlan, compiled: Any) -> ColumnElement[bool]:

@@ -39,12 +39,21 @@ _UNSORTABLE_TYPES = frozenset({"lines", "json", "multi_picklist", "text"})
 
 @dataclass(frozen=True, slots=True)
 class SortKey:
-    """One key of a sort: the record key, direction, SQL expression and whether it can be null."""
+    """One key of a sort: the record key, direction, SQL expression, whether it can be null, and the
+    kind of value a cursor holds for it (see :data:`CURSOR_KINDS`)."""
 
     name: str
     desc: bool
     expr: Any
     nullable: bool
+    kind: str = "integer"
+
+
+#: field type -> the kind of cursor value a sort on it carries (anything else sorts as text)
+CURSOR_KINDS = {"integer": "integer", "reference": "integer", "user": "integer", "decimal": "decimal",
+                "money": "decimal", "percent": "decimal", "date": "date", "datetime": "datetime",
+                "boolean": "boolean"}
+_STANDARD_KINDS = {"created_at": "datetime", "updated_at": "datetime"}
 
 
 def base_select(uow: UnitOfWork, plan: EntityPlan, access: Access, columns: Sequence[Any]) -> Select[Any]:
@@ -80,9 +89,11 @@ def _sort_key(uow: UnitOfWork, plan: EntityPlan, access: Access, part: str) -> S
         if f.type in _UNSORTABLE_TYPES:
             raise BadRequest(f"cannot sort by {name!r} (a {f.type} field)", code="bad_sort",
                              details={"sort": [f"{name} is not sortable"]})
-        return SortKey(name, desc, uow.schema.field_expr(plan.name, name), not f.required)
+        return SortKey(name, desc, uow.schema.field_expr(plan.name, name), not f.required,
+                       CURSOR_KINDS.get(f.type, "string"))
     if name in _SORTABLE_STANDARD or (plan.is_child and name == "position"):
-        return SortKey(name, desc, plan.table.c[name], _SORTABLE_STANDARD.get(name, False))
+        return SortKey(name, desc, plan.table.c[name], _SORTABLE_STANDARD.get(name, False),
+                       _STANDARD_KINDS.get(name, "integer"))
     raise BadRequest(f"cannot sort by {name[:60]!r}: no such field", code="bad_sort",
                      details={"sort": [f"unknown field {name[:60]!r}"]},
                      hint="sort by field names, comma-separated, '-' for descending: -amount,name")
@@ -144,14 +155,15 @@ def encode_cursor(sort_spec: str, values: Sequence[Any]) -> str:
     return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
 
 
-def decode_cursor(cursor: str, sort_spec: str, n: int) -> list[Any]:
-    """The values in ``cursor``; BadRequest if it is malformed or belongs to another sort."""
+def decode_cursor(cursor: str, sort_spec: str, keys: Sequence[SortKey]) -> list[Any]:
+    """The values in ``cursor``, each checked against its sort key's kind; BadRequest if the cursor is
+    malformed, tampered with, or belongs to another sort."""
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
         data = json.loads(raw)
-        values = [_dec(v) for v in data["v"]]
-        ok = data["s"] == sort_spec and len(values) == n
-    except (ValueError, KeyError, TypeError, binascii.Error) as e:
+        ok = data["s"] == sort_spec and len(data["v"]) == len(keys)
+        values = [_dec(v, k) for v, k in zip(data["v"], keys, strict=True)] if ok else []
+    except (ValueError, KeyError, TypeError, ArithmeticError, binascii.Error) as e:
         raise BadRequest("the cursor is not valid", code="bad_cursor",
                          hint="pass next_cursor from the previous page unchanged") from e
     if not ok:
@@ -170,18 +182,37 @@ def _enc(v: Any) -> Any:
     return v
 
 
-def _dec(v: Any) -> Any:
-    if isinstance(v, dict):
-        if "dt" in v:
-            return dt.datetime.fromisoformat(v["dt"])
-        if "d" in v:
+_INT_LIMIT = 2**63
+_DECIMAL_LIMIT = Decimal(10) ** 18
+
+
+def _dec(v: Any, key: SortKey) -> Any:
+    """One cursor value as its sort key's kind holds it (ValueError otherwise: the cursor was altered)."""
+    if v is None:
+        if not key.nullable:
+            raise ValueError(f"{key.name} cannot be null")
+        return None
+    kind = key.kind
+    if kind == "datetime" and isinstance(v, dict) and set(v) == {"dt"} and isinstance(v["dt"], str):
+        out = dt.datetime.fromisoformat(v["dt"])
+        if out.tzinfo is not None:
+            return out
+    elif kind == "date" and isinstance(v, dict) and set(v) == {"d"} and isinstance(v["d"], str):
+        if len(v["d"]) == 10:
             return dt.date.fromisoformat(v["d"])
-        if "n" in v:
-            return Decimal(v["n"])
-        raise ValueError("unknown cursor value")
-    if v is not None and not isinstance(v, (str, int, float, bool)):
-        raise ValueError("unknown cursor value")
-    return v
+    elif kind == "integer" and type(v) is int and -_INT_LIMIT < v < _INT_LIMIT:
+        return v
+    elif kind == "decimal" and ((isinstance(v, dict) and set(v) == {"n"} and isinstance(v["n"], str))
+                                or type(v) in (int, float)):
+        number = Decimal(v["n"]) if isinstance(v, dict) else Decimal(str(v))
+        if number.is_finite() and abs(number) < _DECIMAL_LIMIT:
+            return number
+    elif kind == "boolean" and isinstance(v, bool):
+        return v
+    elif kind == "string" and isinstance(v, str) and len(v) <= 100_000 and "\x00" not in v:
+        v.encode("utf-8")  # an unpaired surrogate raises UnicodeEncodeError, a ValueError
+        return v
+    raise ValueError(f"not a {kind} value for {key.name}")
 
 
 def clamp_limit(limit: Any) -> int:

@@ -169,7 +169,7 @@ class RecordService:
         lq = listing.list_query(self.uow, plan, access, filter_text=filter, sort=sort, limit=limit, fields=fields)
         stmt = lq.stmt
         if cursor is not None:
-            values = query.decode_cursor(cursor, lq.spec, len(lq.sort_keys))
+            values = query.decode_cursor(cursor, lq.spec, lq.sort_keys)
             stmt = lq.base.where(query.after_cursor(lq.sort_keys, values)).order_by(
                 *query.order_by(lq.sort_keys)).limit(limit + 1)
         fetched = self.uow.conn.execute(stmt).all()

@@ -116,9 +116,10 @@ class Writer:
     def _coerce_one(self, key: str, value: Any, errors: Errors, prefix: str) -> Any:
         if key in self.plan.lines:
             return self._coerce_lines(key, value, errors, prefix)
-        coercer = self.plan.coercers.get(key)
-        if coercer is not None:
-            return coercer(value)
+        parts = self.plan.coercer_parts.get(key)
+        if parts is not None:
+            coercer, keep_empty = parts
+            return None if value is None or (value == "" and not keep_empty) else coercer(value)
         if key == "owner_id":
             return _owner(value)
         return coerce_currency(value)
