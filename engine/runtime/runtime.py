@@ -274,6 +274,8 @@ class UnitOfWork:
         self.readonly = readonly
         self.markers = markers
         self.events: list[DomainEvent] = []
+        #: entity -> ids of live records the actor was found able to see (references checked once per unit)
+        self.visible_ids: dict[str, set[int]] = {}
         self._guard: Guard | None = None
 
     @property

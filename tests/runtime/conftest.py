@@ -125,8 +125,9 @@ class World:
         return self.rt.unit(self.actor(name), **kw)
 
 
-def build_world(db_url: str, folder: Path) -> World:
-    ws = compile_folder(write_workspace(folder))
+def build_world(db_url: str, folder: Path, files: dict[str, str] | None = None) -> World:
+    """Apply :data:`FILES` (or ``files``) written to ``folder``, open a runtime, add the users."""
+    ws = compile_folder(write_workspace(folder, files))
     engine = make_engine(db_url)
     try:
         apply(engine, ws, author="test", message="setup")

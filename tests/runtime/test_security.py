@@ -3,6 +3,8 @@ readonly fields, admin and system actors."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from conftest import World
 
@@ -124,3 +126,47 @@ def test_system_actor_and_unknown_entity(world: World) -> None:
             uow.records.list("nosuch")
     with world.unit("system", readonly=True) as uow, pytest.raises(Exception, match="read-only"):
         uow.records.create("deal", {"name": "x"})
+
+
+def _leaky_world(db_url: str, tmp_path: Path) -> World:
+    from conftest import FILES, build_world
+
+    files = dict(FILES)
+    files["entities/deal.yaml"] = FILES["entities/deal.yaml"].replace(
+        "        checks:\n",
+        "        checks:\n"
+        "          - check: \"account is null or account.credit_rating != 'low'\"\n"
+        "            message: {en: Do not add deals to low-credit accounts}\n")
+    return build_world(db_url, tmp_path / "leaky", files)
+
+
+def _reference_error(world: World, who: str, values: dict, update_id: int | None = None) -> dict:
+    with pytest.raises(ValidationFailed) as info, world.unit(who) as uow:
+        if update_id is None:
+            uow.records.create("deal", {"name": "probe", **values})
+        else:
+            uow.records.update("deal", update_id, values, expected_version=None)
+    return {"code": info.value.code, "details": info.value.details}
+
+
+def test_check_rules_never_read_through_a_reference_the_caller_cannot_see(db_url: str, tmp_path: Path) -> None:
+    """A rule reading account.credit_rating answers for an invisible account exactly as for a missing one."""
+    world = _leaky_world(db_url, tmp_path)
+    try:
+        with world.unit("alice") as uow:
+            low = uow.records.create("account", {"name": "alice low", "credit_rating": "low"})
+            high = uow.records.create("account", {"name": "alice high", "credit_rating": "high"})
+        with world.unit("alice") as uow:  # the rule itself works for the accounts alice can see
+            with pytest.raises(ValidationFailed, match="low-credit"):
+                uow.records.create("deal", {"name": "mine", "account": low["id"]})
+        with world.unit("dave") as uow:
+            own = uow.records.create("deal", {"name": "dave deal"})
+        missing = 10**9
+        for update_id in (None, own["id"]):
+            seen = {rid: _reference_error(world, "dave", {"account": rid}, update_id)
+                    for rid in (low["id"], high["id"], missing)}
+            for rid, error in seen.items():
+                assert error == {"code": "validation_failed", "details": {"account": [
+                    f"refers to account record {rid}, which does not exist or is not visible to you"]}}, error
+    finally:
+        world.rt.close()

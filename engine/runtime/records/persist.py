@@ -30,6 +30,18 @@ if TYPE_CHECKING:
 def check_references(uow: UnitOfWork, plan: EntityPlan, records: Sequence[Mapping[str, Any]],
                      keys: Iterable[str]) -> None:
     """Every reference (and owner) among ``keys`` points to an existing record the actor can see."""
+    errors = reference_problems(uow, plan, records, keys)
+    if errors:
+        raise ValidationFailed(f"invalid {plan.name}: unknown references", details=errors)
+
+
+def reference_problems(uow: UnitOfWork, plan: EntityPlan, records: Sequence[Mapping[str, Any]],
+                       keys: Iterable[str]) -> dict[str, list[str]]:
+    """key -> messages for references among ``keys`` to records that do not exist or the actor cannot see.
+
+    A missing and an invisible record get the same message.  Ids found
+    visible are remembered for the unit of work, so checking again is free.
+    """
     errors: dict[str, list[str]] = {}
     for key in keys:
         target = "crm_users" if key == "owner_id" else plan.references.get(key)
@@ -43,20 +55,25 @@ def check_references(uow: UnitOfWork, plan: EntityPlan, records: Sequence[Mappin
             what = "active user" if target == "crm_users" else f"{target} record"
             errors[key] = [f"refers to {what} {i}, which does not exist or is not visible to you"
                            for i in sorted(missing)[:5]]
-    if errors:
-        raise ValidationFailed(f"invalid {plan.name}: unknown references", details=errors)
+    return errors
 
 
-def _existing(uow: UnitOfWork, target: str, ids: set[int]) -> set[int]:
+def _existing(uow: UnitOfWork, target: str, wanted: set[int]) -> set[int]:
+    known = uow.visible_ids.setdefault(target, set())
+    ids = wanted - known
+    if not ids:
+        return wanted
     if len(ids) == 1:  # the common single write: ``id = :id`` (no expanding IN to render per call)
         [only] = ids
-        return set(uow.conn.execute(_exists_stmt(uow, target, one=True), {"id": only}).scalars())
-    found: set[int] = set()
-    id_list = sorted(ids)
-    stmt = _exists_stmt(uow, target, one=False)
-    for start in range(0, len(id_list), 900):
-        found.update(uow.conn.execute(stmt, {"ids": id_list[start:start + 900]}).scalars())
-    return found
+        found = set(uow.conn.execute(_exists_stmt(uow, target, one=True), {"id": only}).scalars())
+    else:
+        found = set()
+        id_list = sorted(ids)
+        stmt = _exists_stmt(uow, target, one=False)
+        for start in range(0, len(id_list), 900):
+            found.update(uow.conn.execute(stmt, {"ids": id_list[start:start + 900]}).scalars())
+    known |= found
+    return (wanted & known) | found
 
 
 def _exists_stmt(uow: UnitOfWork, target: str, *, one: bool) -> Any:

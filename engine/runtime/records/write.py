@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import select
 
 from engine.errors import ExpressionEvalError, ValidationFailed
-from engine.runtime.records import exprs, rows
+from engine.runtime.records import exprs, persist, rows
 from engine.runtime.records.coerce import BadValue, coerce_currency
 from engine.runtime.records.plan import WRITABLE_STANDARD, EntityPlan
 from engine.runtime.records.steps import Action, WriteContext
@@ -152,6 +152,7 @@ class Writer:
     def complete_new(self, clean: dict[str, Any], errors: Errors, *, prefix: str = "") -> dict[str, Any]:
         """A new record: ``clean`` plus defaults, required check and formulas."""
         plan = self.plan
+        self._given_references(clean, None, errors, prefix)
         record = {**plan.blank, **clean}
         for name in plan.lines:
             record.setdefault(name, [])
@@ -163,11 +164,27 @@ class Writer:
 
     def complete_update(self, old: Mapping[str, Any], clean: dict[str, Any], errors: Errors) -> dict[str, Any]:
         """The updated record: ``old`` with ``clean`` applied, required check, formulas recomputed."""
+        self._given_references(clean, old, errors, "")
         record = dict(old)
         record.update(clean)
         self._required(record, [k for k in self.plan.required_order if k in clean], errors, "")
         self._formulas(record, old, errors, "")
         return record
+
+    def _given_references(self, clean: Mapping[str, Any], old: Mapping[str, Any] | None, errors: Errors,
+                          prefix: str) -> None:
+        """References the caller sent (and changed) must point to records the actor can see -- checked
+        before any default, formula or rule reads through them, so a rule's message never tells the
+        caller something about a record they cannot see (the answer is the same as for a missing one)."""
+        refs = self.plan.references
+        keys = [k for k in clean if (k in refs or k == "owner_id") and clean[k] is not None
+                and (old is None or old.get(k) != clean[k])]
+        if not keys:
+            return
+        problems = persist.reference_problems(self.uow, self.plan, [clean], keys)
+        if problems:
+            errors.update({prefix + k: v for k, v in problems.items()})
+            _raise(errors, self.plan.name)
 
     def _defaults(self, record: dict[str, Any], given: Mapping[str, Any], errors: Errors, prefix: str) -> None:
         for name, literal, compiled in self.plan.defaults:
