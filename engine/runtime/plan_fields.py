@@ -60,6 +60,22 @@ def blocked_rename(entity: str, new: Field) -> Change:
     )
 
 
+def blocked_rename_onto_retired(ctx: PlanContext, entity: str, old: Field, retired: Field, new: Field) -> Change:
+    """``new`` renames ``old`` but a retired field of the same name still holds its own column and data
+    (e.g. a rename done without ``renamed_from``, then rolled back): two columns cannot share a name."""
+    kept = ctx.count_filled(entity, retired)
+    moving = ctx.count_filled(entity, old)
+    return Change(
+        "rename_column", entity, f"rename {_ref(entity, old)} to {new.name}", new.name, safety="blocked",
+        rows=moving,
+        reason=f"{_ref(entity, new)} already exists as a retired field ({fmt_rows(kept)} with data), so "
+               f"{_ref(entity, old)} ({fmt_rows(moving)} with data) cannot take its name",
+        fix=f"either drop renamed_from to bring back the retired {new.name} with its data ({old.name} is then "
+            f"retired, keeping its data); or purge the retired {new.name} first (apply the current "
+            f"configuration with --purge, which exports it), then apply the rename",
+    )
+
+
 def unretire_field(ctx: PlanContext, entity: str, old: Field) -> Change:
     rows = ctx.count_filled(entity, old)
     return Change("unretire_column", entity, f"bring back retired {_ref(entity, old)}", old.name,

@@ -163,6 +163,9 @@ def _new_field(ctx: PlanContext, old: Entity, new: Entity, f: Field, consumed: s
     prior = (old.fields.get(source) or old.retired.get(source)) if source else None
     if prior is not None and source not in new.fields:
         consumed.add(prior.name)
+        if f.name in old.retired:
+            consumed.add(f.name)  # it stays retired: the plan is blocked
+            return [rules.blocked_rename_onto_retired(ctx, ent, prior, old.retired[f.name], f)]
         return [rules.rename_field(ctx, ent, prior, f), *rules.field_changes(ctx, ent, prior, f)]
     if f.name in old.retired:
         consumed.add(f.name)

@@ -156,3 +156,40 @@ def test_remove_entity_retires_table(db_engine: Engine) -> None:
     back = apply(db_engine, wsp(other, _base()), author="t", message="back")
     assert [c.kind for c in back.plan.changes] == ["unretire_entity"]
     assert len(read_rows(db_engine, wsp(_base()), "lead", ["code"])) == N
+
+
+@pytest.mark.parametrize("way_out", ["bring_back", "purge_first"])
+@pytest.mark.parametrize("storage", ["column", "json"])
+def test_rename_onto_a_field_retired_by_a_rollback_is_blocked_clearly(db_engine: Engine, tmp_path: Path,
+                                                                      storage: str, way_out: str) -> None:
+    """qty -> quantity without renamed_from (retire + add), a rollback, then quantity renamed_from qty:
+    the retired quantity still has its own column and data, so the rename is blocked with a way out."""
+    v1 = wsp(ent("item", fld("name"), fld("qty", "integer", storage=storage)))
+    apply(db_engine, v1, author="t", message="v1")
+    insert_rows(db_engine, v1, "item", [{"name": f"i{i}", "qty": i} for i in range(20)])
+    v2 = wsp(ent("item", fld("name"), fld("quantity", "integer", storage=storage)))
+    assert {c.kind for c in apply(db_engine, v2, author="t", message="v2").plan.changes} >= {
+        "retire_column", "add_column" if storage == "column" else "add_json_field"}
+    insert_rows(db_engine, v2, "item", [{"name": f"n{i}", "quantity": 100 + i} for i in range(5)])
+    apply(db_engine, v1, author="t", message="rollback to 1")
+    v3 = wsp(ent("item", fld("name"), fld("quantity", "integer", storage=storage, renamed_from="qty")))
+    the_plan = _plan(db_engine, v3)
+    blocked = [c for c in the_plan.changes if c.safety == "blocked"]
+    assert len(blocked) == 1 and blocked[0].kind == "rename_column", format_plan(the_plan)
+    line = blocked[0].line()
+    assert "item.quantity already exists as a retired field (5 rows with data)" in line, line
+    assert "item.qty (20 rows with data) cannot take its name" in line and "drop renamed_from" in line
+    with pytest.raises(BlockedChange, match="retired field"):
+        apply(db_engine, v3, author="t", message="rename")
+    if way_out == "bring_back":  # without renamed_from, the retired quantity comes back with its data
+        v4 = wsp(ent("item", fld("name"), fld("quantity", "integer", storage=storage)))
+        apply(db_engine, v4, author="t", message="bring back")
+        back = read_rows(db_engine, v4, "item", ["quantity"])
+        assert sorted(v["quantity"] for v in back.values() if v["quantity"] is not None) == list(range(100, 105))
+    else:  # purge the retired quantity (exported first), then the rename goes through
+        result = apply(db_engine, v1, author="t", message="purge", purge=True, allow_destructive=True,
+                       export_dir=tmp_path)
+        assert [p.name for p in result.exported] and "quantity" in result.exported[0].name
+        apply(db_engine, v3, author="t", message="rename")
+        moved = read_rows(db_engine, v3, "item", ["quantity"])
+        assert sorted(v["quantity"] for v in moved.values() if v["quantity"] is not None) == list(range(20))
