@@ -124,7 +124,15 @@ def load_text(text: str, file: str) -> list[YamlDocument]:
     return list(docs)
 
 
+#: Largest configuration file read (bytes); real workspaces are far below it.
+MAX_FILE_BYTES = 2 * 1024 * 1024
+#: Most values one document may hold once aliases (``*name``) and merges (``<<:``) are expanded.
+MAX_NODES = 200_000
+
+
 def _parse_text(text: str, file: str) -> list[YamlDocument]:
+    if len(text) > MAX_FILE_BYTES:
+        raise _too_big(file, len(text.encode("utf-8", "surrogatepass")))
     if "\t" in text:
         _reject_tabs(text, file)
     loader = _Loader(text)
@@ -135,6 +143,7 @@ def _parse_text(text: str, file: str) -> list[YamlDocument]:
             node = loader.get_node()
             if node is None:
                 continue
+            _check_expansion(node, file)
             data = _build(loader, node, file)
             docs.append(YamlDocument(data, file, index, _loc(file, node.start_mark)))
             index += 1
@@ -145,9 +154,59 @@ def _parse_text(text: str, file: str) -> list[YamlDocument]:
     return docs
 
 
+def _too_big(file: str, size: int) -> YamlSyntaxError:
+    return YamlSyntaxError(f"file is {size:,} bytes; the limit is {MAX_FILE_BYTES:,}",
+                           location=SourceLocation(file, 1, 1),
+                           hint="split it into several files (one document per entity, role, ...)")
+
+
+def _check_expansion(root: yaml.Node, file: str) -> None:
+    """Refuse a document whose aliases expand past :data:`MAX_NODES` values, or refer to themselves.
+
+    Counted on the composed node graph, each node once (memoised), before
+    anything is built: a "billion laughs" document of a few hundred bytes
+    is refused in microseconds instead of expanding into gigabytes.
+    """
+    sizes: dict[int, int] = {}
+    on_path: set[int] = set()
+    stack: list[tuple[yaml.Node, bool]] = [(root, False)]
+    while stack:
+        node, done = stack.pop()
+        key = id(node)
+        if done:
+            on_path.discard(key)
+            sizes[key] = 1 + sum(sizes[id(c)] for c in _children(node))
+            if sizes[key] > MAX_NODES:
+                raise YamlSyntaxError(
+                    f"this value expands to more than {MAX_NODES:,} values through aliases (*name) or merges (<<)",
+                    location=_loc(file, node.start_mark),
+                    hint="each alias copies the whole anchored value; use fewer or smaller aliases")
+            continue
+        if key in sizes:
+            continue
+        if key in on_path:
+            raise YamlSyntaxError("an alias (*name) refers to the value that contains it",
+                                  location=_loc(file, node.start_mark),
+                                  hint="an anchored value cannot include itself; copy the part you need")
+        on_path.add(key)
+        stack.append((node, True))
+        stack.extend((c, False) for c in _children(node) if id(c) not in sizes)
+
+
+def _children(node: yaml.Node) -> list[yaml.Node]:
+    if isinstance(node, yaml.MappingNode):
+        return [n for pair in node.value for n in pair]
+    if isinstance(node, yaml.SequenceNode):
+        return list(node.value)
+    return []
+
+
 def load_file(path: Path, display: str | None = None) -> tuple[str, list[YamlDocument]]:
     """Read a file as UTF-8 and parse it; returns (text, documents)."""
     name = display or str(path)
+    size = path.stat().st_size
+    if size > MAX_FILE_BYTES:
+        raise _too_big(name, size)
     raw = path.read_bytes()
     try:
         text = raw.decode("utf-8")

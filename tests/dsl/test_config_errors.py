@@ -226,3 +226,55 @@ def test_expression_errors_are_located_in_the_yaml_file(write_ws):
     unknown = next(e for e in errors_of(ws) if e.code == "expression_unknown_field")
     assert unknown.hint == "did you mean 'budget'?" and "^^^^^^^" in (unknown.snippet or "")
     assert where(unknown)[0] == "x.yaml"
+
+
+def _bomb(levels: int, fanout: int = 10) -> str:
+    rows = ["x0: &a0 [" + ", ".join(["lol"] * fanout) + "]"]
+    rows += [f"x{i}: &a{i} [" + ", ".join([f"*a{i - 1}"] * fanout) + "]" for i in range(1, levels)]
+    return "entity: bomb\nfields:\n  name: {type: string}\nextras:\n" + "".join(f"  {r}\n" for r in rows)
+
+
+def test_alias_bomb_is_refused_before_it_expands(write_ws):
+    ws = write_ws({"entities/bomb.yaml": _bomb(24)})
+    err = only_error(ws)
+    assert err.code == "yaml_syntax" and "expands to more than 200,000 values" in err.message
+    assert where(err)[0] == "bomb.yaml" and where(err)[1] == 10  # the first anchor that grows too large
+    assert "aliases" in (err.hint or "")
+
+
+def test_merge_key_bomb_and_self_reference_are_refused(write_ws):
+    rows = ["m0: &m0 {a: 1, b: 2, c: 3, d: 4}"]
+    rows += [f"m{i}: &m{i} {{<<: [" + ", ".join([f"*m{i - 1}"] * 8) + f"], k{i}: 1}}" for i in range(1, 20)]
+    ws = write_ws({"entities/merge.yaml": "entity: merge\nfields:\n  name: {type: string}\nextras:\n"
+                   + "".join(f"  {r}\n" for r in rows)})
+    assert "expands to more than" in only_error(ws).message
+    ws2 = write_ws({"entities/loop.yaml": "entity: loop\nfields: &f\n  name: {type: string}\n  again: *f\n"})
+    [err] = [e for e in errors_of(ws2) if where(e)[0] == "loop.yaml"]
+    assert err.code == "yaml_syntax" and "refers to the value that contains it" in err.message
+
+
+def test_modest_aliases_still_work(write_ws):
+    ws = write_ws({"entities/ok.yaml": (
+        "entity: device\nfields:\n  name: &text {type: string, max_length: 80}\n  model: *text\n")})
+    compiled = compile_folder(ws)
+    assert compiled.entities["device"].fields["model"].max_length == 80
+
+
+def test_oversized_file_is_refused_with_its_size(write_ws):
+    ws = write_ws({"entities/huge.yaml": "entity: huge\nfields:\n  name: {type: string}\n# "
+                   + "x" * (3 * 1024 * 1024) + "\n"})
+    err = only_error(ws)
+    assert err.code == "yaml_syntax" and "the limit is 2,097,152" in err.message and where(err)[1:] == (1, 1)
+
+
+def test_alias_bomb_through_the_cli_is_quick_and_clean(tmp_path):
+    import subprocess
+    import sys
+
+    ws = tmp_path / "acme"
+    (ws / "entities").mkdir(parents=True)
+    (ws / "workspace.yaml").write_text("workspace: acme\n", encoding="utf-8")
+    (ws / "entities" / "bomb.yaml").write_text(_bomb(24), encoding="utf-8")
+    r = subprocess.run([sys.executable, "-m", "engine.cli", "validate", str(ws)], capture_output=True, text=True,
+                       timeout=60, check=False)
+    assert r.returncode == 1 and "bomb.yaml:10:" in r.stderr and "Traceback" not in r.stderr, r.stderr
