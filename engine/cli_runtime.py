@@ -8,7 +8,9 @@ the workspace) and works through the runtime services, never raw SQL.
 
 from __future__ import annotations
 
+import datetime as dt
 import importlib.util
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -21,6 +23,9 @@ from engine.cli import db_option, db_url_for, friendly_errors, main, workspace_d
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8000
 SERVER_THREADS = 8
+#: Seconds of database work one request may take by default, and requests one user may run at once.
+DEFAULT_TIMEOUT = 10.0
+DEFAULT_PER_USER = 4
 TOKEN_LABEL = "admin API token (shown once; keep it secret):"
 
 
@@ -49,27 +54,46 @@ def admin_mounts() -> list[Any]:
     return [mount] if callable(mount) else []
 
 
-def serve_app(runtime: Any, host: str, port: int) -> None:
-    """Serve the API (and the admin UI when installed) with waitress until interrupted."""
+def serve_app(runtime: Any, host: str, port: int, *, public_url: str | None = None,
+              timeout: float | None = DEFAULT_TIMEOUT, per_user: int | None = DEFAULT_PER_USER) -> None:
+    """Serve the API (and the admin UI when installed) with waitress until interrupted.
+
+    ``timeout``: seconds one request's database work may take (None or 0: no limit);
+    ``per_user``: requests one user may have running at once (0: no limit).
+    """
     import waitress
 
     from engine.api import create_app
 
-    app = create_app(runtime, mounts=admin_mounts())
+    runtime.statement_timeout = timeout or None
+    app = create_app(runtime, mounts=admin_mounts(), public_url=public_url, max_requests_per_user=per_user or None)
     click.echo(f"serving the CRM API on http://{host}:{port}/api/v1 (OpenAPI: /api/v1/openapi.json); Ctrl+C stops")
     waitress.serve(app, host=host, port=port, threads=SERVER_THREADS, ident="crm", _quiet=True)
+
+
+def server_options(fn: Any) -> Any:
+    """``--public-url``, ``--timeout`` and ``--max-per-user`` of the commands that serve."""
+    fn = click.option("--max-per-user", "per_user", default=DEFAULT_PER_USER, show_default=True, type=int,
+                      help="Requests one user may have running at once; more get 429 (0: no limit).")(fn)
+    fn = click.option("--timeout", default=DEFAULT_TIMEOUT, show_default=True, type=float,
+                      help="Seconds one request's database work may take; longer ones get 503 (0: no limit).")(fn)
+    return click.option("--public-url", default=None, envvar="CRM_PUBLIC_URL", metavar="URL",
+                        help="Where clients reach the server (e.g. https://crm.example.com): Location headers "
+                             "are built on it, else relative. Env: CRM_PUBLIC_URL.")(fn)
 
 
 @main.command()
 @click.argument("directory", required=False)
 @click.option("--host", default=DEFAULT_HOST, show_default=True, help="Address to listen on.")
 @click.option("--port", default=DEFAULT_PORT, show_default=True, type=int, help="Port to listen on.")
+@server_options
 @db_option
 @friendly_errors
-def serve(directory: str | None, host: str, port: int, db_url: str | None) -> None:
+def serve(directory: str | None, host: str, port: int, public_url: str | None, timeout: float, per_user: int,
+          db_url: str | None) -> None:
     """Run the REST API (waitress, 8 threads) over the workspace's database."""
     with open_runtime(directory, db_url) as runtime:
-        serve_app(runtime, host, port)
+        serve_app(runtime, host, port, public_url=public_url, timeout=timeout, per_user=per_user)
 
 
 @main.command()
@@ -78,9 +102,11 @@ def serve(directory: str | None, host: str, port: int, db_url: str | None) -> No
 @click.option("--port", default=DEFAULT_PORT, show_default=True, type=int)
 @click.option("--seed", default=2026, show_default=True, type=int, help="Seed of the demo data.")
 @click.option("--no-serve", is_flag=True, help="Build the demo and print the token, but do not serve.")
+@server_options
 @db_option
 @friendly_errors
-def demo(directory: str, host: str, port: int, seed: int, no_serve: bool, db_url: str | None) -> None:
+def demo(directory: str, host: str, port: int, seed: int, no_serve: bool, public_url: str | None, timeout: float,
+         per_user: int, db_url: str | None) -> None:
     """Build the manufacturing demo CRM (users, teams, records), print an admin token, serve it."""
     from engine.demo_data import ADMIN, populate
     from engine.runtime import users
@@ -101,7 +127,7 @@ def demo(directory: str, host: str, port: int, seed: int, no_serve: bool, db_url
         click.echo(TOKEN_LABEL)
         click.echo(token)
         if not no_serve:
-            serve_app(runtime, host, port)
+            serve_app(runtime, host, port, public_url=public_url, timeout=timeout, per_user=per_user)
 
 
 @main.group()
@@ -149,21 +175,55 @@ def token() -> None:
     """Manage API tokens."""
 
 
+_DURATION = re.compile(r"(\d{1,6})([mhdw])")
+_UNITS = {"m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
+
+
+def parse_duration(text: str) -> dt.timedelta:
+    """``90d``, ``12h``, ``30m``, ``2w`` as a timedelta (click.BadParameter otherwise)."""
+    match = _DURATION.fullmatch(text.strip())
+    if match is None or int(match.group(1)) == 0:
+        raise click.BadParameter(f"{text!r} is not a duration; write a number and a unit: 30m, 12h, 90d, 2w")
+    return dt.timedelta(**{_UNITS[match.group(2)]: int(match.group(1))})
+
+
 @token.command("create")
 @click.argument("name")
 @click.option("--label", default="cli", show_default=True, help="A name for the token.")
+@click.option("--expires", default=None, metavar="DURATION",
+              help="The token stops working after this long: 30m, 12h, 90d, 2w (default: never).")
 @click.argument("directory", required=False)
 @db_option
 @friendly_errors
-def token_create(name: str, label: str, directory: str | None, db_url: str | None) -> None:
+def token_create(name: str, label: str, expires: str | None, directory: str | None, db_url: str | None) -> None:
     """Create an API token for user NAME; the token is printed alone on the last line."""
     from engine.runtime import users
     from engine.runtime.context import Actor
 
+    lifetime = parse_duration(expires) if expires is not None else None
     with open_runtime(directory, db_url) as runtime, runtime.unit(Actor.system()) as uow:
-        plaintext = users.create_token(uow, name, label)
-    click.echo(f"API token {label!r} for {name!r} (shown once; store it now):")
+        until = runtime.clock.now() + lifetime if lifetime is not None else None
+        plaintext = users.create_token(uow, name, label, expires_at=until)
+    when = f", valid until {until:%Y-%m-%d %H:%M} UTC" if until is not None else ""
+    click.echo(f"API token {label!r} for {name!r}{when} (shown once; store it now):")
     click.echo(plaintext)
+
+
+@token.command("revoke")
+@click.argument("prefix")
+@click.argument("directory", required=False)
+@db_option
+@friendly_errors
+def token_revoke(prefix: str, directory: str | None, db_url: str | None) -> None:
+    """Revoke the tokens starting with PREFIX (the first 12 characters identify one); effective at once."""
+    from engine.runtime import users
+    from engine.runtime.context import Actor
+
+    with open_runtime(directory, db_url) as runtime, runtime.unit(Actor.system()) as uow:
+        count = users.revoke_token(uow, prefix)
+    if not count:
+        raise click.ClickException(f"no active token starts with {prefix[:12]!r}")
+    click.echo(f"revoked {count} token(s); running servers refuse them from their next request")
 
 
 @main.command()

@@ -9,13 +9,18 @@ read the caller's effective permissions from the security module.
 from __future__ import annotations
 
 import hashlib
+import logging
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+from sqlalchemy.exc import SQLAlchemyError
+
 from engine.dsl.model import Entity, Workspace
 from engine.errors import AuthenticationRequired, NotFound, Overloaded
+
+log = logging.getLogger("engine.api")
 
 
 class InvalidToken(AuthenticationRequired):
@@ -196,7 +201,10 @@ class TokenPrincipal:
             from engine.runtime import users
 
             token_id, self.touch = self.touch, None
-            users.touch_token(self.runtime.engine, token_id, self.runtime.clock.now())
+            try:
+                users.touch_token(self.runtime.engine, token_id, self.runtime.clock.now())
+            except SQLAlchemyError as e:  # bookkeeping only: the request itself is done
+                log.warning("could not record the use of token %s: %s", token_id, e)
 
 
 @contextmanager
