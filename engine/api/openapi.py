@@ -33,7 +33,11 @@ _ERROR_STATUSES = {
     "415": "Body is not application/json",
     "423": "Record locked (under approval)",
     "428": "If-Match header required",
+    "429": "This user already has as many requests running as allowed; retry after Retry-After seconds",
+    "503": "Database busy or read-only, or the request's work ran past its time limit; retry",
 }
+#: Statuses any authenticated operation may answer (load, not input).
+_ALWAYS = ("429", "503")
 
 
 def value_schema(field: Field) -> dict[str, Any]:
@@ -144,7 +148,7 @@ def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
 
 
 def _errors(*statuses: str) -> dict[str, Any]:
-    return {s: {"$ref": f"#/components/responses/E{s}"} for s in statuses}
+    return {s: {"$ref": f"#/components/responses/E{s}"} for s in (*statuses, *_ALWAYS)}
 
 
 def _list_parameters() -> list[dict[str, Any]]:

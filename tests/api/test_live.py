@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import http.client
 import json
 import threading
@@ -10,6 +11,7 @@ from urllib.parse import urlsplit
 
 import hypothesis
 import schemathesis
+from hypothesis import strategies as st
 from schemathesis import checks as st_checks
 
 from tests.api.conftest import ApiEnv
@@ -115,3 +117,59 @@ def test_openapi_contract(live_server: str, api_env: ApiEnv) -> None:
 
             exercise()
     assert calls >= len(operations)
+
+
+# Values clients have crafted by hand to break servers: each must get a 4xx, never a 5xx.
+CRAFTED = st.sampled_from([
+    "\ud800", "a\udfffb", "\ud83d\ude00", "\x00", "a\x00b", 10**40, -(10**40), 10**30, 2**63, 1e308, -1e308,
+    5e-324, "NaN", "Infinity", "1e999999", "9" * 60, "١١", "①", "20260101", "2026-02-30", " padded ", [], {},
+    {"id": "1"},
+    [["deep"]], True, "2026-01-01T00:00:00Z",
+])
+
+
+def _crafted_cursor(values: list[Any]) -> str:
+    raw = json.dumps({"s": "0" * 16, "v": values})
+    return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
+
+
+@st.composite
+def _mutation(draw: Any) -> dict[str, Any]:
+    """Where to put a crafted value: a body key, the filter, the cursor, the sort, or the path id."""
+    where = draw(st.sampled_from(["body", "body", "filter", "cursor", "id"]))
+    value = draw(CRAFTED)
+    if isinstance(value, str) and not value.isascii() and where == "body":
+        where = "filter"  # an unpaired surrogate cannot be sent as UTF-8: it goes in as a \\ud800 escape
+    if where == "filter":
+        literal = json.dumps(value, ensure_ascii=True) if not isinstance(value, bool) else "true"
+        return {"query": {"filter": f"{draw(st.sampled_from(['company', 'name', 'id', 'budget']))} == {literal}"}}
+    if where == "cursor":
+        return {"query": {"cursor": _crafted_cursor([value, draw(CRAFTED)])}}
+    if where == "id":
+        return {"id": draw(st.sampled_from(["١١", "①", "¹", "99999999999999999999", "1.5", "-1", "0x10"]))}
+    return {"body": {draw(st.sampled_from(["company", "name", "budget", "code", "phone", "owner_id"])): value}}
+
+
+def test_openapi_contract_with_crafted_values(live_server: str, api_env: ApiEnv) -> None:
+    """Schemathesis cases with a crafted value planted in the body, filter, cursor or path: no 5xx."""
+    schema = load_schema(live_server, api_env)
+    headers = api_env.headers("admin")
+    checks = [st_checks.not_a_server_error, st_checks.content_type_conformance]
+    calls = 0
+    for op in (r.ok() for r in schema.get_all_operations()):
+        @hypothesis.given(case=op.as_strategy(), mutation=_mutation())
+        @hypothesis.settings(max_examples=12, deadline=None, database=None, derandomize=True,
+                             phases=[hypothesis.Phase.generate], suppress_health_check=list(hypothesis.HealthCheck))
+        def exercise(case: Any, mutation: dict[str, Any]) -> None:
+            nonlocal calls
+            if "body" in mutation and isinstance(case.body, dict):
+                case.body = {**case.body, **mutation["body"]}
+            if "query" in mutation and case.method == "GET" and "{id}" not in case.path:
+                case.query = {**(case.query or {}), **mutation["query"]}
+            if "id" in mutation and case.path_parameters and "id" in case.path_parameters:
+                case.path_parameters = {**case.path_parameters, "id": mutation["id"]}
+            calls += 1
+            case.call_and_validate(headers=headers, checks=checks)
+
+        exercise()
+    assert calls > 100
