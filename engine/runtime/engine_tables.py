@@ -25,6 +25,7 @@ from engine.runtime.types import JsonType, UtcDateTime
 #: Version of the engine tables' shape; :func:`upgrade` brings older databases to it.
 ENGINE_SCHEMA_VERSION = 2
 #: version -> the (table, column) pairs that version added to tables that existed before it.
+#: (Version 2 also brought the PostgreSQL gate function, see engine.runtime.markers.install.)
 ADDED_COLUMNS: dict[int, tuple[tuple[str, str], ...]] = {2: (("crm_api_tokens", "expires_at"),)}
 SCHEMA_VERSION_KEY = "engine_schema"
 

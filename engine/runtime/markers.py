@@ -22,10 +22,13 @@ reader's snapshot starts with the marker read itself.
 from __future__ import annotations
 
 import secrets
+import time
 from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy import Connection, insert, inspect, select, text, update
 
+from engine.runtime.db import set_deadline
 from engine.runtime.engine_tables import crm_meta, crm_revisions
 
 #: Key of the PostgreSQL advisory lock: exclusive for an apply, shared for every unit of work.
@@ -33,11 +36,25 @@ APPLY_LOCK_KEY = 7_310_455_201
 REVISION_KEY = "active_revision"
 AUTH_KEY = "auth_epoch"
 
-_READ = select(crm_meta.c.key, crm_meta.c.value).where(crm_meta.c.key.in_([REVISION_KEY, AUTH_KEY]))
+_READ_SQL = f"SELECT key, value FROM crm_meta WHERE key IN ('{REVISION_KEY}', '{AUTH_KEY}')"
 _ACTIVE = select(crm_revisions.c.id).where(crm_revisions.c.active.is_(True)).order_by(
     crm_revisions.c.id.desc()).limit(1)
-_SHARED_LOCK = text("SELECT pg_advisory_xact_lock_shared(:k)")
-_SHARED_LOCK_TIMEOUT = text("SELECT pg_advisory_xact_lock_shared(:k), set_config('statement_timeout', :t, true)")
+#: PostgreSQL: the gate in one round trip.  PL/pgSQL takes a fresh snapshot for each statement, so the
+#: markers are read *after* the lock is granted (an apply that held it has committed by then).
+GATE_FUNCTION = f"""
+CREATE OR REPLACE FUNCTION crm_gate(lock_key bigint, timeout_ms text)
+RETURNS TABLE(key text, value text) LANGUAGE plpgsql VOLATILE AS $gate$
+BEGIN
+  PERFORM pg_advisory_xact_lock_shared(lock_key);
+  IF timeout_ms IS NOT NULL THEN
+    PERFORM set_config('statement_timeout', timeout_ms, true);
+  END IF;
+  RETURN QUERY SELECT m.key::text, m.value::text FROM crm_meta m WHERE m.key IN ('{REVISION_KEY}', '{AUTH_KEY}');
+END
+$gate$
+"""
+_GATE_SQL = "SELECT key, value FROM crm_gate(%s, %s)"
+_SEEN_REVISION = "crm_seen_revision"
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,7 +67,22 @@ class Markers:
 
 def read(conn: Connection) -> Markers:
     """The current markers (the active revision is looked up in ``crm_revisions`` if its marker is missing)."""
-    values = {key: value for key, value in conn.execute(_READ)}
+    return _markers(conn, _fetch(conn, _READ_SQL))
+
+
+def _fetch(conn: Connection, sql: str, params: tuple[Any, ...] = ()) -> list[Any]:
+    """Rows of ``sql`` through the driver's cursor: this runs for every unit of work, and SQLAlchemy's
+    statement machinery would cost more than the lookup itself (fixed text, driver parameters)."""
+    cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+    try:
+        cursor.execute(sql, params)
+        return list(cursor.fetchall())
+    finally:
+        cursor.close()
+
+
+def _markers(conn: Connection, rows: list[Any]) -> Markers:
+    values = dict(rows)
     raw = values.get(REVISION_KEY)
     revision = int(raw) if raw is not None else _active_id(conn)
     return Markers(revision, values.get(AUTH_KEY, ""))
@@ -64,19 +96,35 @@ def _active_id(conn: Connection) -> int | None:
     return int(found) if found is not None else None
 
 
-def gate(conn: Connection, *, statement_timeout_ms: int | None = None) -> Markers:
-    """Start a unit of work on ``conn`` (inside its transaction): the shared apply lock, then the markers.
+def gate(conn: Connection, *, timeout: float | None = None) -> Markers:
+    """Start a unit of work on ``conn`` (inside its transaction); the markers it runs under.
 
-    ``statement_timeout_ms`` bounds every later statement of the transaction
-    on PostgreSQL (``SET LOCAL statement_timeout``), in the same round trip
-    as the lock.
+    PostgreSQL: the shared apply lock, ``SET LOCAL statement_timeout`` and
+    the marker read in one round trip (:data:`GATE_FUNCTION`); a connection
+    that sees a new revision then drops its prepared statements, whose
+    result types may have changed ("cached plan must not change result
+    type").  SQLite: the unit's deadline (``timeout`` seconds from now, see
+    :func:`engine.runtime.db.set_deadline`), then the marker read, which
+    also starts a reader's snapshot.
     """
+    if conn.dialect.name != "postgresql":
+        set_deadline(conn, time.monotonic() + timeout if timeout else None)
+        return read(conn)
+    limit = str(int(timeout * 1000)) if timeout else None
+    marks = _markers(conn, _fetch(conn, _GATE_SQL, (APPLY_LOCK_KEY, limit)))
+    seen = conn.info.get(_SEEN_REVISION)
+    if seen is not None and seen != marks.revision:
+        # psycopg forgets its own statement cache when it sees DEALLOCATE ALL run, but only for a
+        # statement text it has not counted before: hence the comment naming the change
+        conn.exec_driver_sql(f"DEALLOCATE ALL /* revision {seen} -> {marks.revision} */")
+    conn.info[_SEEN_REVISION] = marks.revision
+    return marks
+
+
+def install(conn: Connection) -> None:
+    """Create the PostgreSQL gate function (idempotent; run with the engine tables' upgrade)."""
     if conn.dialect.name == "postgresql":
-        if statement_timeout_ms:
-            conn.execute(_SHARED_LOCK_TIMEOUT, {"k": APPLY_LOCK_KEY, "t": str(int(statement_timeout_ms))})
-        else:
-            conn.execute(_SHARED_LOCK, {"k": APPLY_LOCK_KEY})
-    return read(conn)
+        conn.exec_driver_sql(GATE_FUNCTION)
 
 
 def lock_exclusive(conn: Connection) -> None:

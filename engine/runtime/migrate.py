@@ -151,6 +151,7 @@ def _prepare(conn: Connection) -> None:
     """The apply lock (PostgreSQL: waits for units of work in flight), engine tables, helper functions."""
     markers.lock_exclusive(conn)
     engine_tables.upgrade(conn)
+    markers.install(conn)
     ensure_pg_functions(conn)
 
 

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
@@ -194,7 +193,7 @@ class Runtime:
         with self.engine.connect() as conn:
             conn.execution_options(sqlite_immediate=not readonly)
             with conn.begin():
-                marks = self._open_gate(conn)
+                marks = markers.gate(conn, timeout=self.statement_timeout)
                 state = self._state_at(conn, marks.revision)
                 who = actor if isinstance(actor, Actor) else actor.actor_for(conn, marks, state)
                 uow = UnitOfWork(self, state, who, conn, readonly=readonly, markers=marks)
@@ -205,22 +204,6 @@ class Runtime:
                 finally:
                     set_deadline(conn, None)
         self._deliver(uow.events)
-
-    def _open_gate(self, conn: Connection) -> markers.Markers:
-        timeout = self.statement_timeout
-        if conn.dialect.name == "postgresql":
-            marks = markers.gate(conn, statement_timeout_ms=int(timeout * 1000) if timeout else None)
-            seen = conn.info.get(_SEEN_REVISION)
-            if seen is not None and seen != marks.revision:
-                # The schema changed since this connection prepared its statements: a prepared
-                # statement whose result type changed would fail ("cached plan must not change
-                # result type").  psycopg forgets its own cache when it sees DEALLOCATE ALL run,
-                # but only for a statement text it has not counted before: hence the comment.
-                conn.exec_driver_sql(f"DEALLOCATE ALL /* revision {seen} -> {marks.revision} */")
-            conn.info[_SEEN_REVISION] = marks.revision
-            return marks
-        set_deadline(conn, time.monotonic() + timeout if timeout else None)
-        return markers.gate(conn)
 
     def _deliver(self, events: list[DomainEvent]) -> None:
         for event in events:
@@ -249,9 +232,6 @@ class Principal(Protocol):
         ...
 
 
-_SEEN_REVISION = "crm_seen_revision"
-
-
 def _translated(error: DBAPIError, timeout: float | None) -> Exception:
     """A statement stopped by the unit's time limit as QueryTimeout; any other database error unchanged."""
     if is_timeout(error):
@@ -274,8 +254,9 @@ class UnitOfWork:
         self.readonly = readonly
         self.markers = markers
         self.events: list[DomainEvent] = []
-        #: entity -> ids of live records the actor was found able to see (references checked once per unit)
-        self.visible_ids: dict[str, set[int]] = {}
+        #: entity -> ids of live records the actor was found able to see (references checked once per unit);
+        #: the actor is an active user (just authenticated), so owning a record needs no lookup
+        self.visible_ids: dict[str, set[int]] = {"crm_users": {actor.user_id}} if actor.user_id is not None else {}
         self._guard: Guard | None = None
 
     @property
@@ -330,6 +311,7 @@ def _upgrade_engine_tables(engine: Engine) -> None:
         with conn.begin():
             markers.lock_exclusive(conn)
             engine_tables.upgrade(conn)
+            markers.install(conn)
 
 
 def _load_active(conn: Connection, dialect: str) -> State | None:
