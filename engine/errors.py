@@ -194,6 +194,12 @@ class ConfirmationRequired(PlanError):
     code = "confirmation_required"
 
 
+class PlanChanged(PlanError):
+    """The plan computed under the apply lock is not the one the user confirmed (nothing applied)."""
+
+    code = "plan_changed"
+
+
 class RevisionNotFound(PlanError):
     code = "revision_not_found"
 

@@ -105,8 +105,8 @@ def apply_workspace(ws: Workspace, url: str, *, yes: bool, allow_destructive: bo
     engine = open_engine(url)
     try:
         with engine.connect() as conn:
-            the_plan = plan_against_database(conn, ws, purge=purge, export_dir=export_dir)
             active = revisions.active_revision(conn)
+            the_plan = plan_against_database(conn, ws, purge=purge, export_dir=export_dir)
         echo(planner.format_plan(the_plan))
         if the_plan.is_empty and active is not None and active.content_hash == ws.content_hash:
             return None
@@ -115,7 +115,8 @@ def apply_workspace(ws: Workspace, url: str, *, yes: bool, allow_destructive: bo
             raise ConfirmationRequired("not applied: confirm interactively or pass --yes",
                                        hint="review the plan above, then run again with --yes")
         result = migrate.apply(engine, ws, author=author, message=message, allow_destructive=allow_destructive,
-                               purge=purge, export_dir=export_dir, compile_bundle=compile_stored)
+                               purge=purge, export_dir=export_dir, compile_bundle=compile_stored,
+                               expect_plan=the_plan.fingerprint(active.id if active else None))
         for path in result.exported:
             echo(f"exported retired data to {path}")
         echo(f"applied: revision {result.revision_id}")

@@ -36,11 +36,18 @@ from sqlalchemy import Connection, Engine, inspect
 from sqlalchemy.exc import SQLAlchemyError
 
 from engine.dsl.model import Workspace
-from engine.errors import BlockedChange, ConfirmationRequired, DatabaseNotReady, EngineError, PlanError
+from engine.errors import (
+    BlockedChange,
+    ConfirmationRequired,
+    DatabaseNotReady,
+    EngineError,
+    PlanChanged,
+    PlanError,
+)
 from engine.runtime import engine_tables, markers, revisions
 from engine.runtime.db import ensure_pg_functions
 from engine.runtime.migrate_ops import EXECUTORS, ApplyContext, add_deferred_foreign_keys
-from engine.runtime.plan_model import Change, Plan
+from engine.runtime.plan_model import Change, Plan, format_plan
 from engine.runtime.planner import plan_from_state
 from engine.runtime.storage import build_schema
 
@@ -66,6 +73,7 @@ def apply(
     export_dir: Path | str | None = None,
     fail_after: int | None = None,
     compile_bundle: Callable[[Mapping[str, Any]], Workspace] | None = None,
+    expect_plan: str | None = None,
 ) -> ApplyResult:
     """Plan ``new`` against the active revision and apply it in one transaction.
 
@@ -74,14 +82,17 @@ def apply(
     False, PlanError if a step fails (rolled back; the message names the
     step).  ``purge`` drops retired fields after exporting them under
     ``export_dir``.  ``compile_bundle`` rebuilds an old revision that has no
-    schema snapshot.  ``fail_after`` is a test hook: fail after N DDL steps.
+    schema snapshot.  ``expect_plan`` is the :meth:`Plan.fingerprint` of the
+    plan the user confirmed: if the plan made under the lock differs (someone
+    applied in between, or the data changed what is safe), PlanChanged and
+    nothing is applied.  ``fail_after`` is a test hook: fail after N DDL steps.
     """
     with engine.connect() as conn:
         conn = conn.execution_options(sqlite_immediate=True)
         with sqlite_foreign_keys_off(conn), conn.begin():
             result = _apply_in(conn, new, author=author, message=message, allow_destructive=allow_destructive,
                                purge=purge, export_dir=export_dir, fail_after=fail_after,
-                               compile_bundle=compile_bundle)
+                               compile_bundle=compile_bundle, expect_plan=expect_plan)
             check_foreign_keys(conn)
             return result
 
@@ -131,13 +142,21 @@ def check_foreign_keys(conn: Connection) -> None:
 
 def _apply_in(conn: Connection, new: Workspace, *, author: str, message: str, allow_destructive: bool,
               purge: bool, export_dir: Path | str | None, fail_after: int | None,
-              compile_bundle: Callable[[Mapping[str, Any]], Workspace] | None) -> ApplyResult:
+              compile_bundle: Callable[[Mapping[str, Any]], Workspace] | None,
+              expect_plan: str | None) -> ApplyResult:
     _prepare(conn)
     active = revisions.active_revision(conn)
     old_state = revisions.revision_state(active, compile_bundle) if active is not None else None
     if old_state is None:
         _refuse_untracked_tables(conn, new)
     the_plan = plan_from_state(old_state, new, conn, purge=purge, export_dir=export_dir)
+    if expect_plan is not None and the_plan.fingerprint(active.id if active else None) != expect_plan:
+        raise PlanChanged(
+            "the database changed after the plan was shown"
+            + (f" (revision {active.id} is active now)" if active else "")
+            + "; nothing was applied. The plan as it stands now:\n" + format_plan(the_plan),
+            details={"changes": the_plan.to_list()},
+            hint="review the plan above and run crm apply again")
     check_allowed(the_plan, allow_destructive=allow_destructive)
     if the_plan.is_empty and active is not None and active.content_hash == new.content_hash:
         return ApplyResult(plan=the_plan, revision_id=active.id, applied=False)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from dataclasses import field as dc_field
@@ -109,6 +111,12 @@ class Plan:
 
     def to_list(self) -> list[dict[str, Any]]:
         return [c.to_dict() for c in self.changes]
+
+    def fingerprint(self, base_revision: int | None) -> str:
+        """What a user confirms when they say yes to this plan: the revision it starts from and each
+        change's kind, target, description and safety (not row counts, which move under live writes)."""
+        items = [base_revision, *([c.kind, c.entity, c.field, c.description, c.safety] for c in self.changes)]
+        return hashlib.sha256(json.dumps(items, separators=(",", ":")).encode()).hexdigest()
 
 
 def format_plan(plan: Plan) -> str:

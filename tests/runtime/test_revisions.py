@@ -113,3 +113,38 @@ def test_newer_formats_are_refused() -> None:
         state_from_snapshot({**GOLDEN_SNAPSHOT_V1, "snapshot_format": 99})
     with pytest.raises(PlanError, match="bundle format 2"):
         upgrade_bundle({"format": 2})
+
+
+def test_apply_refuses_when_the_plan_changed_after_it_was_shown(db_url: str, tmp_path: Path) -> None:
+    """The plan is shown, the user confirms, and meanwhile someone else applies: refuse, change nothing."""
+    from engine.errors import PlanChanged
+    from engine.runtime.config_ops import apply_workspace
+    from engine.runtime.db import make_engine
+    from tests.conftest import ent, fld, wsp
+
+    v1 = wsp(ent("lead", fld("company")))
+    engine = make_engine(db_url)
+    try:
+        apply(engine, v1, author="t", message="v1")
+        mine = wsp(ent("lead", fld("company"), fld("phone")))
+        theirs = wsp(ent("lead", fld("company"), fld("phone"), fld("email")))
+        shown: list[str] = []
+
+        def confirm_while_someone_applies(_question: str) -> bool:
+            apply(engine, theirs, author="colleague", message="theirs")  # between display and lock
+            return True
+
+        with pytest.raises(PlanChanged) as info:
+            apply_workspace(mine, db_url, yes=False, allow_destructive=False, purge=False, message="mine",
+                            author="me", echo=shown.append, confirm=confirm_while_someone_applies,
+                            export_dir=tmp_path)
+        assert "add column lead.phone" in shown[0]
+        assert "revision 2 is active now" in info.value.message and "nothing was applied" in info.value.message
+        assert "retire lead.email" in info.value.message  # the plan as it would be now
+        with engine.connect() as conn:
+            assert [r.message for r in list_revisions(conn)] == ["theirs", "v1"]
+        result = apply_workspace(mine, db_url, yes=True, allow_destructive=False, purge=False, message="mine",
+                                 author="me", echo=shown.append, confirm=lambda _q: True, export_dir=tmp_path)
+        assert result is not None and result.applied  # planned again, confirmed, applied
+    finally:
+        engine.dispose()
