@@ -187,8 +187,8 @@ def _index_sigs(entity: Entity, dialect: str) -> dict[str, str]:
     """Index name -> its CREATE INDEX text, as :func:`entity_indexes` defines them."""
     schema = build_schema(Workspace(name="idx", entities={entity.name: entity}), dialect)
     d = _dialect_obj(dialect)
-    return {ix.name: str(CreateIndex(ix).compile(dialect=d)) for ix in schema.tables[entity.name].indexes
-            if ix.name}
+    indexes = sorted((ix for ix in schema.tables[entity.name].indexes if ix.name), key=lambda ix: str(ix.name))
+    return {str(ix.name): str(CreateIndex(ix).compile(dialect=d)) for ix in indexes}  # a set: sorted, plans repeat
 
 
 def _index_changes(ctx: PlanContext, old: Entity | None, new: Entity) -> list[Change]:
