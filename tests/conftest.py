@@ -104,13 +104,18 @@ class _Cluster:
             shutil.rmtree(self.root, ignore_errors=True)
 
 
+def in_ci() -> bool:
+    """Whether the ``CI`` environment variable says this is CI (``1``, ``true``, ``yes``; not ``0``/``false``)."""
+    return os.environ.get("CI", "").strip().lower() in ("1", "true", "yes", "on")
+
+
 @pytest.fixture(scope="session")
 def pg_url() -> Iterator[str]:
     """URL of a throwaway PostgreSQL cluster's ``postgres`` database (one per session)."""
     bin_dir = _find_pg_bin()
     if bin_dir is None:
         reason = f"PostgreSQL not installed (no pg_ctl; set {PG_BIN_ENV} or apt-get install postgresql)"
-        if os.environ.get("CI"):
+        if in_ci():
             pytest.fail(f"CI is set but {reason}", pytrace=False)
         pytest.skip(reason)
     cluster = _Cluster(bin_dir)

@@ -29,7 +29,7 @@ Mount = Callable[[Flask, Any], None]
 
 def create_app(runtime: Any, *, mounts: Iterable[Mount] = (), max_body_bytes: int = MAX_BODY_BYTES,
                public_url: str | None = None, max_requests_per_user: int | None = MAX_REQUESTS_PER_USER,
-               cache_tokens: bool = True) -> Flask:
+               cache_tokens: bool = True, docs_url: str | None = None) -> Flask:
     """A Flask app serving the REST API of ``runtime`` under ``/api/v1``.
 
     ``mounts`` are called with ``(app, runtime)`` after the API is registered;
@@ -40,11 +40,13 @@ def create_app(runtime: Any, *, mounts: Iterable[Mount] = (), max_body_bytes: in
     ``max_requests_per_user``: requests one user may run at once (None: no limit).
     ``cache_tokens``: remember authenticated tokens until the authentication
     epoch changes (False: look each one up on every request).
+    ``docs_url``: where docs/errors.md is published (error bodies link to ``<docs_url>#<code>``).
     """
     app = Flask("engine.api")
     app.json = FastJSONProvider(app)
     app.config.update(MAX_CONTENT_LENGTH=max_body_bytes, MAX_FORM_MEMORY_SIZE=max_body_bytes,
-                      JSON_SORT_KEYS=False, CRM_PUBLIC_URL=public_url)
+                      JSON_SORT_KEYS=False, CRM_PUBLIC_URL=public_url,
+                      CRM_DOCS_URL=docs_url)
     app.url_map.strict_slashes = False
     app.extensions[RUNTIME_KEY] = runtime
     app.extensions[TOKEN_CACHE_KEY] = TokenCache() if cache_tokens else None

@@ -71,10 +71,15 @@ def status_for(error: E.EngineError) -> int:
     return 500
 
 
+#: Where docs/errors.md is published; each error body links to its code's row there.
+DEFAULT_DOCS_URL = "docs/errors.md"
+
+
 def error_response(status: int, code: str, message: str, details: Any = None,
                    headers: dict[str, str] | None = None) -> Response:
-    """The JSON error body every failing request gets."""
-    body = encode_body({"error": {"code": code, "message": message, "details": details}})
+    """The JSON error body every failing request gets, with ``docs``: the link to the code's row."""
+    docs = f"{current_app.config.get('CRM_DOCS_URL') or DEFAULT_DOCS_URL}#{code}"
+    body = encode_body({"error": {"code": code, "message": message, "details": details, "docs": docs}})
     resp = current_app.response_class(body, status=status, mimetype="application/json")
     for k, v in (headers or {}).items():
         resp.headers[k] = v

@@ -223,8 +223,9 @@ def _components(entities: dict[str, tuple[Entity, dict[str, Any]]]) -> dict[str,
 
 
 _ERROR_SCHEMA = {"type": "object", "required": ["error"], "additionalProperties": False, "properties": {
-    "error": {"type": "object", "required": ["code", "message", "details"], "properties": {
-        "code": {"type": "string"}, "message": {"type": "string"}, "details": {}}}}}
+    "error": {"type": "object", "required": ["code", "message", "details", "docs"], "properties": {
+        "code": {"type": "string"}, "message": {"type": "string"}, "details": {},
+        "docs": {"type": "string", "description": "link to the code's entry in docs/errors.md"}}}}}
 _HISTORY_SCHEMA = {"type": "object", "required": ["action", "field", "old", "new", "actor_id", "at"], "properties": {
     "id": {"type": "integer"}, "action": {"type": "string"}, "field": {"type": ["string", "null"]}, "old": {},
     "new": {}, "actor_id": {"type": ["integer", "null"]}, "actor": {"type": ["string", "null"]},

@@ -132,7 +132,9 @@ def test_bad_requests_are_json_errors(client: Any, api_env: ApiEnv, path: str, q
                                       status: int) -> None:
     resp = client.get(path, query_string=query, headers=api_env.headers("admin"))
     assert resp.status_code == status, resp.get_data(as_text=True)[:300]
-    assert set(resp.get_json()["error"]) == {"code", "message", "details"}
+    error = resp.get_json()["error"]
+    assert set(error) == {"code", "message", "details", "docs"}
+    assert error["docs"] == f"docs/errors.md#{error['code']}"
 
 
 def test_history_has_every_field_change_with_actor_and_time(client: Any, api_env: ApiEnv) -> None:

@@ -34,7 +34,7 @@ def test_every_endpoint_needs_a_valid_token(client: Any, method: str, path: str,
     assert resp.status_code == 401
     body = resp.get_json()
     assert body["error"]["code"] in ("unauthenticated", "invalid_token")
-    assert set(body["error"]) == {"code", "message", "details"}
+    assert set(body["error"]) == {"code", "message", "details", "docs"}
     assert resp.headers["WWW-Authenticate"].startswith("Bearer")
 
 

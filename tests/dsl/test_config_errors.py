@@ -105,7 +105,8 @@ def test_conflicting_redefinition_across_layers_names_both_places(write_ws):
     assert where(err) == ("lead.yaml", 1, 1)
     assert "configs/base/entities/lead.yaml" in err.message
     assert "extend: true" in (err.hint or "")
-    assert err.details["first"].endswith(":1") or "lead.yaml" in err.details["first"]
+    assert err.details["first"].endswith("configs/base/entities/lead.yaml:4:1")  # after the file's comment lines
+    assert err.details["second"].endswith("acme/entities/lead.yaml:1:1")
 
 
 def test_unknown_kind_lists_the_known_ones(write_ws):

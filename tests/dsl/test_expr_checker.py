@@ -133,13 +133,16 @@ def test_expected_type(text: str, expected: str, message: str) -> None:
     assert err.code == "expression_wrong_result_type" and err.message == message
 
 
-@pytest.mark.parametrize(("text", "expected"), [
-    ("budget * 2", "money"), ("score + 1", "integer"), ('concat(name, "x")', "text"), ("industry", "string"),
-    ('if active then "tech" else industry', "picklist"), ("$user", "user"), ("score", "reference"),
-    ("null", "date"), ("add_days($today, 2)", "date"), ("active", "boolean"),
+@pytest.mark.parametrize(("text", "expected", "kind"), [
+    ("budget * 2", "money", "number"), ("score + 1", "integer", "whole number"),
+    ('concat(name, "x")', "text", "string"), ("industry", "string", "picklist"),
+    ('if active then "tech" else industry', "picklist", "string"),
+    ("$user", "user", "reference"), ("score", "reference", "whole number"), ("null", "date", "null"),
+    ("add_days($today, 2)", "date", "date"), ("active", "boolean", "boolean"),
 ])
-def test_expected_type_accepted(text: str, expected: str) -> None:
-    compile_expression(text, LEAD, WS, expected=expected)
+def test_expected_type_accepted(text: str, expected: str, kind: str) -> None:
+    """A result type the field accepts compiles, and keeps the type the checker gave it."""
+    assert str(compile_expression(text, LEAD, WS, expected=expected).expr_type) == kind
 
 
 def test_equality_with_null_literal_is_null_test() -> None:

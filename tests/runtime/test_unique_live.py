@@ -32,7 +32,8 @@ def test_soft_deleted_value_can_be_reused_and_restore_refuses_a_clash(runtime: R
         first = uow.records.create("item", {"code": "A-1"})
     with pytest.raises(UniqueViolation) as info, runtime.unit(system) as uow:
         uow.records.create("item", {"code": "A-1"})
-    assert "code" in str(info.value.details) or "code" in info.value.message
+    assert info.value.details == {"code": ["must be unique; another record already has this value"]}
+    assert info.value.message == "another item already has this code"
     with runtime.unit(system) as uow:
         uow.records.delete("item", first["id"], expected_version=first["version"])
     with runtime.unit(system) as uow:
