@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from sqlalchemy import (
     BigInteger,
     Boolean,
@@ -20,13 +22,13 @@ from sqlalchemy import (
 )
 from sqlalchemy.schema import CreateColumn
 
+from engine.errors import DatabaseNotReady
 from engine.runtime.types import JsonType, UtcDateTime
 
-#: Version of the engine tables' shape; :func:`upgrade` brings older databases to it.
+#: Version of the engine tables' shape; :func:`upgrade` brings older databases to it through
+#: :data:`MIGRATIONS`.  (The PostgreSQL gate function is re-created on every upgrade and apply:
+#: see engine.runtime.markers.install.)
 ENGINE_SCHEMA_VERSION = 2
-#: version -> the (table, column) pairs that version added to tables that existed before it.
-#: (Version 2 also brought the PostgreSQL gate function, see engine.runtime.markers.install.)
-ADDED_COLUMNS: dict[int, tuple[tuple[str, str], ...]] = {2: (("crm_api_tokens", "expires_at"),)}
 SCHEMA_VERSION_KEY = "engine_schema"
 
 engine_metadata = MetaData()
@@ -152,31 +154,59 @@ crm_outbox = Table(
 
 
 def stored_version(conn: Connection) -> int:
-    """The engine-table version the database was last upgraded to (0: none recorded)."""
+    """The engine-table version the database holds: 0 for a database without engine tables, 1 for one
+    made before versions were recorded."""
     if not inspect(conn).has_table(crm_meta.name):
         return 0
     raw = conn.execute(select(crm_meta.c.value).where(crm_meta.c.key == SCHEMA_VERSION_KEY)).scalar()
     return int(raw) if raw is not None else 1
 
 
-def upgrade(conn: Connection) -> None:
-    """Create missing engine tables and add the columns later versions added (idempotent).
-
-    Runs inside the caller's transaction (an apply, or a runtime opening an
-    older database under the apply lock).
-    """
-    insp = inspect(conn)
-    existing = set(insp.get_table_names())
-    engine_metadata.create_all(conn)
+def _add_column(conn: Connection, table_name: str, column: str) -> None:
+    """ALTER TABLE ADD COLUMN as the current definition declares it (skipped when it is there)."""
+    if column in {c["name"] for c in inspect(conn).get_columns(table_name)}:
+        return
+    spec = CreateColumn(engine_metadata.tables[table_name].c[column]).compile(dialect=conn.dialect)
     quote = conn.dialect.identifier_preparer.quote
-    for version in sorted(ADDED_COLUMNS):
-        for table_name, column in ADDED_COLUMNS[version]:
-            if table_name not in existing or column in {c["name"] for c in insp.get_columns(table_name)}:
-                continue
-            spec = CreateColumn(engine_metadata.tables[table_name].c[column]).compile(dialect=conn.dialect)
-            conn.exec_driver_sql(f"ALTER TABLE {quote(table_name)} ADD COLUMN {spec}")
-    if stored_version(conn) != ENGINE_SCHEMA_VERSION:
-        done = conn.execute(crm_meta.update().where(crm_meta.c.key == SCHEMA_VERSION_KEY)
-                            .values(value=str(ENGINE_SCHEMA_VERSION))).rowcount
-        if not done:
-            conn.execute(crm_meta.insert().values(key=SCHEMA_VERSION_KEY, value=str(ENGINE_SCHEMA_VERSION)))
+    conn.exec_driver_sql(f"ALTER TABLE {quote(table_name)} ADD COLUMN {spec}")
+
+
+def _to_v2(conn: Connection) -> None:
+    """Version 2: tokens may expire (``crm_api_tokens.expires_at``)."""
+    _add_column(conn, "crm_api_tokens", "expires_at")
+
+
+#: version N -> the migration that turns a version N-1 database into version N (one per version).
+MIGRATIONS: dict[int, Callable[[Connection], None]] = {2: _to_v2}
+
+
+def check_version(conn: Connection) -> int:
+    """The stored version; DatabaseNotReady (``engine_schema``) when a newer engine made the tables."""
+    stored = stored_version(conn)
+    if stored > ENGINE_SCHEMA_VERSION:
+        raise DatabaseNotReady(
+            f"the database's engine tables are version {stored}, newer than this engine's "
+            f"{ENGINE_SCHEMA_VERSION}", code="engine_schema",
+            hint="upgrade the engine (pip install -U crm-engine) to the version that last wrote this database")
+    return stored
+
+
+def upgrade(conn: Connection) -> None:
+    """Bring the engine tables to :data:`ENGINE_SCHEMA_VERSION` inside the caller's transaction.
+
+    A new database gets every table at once; an older one runs each
+    migration from its version up, in order; a newer one is refused (see
+    :func:`check_version`).  The caller holds the apply lock (an apply, or a
+    runtime opening an older database).
+    """
+    stored = check_version(conn)
+    if stored == ENGINE_SCHEMA_VERSION:
+        return
+    if stored > 0:
+        for version in range(stored + 1, ENGINE_SCHEMA_VERSION + 1):
+            MIGRATIONS[version](conn)
+    engine_metadata.create_all(conn)  # a new database, or tables a migration expects to be created
+    done = conn.execute(crm_meta.update().where(crm_meta.c.key == SCHEMA_VERSION_KEY)
+                        .values(value=str(ENGINE_SCHEMA_VERSION))).rowcount
+    if not done:
+        conn.execute(crm_meta.insert().values(key=SCHEMA_VERSION_KEY, value=str(ENGINE_SCHEMA_VERSION)))

@@ -304,7 +304,7 @@ def _upgrade_engine_tables(engine: Engine) -> None:
     with engine.connect() as conn:
         if not inspect(conn).has_table("crm_revisions"):
             return
-        if engine_tables.stored_version(conn) >= engine_tables.ENGINE_SCHEMA_VERSION:
+        if engine_tables.check_version(conn) == engine_tables.ENGINE_SCHEMA_VERSION:
             return
     with engine.connect() as conn:
         conn.execution_options(sqlite_immediate=True)
