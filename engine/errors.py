@@ -113,6 +113,12 @@ class InvalidName(ConfigError):
     code = "invalid_name"
 
 
+class UnknownPlugin(ConfigError):
+    """``workspace.yaml`` enables a plugin that is not installed."""
+
+    code = "unknown_plugin"
+
+
 class LayerError(ConfigError):
     code = "layer_error"
 

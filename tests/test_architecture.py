@@ -9,8 +9,9 @@ ROOT = Path(__file__).resolve().parents[1]
 
 #: package -> modules it must never import (prefix match)
 FORBIDDEN = {
-    "engine/dsl": ("engine.runtime", "engine.api", "admin", "engine.cli", "sqlalchemy", "flask", "SpiffWorkflow",
-                   "alembic"),
+    "engine/dsl": ("engine.runtime", "engine.api", "engine.plugins", "admin", "engine.cli", "sqlalchemy", "flask",
+                   "SpiffWorkflow", "alembic", "pluggy"),
+    "engine/plugins": ("engine.runtime", "engine.api", "admin", "engine.cli", "sqlalchemy", "flask"),
     "engine/runtime": ("engine.api", "admin", "engine.cli", "flask"),
     "engine/api": ("admin", "engine.cli"),
 }

@@ -61,13 +61,15 @@ class EntityCompiler:
     """Compiles one merged entity document; reports every error it finds."""
 
     def __init__(self, name: str, data: YMap, loc: SourceLocation, entity_names: set[str], report: Report,
-                 *, core: bool) -> None:
+                 *, core: bool, field_types: Mapping[str, Any] | None = None) -> None:
         self.name = name
         self.data = data
         self.loc = loc
         self.entity_names = entity_names
         self.report = report
         self.core = core
+        #: plugin field types by name (:class:`engine.dsl.extensions.FieldTypeDef`)
+        self.field_types = field_types or {}
         self.children: list[Entity] = []
 
     def compile(self) -> list[Entity]:
@@ -133,10 +135,16 @@ class EntityCompiler:
             self.report(SchemaViolation(f"field {owner}.{name} has no type", location=loc,
                                         hint="add 'type:' (string, integer, money, picklist, reference, ...)"))
             return None
+        custom = self.field_types.get(ftype)
+        if custom is not None:  # a plugin's type: stored and checked as its base type, plus its own check
+            ftype = custom.base
+            if custom.max_length is not None and "max_length" not in spec:
+                spec = YMap({**spec, "max_length": custom.max_length}, loc=spec.loc)
         ok = self._type_rules(name, ftype, spec, path)
         options = self._options(spec)
         kwargs: dict[str, Any] = dict(
-            name=name, type=ftype, location=loc, label=label_of(spec.get("label"), name),
+            name=name, type=ftype, format=custom.name if custom is not None else None, location=loc,
+            label=label_of(spec.get("label"), name),
             required=bool(spec.get("required")), unique=bool(spec.get("unique")),
             index=bool(spec.get("index")), readonly=bool(spec.get("readonly") or spec.get("formula")),
             default_expr=spec.get("default_expr"), formula=spec.get("formula"),

@@ -18,63 +18,85 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from engine.dsl.compile_entity import EntityCompiler, label_of
-from engine.dsl.kinds import DEFAULT_KINDS, KindRegistry
+from engine.dsl.compile_context import CompileContext
+from engine.dsl.extensions import Extensions, default_extensions
+from engine.dsl.kinds import KindSpec
 from engine.dsl.layers import Layer, discover, from_bundle, to_bundle
-from engine.dsl.loader import LoadedConfig, MergedDoc, load_layers
-from engine.dsl.model import (
-    ConfigObject,
-    Entity,
-    EntityPermission,
-    Role,
-    Workspace,
-    frozen_map,
-)
+from engine.dsl.loader import LoadedConfig, load_layers
+from engine.dsl.model import ConfigObject, Field, Workspace, frozen_map
 from engine.dsl.rowsize import row_size_warnings
-from engine.dsl.yamlsrc import locate, plain
-from engine.errors import ConfigError, UnknownReference, raise_collected
+from engine.dsl.yamlsrc import load_text, locate, plain
+from engine.errors import ConfigError, InvalidName, UnknownPlugin, raise_collected
 
 #: A pass over the built model: checks (reporting errors) and returns compiled objects to keep
 #: on ``Workspace.compiled`` (e.g. expressions), or None.
 ExpressionPass = Callable[[Workspace, Callable[[ConfigError], None]], Mapping[tuple[Any, ...], Any] | None]
 
 
-def compile_folder(folder: Path, *, kinds: KindRegistry = DEFAULT_KINDS,
+def compile_folder(folder: Path, *, extensions: Extensions | None = None,
                    passes: Sequence[ExpressionPass] | None = None) -> Workspace:
     """Compile the workspace in ``folder`` with all the layers it extends."""
-    return compile_layers(discover(folder), kinds=kinds, passes=passes)
+    return compile_layers(discover(folder), extensions=extensions, passes=passes)
 
 
-def compile_bundle(bundle: Mapping[str, Any], *, kinds: KindRegistry = DEFAULT_KINDS,
+def compile_bundle(bundle: Mapping[str, Any], *, extensions: Extensions | None = None,
                    passes: Sequence[ExpressionPass] | None = None) -> Workspace:
     """Compile a revision bundle (see :func:`engine.dsl.layers.to_bundle`)."""
-    return compile_layers(from_bundle(bundle), kinds=kinds, passes=passes)
+    return compile_layers(from_bundle(bundle), extensions=extensions, passes=passes)
 
 
-def compile_layers(layers: Sequence[Layer], *, kinds: KindRegistry = DEFAULT_KINDS,
+def compile_layers(layers: Sequence[Layer], *, extensions: Extensions | None = None,
                    passes: Sequence[ExpressionPass] | None = None) -> Workspace:
-    """Load, check, merge and compile ``layers`` (base first)."""
-    loaded = load_layers(layers, kinds)
+    """Load, check, merge and compile ``layers`` (base first) with ``extensions`` (default: built-ins).
+
+    Every kind compiles through its own :attr:`KindSpec.compile`, in kind
+    order; each sees what the kinds before it compiled (:class:`CompileContext`).
+    """
+    ext = extensions or default_extensions()
+    loaded = load_layers(layers, ext.kinds)
     errors: list[ConfigError] = []
     report = errors.append
     settings = _settings(loaded)
-    entities = _entities(loaded, report)
-    roles = _roles(loaded, entities, report)
-    objects = _objects(loaded, kinds, entities, report)
+    _check_plugins(loaded, ext, report)
+    ctx = CompileContext(ext, report, settings)
+    _compile_kinds(loaded, ext, ctx)
     raise_collected(errors)
     ws = Workspace(
         name=settings["name"], locale=settings["locale"], currency=settings["currency"],
-        entities=frozen_map(entities), roles=frozen_map(roles), objects=frozen_map(objects),
+        entities=frozen_map(ctx.entities), roles=frozen_map(ctx.roles),
+        objects=frozen_map({k: frozen_map(v) for k, v in ctx.objects.items()
+                            if (spec := ext.kinds.get(k)) is not None and spec.target == "objects"}),
         plugins=tuple(settings["plugins"]), layers=tuple(layer.name for layer in layers),
         sources=frozen_map(to_bundle(layers, settings["name"])["files"]),
         content_hash=content_hash(layers),
-        warnings=tuple(row_size_warnings(entities.values())),
+        warnings=tuple(row_size_warnings(ctx.entities.values())),
+        functions=ext.functions, field_types=ext.field_types,
     )
     compiled: dict[tuple[Any, ...], Any] = {}
     for run_pass in passes if passes is not None else default_passes():
         compiled.update(run_pass(ws, report) or {})
     raise_collected(errors)
     return dataclasses.replace(ws, compiled=frozen_map(compiled)) if compiled else ws
+
+
+def plugin_names(layers: Sequence[Layer]) -> tuple[str, ...]:
+    """The plugins the workspace manifest of ``layers`` enables (``plugins:``), before anything is compiled.
+
+    Malformed manifests yield no names here; :func:`compile_layers` reports them.
+    """
+    names: list[str] = []
+    for layer in layers:
+        if layer.manifest is None:
+            continue
+        try:
+            docs = load_text(layer.manifest.text, layer.manifest.display)
+        except ConfigError:
+            continue
+        for doc in docs:
+            data = doc.data
+            if isinstance(data, dict) and "workspace" in data and isinstance(data.get("plugins"), list):
+                names.extend(str(n) for n in data["plugins"] if isinstance(n, str))
+    return tuple(dict.fromkeys(names))
 
 
 def default_passes() -> list[ExpressionPass]:
@@ -106,70 +128,53 @@ def _settings(loaded: LoadedConfig) -> dict[str, Any]:
     return out
 
 
-def _entities(loaded: LoadedConfig, report: Callable[[ConfigError], None]) -> dict[str, Entity]:
-    docs = [d for d in loaded.docs.values() if d.kind == "entity" and not d.data.get("remove")]
-    names = {d.name for d in docs}
-    out: dict[str, Entity] = {}
-    for doc in docs:
-        compiler = EntityCompiler(doc.name, doc.data, doc.loc, names, report, core=doc.layer == "base")
-        for entity in compiler.compile():
-            out[entity.name] = entity
-    return out
-
-
-def _roles(loaded: LoadedConfig, entities: Mapping[str, Entity],
-           report: Callable[[ConfigError], None]) -> dict[str, Role]:
-    out = {}
-    for doc in (d for d in loaded.docs.values() if d.kind == "role"):
-        out[doc.name] = _role(doc, entities, report)
-    return out
-
-
-def _role(doc: MergedDoc, entities: Mapping[str, Entity], report: Callable[[ConfigError], None]) -> Role:
-    data = doc.data
-    admin = bool(data.get("admin"))
-    perms: dict[str, EntityPermission] = {}
-    raw = data.get("permissions") or {}
-    default = raw.get("*")
-    for name in raw:
-        if name != "*" and name not in entities:
-            _unknown(report, f"role {doc.name!r} gives permissions on unknown entity {name!r}",
-                     locate(data, ("permissions", name), key=True), name, entities)
-    for name in entities:
-        p = raw.get(name, default)
-        if admin:
-            perms[name] = EntityPermission("all", True, "all", "all")
-        elif p is not None:
-            perms[name] = EntityPermission(p.get("read", "none"), bool(p.get("create", False)),
-                                           p.get("update", "none"), p.get("delete", "none"))
-    rules: dict[tuple[str, str], str] = {}
-    for dotted, rule in (data.get("fields") or {}).items():
-        ent, _, fld = dotted.partition(".")
-        loc = locate(data, ("fields", dotted), key=True)
-        if ent not in entities:
-            _unknown(report, f"role {doc.name!r}: unknown entity {ent!r} in {dotted!r}", loc, ent, entities)
-        elif fld not in entities[ent].fields:
-            _unknown(report, f"role {doc.name!r}: entity {ent!r} has no field {fld!r}", loc, fld, entities[ent].fields)
-        else:
-            rules[(ent, fld)] = rule
-    return Role(doc.name, doc.loc, label_of(data.get("label"), doc.name), admin,
-                frozen_map(perms), frozen_map(rules))
-
-
-def _unknown(report: Callable[[ConfigError], None], message: str, loc: Any, name: str,
-             choices: Mapping[str, Any]) -> None:
-    close = difflib.get_close_matches(name, list(choices), n=1)
-    report(UnknownReference(message, location=loc, hint=f"did you mean {close[0]!r}?" if close else None))
-
-
-def _objects(loaded: LoadedConfig, kinds: KindRegistry, entities: Mapping[str, Entity],
-             report: Callable[[ConfigError], None]) -> dict[str, Mapping[str, ConfigObject]]:
-    out: dict[str, dict[str, ConfigObject]] = {}
-    for spec in kinds.specs():
-        if spec.manifest or spec.name in ("entity", "role"):
+def _check_plugins(loaded: LoadedConfig, ext: Extensions, report: Callable[[ConfigError], None]) -> None:
+    """Every plugin ``workspace.yaml`` enables must be one this compile was given (installed)."""
+    for doc in loaded.manifests:
+        if doc.kind != "workspace":
             continue
-        for doc in (d for d in loaded.docs.values() if d.kind == spec.name):
-            compiled = spec.compile(doc, entities, report) if spec.compile else None
-            out.setdefault(spec.name, {})[doc.name] = ConfigObject(
-                spec.name, doc.name, doc.loc, frozen_map(plain(doc.data)), compiled)
-    return {k: frozen_map(v) for k, v in out.items()}
+        for i, name in enumerate(doc.data.get("plugins") or []):
+            if name not in ext.plugins:
+                close = difflib.get_close_matches(str(name), list(ext.plugins), n=1)
+                known = ", ".join(ext.plugins) or "none"
+                report(UnknownPlugin(
+                    f"plugin {name!r} is not installed (installed plugins: {known})",
+                    location=locate(doc.data, ("plugins", i)),
+                    hint=(f"did you mean {close[0]!r}? " if close else "")
+                    + "install its package (it registers under the 'crm_engine.plugins' entry point), "
+                      "or remove it from plugins:"))
+
+
+def _compile_kinds(loaded: LoadedConfig, ext: Extensions, ctx: CompileContext) -> None:
+    """Each kind's documents through its compiler, in kind order; then the fields kinds add to entities."""
+    for spec in ext.kinds.specs():
+        if spec.manifest:
+            continue
+        docs = [d for d in loaded.docs.values() if d.kind == spec.name]
+        compiled = dict(spec.compile(docs, ctx)) if spec.compile else {}
+        if spec.target == "objects":
+            compiled = {d.name: ConfigObject(spec.name, d.name, d.loc, frozen_map(plain(d.data)),
+                                             compiled.get(d.name)) for d in docs}
+        ctx.objects[spec.name] = compiled
+        if spec.target == "entities":
+            ctx.entities.update(compiled)
+        elif spec.target == "roles":
+            ctx.roles.update(compiled)
+    for spec in ext.kinds.specs():
+        if spec.entity_fields is not None and not spec.manifest:
+            _add_fields(spec, spec.entity_fields(ctx.objects.get(spec.name, {}), ctx), ctx)
+
+
+def _add_fields(spec: KindSpec, added: Mapping[str, Sequence[Field]], ctx: CompileContext) -> None:
+    for entity_name, fields in added.items():
+        entity = ctx.entities.get(entity_name)
+        if entity is None:
+            continue  # the kind's compiler reported the unknown entity
+        merged = dict(entity.fields)
+        for f in fields:
+            if f.name in merged:
+                ctx.report(InvalidName(f"{spec.name} adds field {entity_name}.{f.name}, which the entity already has",
+                                       location=f.location, hint=f"rename the field in entity {entity_name!r}"))
+                continue
+            merged[f.name] = f
+        ctx.entities[entity_name] = dataclasses.replace(entity, fields=frozen_map(merged))

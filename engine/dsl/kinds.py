@@ -1,22 +1,37 @@
 """The registry of document kinds.
 
 A document's first key names its kind and its name (``entity: lead``).
-Adding a kind is a local change: a JSON Schema in ``schemas/<kind>.json``
-and one :class:`KindSpec` in :data:`DEFAULT_KINDS` (or, from a plugin,
-:meth:`KindRegistry.with_kind`).  Manifest kinds (``workspace``,
-``industry``) describe a layer folder rather than an object of the model.
+Every kind -- ``entity`` and ``role`` included -- is a :class:`KindSpec`: a
+JSON Schema, list-merge rules for layering, and a ``compile`` function that
+turns the kind's merged documents into typed objects.  The built-in kinds
+live in :mod:`engine.dsl.builtin`; plugins add theirs through the
+``crm_config_kinds`` hook (:mod:`engine.plugins`).  Manifest kinds
+(``workspace``, ``industry``) describe a layer folder rather than an object
+of the model.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal
+
+if TYPE_CHECKING:
+    from engine.dsl.compile_context import CompileContext
+    from engine.dsl.loader import MergedDoc
+    from engine.dsl.model import Field
 
 #: How lists are merged by ``extend: true``: "replace" (default), "append",
 #: or ("keyed", identity_key) to merge items by identity with ``after:`` placement.
 ListMerge = str | tuple[str, str]
+
+#: ``compile(docs, ctx) -> {name: object}``: the kind's documents (merged, schema-checked), in file
+#: order, and what was compiled before it; problems go to ``ctx.report`` (located), never raised.
+KindCompiler = Callable[[Sequence["MergedDoc"], "CompileContext"], Mapping[str, Any]]
+#: ``entity_fields(objects, ctx) -> {entity: [Field, ...]}``: fields the kind's objects add to entities
+#: (a pool's ``claimed_at``...), so the planner creates their columns like any other field.
+FieldContributor = Callable[[Mapping[str, Any], "CompileContext"], Mapping[str, Sequence["Field"]]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -24,17 +39,23 @@ class KindSpec:
     """What the engine knows about one kind of document."""
 
     name: str
-    #: file name in engine/dsl/schemas/
-    schema: str
+    #: a file name in engine/dsl/schemas/, or the schema itself (plugins)
+    schema: str | Mapping[str, Any]
     description: str = ""
     #: dotted path inside the document (``*`` = any key) -> list merge rule
     list_merge: Mapping[str, ListMerge] = field(default_factory=lambda: MappingProxyType({}))
     #: manifest documents (workspace.yaml, industry.yaml) describe a layer
     manifest: bool = False
-    #: builds the compiled object of a later feature's kind (None: data kept as is)
-    compile: Callable[..., Any] | None = None
-    #: compile order: entities first, then kinds that refer to them
+    #: builds the typed objects of the kind (None: each document is kept as plain data)
+    compile: KindCompiler | None = None
+    #: compile order: entities first, then the kinds that refer to them (a kind sees every kind before it)
     order: int = 100
+    #: where the compiled objects go on the Workspace: ``entities``, ``roles`` or ``objects`` (by kind)
+    target: Literal["entities", "roles", "objects"] = "objects"
+    #: fields this kind's objects add to entities (see :data:`FieldContributor`)
+    entity_fields: FieldContributor | None = None
+    #: JSON pointers in ``schema`` to a field-type enum that plugin field types extend
+    field_type_enums: tuple[str, ...] = ()
 
 
 class KindRegistry:
@@ -58,19 +79,3 @@ class KindRegistry:
 
     def with_kind(self, spec: KindSpec) -> KindRegistry:
         return KindRegistry([*self._kinds.values(), spec])
-
-
-DEFAULT_KINDS = KindRegistry(
-    [
-        KindSpec("workspace", "workspace.json", "one customer's setup (workspace.yaml)", manifest=True, order=0),
-        KindSpec("industry", "industry.json", "an industry template (industry.yaml)", manifest=True, order=0),
-        KindSpec(
-            "entity",
-            "entity.json",
-            "a table of records with typed fields",
-            list_merge=MappingProxyType({"checks": "append", "indexes": ("keyed", "name")}),
-            order=10,
-        ),
-        KindSpec("role", "role.json", "what a role may do with entities and fields", order=20),
-    ]
-)

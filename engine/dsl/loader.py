@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from engine.dsl.kinds import DEFAULT_KINDS, KindRegistry, ListMerge
+from engine.dsl.kinds import KindRegistry, ListMerge
 from engine.dsl.layers import Layer, LayerFile
 from engine.dsl.schemacheck import check_document
 from engine.dsl.yamlsrc import YamlDocument, YList, YMap, load_text, located_copy
@@ -64,11 +64,15 @@ class LoadedConfig:
     layers: list[Layer]
 
 
-def load_layers(layers: Sequence[Layer], kinds: KindRegistry = DEFAULT_KINDS) -> LoadedConfig:
-    """Parse, schema-check and merge every document of ``layers``.
+def load_layers(layers: Sequence[Layer], kinds: KindRegistry | None = None) -> LoadedConfig:
+    """Parse, schema-check and merge every document of ``layers`` (``kinds``: default the built-ins).
 
     Raises :class:`~engine.errors.ConfigErrors` with every problem found.
     """
+    if kinds is None:
+        from engine.dsl.extensions import default_extensions
+
+        kinds = default_extensions().kinds
     errors: list[ConfigError] = []
     manifests: list[SourceDoc] = []
     docs: list[SourceDoc] = []

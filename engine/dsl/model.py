@@ -125,6 +125,8 @@ class Field:
     pattern: str | None = None
     #: child entity of a ``lines`` field
     lines_entity: str | None = None
+    #: the plugin field type this field was declared with (``type`` is then its base type)
+    format: str | None = None
 
     @property
     def value_kind(self) -> str:
@@ -253,6 +255,11 @@ class Workspace:
     #: compiled expressions, keyed ("check", entity, index) / ("formula", entity, field) /
     #: ("default", entity, field): built once per revision by the compile passes
     compiled: Mapping[tuple[Any, ...], Any] = field(default_factory=frozen_map)
+    #: the expression functions this workspace was compiled with (built-ins and enabled plugins');
+    #: None: the built-ins (a Workspace made by hand)
+    functions: Any = None
+    #: plugin field types by name (:class:`engine.dsl.extensions.FieldTypeDef`), for ``Field.format``
+    field_types: Mapping[str, Any] = field(default_factory=frozen_map)
 
     def entity(self, name: str) -> Entity:
         """The entity called ``name``; KeyError if there is none."""

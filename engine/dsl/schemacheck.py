@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import difflib
+import hashlib
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from functools import cache
 from importlib import resources
 from typing import Any
@@ -45,6 +46,26 @@ def _validator(name: str) -> jsonschema.Draft202012Validator:
     return jsonschema.Draft202012Validator(schema, registry=_registry())
 
 
+def _schema_key(schema: Mapping[str, Any]) -> str:
+    """A stable name for a schema given as data (its content digest)."""
+    return "inline:" + hashlib.sha1(json.dumps(schema, sort_keys=True, default=str).encode()).hexdigest()
+
+
+_INLINE: dict[str, jsonschema.Draft202012Validator] = {}
+
+
+def _inline_validator(key: str, schema: Mapping[str, Any]) -> jsonschema.Draft202012Validator:
+    """A validator for a schema given as data, built once per distinct schema (bounded memo)."""
+    found = _INLINE.get(key)
+    if found is None:
+        doc = dict(schema)
+        found = jsonschema.Draft202012Validator(_inline_refs(doc, doc, ()), registry=_registry())
+        if len(_INLINE) > 64:
+            _INLINE.clear()
+        _INLINE[key] = found
+    return found
+
+
 def _inline_refs(node: Any, doc: dict[str, Any], stack: tuple[str, ...]) -> Any:
     """``node`` with every ``$ref`` replaced by its target; a recursive ref is kept (resolved lazily)."""
     if isinstance(node, list):
@@ -56,7 +77,7 @@ def _inline_refs(node: Any, doc: dict[str, Any], stack: tuple[str, ...]) -> Any:
         target_doc, target = _resolve(ref, doc)
         return _inline_refs(target, target_doc, (*stack, ref))
     if isinstance(ref, str) and ref.startswith("#"):
-        return {**node, "$ref": _SCHEMA_BASE + doc["$id"].rsplit("/", 1)[-1] + ref}
+        return {**node, "$ref": _SCHEMA_BASE + doc.get("$id", "inline.json").rsplit("/", 1)[-1] + ref}
     return {k: _inline_refs(v, doc, stack) for k, v in node.items()}
 
 
@@ -97,16 +118,21 @@ class _ValidMemo:
 VALID_MEMO = _ValidMemo()
 
 
-def check_document(doc: YamlDocument, schema: str, text_digest: str | None = None) -> list[SchemaViolation]:
+def check_document(doc: YamlDocument, schema: str | Mapping[str, Any],
+                   text_digest: str | None = None) -> list[SchemaViolation]:
     """Every schema violation of ``doc``, located and with a hint, best first.
 
+    ``schema`` is a shipped schema's file name, or a schema itself (a
+    plugin's kind, or a built-in one extended with plugin field types).
     ``text_digest`` (a digest of the whole file's text) lets a document
     already found valid skip validation.
     """
-    key = (schema, text_digest, doc.index) if text_digest is not None else None
+    name = schema if isinstance(schema, str) else _schema_key(schema)
+    key = (name, text_digest, doc.index) if text_digest is not None else None
     if key is not None and key in VALID_MEMO:
         return []
-    errors = sorted(_validator(schema).iter_errors(doc.data), key=lambda e: list(e.absolute_path))
+    validator = _validator(schema) if isinstance(schema, str) else _inline_validator(name, schema)
+    errors = sorted(validator.iter_errors(doc.data), key=lambda e: list(e.absolute_path))
     if not errors and key is not None:
         VALID_MEMO.add(key)
     return [_convert(doc, e) for e in _dedupe(errors)]

@@ -14,7 +14,7 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine
 
-from engine.dsl.compiler import compile_bundle, compile_folder
+from engine import plugins
 from engine.dsl.layers import MANIFESTS
 from engine.dsl.model import Workspace
 from engine.errors import ConfirmationRequired, PlanError
@@ -28,13 +28,13 @@ Confirm = Callable[[str], bool]
 
 
 def compile_workspace(folder: Path) -> Workspace:
-    """Compile the workspace folder (all layers, every check)."""
-    return compile_folder(folder)
+    """Compile the workspace folder (all layers, every check) with the plugins it enables."""
+    return plugins.compile_folder(folder)[0]
 
 
 def compile_stored(bundle: Mapping[str, Any]) -> Workspace:
-    """Compile a revision bundle read from the database."""
-    return compile_bundle(bundle)
+    """Compile a revision bundle read from the database, with the plugins it enables."""
+    return plugins.compile_bundle(bundle)[0]
 
 
 def open_engine(url: str) -> Engine:

@@ -23,12 +23,15 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from sqlalchemy import Connection, Engine
 from sqlalchemy.exc import DBAPIError
 
 from engine.dsl.model import Workspace
+
+if TYPE_CHECKING:
+    from engine.plugins import PluginHost
 from engine.errors import DatabaseNotReady, EngineError, QueryTimeout
 from engine.runtime import markers
 from engine.runtime.context import Actor, Clock, SystemClock
@@ -55,14 +58,28 @@ class State:
     schema: Schema
     plans: Mapping[str, EntityPlan]
     revision_id: int | None
+    #: the plugin manager of this revision (steps, event handlers, job kinds, actions)
+    host: PluginHost = field(repr=False)
+    #: the plugins' write steps for this revision (the runtime's own registry adds to them)
+    plugin_steps: tuple[Any, ...] = ()
     caches: dict[str, OrderedDict[Any, Any]] = field(default_factory=dict, repr=False)
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     @classmethod
-    def build(cls, workspace: Workspace, dialect: str, revision_id: int | None) -> State:
-        """Bind ``workspace`` and compile every entity's plan (pure; no database)."""
+    def build(cls, workspace: Workspace, dialect: str, revision_id: int | None, *,
+              host: PluginHost | None = None) -> State:
+        """Bind ``workspace`` and compile every entity's plan (pure; no database).
+
+        ``host`` is the plugin manager the workspace was compiled with (its
+        write steps, handlers and job kinds serve this revision); default: the
+        built-in plugin only.
+        """
+        from engine.plugins import PluginHost
+
         schema = build_schema(workspace, dialect)
-        return cls(workspace, schema, build_plans(workspace, schema), revision_id)
+        host = host or PluginHost()
+        return cls(workspace, schema, build_plans(workspace, schema), revision_id, host,
+                   tuple(host.write_steps(workspace)))
 
     def plan(self, entity: str) -> EntityPlan:
         return self.plans[entity]
@@ -278,6 +295,14 @@ class UnitOfWork:
             self._guard = Guard(self.actor, self.state.workspace, self.conn, memo=self.state.memo)
         return self._guard
 
+    def write_steps(self, entity: str) -> tuple[Any, ...]:
+        """The write steps for ``entity``: the revision's plugin steps and the runtime's own, in run order
+        (resolved once per revision and registry change)."""
+        registry = self.runtime.steps
+        key = (entity, registry.steps)
+        return self.state.memo("write_steps", key,  # type: ignore[no-any-return]
+                               lambda: registry.for_entity(entity, self.state.plugin_steps))
+
     def emit(self, event: DomainEvent) -> None:
         """Queue ``event`` for delivery after commit."""
         self.events.append(event)
@@ -326,7 +351,8 @@ def _load_active(conn: Connection, dialect: str) -> State | None:
 
 def _load_revision(conn: Connection, dialect: str, revision_id: int) -> State:
     """The State of revision ``revision_id``, compiled from its bundle."""
-    from engine.dsl.compiler import compile_bundle
+    from engine.plugins import compile_bundle
     from engine.runtime.revisions import get_revision
 
-    return State.build(compile_bundle(get_revision(conn, revision_id).bundle), dialect, revision_id)
+    workspace, host = compile_bundle(get_revision(conn, revision_id).bundle)
+    return State.build(workspace, dialect, revision_id, host=host)

@@ -104,7 +104,8 @@ def to_sql(
     now = now or dt.datetime.now(dt.UTC)
     if today is None:
         today = (now.astimezone(dt.UTC) if now.tzinfo else now).date()
-    builder = _SqlBuilder(schema, entity_name, registry or default_registry(), user_id, today, now)
+    builder = _SqlBuilder(schema, entity_name, registry or schema.workspace.functions or default_registry(),
+                          user_id, today, now)
     if node.type.kind == "boolean":
         clause = builder.loose(node) if for_filter else builder.strict(node)
     else:

@@ -61,7 +61,7 @@ def check(
     Errors are located inside the expression only; :func:`compile_expression`
     also locates them in the YAML file.
     """
-    return _check(node, entity, workspace, expected, allow_old, registry=registry)
+    return _check(node, entity, workspace, expected, allow_old, registry=registry or workspace.functions)
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,7 +128,7 @@ def compile_expression(
     is 1 when the YAML value is quoted.  Raises ExpressionSyntaxError,
     ExpressionTypeError or ExpressionLimitError, located in the file.
     """
-    registry = registry or default_registry()
+    registry = registry or workspace.functions or default_registry()
     src = ExprSource(text, location, quote_offset)
     checked = _check(parse_source(src), entity, workspace, expected, allow_old, registry=registry, source=src)
     fn, py_source = compile_python(checked, registry)

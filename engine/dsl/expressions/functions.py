@@ -401,6 +401,11 @@ class FunctionRegistry:
 
 
 @cache
+def builtin_functions() -> tuple[FunctionDef, ...]:
+    """The built-in functions (the built-in plugin registers them like any plugin's)."""
+    return tuple(default_registry())
+
+
 def default_registry() -> FunctionRegistry:
     """The frozen registry of built-in functions (built once)."""
     return FunctionRegistry({f.name: f for f in _builtins()}, frozen=True)

@@ -129,7 +129,7 @@ def update_many(svc: RecordService, entity: str, filter_text: str | None, values
 def _set_based_ok(svc: RecordService, plan: Any, clean: Mapping[str, Any]) -> bool:
     fields = plan.entity.fields
     touches = [fields[k] for k in clean if k in fields]
-    return (plan.set_based_ok and not svc.uow.runtime.steps.for_entity(plan.name)
+    return (plan.set_based_ok and not svc.uow.write_steps(plan.name)
             and not any(f.unique or f.storage == "json" for f in touches))
 
 

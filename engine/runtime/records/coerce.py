@@ -12,7 +12,7 @@ from __future__ import annotations
 import datetime as dt
 import math
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
@@ -30,23 +30,45 @@ class BadValue(ValueError):
     """A value a field cannot take; ``str()`` is the message shown next to the field."""
 
 
-def coercer_for(field: Field) -> Coercer:
+def coercer_for(field: Field, field_types: Mapping[str, Any] | None = None) -> Coercer:
     """The coercer of a value the engine computed for ``field`` (defaults, formulas; None stays None).
 
     Computed numbers are rounded to the field's scale; input goes through
     :func:`coercer_parts`, which refuses digits the field cannot keep.
     """
-    base, keep_empty = coercer_parts(field, strict=False)
+    base, keep_empty = coercer_parts(field, field_types, strict=False)
     return _none_passing(base, keep_empty=keep_empty)
 
 
-def coercer_parts(field: Field, *, strict: bool = True) -> tuple[Coercer, bool]:
+def coercer_parts(field: Field, field_types: Mapping[str, Any] | None = None, *,
+                  strict: bool = True) -> tuple[Coercer, bool]:
     """(coercer of an input value that is neither None nor a dropped "", whether "" is kept as text).
 
     ``strict`` (input): a number with more decimal places than the field
-    keeps is refused rather than silently rounded.  Hot loops inline the
-    null rule of :func:`coercer_for` around this.
+    keeps is refused rather than silently rounded.  A field of a plugin type
+    (``field.format``) also runs the type's check (``field_types``: the
+    workspace's plugin field types).  Hot loops inline the null rule of
+    :func:`coercer_for` around this.
     """
+    base, keep_empty = _base_parts(field, strict)
+    custom = (field_types or {}).get(field.format) if field.format else None
+    if custom is not None and custom.check is not None:
+        base = _checked(base, custom.check)
+    return base, keep_empty
+
+
+def _checked(base: Coercer, check: Callable[[Any], Any]) -> Coercer:
+    def coerce(value: Any) -> Any:
+        out = base(value)
+        try:
+            return check(out)
+        except ValueError as e:  # a plugin type's check says what is wrong with the value
+            raise BadValue(str(e)) from None
+
+    return coerce
+
+
+def _base_parts(field: Field, strict: bool) -> tuple[Coercer, bool]:
     t = field.type
     if t in ("string", "email", "phone", "url", "auto_number", "text"):
         base = _string(field)

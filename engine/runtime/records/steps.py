@@ -71,9 +71,16 @@ class StepRegistry:
     def unregister(self, name: str) -> None:
         self._steps = tuple(s for s in self._steps if s.name != name)
 
-    def for_entity(self, entity: str) -> tuple[WriteStep, ...]:
-        """The steps that apply to ``entity``, in run order."""
-        return tuple(s for s in self._steps if s.applies_to(entity))
+    def for_entity(self, entity: str, extra: tuple[Any, ...] = ()) -> tuple[WriteStep, ...]:
+        """The steps that apply to ``entity`` (these and ``extra``, e.g. a revision's plugin steps), in run
+        order ``(order, name)``."""
+        steps = sorted((*self._steps, *extra), key=lambda s: (s.order, s.name)) if extra else self._steps
+        return tuple(s for s in steps if s.applies_to(entity))
+
+    @property
+    def steps(self) -> tuple[WriteStep, ...]:
+        """The registered steps, in run order (a new tuple whenever one is added or removed)."""
+        return self._steps
 
     def __iter__(self) -> Any:
         return iter(self._steps)

@@ -40,7 +40,7 @@ class Writer:
         self.plan = plan
         self.access = access
         self.ctx = WriteContext(uow, action, bypass_readonly=bypass_readonly, bulk=bulk)
-        self.steps = uow.runtime.steps.for_entity(plan.name)
+        self.steps = uow.write_steps(plan.name)
         self.bypass_readonly = bypass_readonly
         self._refs: dict[tuple[str, int], Any] = {}
         self._children: dict[str, Writer] = {}
