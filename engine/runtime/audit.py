@@ -1,21 +1,22 @@
-"""Field-level audit trail in ``crm_audit``.
+"""Field-level audit trail in ``crm_audit``: reading a record's history, and the JSON form of values.
 
 One row per changed field on update (``action="update"``, ``field``, old and
 new value), one row per record on create (``field`` None, ``new_value`` the
 whole record), delete, restore and owner handover.  Values are stored in
 their JSON form (Decimal as a string, dates in ISO format) so the trail reads
-the same on every database.  Rows are only ever inserted.
+the same on every database.  Rows are only ever inserted, by the one
+encoder of record writes (:mod:`engine.runtime.records.journal`).
 """
 
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import Connection, insert, select
+from sqlalchemy import Connection, select
 
 from engine.runtime.engine_tables import crm_audit, crm_users
 
@@ -62,43 +63,6 @@ def json_form(value: Any) -> Any:
     if isinstance(value, (list, tuple)):
         return [json_form(v) for v in value]
     return str(value)
-
-
-@dataclass(frozen=True, slots=True)
-class AuditStamp:
-    """Who, when and under which configuration revision a change happened."""
-
-    actor_id: int | None
-    at: dt.datetime
-    revision_id: int | None
-
-
-def change_rows(entity: str, record_id: int, action: str, changes: Mapping[str, tuple[Any, Any]],
-                stamp: AuditStamp) -> list[dict[str, Any]]:
-    """Audit rows for per-field ``changes`` (field -> (old, new)) of one record."""
-    return [_row(entity, record_id, action, name, old, new, stamp) for name, (old, new) in changes.items()]
-
-
-def event_row(entity: str, record_id: int, action: str, stamp: AuditStamp, *,
-              snapshot: Mapping[str, Any] | None = None) -> dict[str, Any]:
-    """One audit row for a whole-record event (create, delete, restore)."""
-    return _row(entity, record_id, action, None, None, snapshot, stamp)
-
-
-def _row(entity: str, record_id: int, action: str, field: str | None, old: Any, new: Any,
-         stamp: AuditStamp) -> dict[str, Any]:
-    return {"entity": entity, "record_id": record_id, "action": action, "field": field,
-            "old_value": json_form(old), "new_value": json_form(new), "actor_id": stamp.actor_id,
-            "at": stamp.at, "revision_id": stamp.revision_id}
-
-
-_INSERT = insert(crm_audit)
-
-
-def write(conn: Connection, rows: Sequence[Mapping[str, Any]]) -> None:
-    """Insert audit rows (one executemany, no RETURNING)."""
-    if rows:
-        conn.execute(_INSERT, list(rows))
 
 
 def history(conn: Connection, entity: str, record_id: int, *,

@@ -17,6 +17,11 @@ from sqlalchemy import Table
 from engine.dsl.model import JSON_COLUMN, STANDARD_COLUMNS, Entity, Field
 from engine.runtime.storage import currency_column, from_json_value, to_json_value
 
+#: keys of a lines row that are bookkeeping, not data: a client may send them back unchanged (ignored on
+#: write), and the audit snapshot leaves them out
+LINE_META = frozenset({"id", "version", "parent_id", "position", "created_at", "created_by", "updated_at",
+                       "updated_by", "owner_id", "deleted_at"})
+
 Getter = Callable[[Mapping[Any, Any]], Any]
 
 

@@ -26,10 +26,10 @@ from sqlalchemy import func, select
 
 from engine.errors import BadRequest, NotFound, PermissionDenied, VersionConflict
 from engine.runtime import audit
-from engine.runtime.records import filtering, listing, output, persist, query, rows
+from engine.runtime.records import filtering, journal, listing, output, persist, query, rows
+from engine.runtime.records.pipeline import WritePipeline, open_entity
 from engine.runtime.records.plan import EntityPlan
-from engine.runtime.records.steps import DomainEvent
-from engine.runtime.records.write import _CHILD_IGNORED, Writer
+from engine.runtime.records.steps import Action
 from engine.runtime.security import Access
 
 if TYPE_CHECKING:
@@ -52,26 +52,6 @@ class RecordService:
         self.uow = uow
 
     # ------------------------------------------------------------------ plumbing
-
-    def _plan(self, entity: str, action: str) -> tuple[EntityPlan, Access]:
-        if not isinstance(entity, str) or entity not in self.uow.state.plans:
-            self.uow.guard.access(str(entity))  # raises NotFound with a hint
-        plan = self.uow.state.plan(entity)
-        if plan.is_child:
-            parent = plan.entity.parent
-            assert parent is not None
-            raise BadRequest(f"{entity} rows are the lines of {parent.entity}.{parent.field}",
-                             code="lines_entity", hint=f"read and write them through the {parent.entity} record")
-        if action != "read":
-            self.uow.require_writable()
-        return plan, self.uow.guard.require(entity, action)
-
-    def _stamp(self, *, create: bool) -> dict[str, Any]:
-        now, uid = self.uow.clock.now(), self.uow.actor.user_id
-        return ({"created_at": now, "created_by": uid} if create else {}) | {"updated_at": now, "updated_by": uid}
-
-    def _audit_stamp(self, at: Any) -> audit.AuditStamp:
-        return audit.AuditStamp(self.uow.actor.user_id, at, self.uow.state.revision_id)
 
     def _load(self, plan: EntityPlan, access: Access, record_id: Any, *, action: str,
               deleted: bool = False) -> tuple[Any, dict[str, Any]]:
@@ -106,50 +86,27 @@ class RecordService:
         UniqueViolation (details name the field).  ``bypass_readonly`` lets
         engine-internal callers set read-only fields.
         """
-        plan, access = self._plan(entity, "create")
-        w = Writer(self.uow, plan, access, "create", bypass_readonly=bypass_readonly)
-        errors: dict[str, list[str]] = {}
-        record = w.complete_new(w.coerce(values, errors), errors)
-        record["owner_id"] = record.get("owner_id") or self.uow.actor.user_id
-        w.check(record, None, errors)
-        self._prepare_insert(plan, [record])
-        stamp = {**self._stamp(create=True), "owner_id": record["owner_id"], "version": 1}
+        p = WritePipeline(self.uow, entity, "create", bypass_readonly=bypass_readonly)
+        plan = p.plan
+        record = p.new_record(values)
+        p.prepare_insert([record])
+        stamp = {**p.stamp(create=True), "owner_id": record["owner_id"], "version": 1}
         record_id = persist.insert_one(self.uow, plan, persist.row_for_insert(plan, record, stamp))
         record.update(stamp, id=record_id, deleted_at=None)
-        self._write_lines(plan, record_id, record, stamp, replace=False)
+        p.write_lines(record_id, record, stamp, replace=False)
         snapshot = _snapshot(plan, record)
         output.attach_lines(self.uow, plan, [record], tuple(plan.lines))  # stored rows, with ids and positions
-        at = stamp["created_at"]
-        audit.write(self.uow.conn, [audit.event_row(plan.name, record_id, "create", self._audit_stamp(at),
-                                                    snapshot=snapshot)])
-        self.uow.emit(DomainEvent("created", plan.name, record_id, self.uow.actor.user_id, at, record=record))
-        return self._out(plan, access, record)
-
-    def _prepare_insert(self, plan: EntityPlan, records: Sequence[dict[str, Any]]) -> None:
-        persist.check_references(self.uow, plan, records, [*plan.references, "owner_id"])
-        persist.fill_auto_numbers(self.uow, plan, records)
-        for name, child_name in plan.lines.items():
-            child = self.uow.state.plan(child_name)
-            children = [c for r in records for c in r.get(name) or ()]
-            persist.check_references(self.uow, child, children, list(child.references))
-            persist.fill_auto_numbers(self.uow, child, children)
-
-    def _write_lines(self, plan: EntityPlan, record_id: int, record: Mapping[str, Any], stamp: Mapping[str, Any],
-                     *, replace: bool, only: Sequence[str] | None = None) -> None:
-        base = {k: v for k, v in stamp.items() if k in ("created_at", "created_by", "updated_at", "updated_by")}
-        base = {"created_at": stamp.get("created_at", stamp["updated_at"]),
-                "created_by": stamp.get("created_by", stamp["updated_by"]), **base,
-                "owner_id": record.get("owner_id"), "version": 1}
-        for name in only if only is not None else plan.lines:
-            persist.replace_lines(self.uow, self.uow.state.plan(plan.lines[name]), record_id,
-                                  record.get(name) or [], base, replace=replace)
+        p.journal([journal.event(plan.name, record_id, "create", snapshot)])
+        p.after(record, None)
+        p.emit("created", record_id, record=record)
+        return self._out(plan, p.access, record)
 
     # ------------------------------------------------------------------ read
 
     def get(self, entity: str, record_id: int, *, fields: Sequence[str] | None = None,
             expand: Sequence[str] | None = None) -> dict[str, Any]:
         """One live record the actor may read (NotFound otherwise), lines nested, references expanded."""
-        plan, access = self._plan(entity, "read")
+        plan, access = open_entity(self.uow, entity, "read")
         keys = output.select_keys(plan, access, fields)
         _row, record = self._load(plan, access, record_id, action="read")
         out = {k: record.get(k) for k in keys}
@@ -164,7 +121,7 @@ class RecordService:
         Lines are returned only when named in ``fields``.  BadRequest for a
         bad filter, sort, cursor, field or limit.
         """
-        plan, access = self._plan(entity, "read")
+        plan, access = open_entity(self.uow, entity, "read")
         limit = query.clamp_limit(limit)
         lq = listing.list_query(self.uow, plan, access, filter_text=filter, sort=sort, limit=limit, fields=fields)
         stmt = lq.stmt
@@ -190,7 +147,7 @@ class RecordService:
 
     def history(self, entity: str, record_id: int) -> builtins.list[audit.AuditEntry]:
         """The record's audit trail, oldest first, without fields hidden from the actor."""
-        plan, access = self._plan(entity, "read")
+        plan, access = open_entity(self.uow, entity, "read")
         try:
             self._load(plan, access, record_id, action="read")
         except NotFound:
@@ -208,41 +165,25 @@ class RecordService:
         between this unit's read and its write.  ``audit_action`` labels the
         history rows (e.g. ``handover``); the write itself is an ordinary update.
         """
-        plan, access = self._plan(entity, "update")
-        row, old = self._load(plan, access, record_id, action="update")
+        p = WritePipeline(self.uow, entity, "update", bypass_readonly=bypass_readonly)
+        plan = p.plan
+        row, old = self._load(plan, p.access, record_id, action="update")
         _check_version(plan, record_id, old["version"], expected_version)
-        w = Writer(self.uow, plan, access, "update", bypass_readonly=bypass_readonly)
-        errors: dict[str, list[str]] = {}
-        clean = w.coerce(values, errors)
-        record = w.complete_update(old, clean, errors)
-        w.check(record, old, errors)
+        record = p.changed_record(old, values)
         changes = _changes(plan, old, record)
         if not changes:
-            return self._out(plan, access, old)
-        persist.check_references(self.uow, plan, [record], [k for k in changes if k in plan.references
-                                                            or k == "owner_id"])
-        self._prepare_lines_update(plan, record, changes)
-        stamp = self._stamp(create=False)
+            return self._out(plan, p.access, old)
+        p.prepare_update(record, changes)
+        stamp = p.stamp(create=False)
         plain = {k: record[k] for k in changes if k not in plan.lines}
         persist.update_row(self.uow, plan, record_id, old["version"], plain, row._mapping.get("ext"), stamp)
-        self._write_lines(plan, record_id, record, stamp, replace=True, only=[k for k in changes if k in plan.lines])
+        p.write_lines(record_id, record, stamp, replace=True, only=[k for k in changes if k in plan.lines])
         record.update(stamp, version=old["version"] + 1)
         output.attach_lines(self.uow, plan, [record], [k for k in changes if k in plan.lines])
-        self._after_update(plan, record_id, changes, stamp["updated_at"], record, audit_action)
-        return self._out(plan, access, record)
-
-    def _prepare_lines_update(self, plan: EntityPlan, record: dict[str, Any], changes: Mapping[str, Any]) -> None:
-        for name in (k for k in changes if k in plan.lines):
-            child = self.uow.state.plan(plan.lines[name])
-            persist.check_references(self.uow, child, record[name], list(child.references))
-            persist.fill_auto_numbers(self.uow, child, record[name])
-
-    def _after_update(self, plan: EntityPlan, record_id: int, changes: Mapping[str, tuple[Any, Any]], at: Any,
-                      record: Mapping[str, Any] | None, audit_action: str = "update") -> None:
-        audit.write(self.uow.conn, audit.change_rows(plan.name, record_id, audit_action, changes,
-                                                     self._audit_stamp(at)))
-        self.uow.emit(DomainEvent("updated", plan.name, record_id, self.uow.actor.user_id, at, dict(changes),
-                                  record))
+        p.journal(journal.changed(plan.name, record_id, audit_action, changes))
+        p.after(record, old)
+        p.emit("updated", record_id, changes=changes, record=record)
+        return self._out(plan, p.access, record)
 
     # ------------------------------------------------------------------ delete / restore
 
@@ -255,22 +196,22 @@ class RecordService:
         return self._soft(entity, record_id, expected_version, deleting=False)
 
     def _soft(self, entity: str, record_id: int, expected: int | None, *, deleting: bool) -> dict[str, Any]:
-        plan, access = self._plan(entity, "delete")
-        _row, old = self._load(plan, access, record_id, action="delete", deleted=not deleting)
+        action: Action = "delete" if deleting else "restore"
+        p = WritePipeline(self.uow, entity, action)
+        plan = p.plan
+        _row, old = self._load(plan, p.access, record_id, action="delete", deleted=not deleting)
         _check_version(plan, record_id, old["version"], expected)
-        w = Writer(self.uow, plan, access, "delete" if deleting else "restore")
         record = dict(old)
-        for step in w.steps:
-            step.before_write(w.ctx, plan.name, record, old)
-        stamp = self._stamp(create=False)
-        persist.update_row(self.uow, plan, record_id, old["version"],
-                           {"deleted_at": stamp["updated_at"] if deleting else None}, None, stamp)
-        action = "delete" if deleting else "restore"
+        p.before(record, old)
+        stamp = p.stamp(create=False)
         at = stamp["updated_at"]
-        audit.write(self.uow.conn, [audit.event_row(plan.name, record_id, action, self._audit_stamp(at))])
+        persist.update_row(self.uow, plan, record_id, old["version"], {"deleted_at": at if deleting else None},
+                           None, stamp)
+        p.journal([journal.event(plan.name, record_id, action)])
         record.update(stamp, version=old["version"] + 1, deleted_at=at if deleting else None)
-        self.uow.emit(DomainEvent(f"{action}d", plan.name, record_id, self.uow.actor.user_id, at, record=record))
-        return self._out(plan, access, record)
+        p.after(record, old)
+        p.emit(f"{action}d", record_id, record=record)
+        return self._out(plan, p.access, record)
 
     # ------------------------------------------------------------------ bulk
 
@@ -327,7 +268,7 @@ def _changes(plan: EntityPlan, old: Mapping[str, Any], new: Mapping[str, Any]) -
 
 
 def _norm_lines(lines: Any) -> list[dict[str, Any]]:
-    return [{k: v for k, v in line.items() if k not in _CHILD_IGNORED} for line in lines or ()]
+    return [{k: v for k, v in line.items() if k not in rows.LINE_META} for line in lines or ()]
 
 
 def _snapshot(plan: EntityPlan, record: Mapping[str, Any]) -> dict[str, Any]:

@@ -1,10 +1,11 @@
-"""The write pipeline, steps 2 to 6, for one record of one entity.
+"""Stages 2 to 5 of the write pipeline for records of one entity: coercion, defaults, formulas, checks.
 
-Fixed order (docs/records.md): permission check (by the caller) -> coercion
-and type validation per field -> defaults -> formulas -> validation rules ->
-extension steps -> (persist, audit, events: see :mod:`persist` and the service).
-All per-field problems of one record are reported together in one
-:class:`~engine.errors.ValidationFailed` whose ``details`` map field -> messages.
+Fixed order (docs/records.md, :mod:`engine.runtime.records.pipeline`):
+coercion and type validation per field (references the caller sends are
+then checked for visibility) -> defaults -> required -> formulas ->
+validation rules.  All per-field problems of one record are reported
+together in one :class:`~engine.errors.ValidationFailed` whose ``details``
+map field -> messages.
 """
 
 from __future__ import annotations
@@ -25,9 +26,6 @@ from engine.runtime.security import Access
 if TYPE_CHECKING:
     from engine.runtime.runtime import UnitOfWork
 
-#: keys of a lines row that a client may send back unchanged (ignored on write)
-_CHILD_IGNORED = frozenset({"id", "version", "parent_id", "position", "created_at", "created_by", "updated_at",
-                            "updated_by", "owner_id", "deleted_at"})
 Errors = dict[str, list[str]]
 
 
@@ -40,7 +38,6 @@ class Writer:
         self.plan = plan
         self.access = access
         self.ctx = WriteContext(uow, action, bypass_readonly=bypass_readonly, bulk=bulk)
-        self.steps = uow.write_steps(plan.name)
         self.bypass_readonly = bypass_readonly
         self._refs: dict[tuple[str, int], Any] = {}
         self._children: dict[str, Writer] = {}
@@ -72,7 +69,7 @@ class Writer:
                 except BadValue as e:
                     errors.setdefault(prefix + key, []).append(str(e))
                 continue
-            if child and (key in _CHILD_IGNORED or self._computed(key)):
+            if child and (key in rows.LINE_META or self._computed(key)):
                 continue  # a lines row read back from get() may be sent again unchanged
             try:
                 problem = self._verdicts[key]
@@ -158,7 +155,7 @@ class Writer:
             record.setdefault(name, [])
         self._defaults(record, clean, errors, prefix)
         if plan.required_order:
-            self._required(record, plan.required_order, errors, prefix)
+            self.require(record, plan.required_order, errors, prefix)
         self._formulas(record, None, errors, prefix)
         return record
 
@@ -167,7 +164,7 @@ class Writer:
         self._given_references(clean, old, errors, "")
         record = dict(old)
         record.update(clean)
-        self._required(record, [k for k in self.plan.required_order if k in clean], errors, "")
+        self.require(record, [k for k in self.plan.required_order if k in clean], errors, "")
         self._formulas(record, old, errors, "")
         return record
 
@@ -184,7 +181,7 @@ class Writer:
         problems = persist.reference_problems(self.uow, self.plan, [clean], keys)
         if problems:
             errors.update({prefix + k: v for k, v in problems.items()})
-            _raise(errors, self.plan.name)
+            raise_errors(errors, self.plan.name)
 
     def _defaults(self, record: dict[str, Any], given: Mapping[str, Any], errors: Errors, prefix: str) -> None:
         for name, literal, compiled in self.plan.defaults:
@@ -200,7 +197,8 @@ class Writer:
                 record[key] = self._currency
 
     @staticmethod
-    def _required(record: Mapping[str, Any], names: Iterable[str], errors: Errors, prefix: str) -> None:
+    def require(record: Mapping[str, Any], names: Iterable[str], errors: Errors, prefix: str = "") -> None:
+        """Report ``is required`` for each of ``names`` the record leaves empty."""
         for name in names:
             value = record.get(name)
             if prefix + name in errors:
@@ -250,21 +248,19 @@ class Writer:
 
     def check(self, record: dict[str, Any], old: Mapping[str, Any] | None, errors: Errors, *,
               prefix: str = "") -> None:
-        """Validation rules, then extension steps; raises ValidationFailed with every problem found."""
-        _raise(errors, self.plan.name)
+        """The validation rules (the lines' too); raises ValidationFailed with every problem found."""
+        raise_errors(errors, self.plan.name)
         for rule in self.plan.rules:
             if self._eval(rule.compiled, record, old, errors, prefix + "_record") is False:
                 errors.setdefault(prefix + "_record", []).append(rule.message)
         for name in self.plan.lines:
             for i, child in enumerate(record.get(name) or ()):
                 self.child_writer(name).check(child, None, errors, prefix=f"{prefix}{name}[{i}].")
-        _raise(errors, self.plan.name)
-        if not prefix:
-            for step in self.steps:
-                step.before_write(self.ctx, self.plan.name, record, old)
+        raise_errors(errors, self.plan.name)
 
 
-def _raise(errors: Errors, entity: str) -> None:
+def raise_errors(errors: Errors, entity: str) -> None:
+    """ValidationFailed with every collected problem of a record of ``entity`` (nothing when there is none)."""
     if errors:
         summary = "; ".join(f"{k}: {', '.join(v)}" for k, v in list(errors.items())[:5])
         raise ValidationFailed(f"invalid {entity}: {summary}", details={k: list(v) for k, v in errors.items()})

@@ -1,0 +1,82 @@
+"""Raw inserts through the driver's executemany (or COPY), with SQLAlchemy's own bind processors.
+
+A Core ``conn.execute(insert(table), dicts)`` spends most of its time per row
+in Python (parameter dicts, processors looked up per key).  A
+:class:`RawInsert` works the INSERT text, the column order and each column's
+bind processor (the very function Core would apply: UtcDateTime,
+DecimalType, JSON...) out once per (table, columns, dialect), memoised on the
+State; rows are ready tuples and go to the driver in one executemany
+without RETURNING (COPY on PostgreSQL with psycopg).  Used for bulk entity
+rows (:mod:`engine.runtime.records.fastsql`) and for audit rows
+(:mod:`engine.runtime.records.journal`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import Connection, Table
+from sqlalchemy.exc import DBAPIError
+
+if TYPE_CHECKING:
+    from engine.runtime.runtime import State
+
+Processor = Callable[[Any], Any] | None
+
+@dataclass(frozen=True, slots=True)
+class RawInsert:
+    """``INSERT INTO table (columns) VALUES (?, ...)`` for one dialect, with each column's processor."""
+
+    sql: str
+    columns: tuple[str, ...]
+    processors: tuple[Processor, ...]
+    #: ``COPY table (columns) FROM STDIN`` on PostgreSQL with psycopg (faster than executemany), else None
+    copy_sql: str | None = None
+
+    def process(self, name: str, value: Any) -> Any:
+        """``value`` as Core would bind it to column ``name``."""
+        proc = self.processors[self.columns.index(name)]
+        return proc(value) if proc is not None else value
+
+    def run(self, conn: Connection, rows: Sequence[tuple[Any, ...]]) -> None:
+        """One executemany (COPY on PostgreSQL) of ready tuples (already processed), in the unit's transaction."""
+        if not rows:
+            return
+        if self.copy_sql is None:
+            conn.exec_driver_sql(self.sql, list(rows))
+            return
+        dbapi = conn.connection.dbapi_connection
+        assert dbapi is not None
+        base_error = conn.dialect.loaded_dbapi.Error
+        try:
+            cur: Any = dbapi.cursor()  # a psycopg cursor (copy_sql is only set for psycopg)
+            with cur, cur.copy(self.copy_sql) as copy:
+                for row in rows:
+                    copy.write_row(row)
+        except base_error as e:  # the driver's error as SQLAlchemy's (IntegrityError...), as executemany raises it
+            raise DBAPIError.instance(self.copy_sql, None, e, base_error) from e
+
+
+def raw_insert(state: State, conn: Connection, table: Table, columns: Sequence[str]) -> RawInsert:
+    """The memoised :class:`RawInsert` of ``columns`` of ``table`` on ``conn``'s dialect."""
+    key = (table.name, tuple(columns), conn.dialect.name)
+    return state.memo("raw_insert", key, lambda: _build(conn, table, tuple(columns)))  # type: ignore[no-any-return]
+
+
+def _build(conn: Connection, table: Table, columns: tuple[str, ...]) -> RawInsert:
+    dialect = conn.dialect
+    prep = dialect.identifier_preparer
+    if dialect.paramstyle == "qmark":
+        mark = "?"
+    elif dialect.paramstyle in ("format", "pyformat"):
+        mark = "%s"
+    else:  # pragma: no cover - only SQLite and psycopg are supported
+        raise NotImplementedError(f"paramstyle {dialect.paramstyle!r}")
+    names = ", ".join(prep.quote(c) for c in columns)
+    sql = f"INSERT INTO {prep.format_table(table)} ({names}) VALUES ({', '.join([mark] * len(columns))})"
+    procs = tuple(table.c[c].type._cached_bind_processor(dialect) for c in columns)
+    copy_sql = f"COPY {prep.format_table(table)} ({names}) FROM STDIN" \
+        if dialect.name == "postgresql" and dialect.driver == "psycopg" else None
+    return RawInsert(sql, columns, procs, copy_sql)
