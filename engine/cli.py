@@ -247,3 +247,24 @@ if __name__ == "__main__":  # pragma: no cover
 
 # Commands that run the CRM (serve, demo data, users, tokens, expr) live in their own module.
 from engine import cli_runtime  # noqa: E402,F401  (registers its commands on ``main``)
+
+
+def add_plugin_commands(group: click.Group) -> None:
+    """The ``crm_cli_commands`` of every installed plugin, added to ``group`` (a clash with a built-in
+    command or a plugin that fails to load is a warning, never a broken ``crm``)."""
+    from engine.plugins import PluginHost, installed_plugins
+
+    try:
+        commands = PluginHost(tuple(installed_plugins())).cli_commands()
+    except Exception as e:  # a broken third-party plugin must not take the whole CLI down
+        click.echo(f"warning: plugin commands not loaded: {type(e).__name__}: {e}", err=True)
+        return
+    for command in commands:
+        if command.name in group.commands:
+            click.echo(f"warning: a plugin's command {command.name!r} clashes with a built-in one; ignored",
+                       err=True)
+        else:
+            group.add_command(command)
+
+
+add_plugin_commands(main)

@@ -59,3 +59,18 @@ def test_codes_of_http_errors_are_documented_and_bodies_link_to_them():
     assert {b["error"]["code"] for b in bodies} == HTTP_CODES
     for body in bodies:
         assert body["error"]["docs"] == f"docs/errors.md#{body['error']['code']}"
+
+
+def test_every_hook_has_a_documented_entry():
+    """Datasette's habit: a hook without its entry in docs/plugins.md fails the build."""
+    import inspect
+
+    from engine.plugins import hookspecs
+
+    hooks = sorted(n for n, f in vars(hookspecs).items() if inspect.isfunction(f) and n.startswith("crm_"))
+    assert len(hooks) >= 10
+    text = (ROOT / "docs" / "plugins.md").read_text("utf-8")
+    missing = [h for h in hooks if f"### `{h}`" not in text]
+    assert not missing, f"document these hooks in docs/plugins.md: {missing}"
+    for name in hooks:
+        assert (getattr(hookspecs, name).__doc__ or "").count("When") >= 1, f"{name}: say when it is called"

@@ -53,6 +53,8 @@ def create_app(runtime: Any, *, mounts: Iterable[Mount] = (), max_body_bytes: in
     app.extensions[SLOTS_KEY] = UserSlots(max_requests_per_user)
     register_error_handlers(app)
     app.register_blueprint(bp)
+    for plugin_bp in runtime.state.host.api_blueprints(runtime):  # the plugins of the revision served at start
+        app.register_blueprint(plugin_bp)
     app.add_url_rule("/", "index", _index)
     for mount in mounts:
         mount(app, runtime)

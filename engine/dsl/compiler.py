@@ -154,7 +154,8 @@ def _compile_kinds(loaded: LoadedConfig, ext: Extensions, ctx: CompileContext) -
         compiled = dict(spec.compile(docs, ctx)) if spec.compile else {}
         if spec.target == "objects":
             compiled = {d.name: ConfigObject(spec.name, d.name, d.loc, frozen_map(plain(d.data)),
-                                             compiled.get(d.name)) for d in docs}
+                                             compiled.get(d.name))
+                        for d in docs if spec.compile is None or d.name in compiled}  # failed ones: reported
         ctx.objects[spec.name] = compiled
         if spec.target == "entities":
             ctx.entities.update(compiled)
