@@ -316,3 +316,63 @@ def _count_text(moved: Any) -> str:
     if isinstance(moved, dict):
         return ", ".join(f"{n} {e}" for e, n in moved.items() if n) or "no records"
     return f"{moved} record(s)"
+
+
+@main.command()
+@click.argument("directory", required=False)
+@click.option("--once", is_flag=True, help="Run what is due now, then exit (for cron, tests and CI).")
+@click.option("--interval", default=1.0, show_default=True, type=float, help="Seconds to wait when idle.")
+@click.option("--batch", default=10, show_default=True, type=int, help="Jobs claimed at a time.")
+@click.option("--name", default=None, help="This worker's name in the job leases (default: host:pid).")
+@db_option
+@friendly_errors
+def worker(directory: str | None, once: bool, interval: float, batch: int, name: str | None,
+           db_url: str | None) -> None:
+    """Deliver durable events and run due jobs until SIGTERM or Ctrl+C (the job in progress finishes)."""
+    import signal
+
+    from engine.runtime.jobs.worker import Worker
+
+    with open_runtime(directory, db_url) as runtime:
+        w = Worker(runtime, name, batch=batch)
+        if once:
+            done = w.run_once()
+            click.echo(f"dispatched {done.dispatched} event(s); ran {done.ran} job(s): {done.done} done, "
+                       f"{done.retried} to retry, {done.dead} dead")
+            for line in done.errors:
+                click.echo(f"  {line}", err=True)
+            return
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, lambda *_a: w.stop())
+        click.echo(f"worker {w.name} running; SIGTERM or Ctrl+C stops it after the job in progress")
+        w.run_forever(interval)
+        click.echo("worker stopped")
+
+
+@main.command()
+@click.argument("directory", required=False)
+@click.option("--all", "show_all", is_flag=True, help="Also list finished jobs.")
+@click.option("--retry", "retry_id", type=int, default=None, metavar="ID",
+              help="Put job ID (dead or waiting) back in the queue now, with a fresh set of attempts.")
+@db_option
+@friendly_errors
+def jobs(directory: str | None, show_all: bool, retry_id: int | None, db_url: str | None) -> None:
+    """List pending, retrying, running and dead jobs, with the last error of each."""
+    from engine.runtime.context import Actor
+    from engine.runtime.jobs import queue
+
+    with open_runtime(directory, db_url) as runtime:
+        if retry_id is not None:
+            with runtime.unit(Actor.system()) as uow:
+                queue.retry(uow.conn, retry_id, now=uow.clock.now())
+            click.echo(f"job {retry_id} is queued again")
+            return
+        statuses = queue.STATUSES if show_all else ("pending", "running", "dead")
+        with runtime.unit(Actor.system(), readonly=True) as uow:
+            listed = queue.list_jobs(uow.conn, statuses)
+            counts = queue.counts(uow.conn)
+    click.echo("  ".join(f"{s}: {counts.get(s, 0)}" for s in queue.STATUSES))
+    for job in listed:
+        error = f"  {job.last_error.splitlines()[-1][:100]}" if job.last_error else ""
+        click.echo(f"{job.id:>7}  {job.state:<8}  {job.kind:<24} attempts {job.attempts}  "
+                   f"due {job.run_at:%Y-%m-%d %H:%M}{error}")

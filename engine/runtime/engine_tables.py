@@ -28,7 +28,7 @@ from engine.runtime.types import JsonType, UtcDateTime
 #: Version of the engine tables' shape; :func:`upgrade` brings older databases to it through
 #: :data:`MIGRATIONS`.  (The PostgreSQL gate function is re-created on every upgrade and apply:
 #: see engine.runtime.markers.install.)
-ENGINE_SCHEMA_VERSION = 2
+ENGINE_SCHEMA_VERSION = 3
 SCHEMA_VERSION_KEY = "engine_schema"
 
 engine_metadata = MetaData()
@@ -136,6 +136,7 @@ crm_jobs = Table(
     Column("locked_at", UtcDateTime, nullable=True),
     Column("created_at", UtcDateTime, nullable=False),
     Column("dedupe_key", String(200), nullable=True),
+    Column("finished_at", UtcDateTime, nullable=True),
     Index("ix_crm_jobs_due", "status", "run_at"),
     UniqueConstraint("dedupe_key", name="uq_crm_jobs_dedupe"),
 )
@@ -150,6 +151,7 @@ crm_outbox = Table(
     Column("attempts", Integer, nullable=False, default=0),
     Column("created_at", UtcDateTime, nullable=False),
     Column("sent_at", UtcDateTime, nullable=True),
+    Index("ix_crm_outbox_status", "status", "id"),
 )
 
 
@@ -176,8 +178,15 @@ def _to_v2(conn: Connection) -> None:
     _add_column(conn, "crm_api_tokens", "expires_at")
 
 
+def _to_v3(conn: Connection) -> None:
+    """Version 3: the worker records when a job finished; the outbox is read by status."""
+    _add_column(conn, "crm_jobs", "finished_at")
+    if "ix_crm_outbox_status" not in {ix["name"] for ix in inspect(conn).get_indexes("crm_outbox")}:
+        next(ix for ix in crm_outbox.indexes if ix.name == "ix_crm_outbox_status").create(conn)
+
+
 #: version N -> the migration that turns a version N-1 database into version N (one per version).
-MIGRATIONS: dict[int, Callable[[Connection], None]] = {2: _to_v2}
+MIGRATIONS: dict[int, Callable[[Connection], None]] = {2: _to_v2, 3: _to_v3}
 
 
 def check_version(conn: Connection) -> int:

@@ -36,6 +36,7 @@ from engine.errors import DatabaseNotReady, EngineError, QueryTimeout
 from engine.runtime import markers
 from engine.runtime.context import Actor, Clock, SystemClock
 from engine.runtime.db import is_timeout, make_engine, set_deadline
+from engine.runtime.jobs import outbox, queue
 from engine.runtime.records.plan import EntityPlan, build_plans
 from engine.runtime.records.steps import DomainEvent, StepRegistry
 from engine.runtime.security import Guard, visible_workspace
@@ -62,6 +63,8 @@ class State:
     host: PluginHost = field(repr=False)
     #: the plugins' write steps for this revision (the runtime's own registry adds to them)
     plugin_steps: tuple[Any, ...] = ()
+    #: the plugins' durable event handlers for this revision (events they want go to crm_outbox)
+    event_handlers: tuple[Any, ...] = ()
     caches: dict[str, OrderedDict[Any, Any]] = field(default_factory=dict, repr=False)
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
@@ -79,7 +82,7 @@ class State:
         schema = build_schema(workspace, dialect)
         host = host or PluginHost()
         return cls(workspace, schema, build_plans(workspace, schema), revision_id, host,
-                   tuple(host.write_steps(workspace)))
+                   tuple(host.write_steps(workspace)), tuple(host.event_handlers(workspace)))
 
     def plan(self, entity: str) -> EntityPlan:
         return self.plans[entity]
@@ -216,6 +219,8 @@ class Runtime:
                 uow = UnitOfWork(self, state, who, conn, readonly=readonly, markers=marks)
                 try:
                     yield uow
+                    if uow.events and state.event_handlers:  # durable: committed with the change, or not at all
+                        outbox.store(conn, uow.events, state.event_handlers, now=self.clock.now())
                 except DBAPIError as e:
                     raise _translated(e, self.statement_timeout) from e
                 finally:
@@ -302,6 +307,12 @@ class UnitOfWork:
         key = (entity, registry.steps)
         return self.state.memo("write_steps", key,  # type: ignore[no-any-return]
                                lambda: registry.for_entity(entity, self.state.plugin_steps))
+
+    def enqueue(self, kind: str, payload: Mapping[str, Any], *, run_at: Any = None,
+                dedupe_key: str | None = None) -> bool:
+        """Queue a job in this unit's transaction (runs once committed); False if ``dedupe_key`` is queued."""
+        self.require_writable()
+        return queue.enqueue(self.conn, kind, payload, now=self.clock.now(), run_at=run_at, dedupe_key=dedupe_key)
 
     def emit(self, event: DomainEvent) -> None:
         """Queue ``event`` for delivery after commit."""

@@ -1,0 +1,1 @@
+"""Durable events, the job queue and ``crm worker`` (see :mod:`.outbox`, :mod:`.queue`, :mod:`.worker`)."""
