@@ -10,15 +10,17 @@ from __future__ import annotations
 import difflib
 from collections.abc import Callable, Mapping, Sequence
 from types import MappingProxyType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from engine.dsl.compile_context import CompileContext
 from engine.dsl.compile_entity import EntityCompiler, label_of
 from engine.dsl.kinds import KindSpec
-from engine.dsl.loader import MergedDoc
 from engine.dsl.model import Entity, EntityPermission, Role, frozen_map
 from engine.dsl.yamlsrc import locate
 from engine.errors import ConfigError, UnknownReference
+
+if TYPE_CHECKING:
+    from engine.dsl.loader import MergedDoc
 
 
 def compile_entities(docs: Sequence[MergedDoc], ctx: CompileContext) -> dict[str, Entity]:

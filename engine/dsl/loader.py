@@ -64,15 +64,11 @@ class LoadedConfig:
     layers: list[Layer]
 
 
-def load_layers(layers: Sequence[Layer], kinds: KindRegistry | None = None) -> LoadedConfig:
-    """Parse, schema-check and merge every document of ``layers`` (``kinds``: default the built-ins).
+def load_layers(layers: Sequence[Layer], kinds: KindRegistry) -> LoadedConfig:
+    """Parse, schema-check and merge every document of ``layers`` with the ``kinds`` the compile uses.
 
     Raises :class:`~engine.errors.ConfigErrors` with every problem found.
     """
-    if kinds is None:
-        from engine.dsl.extensions import default_extensions
-
-        kinds = default_extensions().kinds
     errors: list[ConfigError] = []
     manifests: list[SourceDoc] = []
     docs: list[SourceDoc] = []

@@ -1,6 +1,6 @@
 """``crm`` commands that run the CRM: serve, demo, user, token, expr, handover.
 
-Registered on :data:`engine.cli.main` when :mod:`engine.cli` is imported.
+Registered on the ``crm`` group when :mod:`engine.cli` is imported.
 Each command opens a :class:`engine.runtime.runtime.Runtime` on the
 workspace's database (``--db`` / ``CRM_DATABASE_URL``, else the SQLite file in
 the workspace) and works through the runtime services, never raw SQL.
@@ -18,7 +18,7 @@ from typing import Any
 
 import click
 
-from engine.cli import db_option, db_url_for, friendly_errors, main, workspace_dir
+from engine.cli.base import db_option, db_url_for, friendly_errors, main, workspace_dir
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8000
