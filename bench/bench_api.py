@@ -41,9 +41,9 @@ def _setup(folder: Path, url: str | None = None) -> tuple[Any, Any, str]:
     """Apply the manufacturing workspace to ``url`` (default: a fresh SQLite file); (runtime, client, token)."""
     from engine.dsl.scaffold import init_workspace
     from engine.runtime import users
-    from engine.runtime.config_ops import apply_workspace, compile_workspace
     from engine.runtime.context import Actor
     from engine.runtime.runtime import Runtime
+    from engine.runtime.schema.operations import apply_workspace, compile_workspace
 
     ws_dir = folder / "acme"
     init_workspace(ws_dir, industry="manufacturing", name="acme", locale="en", currency="CNY")

@@ -27,7 +27,7 @@ from sqlalchemy import Engine, text
 from engine.dsl.model import Entity, Field, Workspace, frozen_map
 from engine.errors import SourceLocation
 from engine.runtime.db import make_engine
-from engine.runtime.migrate import apply
+from engine.runtime.schema.apply import apply
 
 ROUNDS = 3
 TARGET_S = 1.0

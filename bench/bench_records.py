@@ -32,8 +32,8 @@ from sqlalchemy import insert, select
 from engine.dsl.compiler import compile_folder
 from engine.runtime.context import Actor
 from engine.runtime.db import make_engine
-from engine.runtime.migrate import apply
 from engine.runtime.runtime import Runtime
+from engine.runtime.schema.apply import apply
 
 INDUSTRIES = ("manufacturing", "services", "it", "finance", "education", "other")
 ENTITY = """

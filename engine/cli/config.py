@@ -51,7 +51,7 @@ def industries() -> None:
 def validate(directory: str | None) -> None:
     """Check the workspace: YAML, schemas, layering, types, expressions, SQL binding."""
     from engine.runtime.binding import bind_check
-    from engine.runtime.config_ops import compile_workspace
+    from engine.runtime.schema.operations import compile_workspace
 
     ws = compile_workspace(workspace_dir(directory))
     bind_check(ws)
@@ -85,7 +85,7 @@ def schema(out_dir: str | None) -> None:
 @friendly_errors
 def plan(directory: str | None, db_url: str | None) -> None:
     """Show what 'apply' would change in the database (and drift from the folder)."""
-    from engine.runtime.config_ops import plan_folder
+    from engine.runtime.schema.operations import plan_folder
 
     folder = workspace_dir(directory)
     result = plan_folder(folder, db_url_for(folder, db_url))
@@ -104,7 +104,7 @@ def plan(directory: str | None, db_url: str | None) -> None:
 def apply(directory: str | None, db_url: str | None, yes: bool, allow_destructive: bool, purge: bool,
           message: str, author: str | None) -> None:
     """Apply the workspace to the database in one transaction and record a revision."""
-    from engine.runtime.config_ops import apply_folder
+    from engine.runtime.schema.operations import apply_folder
 
     folder = workspace_dir(directory)
     apply_folder(folder, db_url_for(folder, db_url), yes=yes, allow_destructive=allow_destructive,
@@ -124,7 +124,7 @@ def _confirm(question: str) -> bool:
 @friendly_errors
 def revisions(directory: str | None, db_url: str | None) -> None:
     """List the applied revisions, newest first."""
-    from engine.runtime.config_ops import list_revisions_text
+    from engine.runtime.schema.operations import list_revisions_text
 
     folder = workspace_dir(directory)
     click.echo(list_revisions_text(db_url_for(folder, db_url)))
@@ -139,7 +139,7 @@ def revisions(directory: str | None, db_url: str | None) -> None:
 @friendly_errors
 def rollback(revision: int, directory: str | None, db_url: str | None, yes: bool, allow_destructive: bool) -> None:
     """Go back to REVISION's configuration (through the same plan/apply)."""
-    from engine.runtime.config_ops import rollback_to
+    from engine.runtime.schema.operations import rollback_to
 
     folder = workspace_dir(directory)
     rollback_to(db_url_for(folder, db_url), revision, yes=yes, allow_destructive=allow_destructive,
@@ -159,7 +159,7 @@ def config() -> None:
 @friendly_errors
 def config_pull(directory: str, db_url: str | None, source: str | None) -> None:
     """Write the active revision's workspace files into DIRECTORY."""
-    from engine.runtime.config_ops import pull_config
+    from engine.runtime.schema.operations import pull_config
 
     src = workspace_dir(source)
     written = pull_config(db_url_for(src, db_url), Path(directory))

@@ -110,8 +110,8 @@ def demo(directory: str, host: str, port: int, seed: int, no_serve: bool, public
     """Build the manufacturing demo CRM (users, teams, records), print an admin token, serve it."""
     from engine.demo_data import ADMIN, populate
     from engine.runtime import users
-    from engine.runtime.config_ops import run_demo
     from engine.runtime.context import Actor
+    from engine.runtime.schema.operations import run_demo
 
     folder = Path(directory).resolve()
     url = db_url_for(folder, db_url)

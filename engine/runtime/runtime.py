@@ -37,8 +37,8 @@ from engine.runtime import markers
 from engine.runtime.context import Actor, Clock, SystemClock
 from engine.runtime.db import is_timeout, make_engine, set_deadline
 from engine.runtime.jobs import outbox, queue
-from engine.runtime.records.plan import EntityPlan, build_plans
 from engine.runtime.records.steps import DomainEvent, StepRegistry
+from engine.runtime.records.write_plan import EntityPlan, build_plans
 from engine.runtime.security import Guard, visible_workspace
 from engine.runtime.storage import Schema, build_schema
 
@@ -363,7 +363,7 @@ def _load_active(conn: Connection, dialect: str) -> State | None:
 def _load_revision(conn: Connection, dialect: str, revision_id: int) -> State:
     """The State of revision ``revision_id``, compiled from its bundle."""
     from engine.plugins import compile_bundle
-    from engine.runtime.revisions import get_revision
+    from engine.runtime.schema.revisions import get_revision
 
     workspace, host = compile_bundle(get_revision(conn, revision_id).bundle)
     return State.build(workspace, dialect, revision_id, host=host)

@@ -70,7 +70,7 @@ def api_db_url(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPath
 
 def apply_folder_quietly(folder: Path, url: str) -> Workspace:
     """Compile and apply ``folder`` to ``url`` without asking."""
-    from engine.runtime.config_ops import apply_workspace, compile_workspace
+    from engine.runtime.schema.operations import apply_workspace, compile_workspace
 
     ws = compile_workspace(folder)
     apply_workspace(ws, url, yes=True, allow_destructive=False, purge=False, message="test", author="test",

@@ -27,9 +27,9 @@ from engine.dsl.compiler import compile_folder
 from engine.runtime import users
 from engine.runtime.context import Actor
 from engine.runtime.db import make_engine
-from engine.runtime.migrate import apply
-from engine.runtime.planner import format_plan
 from engine.runtime.runtime import Runtime
+from engine.runtime.schema.apply import apply
+from engine.runtime.schema.diff import format_plan
 from tests.api.conftest import free_port
 from tests.api.test_live import http_json
 
@@ -155,7 +155,7 @@ def test_writes_never_validate_against_a_stale_revision(live: Live, tmp_path: Pa
             ads = conn.execute(text("SELECT count(*) FROM lead WHERE source = 'ads' AND deleted_at IS NULL")).scalar()
             longest = conn.execute(text("SELECT max(length(code)) FROM lead WHERE deleted_at IS NULL")).scalar()
         with engine.connect() as conn:
-            from engine.runtime.config_ops import plan_against_database
+            from engine.runtime.schema.operations import plan_against_database
 
             again = plan_against_database(conn, v2)
     finally:

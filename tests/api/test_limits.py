@@ -22,8 +22,8 @@ from engine.errors import Overloaded, QueryTimeout
 from engine.runtime import users
 from engine.runtime.context import Actor
 from engine.runtime.db import make_engine
-from engine.runtime.migrate import apply
 from engine.runtime.runtime import Runtime
+from engine.runtime.schema.apply import apply
 from tests.conftest import insert_rows
 
 FILES = {

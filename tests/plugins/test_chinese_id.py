@@ -15,9 +15,9 @@ from engine.api import create_app
 from engine.errors import ConfigError
 from engine.plugins import compile_folder, installed_plugins
 from engine.runtime import users
-from engine.runtime.config_ops import apply_workspace
 from engine.runtime.context import Actor
 from engine.runtime.runtime import Runtime
+from engine.runtime.schema.operations import apply_workspace
 
 VALID = "11010519491231002X"  # the check digit of 11010519491231002 is X
 FILES = {

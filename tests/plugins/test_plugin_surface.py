@@ -12,9 +12,9 @@ import pytest
 from engine.errors import ConfigError, ValidationFailed
 from engine.plugins import PluginHost, compile_folder
 from engine.runtime import users
-from engine.runtime.config_ops import apply_workspace
 from engine.runtime.context import Actor
 from engine.runtime.runtime import Runtime
+from engine.runtime.schema.operations import apply_workspace
 from tests.plugins.conftest import Install
 
 PLUGIN = '''

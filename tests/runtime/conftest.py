@@ -18,8 +18,8 @@ from engine.dsl.compiler import compile_folder
 from engine.runtime import users
 from engine.runtime.context import Actor, FixedClock
 from engine.runtime.db import make_engine
-from engine.runtime.migrate import apply
 from engine.runtime.runtime import Runtime
+from engine.runtime.schema.apply import apply
 
 FILES = {
     "workspace.yaml": """

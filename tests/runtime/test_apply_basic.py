@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from sqlalchemy import Engine, inspect
 
-from engine.runtime.migrate import apply
-from engine.runtime.planner import format_plan, plan
-from engine.runtime.revisions import active_revision, list_revisions
+from engine.runtime.schema.apply import apply
+from engine.runtime.schema.diff import format_plan, plan
+from engine.runtime.schema.revisions import active_revision, list_revisions
 from tests.conftest import ent, fld, insert_rows, read_rows, wsp
 
 N = 10_000

@@ -8,8 +8,8 @@ import pytest
 from sqlalchemy import Engine, MetaData, inspect, select
 
 from engine.errors import PlanError
-from engine.runtime.migrate import apply
-from engine.runtime.revisions import list_revisions
+from engine.runtime.schema.apply import apply
+from engine.runtime.schema.revisions import list_revisions
 from tests.conftest import ent, fld, insert_rows, wsp
 
 

@@ -15,8 +15,8 @@ from engine.api import create_app
 from engine.errors import DatabaseNotReady
 from engine.runtime import engine_tables
 from engine.runtime.db import make_engine
-from engine.runtime.plan_state import state_from_snapshot
 from engine.runtime.runtime import Runtime
+from engine.runtime.schema.snapshot import state_from_snapshot
 from engine.runtime.storage import build_schema
 from engine.runtime.types import UtcDateTime
 from tests.runtime.golden import engine_v1_schema
@@ -103,7 +103,7 @@ def test_a_database_from_a_newer_engine_is_refused(db_url: str) -> None:
         with pytest.raises(DatabaseNotReady) as info:
             Runtime.open(db_url)
         assert info.value.code == "engine_schema" and "version 99, newer than this engine's" in info.value.message
-        from engine.runtime.migrate import apply
+        from engine.runtime.schema.apply import apply
         from tests.conftest import ent, fld, wsp
 
         with pytest.raises(DatabaseNotReady, match="newer than this engine"):

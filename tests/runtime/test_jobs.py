@@ -20,12 +20,12 @@ from typing import Any
 import pytest
 from sqlalchemy import func, select
 
-from engine.runtime.config_ops import apply_workspace, compile_workspace
 from engine.runtime.context import Actor, FixedClock
 from engine.runtime.engine_tables import crm_jobs, crm_outbox
 from engine.runtime.jobs import queue
 from engine.runtime.jobs.worker import Worker
 from engine.runtime.runtime import Runtime
+from engine.runtime.schema.operations import apply_workspace, compile_workspace
 from tests.conftest import Install
 
 PLUGIN = '''

@@ -10,9 +10,9 @@ import pytest
 from sqlalchemy import Engine, inspect
 
 from engine.errors import BlockedChange, ConfirmationRequired
-from engine.runtime.migrate import apply
-from engine.runtime.planner import format_plan, plan_from_state
-from engine.runtime.revisions import active_revision, revision_state
+from engine.runtime.schema.apply import apply
+from engine.runtime.schema.diff import format_plan, plan_from_state
+from engine.runtime.schema.revisions import active_revision, revision_state
 from tests.conftest import ent, fld, insert_rows, read_rows, wsp
 
 N = 10_000

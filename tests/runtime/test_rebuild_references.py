@@ -19,7 +19,7 @@ from sqlalchemy import Engine, MetaData, inspect, select, text
 from sqlalchemy.exc import IntegrityError
 
 from engine.dsl.compiler import compile_folder
-from engine.runtime.migrate import apply
+from engine.runtime.schema.apply import apply
 from tests.conftest import insert_rows
 
 WIDGET = """

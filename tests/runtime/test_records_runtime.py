@@ -12,9 +12,9 @@ from conftest import FILES, World, write_workspace
 from engine.dsl.compiler import compile_folder
 from engine.errors import DatabaseNotReady, RecordLocked, ValidationFailed
 from engine.runtime.db import make_engine
-from engine.runtime.migrate import apply
 from engine.runtime.records import WriteContext
 from engine.runtime.runtime import Runtime
+from engine.runtime.schema.apply import apply
 
 
 class Step:

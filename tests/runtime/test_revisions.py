@@ -12,9 +12,8 @@ from sqlalchemy import Engine
 
 from engine.dsl.model import Workspace
 from engine.errors import PlanError, RevisionNotFound
-from engine.runtime.migrate import apply
-from engine.runtime.plan_state import snapshot, state_from_snapshot, state_of
-from engine.runtime.revisions import (
+from engine.runtime.schema.apply import apply
+from engine.runtime.schema.revisions import (
     active_revision,
     detect_drift,
     get_revision,
@@ -23,6 +22,7 @@ from engine.runtime.revisions import (
     upgrade_bundle,
     write_bundle,
 )
+from engine.runtime.schema.snapshot import snapshot, state_from_snapshot, state_of
 from tests.conftest import ent, fld, insert_rows, read_rows, wsp
 
 V1 = wsp(ent("lead", fld("company"), fld("tier", "picklist", options=["a", "b"], storage="json")))
@@ -80,7 +80,7 @@ def test_write_bundle_and_drift(db_engine: Engine, tmp_path: Path) -> None:
 
 
 def test_write_bundle_refuses_paths_outside(tmp_path: Path) -> None:
-    from engine.runtime.revisions import Revision
+    from engine.runtime.schema.revisions import Revision
 
     bad = Revision(1, None, "x", "", None, "h", {"files": {"../evil.yaml": "x"}}, (), True)  # type: ignore[arg-type]
     with pytest.raises(PlanError, match="points outside the target folder"):
@@ -118,8 +118,8 @@ def test_newer_formats_are_refused() -> None:
 def test_apply_refuses_when_the_plan_changed_after_it_was_shown(db_url: str, tmp_path: Path) -> None:
     """The plan is shown, the user confirms, and meanwhile someone else applies: refuse, change nothing."""
     from engine.errors import PlanChanged
-    from engine.runtime.config_ops import apply_workspace
     from engine.runtime.db import make_engine
+    from engine.runtime.schema.operations import apply_workspace
     from tests.conftest import ent, fld, wsp
 
     v1 = wsp(ent("lead", fld("company")))

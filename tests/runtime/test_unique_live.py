@@ -10,8 +10,8 @@ from engine.dsl.compiler import compile_folder
 from engine.errors import UniqueViolation
 from engine.runtime.context import Actor
 from engine.runtime.db import make_engine
-from engine.runtime.migrate import apply
 from engine.runtime.runtime import Runtime
+from engine.runtime.schema.apply import apply
 
 
 @pytest.fixture

@@ -8,7 +8,7 @@ from typing import Any
 
 from sqlalchemy import Engine, select, text
 
-from engine.runtime.migrate import apply
+from engine.runtime.schema.apply import apply
 from engine.runtime.storage import build_schema
 from tests.conftest import ent, fld, insert_rows, read_rows, wsp
 

@@ -12,7 +12,7 @@ from engine.runtime.rawsql import Processor, RawInsert, raw_insert
 if TYPE_CHECKING:
     from sqlalchemy import Connection
 
-    from engine.runtime.records.plan import EntityPlan
+    from engine.runtime.records.write_plan import EntityPlan
     from engine.runtime.runtime import State
 
 

@@ -17,8 +17,8 @@ from sqlalchemy.sql.elements import ColumnElement
 from engine.dsl.expressions import ast
 from engine.errors import BadRequest
 from engine.runtime.records import exprs
-from engine.runtime.records.plan import EntityPlan
 from engine.runtime.records.query import SortKey
+from engine.runtime.records.write_plan import EntityPlan
 
 if TYPE_CHECKING:
     from engine.runtime.runtime import UnitOfWork

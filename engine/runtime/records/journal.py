@@ -23,7 +23,7 @@ from engine.runtime.rawsql import Processor, raw_insert
 from engine.runtime.records.rows import LINE_META
 
 if TYPE_CHECKING:
-    from engine.runtime.records.plan import EntityPlan
+    from engine.runtime.records.write_plan import EntityPlan
     from engine.runtime.runtime import UnitOfWork
 
 #: crm_audit columns an entry fills, in this order (``id`` is the database's)

@@ -19,8 +19,8 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import Select
 
 from engine.runtime.records import exprs, filtering, output, query, rows
-from engine.runtime.records.plan import EntityPlan
 from engine.runtime.records.query import SortKey
+from engine.runtime.records.write_plan import EntityPlan
 from engine.runtime.security import Access
 
 if TYPE_CHECKING:

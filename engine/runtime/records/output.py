@@ -10,8 +10,8 @@ from sqlalchemy import select
 from engine.errors import BadRequest
 from engine.runtime.engine_tables import crm_users
 from engine.runtime.records import rows
-from engine.runtime.records.plan import EntityPlan
 from engine.runtime.records.query import base_select
+from engine.runtime.records.write_plan import EntityPlan
 from engine.runtime.security import Access
 
 if TYPE_CHECKING:

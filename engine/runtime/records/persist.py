@@ -20,7 +20,7 @@ from engine.errors import RecordError, UniqueViolation, ValidationFailed, Versio
 from engine.runtime import sequences
 from engine.runtime.engine_tables import crm_users
 from engine.runtime.records import rows
-from engine.runtime.records.plan import EntityPlan
+from engine.runtime.records.write_plan import EntityPlan
 from engine.runtime.storage import _index_name
 
 if TYPE_CHECKING:

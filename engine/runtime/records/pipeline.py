@@ -28,9 +28,9 @@ from typing import TYPE_CHECKING, Any
 
 from engine.errors import BadRequest
 from engine.runtime.records import journal, persist
-from engine.runtime.records.plan import EntityPlan
 from engine.runtime.records.steps import Action, DomainEvent
 from engine.runtime.records.write import Errors, Writer, raise_errors
+from engine.runtime.records.write_plan import EntityPlan
 from engine.runtime.security import Access
 
 if TYPE_CHECKING:

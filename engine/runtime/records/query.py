@@ -24,7 +24,7 @@ from sqlalchemy import Select, and_, false, or_, select, true
 from sqlalchemy.sql.elements import ColumnElement
 
 from engine.errors import BadRequest
-from engine.runtime.records.plan import EntityPlan
+from engine.runtime.records.write_plan import EntityPlan
 from engine.runtime.security import Access
 
 if TYPE_CHECKING:

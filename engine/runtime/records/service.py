@@ -28,8 +28,8 @@ from engine.errors import BadRequest, NotFound, PermissionDenied, VersionConflic
 from engine.runtime import audit
 from engine.runtime.records import filtering, journal, listing, output, persist, query, rows
 from engine.runtime.records.pipeline import WritePipeline, open_entity
-from engine.runtime.records.plan import EntityPlan
 from engine.runtime.records.steps import Action
+from engine.runtime.records.write_plan import EntityPlan
 from engine.runtime.security import Access
 
 if TYPE_CHECKING:

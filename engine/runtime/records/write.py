@@ -19,8 +19,8 @@ from sqlalchemy import select
 from engine.errors import ExpressionEvalError, ValidationFailed
 from engine.runtime.records import exprs, persist, rows
 from engine.runtime.records.coerce import BadValue, coerce_currency
-from engine.runtime.records.plan import WRITABLE_STANDARD, EntityPlan
 from engine.runtime.records.steps import Action, WriteContext
+from engine.runtime.records.write_plan import WRITABLE_STANDARD, EntityPlan
 from engine.runtime.security import Access
 
 if TYPE_CHECKING:

@@ -18,10 +18,12 @@ from engine import plugins
 from engine.dsl.layers import MANIFESTS
 from engine.dsl.model import Workspace
 from engine.errors import ConfirmationRequired, PlanError
-from engine.runtime import migrate, planner, revisions
 from engine.runtime.db import make_engine, sqlite_path
-from engine.runtime.migrate import ApplyResult
-from engine.runtime.plan_model import Plan
+from engine.runtime.schema import apply as migrate
+from engine.runtime.schema import diff as planner
+from engine.runtime.schema import revisions
+from engine.runtime.schema.apply import ApplyResult
+from engine.runtime.schema.model import Plan
 
 Echo = Callable[[str], None]
 Confirm = Callable[[str], bool]

@@ -28,7 +28,7 @@ from engine.dsl.model import Workspace, frozen_map
 from engine.errors import PlanError, RevisionNotFound
 from engine.runtime import markers
 from engine.runtime.engine_tables import crm_revisions
-from engine.runtime.plan_state import DbState, snapshot, state_from_snapshot, state_of
+from engine.runtime.schema.snapshot import DbState, snapshot, state_from_snapshot, state_of
 
 BUNDLE_FORMAT = 1
 #: format N -> function upgrading a format-N bundle to format N+1.

@@ -44,11 +44,12 @@ from engine.errors import (
     PlanChanged,
     PlanError,
 )
-from engine.runtime import engine_tables, markers, revisions
+from engine.runtime import engine_tables, markers
 from engine.runtime.db import ensure_pg_functions
-from engine.runtime.migrate_ops import EXECUTORS, ApplyContext, add_deferred_foreign_keys
-from engine.runtime.plan_model import Change, Plan, format_plan
-from engine.runtime.planner import plan_from_state
+from engine.runtime.schema import revisions
+from engine.runtime.schema.diff import plan_from_state
+from engine.runtime.schema.executors import EXECUTORS, ApplyContext, add_deferred_foreign_keys
+from engine.runtime.schema.model import Change, Plan, format_plan
 from engine.runtime.storage import build_schema
 
 

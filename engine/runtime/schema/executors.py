@@ -24,8 +24,8 @@ from sqlalchemy.schema import AddConstraint, CreateColumn, CreateIndex, CreateTa
 
 from engine.dsl.model import JSON_COLUMN, Field
 from engine.errors import PlanError
-from engine.runtime.plan_fields import PLAIN_NUMERIC, TEXTUAL
-from engine.runtime.plan_model import Change, Plan
+from engine.runtime.schema.field_rules import PLAIN_NUMERIC, TEXTUAL
+from engine.runtime.schema.model import Change, Plan
 from engine.runtime.storage import (
     Schema,
     column_type,

@@ -11,8 +11,8 @@ from __future__ import annotations
 from sqlalchemy import String, func
 
 from engine.dsl.model import NUMERIC_TYPES, STRING_TYPES, Field
-from engine.runtime.plan_context import PlanContext
-from engine.runtime.plan_model import Change, fmt_rows
+from engine.runtime.schema.model import Change, fmt_rows
+from engine.runtime.schema.probes import PlanContext
 from engine.runtime.storage import column_type
 
 TEXTUAL = STRING_TYPES | {"picklist"}

@@ -32,10 +32,10 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.schema import CreateIndex
 
 from engine.dsl.model import Entity, Field, Workspace, frozen_map
-from engine.runtime import plan_fields as rules
-from engine.runtime.plan_context import PlanContext
-from engine.runtime.plan_model import KIND_ORDER, Change, Plan, fmt_rows, format_plan
-from engine.runtime.plan_state import DbState, state_of
+from engine.runtime.schema import field_rules as rules
+from engine.runtime.schema.model import KIND_ORDER, Change, Plan, fmt_rows, format_plan
+from engine.runtime.schema.probes import PlanContext
+from engine.runtime.schema.snapshot import DbState, state_of
 from engine.runtime.storage import build_schema
 
 __all__ = ["Change", "DbState", "Plan", "format_plan", "plan", "plan_from_state"]

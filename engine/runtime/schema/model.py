@@ -10,11 +10,11 @@ from dataclasses import field as dc_field
 from typing import Any, Literal
 
 from engine.dsl.model import Workspace, frozen_map
-from engine.runtime.plan_state import DbState
+from engine.runtime.schema.snapshot import DbState
 
 Safety = Literal["safe", "destructive", "blocked"]
 
-#: Change kinds in the order :func:`engine.runtime.planner.plan` emits them.
+#: Change kinds in the order :func:`engine.runtime.schema.diff.plan` emits them.
 KIND_ORDER: tuple[str, ...] = (
     "create_table",
     "unretire_entity",

@@ -11,7 +11,7 @@ from sqlalchemy import Connection, func, select
 from sqlalchemy.sql.elements import ColumnElement
 
 from engine.dsl.model import Field, Workspace
-from engine.runtime.plan_state import DbState
+from engine.runtime.schema.snapshot import DbState
 from engine.runtime.storage import Schema, build_schema, json_field_expr
 
 
