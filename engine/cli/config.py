@@ -85,11 +85,11 @@ def schema(out_dir: str | None) -> None:
 @friendly_errors
 def plan(directory: str | None, db_url: str | None) -> None:
     """Show what 'apply' would change in the database (and drift from the folder)."""
+    from engine.cli.text import plan_report
     from engine.runtime.schema.operations import plan_folder
 
     folder = workspace_dir(directory)
-    result = plan_folder(folder, db_url_for(folder, db_url))
-    click.echo(result.text)
+    click.echo(plan_report(plan_folder(folder, db_url_for(folder, db_url))))
 
 
 @main.command()
@@ -124,10 +124,11 @@ def _confirm(question: str) -> bool:
 @friendly_errors
 def revisions(directory: str | None, db_url: str | None) -> None:
     """List the applied revisions, newest first."""
-    from engine.runtime.schema.operations import list_revisions_text
+    from engine.cli.text import revision_lines
+    from engine.runtime.schema.operations import list_revisions
 
     folder = workspace_dir(directory)
-    click.echo(list_revisions_text(db_url_for(folder, db_url)))
+    click.echo(revision_lines(list_revisions(db_url_for(folder, db_url))))
 
 
 @main.command()

@@ -108,14 +108,22 @@ def serve(directory: str | None, host: str, port: int, public_url: str | None, t
 def demo(directory: str, host: str, port: int, seed: int, no_serve: bool, public_url: str | None, timeout: float,
          per_user: int, db_url: str | None) -> None:
     """Build the manufacturing demo CRM (users, teams, records), print an admin token, serve it."""
+    from engine.cli.text import workspace_summary
     from engine.demo_data import ADMIN, populate
+    from engine.dsl.scaffold import init_workspace
     from engine.runtime import users
     from engine.runtime.context import Actor
-    from engine.runtime.schema.operations import run_demo
+    from engine.runtime.schema.operations import apply_workspace, compile_workspace
 
     folder = Path(directory).resolve()
     url = db_url_for(folder, db_url)
-    run_demo(echo=click.echo, folder=folder, url=url)
+    if not (folder / "workspace.yaml").exists():
+        init_workspace(folder, industry="manufacturing", name="demo", locale="zh", currency="CNY")
+        click.echo(f"created demo workspace in {folder}")
+    ws = compile_workspace(folder)
+    apply_workspace(ws, url, yes=True, allow_destructive=False, purge=False, message="demo", author="demo",
+                    echo=click.echo, confirm=lambda _q: True, export_dir=folder / "exports")
+    click.echo(workspace_summary(ws))
     with open_runtime(str(folder), url) as runtime:
         result = populate(runtime, seed=seed)
         if result.reused:

@@ -25,7 +25,7 @@ from sqlalchemy.schema import AddConstraint, CreateColumn, CreateIndex, CreateTa
 from engine.dsl.model import JSON_COLUMN, Field
 from engine.errors import PlanError
 from engine.runtime.schema.field_rules import PLAIN_NUMERIC, TEXTUAL
-from engine.runtime.schema.model import Change, Plan
+from engine.runtime.schema.model import CHANGE_KINDS, KINDS_BY_NAME, Change, Plan
 from engine.runtime.storage import (
     Schema,
     column_type,
@@ -369,6 +369,7 @@ def do_nothing(ctx: ApplyContext, change: Change) -> None:
     """Changes that only touch metadata (retire, unretire, add a JSON field, remove an unused option)."""
 
 
+#: change kind -> executor, for every kind of :data:`engine.runtime.schema.model.CHANGE_KINDS`
 EXECUTORS: dict[str, Callable[[ApplyContext, Change], None]] = {
     "create_table": do_create_table,
     "unretire_entity": do_nothing,
@@ -388,3 +389,6 @@ EXECUTORS: dict[str, Callable[[ApplyContext, Change], None]] = {
     "purge_column": do_purge,
     "add_index": do_add_index,
 }
+_missing = [k.name for k in CHANGE_KINDS if k.name not in EXECUTORS] + [k for k in EXECUTORS if k not in KINDS_BY_NAME]
+if _missing:  # a change kind without its executor (or the reverse) is an engine bug: fail at import
+    raise ImportError(f"change kinds and executors disagree: {_missing}")

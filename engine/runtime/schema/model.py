@@ -14,32 +14,40 @@ from engine.runtime.schema.snapshot import DbState
 
 Safety = Literal["safe", "destructive", "blocked"]
 
-#: Change kinds in the order :func:`engine.runtime.schema.diff.plan` emits them.
-KIND_ORDER: tuple[str, ...] = (
-    "create_table",
-    "unretire_entity",
-    "drop_index",
-    "rename_column",
-    "unretire_column",
-    "add_column",
-    "add_json_field",
-    "move_storage",
-    "replace_options",
-    "remove_option",
-    "change_type",
-    "widen_length",
-    "narrow_length",
-    "retire_column",
-    "retire_entity",
-    "purge_column",
-    "add_index",
-)
+@dataclass(frozen=True, slots=True)
+class ChangeKind:
+    """One kind of change a plan can hold: its name, the mark a printed plan shows, what it does."""
 
-_MARKERS = {
-    "create_table": "+", "add_column": "+", "add_json_field": "+", "add_index": "+",
-    "unretire_entity": "+", "unretire_column": "+",
-    "drop_index": "-", "purge_column": "-",
-}
+    name: str
+    marker: str
+    description: str
+
+
+#: Every change kind, in the order a plan runs them -- the one table: the planner sorts by it, a
+#: printed plan takes its marks from it, and :mod:`engine.runtime.schema.executors` registers one
+#: executor per kind against it (its import fails if one is missing).
+CHANGE_KINDS: tuple[ChangeKind, ...] = (
+    ChangeKind("create_table", "+", "create an entity's table"),
+    ChangeKind("unretire_entity", "+", "bring back a retired entity (its table was kept)"),
+    ChangeKind("drop_index", "-", "drop an index that went away or changed"),
+    ChangeKind("rename_column", "~", "rename a field's column or JSON key (renamed_from)"),
+    ChangeKind("unretire_column", "+", "bring back a retired field"),
+    ChangeKind("add_column", "+", "add a field stored in a column"),
+    ChangeKind("add_json_field", "+", "add a field stored in the JSON column (no DDL)"),
+    ChangeKind("move_storage", "~", "move a field between a column and the JSON column"),
+    ChangeKind("replace_options", "~", "rewrite rows of a removed picklist option (replace:)"),
+    ChangeKind("remove_option", "~", "remove a picklist option no row uses"),
+    ChangeKind("change_type", "~", "change a field's type"),
+    ChangeKind("widen_length", "~", "widen a text length"),
+    ChangeKind("narrow_length", "~", "narrow a text length"),
+    ChangeKind("retire_column", "~", "retire a field (column and data kept, hidden)"),
+    ChangeKind("retire_entity", "~", "retire an entity (table and data kept)"),
+    ChangeKind("purge_column", "-", "drop a retired field after exporting it"),
+    ChangeKind("add_index", "+", "create an index"),
+)
+KINDS_BY_NAME = {k.name: k for k in CHANGE_KINDS}
+#: Change kind names in the order a plan emits them.
+KIND_ORDER: tuple[str, ...] = tuple(k.name for k in CHANGE_KINDS)
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,7 +86,7 @@ class Change:
         if self.safety == "blocked":
             tail = f"blocked: {self.reason}" + (f"; {self.fix}" if self.fix else "")
             return f"! {self.description} ({tail})"
-        marker = _MARKERS.get(self.kind, "~")
+        marker = KINDS_BY_NAME[self.kind].marker
         extra = ", ".join(p for p in (self.note, self.reason) if p)
         return f"{marker} {self.description} ({self.safety}{', ' + extra if extra else ''})"
 

@@ -67,29 +67,25 @@ def plan_against_database(conn: Connection, ws: Workspace, *, purge: bool = Fals
 
 
 @dataclass(frozen=True)
-class PlanResult:
+class PlanReport:
+    """What ``crm plan`` reports, as data: the plan, the folder's workspace, the active revision and
+    how the folder differs from it (None when in sync or nothing was applied)."""
+
     plan: Plan
-    text: str
+    workspace: Workspace
+    active: revisions.Revision | None
+    drift: revisions.Drift | None
 
 
-def plan_folder(folder: Path, url: str) -> PlanResult:
+def plan_folder(folder: Path, url: str) -> PlanReport:
     """The plan from the database's active revision to the folder, with drift."""
     ws = compile_workspace(folder)
     with connection(url) as conn:
         active = revisions.active_revision(conn)
         the_plan = plan_against_database(conn, ws)
-    lines = [_revision_line(active, ws)]
-    if active is not None and active.content_hash != ws.content_hash:
-        lines.append(revisions.detect_drift(active, ws).describe())
-    lines.append(planner.format_plan(the_plan))
-    return PlanResult(the_plan, "\n".join(lines))
-
-
-def _revision_line(active: revisions.Revision | None, ws: Workspace) -> str:
-    if active is None:
-        return f"database has no revision yet: the plan creates workspace {ws.name!r}"
-    state = "matches the folder" if active.content_hash == ws.content_hash else "differs from the folder"
-    return f"database is at revision {active.id} ({active.content_hash[:12]}), which {state}"
+    drift = revisions.detect_drift(active, ws) if active is not None and active.content_hash != ws.content_hash \
+        else None
+    return PlanReport(the_plan, ws, active, drift)
 
 
 def apply_folder(folder: Path, url: str, *, yes: bool, allow_destructive: bool, purge: bool, message: str,
@@ -127,18 +123,10 @@ def apply_workspace(ws: Workspace, url: str, *, yes: bool, allow_destructive: bo
         engine.dispose()
 
 
-def list_revisions_text(url: str) -> str:
-    """``crm revisions``: one line per revision, newest first, ``*`` marks the active one."""
+def list_revisions(url: str) -> list[revisions.Revision]:
+    """Every revision of the database at ``url``, newest first."""
     with connection(url) as conn:
-        revs = revisions.list_revisions(conn)
-    if not revs:
-        return "no revisions yet: run 'crm apply'"
-    lines = []
-    for r in revs:
-        mark = "*" if r.active else " "
-        when = f"{r.created_at:%Y-%m-%d %H:%M}"
-        lines.append(f"{mark} {r.id:>5}  {when}  {r.author:<12} {r.content_hash[:12]}  {r.message}")
-    return "\n".join(lines)
+        return revisions.list_revisions(conn)
 
 
 def rollback_to(url: str, revision_id: int, *, yes: bool, allow_destructive: bool, author: str, echo: Echo,
@@ -167,30 +155,3 @@ def pull_config(url: str, target: Path) -> int:
         raise PlanError(f"revision {rev.id} has no workspace.yaml in its top layer {top!r}",
                         hint="the revision was applied from a template folder; pull is for workspaces")
     return count
-
-
-def run_demo(echo: Echo, folder: Path | None = None, url: str | None = None) -> Workspace:
-    """Build the manufacturing demo workspace on SQLite, apply it, print plan and summary."""
-    from engine.dsl.scaffold import init_workspace
-
-    folder = (folder or Path("demo-crm")).resolve()
-    if not (folder / "workspace.yaml").exists():
-        init_workspace(folder, industry="manufacturing", name="demo", locale="zh", currency="CNY")
-        echo(f"created demo workspace in {folder}")
-    ws = compile_workspace(folder)
-    url = url or f"sqlite:///{folder / 'crm.db'}"
-    apply_workspace(ws, url, yes=True, allow_destructive=False, purge=False, message="demo", author="demo",
-                    echo=echo, confirm=lambda _q: True, export_dir=folder / "exports")
-    echo(summary(ws))
-    return ws
-
-
-def summary(ws: Workspace) -> str:
-    """A table of the workspace's entities."""
-    lines = [f"workspace {ws.name!r} ({' <- '.join(ws.layers)}), locale {ws.locale}, currency {ws.currency}"]
-    for e in ws.entities.values():
-        label = e.label.get(ws.locale) or e.label.get("en") or e.name
-        kind = f"lines of {e.parent.entity}" if e.parent else ("core" if e.core else "custom")
-        lines.append(f"  {e.name:<24} {label:<16} {len(e.fields):>3} fields  ({kind})")
-    lines.append(f"  roles: {', '.join(ws.roles)}")
-    return "\n".join(lines)
