@@ -28,10 +28,11 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from flask import Flask, jsonify, request
+from flask import Flask, Response, jsonify, request
 from sqlalchemy import Engine, insert, select
 
 from engine.api import create_app
+from engine.api.jsonenc import encode_body
 
 REGIONS = ("east", "north", "south", "west")
 INDUSTRIES = ("manufacturing", "services", "it", "finance", "education", "other")
@@ -71,12 +72,19 @@ def _baseline_app(engine: Engine, table: Any) -> Flask:
                                                        owner_id=1, created_by=1, updated_by=1)).inserted_primary_key
         return jsonify({"id": new_id[0], **body}), 201
 
+    def rows() -> list[dict[str, Any]]:
+        with engine.connect() as conn, conn.begin():
+            found = conn.execute(select(table).where(table.c.deleted_at.is_(None))
+                                 .order_by(table.c.created_at.desc(), table.c.id.desc()).limit(50)).mappings().all()
+        return [dict(r) for r in found]
+
     @app.get("/lead")
     def page() -> Any:
-        with engine.connect() as conn, conn.begin():
-            rows = conn.execute(select(table).where(table.c.deleted_at.is_(None))
-                                .order_by(table.c.created_at.desc(), table.c.id.desc()).limit(50)).mappings().all()
-        return jsonify([dict(r) for r in rows])
+        return jsonify(rows())
+
+    @app.get("/lead-fast")
+    def page_same_encoder() -> Any:  # the same JSON encoder as the API: the honest comparison
+        return Response(encode_body({"items": rows()}), mimetype="application/json")
 
     return app
 
@@ -119,21 +127,29 @@ def _median_ms(fn: Callable[[], None], n: int) -> float:
     return statistics.median(times)
 
 
-def bench_get50(client: Any, base: Any, token: str, n: int) -> dict[str, Any]:
-    """GET 50 leads as JSON: API vs baseline (ratio = baseline time / API time)."""
+def bench_get50(client: Any, base: Any, token: str, n: int) -> list[dict[str, Any]]:
+    """GET 50 leads as JSON (ratio = baseline time / API time), against a hand-written endpoint using the API's
+    own JSON encoder (the same mechanism), and against one using Flask's ``jsonify``."""
     headers = {"Authorization": f"Bearer {token}"}
 
     def api() -> None:
         resp = client.get("/api/v1/records/lead", query_string={"limit": 50}, headers=headers)
         assert resp.status_code == 200 and len(resp.get_json()["items"]) == 50
 
+    def same() -> None:
+        assert len(base.get("/lead-fast").get_json()["items"]) == 50
+
     def raw() -> None:
         assert len(base.get("/lead").get_json()) == 50
 
-    rounds = [(_median_ms(api, n), _median_ms(raw, n)) for _ in range(3)]  # interleaved; best of 3
-    value, baseline = min(r[0] for r in rounds), min(r[1] for r in rounds)
-    return {"name": "api get 50 leads as JSON", "value": value, "unit": "ms", "baseline": baseline,
-            "ratio": baseline / value, "target": ">= 1.0x", "ok": baseline / value >= 1.0}
+    rounds = [(_median_ms(api, n), _median_ms(same, n), _median_ms(raw, n)) for _ in range(3)]  # interleaved
+    value, same_ms, raw_ms = (min(r[i] for r in rounds) for i in range(3))
+    return [
+        {"name": "api get 50 leads vs hand-written, same JSON encoder", "value": value, "unit": "ms",
+         "baseline": same_ms, "ratio": same_ms / value, "target": ">= 1.0x"},
+        {"name": "api get 50 leads vs hand-written with jsonify", "value": value, "unit": "ms",
+         "baseline": raw_ms, "ratio": raw_ms / value, "target": ">= 1.0x"},
+    ]
 
 
 def _lead_rows(lo: int, hi: int, rng: random.Random) -> Iterator[tuple[Any, ...]]:
@@ -219,7 +235,7 @@ def run(quick: bool = False) -> list[dict[str, Any]]:
             engine, table = runtime.engine, runtime.state.schema.table("lead")
             base = _baseline_app(engine, table).test_client()
             rows = [bench_create(client, base, token, 200 if quick else 1000),
-                    bench_get50(client, base, token, 50 if quick else 200)]
+                    *bench_get50(client, base, token, 50 if quick else 200)]
             load_leads(engine, table, total)
             rows.append(bench_list(client, token, total, 100 if quick else 300))
         finally:

@@ -81,12 +81,11 @@ def run(quick: bool = False) -> list[dict[str, Any]]:
     lambda_rate = _evals_per_second(_hand_written(ctx.today or NOW.date()), records, rounds)
     evaluate_rate = _evals_per_second(lambda r: compiled.evaluate(r, ctx), records, rounds)
     compile_us = _compile_many(lead, ws, 200 if quick else 1000)
-    return [
-        _row("compiled closure, evals/s", compiled_rate, lambda_rate, ">= 0.5x lambda"),
-        _row("CompiledExpression.evaluate, evals/s", evaluate_rate, lambda_rate, "(wrapper cost)"),
-        _row("hand-written lambda, evals/s", lambda_rate, lambda_rate, "baseline"),
-        {"name": "parse+check+compile, per expression", "value": round(compile_us, 1), "unit": "µs",
-         "baseline": None, "ratio": None, "target": "once per revision"},
+    return [  # the headline is the call the runtime makes (CompiledExpression.evaluate)
+        _row("CompiledExpression.evaluate vs hand-written lambda", evaluate_rate, lambda_rate, ">= 0.5x"),
+        _row("its compiled closure alone (without the wrapper)", compiled_rate, lambda_rate, ""),
+        {"name": "parse+check+compile, per expression (once per revision)", "value": round(compile_us, 1),
+         "unit": "µs", "baseline": None, "ratio": None, "target": ""},
     ]
 
 

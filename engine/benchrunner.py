@@ -9,6 +9,7 @@ measured in the same run, so the ratios hold on a noisy machine.
 from __future__ import annotations
 
 import importlib
+import re
 import sys
 import traceback
 from pathlib import Path
@@ -24,8 +25,32 @@ def bench_modules(only: str | None = None) -> list[str]:
     return [n for n in names if only is None or only in n]
 
 
+_TARGET = re.compile(r"^(>=|<=|<|>)\s*([0-9.]+)\s*(x|ms|s|µs)?$")
+
+
+def meets(row: dict[str, Any]) -> bool | None:
+    """Whether ``row`` meets its target: ``>= 0.5x`` / ``<= 3x`` judge the ratio, ``< 300 ms`` / ``< 1 s``
+    the value (in the row's unit); None when the row has no target it can be judged by."""
+    m = _TARGET.match(str(row.get("target") or "").strip())
+    if m is None:
+        return None
+    op, number, unit = m.group(1), float(m.group(2)), m.group(3)
+    measured = row.get("ratio") if unit in (None, "x") else row.get("value")
+    if not isinstance(measured, (int, float)) or (unit not in (None, "x") and unit != row.get("unit")):
+        return None
+    return {">=": measured >= number, "<=": measured <= number, "<": measured < number,
+            ">": measured > number}[op]
+
+
+NO_BENCHMARKS = ("crm bench runs the benchmarks of a source checkout (its bench/ folder), and this engine "
+                 "is installed without them: clone the repository, pip install -e '.[test]' in it, and run "
+                 "crm bench there")
+
+
 def run_benchmarks(*, quick: bool = False, only: str | None = None) -> str:
-    """Run every benchmark module and format the rows as a table."""
+    """Run every benchmark module and format the rows as a table (each row judged against its target)."""
+    if not (REPO / "bench").is_dir():
+        return NO_BENCHMARKS
     if str(REPO) not in sys.path:
         sys.path.insert(0, str(REPO))
     rows: list[dict[str, Any]] = []
@@ -36,6 +61,9 @@ def run_benchmarks(*, quick: bool = False, only: str | None = None) -> str:
         except Exception as e:  # one broken benchmark must not hide the others
             rows.append({"module": name, "name": "FAILED", "value": f"{type(e).__name__}: {e}"})
             traceback.print_exc(file=sys.stderr)
+    for row in rows:
+        if "ok" not in row:
+            row["ok"] = meets(row)
     return format_table(rows)
 
 

@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -76,3 +77,22 @@ def test_users_tokens_expr_and_handover(workspace: Path, db_url: str):
 def test_token_for_unknown_user_is_a_clear_error(workspace: Path, db_url: str):
     r = crm("token", "create", "nobody", "acme", cwd=workspace.parent, db_url=db_url)
     assert r.returncode == 1 and "nobody" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_bench_targets_are_judged_from_their_text() -> None:
+    from engine.benchrunner import meets
+
+    assert meets({"target": ">= 0.5x", "ratio": 0.6}) is True
+    assert meets({"target": ">= 0.5x", "ratio": 0.4}) is False
+    assert meets({"target": "<= 3x", "ratio": 2.5}) is True
+    assert meets({"target": "< 300 ms", "value": 148.0, "unit": "ms"}) is True
+    assert meets({"target": "< 1 s", "value": 1.5, "unit": "s"}) is False
+    assert meets({"target": "", "value": 3}) is None
+    assert meets({"target": "< 50 ms", "value": 3, "unit": "s"}) is None  # units that do not match: not judged
+
+
+def test_bench_without_a_checkout_says_how_to_run_it(monkeypatch: Any, tmp_path: Any) -> None:
+    from engine import benchrunner
+
+    monkeypatch.setattr(benchrunner, "REPO", tmp_path)
+    assert "source checkout" in benchrunner.run_benchmarks(quick=True)

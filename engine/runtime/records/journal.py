@@ -19,7 +19,7 @@ from sqlalchemy import Connection
 
 from engine.runtime.audit import json_form
 from engine.runtime.engine_tables import crm_audit
-from engine.runtime.rawsql import Processor, raw_insert
+from engine.runtime.rawsql import Processor, RawInsert, raw_insert
 from engine.runtime.records.rows import LINE_META
 
 if TYPE_CHECKING:
@@ -30,7 +30,7 @@ if TYPE_CHECKING:
 AUDIT_COLUMNS = ("entity", "record_id", "action", "field", "old_value", "new_value", "actor_id", "at",
                  "revision_id")
 Entry = tuple[str, int, str, "str | None", Any, Any]
-_OLD, _NEW, _AT = AUDIT_COLUMNS.index("old_value"), AUDIT_COLUMNS.index("new_value"), AUDIT_COLUMNS.index("at")
+_NEW = AUDIT_COLUMNS.index("new_value")
 
 
 def changed(entity: str, record_id: int, action: str, changes: Mapping[str, tuple[Any, Any]]) -> list[Entry]:
@@ -45,16 +45,18 @@ def event(entity: str, record_id: int, action: str, snapshot: Mapping[str, Any] 
 
 def write(uow: UnitOfWork, at: Any, entries: Iterable[Entry]) -> None:
     """Insert ``entries`` stamped with the unit's actor, ``at`` and the unit's revision (one executemany)."""
-    batch = list(entries)
-    if not batch:
-        return
+    ins, rows = encoded(uow, at, entries)
+    ins.run(uow.conn, rows)
+
+
+def encoded(uow: UnitOfWork, at: Any, entries: Iterable[Entry]) -> tuple[RawInsert, list[tuple[Any, ...]]]:
+    """The raw insert of crm_audit and ``entries`` as its bound rows (what :func:`write` runs)."""
     conn = uow.conn
     ins = raw_insert(uow.state, conn, crm_audit, AUDIT_COLUMNS)
     encode = uow.state.memo("audit_json", conn.dialect.name, lambda: _json_encoder(conn, ins.processors[_NEW]))
     at_bound = ins.process("at", at)
     actor, revision = uow.actor.user_id, uow.state.revision_id
-    ins.run(conn, [(e[0], e[1], e[2], e[3], encode(e[4]), encode(e[5]), actor, at_bound, revision)
-                   for e in batch])
+    return ins, [(e[0], e[1], e[2], e[3], encode(e[4]), encode(e[5]), actor, at_bound, revision) for e in entries]
 
 
 def snapshot_builder(plan: EntityPlan) -> Callable[[Mapping[str, Any]], dict[str, Any]]:
