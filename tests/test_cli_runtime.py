@@ -96,3 +96,61 @@ def test_bench_without_a_checkout_says_how_to_run_it(monkeypatch: Any, tmp_path:
 
     monkeypatch.setattr(benchrunner, "REPO", tmp_path)
     assert "source checkout" in benchrunner.run_benchmarks(quick=True)
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _children(pid: int) -> set[int]:
+    found = set()
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[1]) == pid:
+                found.add(int(entry.name))
+    return found
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_serve_with_workers_answers_and_stops_on_sigterm(workspace: Path, db_url: str, workers: int) -> None:
+    """``crm serve --workers N``: N processes on one port; SIGTERM stops them all, none left behind."""
+    import http.client
+    import json
+    import signal
+    import time
+
+    cwd = workspace.parent
+    assert crm("user", "add", "boss", "--role", "admin", "acme", cwd=cwd, db_url=db_url).returncode == 0
+    token = crm("token", "create", "boss", "acme", cwd=cwd, db_url=db_url).stdout.strip().splitlines()[-1]
+    port = _free_port()
+    proc = subprocess.Popen([*CRM, "serve", "acme", "--port", str(port), "--workers", str(workers)], cwd=cwd,
+                            env={**os.environ, "CRM_DATABASE_URL": db_url}, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        deadline, status = time.monotonic() + 60, None
+        while time.monotonic() < deadline and status is None:
+            try:
+                conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+                conn.request("GET", "/api/v1/meta", headers={"Authorization": f"Bearer {token}"})
+                resp = conn.getresponse()
+                status, body = resp.status, json.loads(resp.read())
+                conn.close()
+            except OSError:
+                time.sleep(0.2)
+        assert status == 200 and body["workspace"] == "acme"
+        children = _children(proc.pid)
+        assert len(children) == (workers if workers > 1 else 0)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=60)
+    assert proc.returncode in (0, -signal.SIGTERM), err
+    assert f"with {workers} process(es)" in out
+    assert not [c for c in children if Path(f"/proc/{c}").exists()], "a worker process outlived the server"

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import importlib.util
+import os
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -54,25 +55,39 @@ def admin_mounts() -> list[Any]:
     return [mount] if callable(mount) else []
 
 
-def serve_app(runtime: Any, host: str, port: int, *, public_url: str | None = None,
+def serve_url(url: str, host: str, port: int, *, workers: int = 1, public_url: str | None = None,
               timeout: float | None = DEFAULT_TIMEOUT, per_user: int | None = DEFAULT_PER_USER) -> None:
-    """Serve the API (and the admin UI when installed) with waitress until interrupted.
+    """Serve the API (and the admin UI when installed) of the database at ``url`` until interrupted.
 
+    ``workers`` processes share one listening socket (1: this process);
     ``timeout``: seconds one request's database work may take (None or 0: no limit);
-    ``per_user``: requests one user may have running at once (0: no limit).
+    ``per_user``: requests one user may have running at once, per process (0: no limit).
     """
-    import waitress
-
     from engine.api import create_app
+    from engine.cli.prefork import listening_socket, serve_forked
+    from engine.runtime.runtime import Runtime
 
-    runtime.statement_timeout = timeout or None
-    app = create_app(runtime, mounts=admin_mounts(), public_url=public_url, max_requests_per_user=per_user or None)
-    click.echo(f"serving the CRM API on http://{host}:{port}/api/v1 (OpenAPI: /api/v1/openapi.json); Ctrl+C stops")
-    waitress.serve(app, host=host, port=port, threads=SERVER_THREADS, ident="crm", _quiet=True)
+    def make_app() -> Any:
+        runtime = Runtime.open(url, statement_timeout=timeout or None)
+        return create_app(runtime, mounts=admin_mounts(), public_url=public_url,
+                          max_requests_per_user=per_user or None)
+
+    Runtime.open(url).close()  # a database that is not ready fails here, before any process starts
+    sock = listening_socket(host, port)
+    click.echo(f"serving the CRM API on http://{host}:{port}/api/v1 (OpenAPI: /api/v1/openapi.json) with "
+               f"{workers} process(es) of {SERVER_THREADS} threads; Ctrl+C stops")
+    if workers <= 1:
+        import waitress
+
+        waitress.serve(make_app(), sockets=[sock], threads=SERVER_THREADS, ident="crm", _quiet=True)
+    else:
+        serve_forked(make_app, sock, workers, SERVER_THREADS)
 
 
 def server_options(fn: Any) -> Any:
-    """``--public-url``, ``--timeout`` and ``--max-per-user`` of the commands that serve."""
+    """``--workers``, ``--public-url``, ``--timeout`` and ``--max-per-user`` of the commands that serve."""
+    fn = click.option("--workers", default=os.cpu_count() or 1, show_default="the number of cores", type=int,
+                      help="Server processes sharing the port (each with 8 threads).")(fn)
     fn = click.option("--max-per-user", "per_user", default=DEFAULT_PER_USER, show_default=True, type=int,
                       help="Requests one user may have running at once; more get 429 (0: no limit).")(fn)
     fn = click.option("--timeout", default=DEFAULT_TIMEOUT, show_default=True, type=float,
@@ -89,11 +104,11 @@ def server_options(fn: Any) -> Any:
 @server_options
 @db_option
 @friendly_errors
-def serve(directory: str | None, host: str, port: int, public_url: str | None, timeout: float, per_user: int,
-          db_url: str | None) -> None:
-    """Run the REST API (waitress, 8 threads) over the workspace's database."""
-    with open_runtime(directory, db_url) as runtime:
-        serve_app(runtime, host, port, public_url=public_url, timeout=timeout, per_user=per_user)
+def serve(directory: str | None, host: str, port: int, workers: int, public_url: str | None, timeout: float,
+          per_user: int, db_url: str | None) -> None:
+    """Run the REST API (waitress: --workers processes of 8 threads) over the workspace's database."""
+    url = db_url_for(workspace_dir(directory), db_url)
+    serve_url(url, host, port, workers=workers, public_url=public_url, timeout=timeout, per_user=per_user)
 
 
 @main.command()
@@ -105,8 +120,8 @@ def serve(directory: str | None, host: str, port: int, public_url: str | None, t
 @server_options
 @db_option
 @friendly_errors
-def demo(directory: str, host: str, port: int, seed: int, no_serve: bool, public_url: str | None, timeout: float,
-         per_user: int, db_url: str | None) -> None:
+def demo(directory: str, host: str, port: int, seed: int, no_serve: bool, workers: int, public_url: str | None,
+         timeout: float, per_user: int, db_url: str | None) -> None:
     """Build the manufacturing demo CRM (users, teams, records), print an admin token, serve it."""
     from engine.cli.text import workspace_summary
     from engine.demo_data import ADMIN, populate
@@ -134,8 +149,8 @@ def demo(directory: str, host: str, port: int, seed: int, no_serve: bool, public
             token = users.create_token(uow, ADMIN, "demo")
         click.echo(TOKEN_LABEL)
         click.echo(token)
-        if not no_serve:
-            serve_app(runtime, host, port, public_url=public_url, timeout=timeout, per_user=per_user)
+    if not no_serve:
+        serve_url(url, host, port, workers=workers, public_url=public_url, timeout=timeout, per_user=per_user)
 
 
 @main.group()

@@ -1,0 +1,1 @@
+"""Peers the engine is measured against: what a Python team would build instead (see bench_peers.py)."""
