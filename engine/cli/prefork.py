@@ -1,4 +1,4 @@
-"""Serving on several processes: one listening socket, N forked waitress processes (``crm serve --workers``).
+"""Serving on several processes: N forked waitress processes on one port (``crm serve --workers``).
 
 One waitress process runs Python on one core at a time (the GIL); N processes
 accepting on the same socket use N.  Each child opens its own runtime after
@@ -19,28 +19,42 @@ from collections.abc import Callable
 from typing import Any
 
 
-def listening_socket(host: str, port: int) -> socket.socket:
-    """A TCP socket bound to ``host:port`` and listening, inheritable by forked children."""
+def listening_socket(host: str, port: int, *, reuse_port: bool = False) -> socket.socket:
+    """A TCP socket bound to ``host:port`` and listening.
+
+    ``reuse_port``: several processes each bind their own socket to the port
+    (``SO_REUSEPORT``) and the kernel spreads new connections over them.  One
+    socket shared by forked processes would let whichever process accepts
+    first keep every keep-alive connection, and the others sit idle.
+    """
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if reuse_port:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
     sock.bind((host, port))
     sock.listen(1024)
-    sock.set_inheritable(True)
     return sock
 
 
-def serve_forked(make_app: Callable[[], Any], sock: socket.socket, workers: int, threads: int) -> None:
-    """Fork ``workers`` children, each serving ``make_app()`` on ``sock``; wait for them all."""
+def check_port(host: str, port: int) -> None:
+    """OSError now (address in use, no permission) rather than in every child."""
+    listening_socket(host, port, reuse_port=True).close()
+
+
+def serve_forked(make_app: Callable[[], Any], host: str, port: int, workers: int, threads: int) -> None:
+    """Fork ``workers`` children, each serving ``make_app()`` on its own socket of ``host:port``; wait for them."""
     import waitress
 
+    check_port(host, port)
     children: list[int] = []
     for _ in range(workers):
         pid = os.fork()
-        if pid == 0:  # the child: its own runtime, its own waitress on the shared socket
+        if pid == 0:  # the child: its own runtime, its own waitress, its own socket on the shared port
             code = 0
             try:
                 signal.signal(signal.SIGTERM, signal.SIG_DFL)
+                sock = listening_socket(host, port, reuse_port=True)
                 waitress.serve(make_app(), sockets=[sock], threads=threads, ident="crm", _quiet=True)
             except KeyboardInterrupt:
                 pass

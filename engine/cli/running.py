@@ -73,15 +73,15 @@ def serve_url(url: str, host: str, port: int, *, workers: int = 1, public_url: s
                           max_requests_per_user=per_user or None)
 
     Runtime.open(url).close()  # a database that is not ready fails here, before any process starts
-    sock = listening_socket(host, port)
     click.echo(f"serving the CRM API on http://{host}:{port}/api/v1 (OpenAPI: /api/v1/openapi.json) with "
                f"{workers} process(es) of {SERVER_THREADS} threads; Ctrl+C stops")
     if workers <= 1:
         import waitress
 
-        waitress.serve(make_app(), sockets=[sock], threads=SERVER_THREADS, ident="crm", _quiet=True)
+        waitress.serve(make_app(), sockets=[listening_socket(host, port)], threads=SERVER_THREADS, ident="crm",
+                       _quiet=True)
     else:
-        serve_forked(make_app, sock, workers, SERVER_THREADS)
+        serve_forked(make_app, host, port, workers, SERVER_THREADS)
 
 
 def server_options(fn: Any) -> Any:
