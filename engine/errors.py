@@ -214,6 +214,30 @@ class DatabaseNotReady(PlanError):
     code = "database_not_ready"
 
 
+class DatabaseUnavailable(DatabaseNotReady):
+    """The database cannot be reached: server down, wrong host or port, wrong password, no such database."""
+
+    code = "database_unavailable"
+
+
+class DatabaseReadOnly(DatabaseNotReady):
+    """The database (a SQLite file or its folder, or a read-only PostgreSQL) refuses writes."""
+
+    code = "database_read_only"
+
+
+class DriverMissing(DatabaseNotReady):
+    """The Python package that talks to this kind of database is not installed."""
+
+    code = "database_driver_missing"
+
+
+class PortInUse(EngineError):
+    """``crm serve`` cannot listen on the address it was given."""
+
+    code = "port_unavailable"
+
+
 # --------------------------------------------------------------------------- records / run time
 
 

@@ -47,14 +47,23 @@ def industries() -> None:
 
 @main.command()
 @click.argument("directory", required=False)
+@db_option
 @friendly_errors
-def validate(directory: str | None) -> None:
-    """Check the workspace: YAML, schemas, layering, types, expressions, SQL binding."""
+def validate(directory: str | None, db_url: str | None) -> None:
+    """Check the workspace: YAML, schemas, layering, types, expressions, SQL binding; and, when the
+    database exists, that renames name fields it has and that it holds this workspace."""
+    from engine.cli.base import EXIT_ERROR, error_text
     from engine.runtime.binding import bind_check
-    from engine.runtime.schema.operations import compile_workspace
+    from engine.runtime.schema.operations import compile_workspace, database_problems
 
-    ws = compile_workspace(workspace_dir(directory))
+    folder = workspace_dir(directory)
+    ws = compile_workspace(folder)
     bind_check(ws)
+    problems = database_problems(ws, db_url_for(folder, db_url))
+    for problem in problems:
+        click.echo(error_text(problem), err=True)
+    if problems:
+        sys.exit(EXIT_ERROR)
     for w in ws.warnings:
         click.echo(f"warning: {w}", err=True)
     fields = sum(len(e.fields) for e in ws.entities.values())
@@ -82,14 +91,39 @@ def schema(out_dir: str | None) -> None:
 @main.command()
 @click.argument("directory", required=False)
 @db_option
+@click.option("--json", "as_json", is_flag=True, help="Print the plan as JSON (for CI and tools).")
+@click.option("-v", "--verbose", is_flag=True, help="List every change (a new table's indexes too).")
+@click.option("--force", is_flag=True, help="Plan even when the database holds another workspace.")
 @friendly_errors
-def plan(directory: str | None, db_url: str | None) -> None:
-    """Show what 'apply' would change in the database (and drift from the folder)."""
+def plan(directory: str | None, db_url: str | None, as_json: bool, verbose: bool, force: bool) -> None:
+    """Show what 'apply' would change in the database (and drift from the folder).
+
+    Exit status: 0 nothing to apply, 2 changes to apply, 1 errors or blocked changes.
+    """
+    from engine.cli.base import EXIT_CHANGES, EXIT_ERROR
     from engine.cli.text import plan_report
     from engine.runtime.schema.operations import plan_folder
 
     folder = workspace_dir(directory)
-    click.echo(plan_report(plan_folder(folder, db_url_for(folder, db_url))))
+    report = plan_folder(folder, db_url_for(folder, db_url), force=force)
+    if as_json:
+        click.echo(json.dumps(report.to_dict(), indent=2, ensure_ascii=False, default=str))
+    else:
+        click.echo(plan_report(report, verbose=verbose))
+    if report.status == "blocked":
+        sys.exit(EXIT_ERROR)
+    if report.status == "changes":
+        sys.exit(EXIT_CHANGES)
+
+
+def default_author() -> str:
+    """``$USER``, else the operating system's name for this user, else ``cli``."""
+    import getpass
+
+    try:
+        return os.environ.get("USER") or getpass.getuser() or "cli"
+    except (OSError, KeyError, ImportError):  # no login name and no passwd entry (some containers)
+        return "cli"
 
 
 @main.command()
@@ -97,19 +131,23 @@ def plan(directory: str | None, db_url: str | None) -> None:
 @db_option
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
 @click.option("--allow-destructive", is_flag=True, help="Allow changes marked 'needs --allow-destructive'.")
-@click.option("--purge", is_flag=True, help="Drop retired columns (after exporting their data).")
+@click.option("--purge", is_flag=True, help="Drop retired columns (after exporting their data to DIR/exports).")
 @click.option("-m", "--message", default="", help="Revision message.")
-@click.option("--author", default=None, help="Revision author (default: $USER).")
+@click.option("--author", default=None, help="Revision author (default: $USER, else the OS user name).")
+@click.option("-v", "--verbose", is_flag=True, help="List every change (a new table's indexes too).")
+@click.option("--force", is_flag=True, help="Apply even when the database holds another workspace.")
 @friendly_errors
 def apply(directory: str | None, db_url: str | None, yes: bool, allow_destructive: bool, purge: bool,
-          message: str, author: str | None) -> None:
+          message: str, author: str | None, verbose: bool, force: bool) -> None:
     """Apply the workspace to the database in one transaction and record a revision."""
+    from engine.cli.text import plan_report
     from engine.runtime.schema.operations import apply_folder
 
     folder = workspace_dir(directory)
     apply_folder(folder, db_url_for(folder, db_url), yes=yes, allow_destructive=allow_destructive,
-                 purge=purge, message=message, author=author or os.environ.get("USER", "cli"),
-                 echo=click.echo, confirm=_confirm)
+                 purge=purge, message=message, author=author or default_author(),
+                 echo=click.echo, confirm=_confirm, force=force,
+                 describe=lambda report: plan_report(report, verbose=verbose))
 
 
 def _confirm(question: str) -> bool:
@@ -135,17 +173,23 @@ def revisions(directory: str | None, db_url: str | None) -> None:
 @click.argument("revision", type=int)
 @click.argument("directory", required=False)
 @db_option
-@click.option("--yes", is_flag=True)
-@click.option("--allow-destructive", is_flag=True)
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+@click.option("--allow-destructive", is_flag=True, help="Allow changes marked 'needs --allow-destructive'.")
+@click.option("-m", "--message", default=None, help="Revision message (default: 'rollback to revision N').")
+@click.option("--author", default=None, help="Revision author (default: $USER, else the OS user name).")
+@click.option("-v", "--verbose", is_flag=True, help="List every change.")
 @friendly_errors
-def rollback(revision: int, directory: str | None, db_url: str | None, yes: bool, allow_destructive: bool) -> None:
+def rollback(revision: int, directory: str | None, db_url: str | None, yes: bool, allow_destructive: bool,
+             message: str | None, author: str | None, verbose: bool) -> None:
     """Go back to REVISION's configuration (through the same plan/apply)."""
+    from engine.cli.text import plan_report
     from engine.runtime.schema.operations import rollback_to
 
     folder = workspace_dir(directory)
     rollback_to(db_url_for(folder, db_url), revision, yes=yes, allow_destructive=allow_destructive,
-                author=os.environ.get("USER", "cli"), echo=click.echo, confirm=_confirm,
-                export_dir=folder / "exports")
+                author=author or default_author(), echo=click.echo, confirm=_confirm,
+                export_dir=folder / "exports", message=message,
+                describe=lambda report: plan_report(report, verbose=verbose))
 
 
 @main.group()

@@ -12,10 +12,11 @@ import datetime as dt
 import importlib.util
 import os
 import re
-from collections.abc import Iterator
+import socket
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import click
 
@@ -27,6 +28,7 @@ SERVER_THREADS = 8
 #: Seconds of database work one request may take by default, and requests one user may run at once.
 DEFAULT_TIMEOUT = 10.0
 DEFAULT_PER_USER = 4
+T = TypeVar("T")
 TOKEN_LABEL = "admin API token (shown once; keep it secret):"
 
 
@@ -64,7 +66,7 @@ def serve_url(url: str, host: str, port: int, *, workers: int = 1, public_url: s
     ``per_user``: requests one user may have running at once, per process (0: no limit).
     """
     from engine.api import create_app
-    from engine.cli.prefork import listening_socket, serve_forked
+    from engine.cli.prefork import check_port, listening_socket, serve_forked
     from engine.runtime.runtime import Runtime
 
     def make_app() -> Any:
@@ -73,15 +75,44 @@ def serve_url(url: str, host: str, port: int, *, workers: int = 1, public_url: s
                           max_requests_per_user=per_user or None)
 
     Runtime.open(url).close()  # a database that is not ready fails here, before any process starts
-    click.echo(f"serving the CRM API on http://{host}:{port}/api/v1 (OpenAPI: /api/v1/openapi.json) with "
-               f"{workers} process(es) of {SERVER_THREADS} threads; Ctrl+C stops")
     if workers <= 1:
         import waitress
 
-        waitress.serve(make_app(), sockets=[listening_socket(host, port)], threads=SERVER_THREADS, ident="crm",
-                       _quiet=True)
+        sock = bind(host, port, lambda: listening_socket(host, port))
+        app = make_app()
+        _say_serving(host, port, workers)
+        waitress.serve(app, sockets=[sock], threads=SERVER_THREADS, ident="crm", _quiet=True)
     else:
+        bind(host, port, lambda: check_port(host, port))
+        _say_serving(host, port, workers)
         serve_forked(make_app, host, port, workers, SERVER_THREADS)
+
+
+def _say_serving(host: str, port: int, workers: int) -> None:
+    click.echo(f"serving the CRM API on http://{host}:{port}/api/v1 (OpenAPI: /api/v1/openapi.json) with "
+               f"{workers} process(es) of {SERVER_THREADS} threads; Ctrl+C stops")
+
+
+def bind(host: str, port: int, open_socket: Callable[[], T]) -> T:
+    """``open_socket()``, with a clear PortInUse when the address is taken or not allowed."""
+    import errno
+
+    from engine.errors import PortInUse
+
+    try:
+        return open_socket()
+    except OSError as e:
+        if e.errno == errno.EADDRINUSE:
+            raise PortInUse(f"cannot listen on {host}:{port}: the port is already in use",
+                            hint=f"stop the other server on port {port} (e.g. an earlier 'crm serve'), "
+                                 "or choose another with --port") from e
+        if e.errno in (errno.EACCES, errno.EPERM):
+            raise PortInUse(f"cannot listen on {host}:{port}: not allowed ({e.strerror})",
+                            hint="ports below 1024 need privileges; use --port 8000 or another free port") from e
+        if e.errno in (errno.EADDRNOTAVAIL, errno.EAFNOSUPPORT) or isinstance(e, socket.gaierror):
+            raise PortInUse(f"cannot listen on {host}:{port}: this machine has no such address ({e.strerror})",
+                            hint="use --host 127.0.0.1 (this machine only) or 0.0.0.0 (every interface)") from e
+        raise
 
 
 def server_options(fn: Any) -> Any:
@@ -182,6 +213,26 @@ def user_add(name: str, roles: tuple[str, ...], team: str | None, manager: str |
     click.echo(f"created user {name!r} (id {created}) with role(s) {', '.join(roles)}")
 
 
+@user.command("list")
+@click.option("--active", "active_only", is_flag=True, help="Only active users.")
+@click.argument("directory", required=False)
+@db_option
+@friendly_errors
+def user_list(active_only: bool, directory: str | None, db_url: str | None) -> None:
+    """List the users: name, roles, team, manager, active."""
+    from engine.runtime import users
+
+    with open_runtime(directory, db_url) as runtime, runtime.engine.connect() as conn:
+        rows = users.list_users(conn, include_inactive=not active_only)
+    if not rows:
+        click.echo("no users yet: add one with 'crm user add NAME --role ROLE'")
+        return
+    click.echo(f"{'id':>5}  {'username':<20} {'roles':<24} {'team':<16} {'manager':<16} active")
+    for r in rows:
+        click.echo(f"{r.id:>5}  {r.username:<20} {','.join(r.roles):<24} {r.team or '-':<16} "
+                   f"{r.manager or '-':<16} {'yes' if r.active else 'no'}")
+
+
 def _team_exists(uow: Any, team: str) -> bool:
     from engine.errors import NotFound
     from engine.runtime import users
@@ -252,38 +303,70 @@ def token_revoke(prefix: str, directory: str | None, db_url: str | None) -> None
 @main.command()
 @click.argument("entity")
 @click.argument("expression")
-@click.option("--sql", "show_sql", is_flag=True, help="Also print the SQL for the configured database.")
-@click.option("--record", "record_id", type=int, default=None, help="Evaluate on this record (read as admin).")
+@click.option("--sql", "show_sql", is_flag=True, help="Also print the SQL it becomes (dialect of --db; SQLite "
+                                                       "by default).")
+@click.option("--record", "record_id", type=int, default=None,
+              help="Evaluate on this record (needs the applied database; read as the system).")
 @click.argument("directory", required=False)
 @db_option
 @friendly_errors
 def expr(entity: str, expression: str, show_sql: bool, record_id: int | None, directory: str | None,
          db_url: str | None) -> None:
-    """Type-check EXPRESSION over ENTITY; print its type, SQL and value on a record."""
-    with open_runtime(directory, db_url) as runtime:
-        for line in explain_expression(runtime, entity, expression, show_sql=show_sql, record_id=record_id):
-            click.echo(line)
+    """Type-check EXPRESSION over ENTITY; print its type, its SQL and its value on a record.
+
+    The type and the SQL come from the workspace folder alone (no database
+    needed); --record reads the record from the database, with the
+    configuration the database runs.
+    """
+    from sqlalchemy.engine import make_url
+
+    from engine.runtime.db import normalize_url
+    from engine.runtime.schema.operations import compile_workspace
+    from engine.runtime.storage import build_schema
+
+    folder = workspace_dir(directory)
+    if record_id is not None:
+        with open_runtime(directory, db_url) as runtime:
+            ws, schema = runtime.state.workspace, runtime.state.schema
+            lines = explain_expression(ws, schema, runtime.engine.dialect, entity, expression, show_sql=show_sql)
+            compiled = _compiled(ws, entity, expression)
+            lines.append(f"value: {expression_value(runtime, entity, compiled, record_id)!r}")
+    else:
+        url = db_url_for(folder, db_url)
+        dialect = _dialect(make_url(normalize_url(url)).get_backend_name())
+        ws = compile_workspace(folder)
+        lines = explain_expression(ws, build_schema(ws, dialect.name), dialect, entity, expression,
+                                   show_sql=show_sql)
+    for line in lines:
+        click.echo(line)
 
 
-def explain_expression(runtime: Any, entity: str, expression: str, *, show_sql: bool,
-                       record_id: int | None) -> list[str]:
-    """Lines describing EXPRESSION over ENTITY: its type, optionally its SQL and its value on a record."""
+def _dialect(backend: str) -> Any:
+    from sqlalchemy.dialects import postgresql, sqlite
+
+    return postgresql.psycopg.dialect() if backend == "postgresql" else sqlite.dialect()
+
+
+def _compiled(ws: Any, entity: str, expression: str) -> Any:
     from engine.dsl.expressions import compile_expression
 
-    ws = runtime.state.workspace
     if entity not in ws.entities:
         raise click.BadParameter(f"no entity {entity!r}; entities: {', '.join(sorted(ws.entities))}")
-    compiled = compile_expression(expression, ws.entities[entity], ws)
+    return compile_expression(expression, ws.entities[entity], ws)
+
+
+def explain_expression(ws: Any, schema: Any, dialect: Any, entity: str, expression: str, *,
+                       show_sql: bool) -> list[str]:
+    """Lines describing EXPRESSION over ENTITY: its type, optionally its SQL for ``dialect``."""
+    compiled = _compiled(ws, entity, expression)
     lines = [f"type: {compiled.type}"]
     if show_sql:
-        lines.append("sql: " + expression_sql(runtime, entity, compiled))
-    if record_id is not None:
-        lines.append(f"value: {expression_value(runtime, entity, compiled, record_id)!r}")
+        lines.append("sql: " + expression_sql(schema, dialect, entity, compiled))
     return lines
 
 
-def expression_sql(runtime: Any, entity: str, compiled: Any) -> str:
-    """The SQL of a compiled expression for the runtime's database, literals inlined."""
+def expression_sql(schema: Any, dialect: Any, entity: str, compiled: Any) -> str:
+    """The SQL of a compiled expression for ``dialect``, literals inlined."""
     import datetime as dt
 
     from sqlalchemy import select
@@ -291,13 +374,12 @@ def expression_sql(runtime: Any, entity: str, compiled: Any) -> str:
     from engine.runtime.sqlexpr import to_sql
 
     now = dt.datetime.now(dt.UTC)
-    schema = runtime.state.schema
     clause = to_sql(compiled, schema, entity, user_id=None, today=now.date(), now=now)
     table = schema.table(entity)
     # shown inside the query it runs in, so reference hops print as correlated subqueries
     stmt = (select(table.c.id).where(clause) if compiled.type == "boolean"
             else select(table.c.id, clause.label("value")))
-    return str(stmt.compile(dialect=runtime.engine.dialect, compile_kwargs={"literal_binds": True}))
+    return str(stmt.compile(dialect=dialect, compile_kwargs={"literal_binds": True}))
 
 
 def expression_value(runtime: Any, entity: str, compiled: Any, record_id: int) -> Any:

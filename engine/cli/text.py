@@ -5,22 +5,37 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from engine.dsl.model import Workspace
-from engine.runtime.schema.diff import format_plan
+from engine.runtime.schema.model import format_plan, plural
 from engine.runtime.schema.operations import PlanReport
 from engine.runtime.schema.revisions import Revision
 
 
-def plan_report(report: PlanReport) -> str:
-    """``crm plan``: where the database stands, the drift from the folder, then the plan."""
+def plan_report(report: PlanReport, *, verbose: bool = False) -> str:
+    """``crm plan`` and ``crm apply``: where the database stands, the drift from the folder, the schema
+    changes (a created table's indexes folded into its line unless ``verbose``), then the configuration
+    changes that touch no table."""
     active, ws = report.active, report.workspace
+    lines = []
+    if report.missing_file is not None:
+        lines.append(f"the database file {report.missing_file} does not exist yet: apply creates it")
     if active is None:
-        lines = [f"database has no revision yet: the plan creates workspace {ws.name!r}"]
+        lines.append(f"database has no revision yet: the plan creates workspace {ws.name!r}")
     else:
         state = "matches the folder" if active.content_hash == ws.content_hash else "differs from the folder"
-        lines = [f"database is at revision {active.id} ({active.content_hash[:12]}), which {state}"]
+        lines.append(f"database is at revision {active.id} ({active.content_hash[:12]}), which {state}")
     if report.drift is not None:
         lines.append(report.drift.describe())
-    lines.append(format_plan(report.plan))
+    if not report.plan.is_empty:
+        lines.append(format_plan(report.plan, verbose=verbose))
+    elif report.config_changes:
+        lines.append("no schema changes")
+    elif not report.pending:
+        lines.append(format_plan(report.plan))
+    if report.config_changes:
+        lines.append(f"{plural(len(report.config_changes), 'configuration change')} (no table is touched):")
+        lines += [f"  ~ {c}" for c in report.config_changes]
+    if report.plan.blocked:
+        lines.append("blocked: nothing can be applied until every '!' line above is fixed")
     return "\n".join(lines)
 
 

@@ -131,6 +131,14 @@ class EntityCompiler:
     def _field(self, name: str, spec: YMap, path: tuple[Any, ...], owner: str) -> Field | None:
         ftype = spec.get("type")
         loc = self._loc(path, key=True)
+        if ftype is None and spec.get("remove"):
+            self.report(SchemaViolation(
+                f"field {owner}.{name} says 'remove: true', but no earlier layer defines {name!r}, so there is "
+                "nothing to remove", location=loc,
+                hint=f"delete the {name!r} entry: a field that is no longer in the configuration is retired by the "
+                     "planner (its data is kept); 'remove: true' only takes away a field that a base or industry "
+                     "layer defines"))
+            return None
         if ftype is None:
             self.report(SchemaViolation(f"field {owner}.{name} has no type", location=loc,
                                         hint="add 'type:' (string, integer, money, picklist, reference, ...)"))
@@ -142,6 +150,7 @@ class EntityCompiler:
                 spec = YMap({**spec, "max_length": custom.max_length}, loc=spec.loc)
         ok = self._type_rules(name, ftype, spec, path)
         options = self._options(spec)
+        ok = self._check_replace(name, spec, path, options) and ok
         kwargs: dict[str, Any] = dict(
             name=name, type=ftype, format=custom.name if custom is not None else None, location=loc,
             label=label_of(spec.get("label"), name),
@@ -205,6 +214,21 @@ class EntityCompiler:
             loc = self._loc((*path, prop), key=True) if prop in spec else self._loc(path, key=True)
             self.report(SchemaViolation(f"field {name!r}: {msg}", location=loc, hint=hint))
         return not problems
+
+    def _check_replace(self, name: str, spec: YMap, path: tuple[Any, ...], options: tuple[Option, ...]) -> bool:
+        """``replace: {old: new}`` must map to an option the field still has."""
+        keys = [o.key for o in options]
+        ok = True
+        for old, target in (spec.get("replace") or {}).items():
+            if str(target) in keys:
+                continue
+            close = difflib.get_close_matches(str(target), keys, n=1)
+            hint = f"did you mean {close[0]!r}?" if close else f"use one of: {', '.join(keys)}"
+            self.report(SchemaViolation(
+                f"field {name!r}: replace maps {old!r} to {target!r}, which is not one of its options",
+                location=self._loc((*path, "replace", old)), hint=hint))
+            ok = False
+        return ok
 
     def _options(self, spec: YMap) -> tuple[Option, ...]:
         out = []

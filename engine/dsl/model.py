@@ -127,6 +127,9 @@ class Field:
     lines_entity: str | None = None
     #: the plugin field type this field was declared with (``type`` is then its base type)
     format: str | None = None
+    #: names the field had before renames, oldest first (kept by the planner's schema snapshot; a
+    #: compiled workspace leaves it empty)
+    former_names: tuple[str, ...] = ()
 
     @property
     def value_kind(self) -> str:

@@ -66,20 +66,31 @@ def json_form(value: Any) -> Any:
 
 
 def history(conn: Connection, entity: str, record_id: int, *,
-            hidden: Iterable[str] = ()) -> list[AuditEntry]:
+            hidden: Iterable[str] = (), renames: Mapping[str, str] | None = None) -> list[AuditEntry]:
     """Every audit entry of one record, oldest first; entries of ``hidden`` fields are left out
-    and hidden keys are removed from whole-record snapshots."""
+    and hidden keys are removed from whole-record snapshots.  ``renames`` (former field name ->
+    current name) shows entries written before a rename under the field's current name."""
     hidden_set = frozenset(hidden)
+    renamed = dict(renames or {})
     a, u = crm_audit, crm_users
     stmt = (select(a, u.c.username).outerjoin(u, u.c.id == a.c.actor_id)
             .where(a.c.entity == entity, a.c.record_id == record_id).order_by(a.c.id))
     out = []
     for r in conn.execute(stmt):
-        if r.field in hidden_set:
+        name = renamed.get(r.field, r.field) if renamed and r.field is not None else r.field
+        if name in hidden_set:
             continue
-        new = r.new_value
+        old, new = r.old_value, r.new_value
+        if renamed and r.field is None:
+            old, new = _renamed_keys(old, renamed), _renamed_keys(new, renamed)
         if isinstance(new, dict) and r.field is None and hidden_set:
             new = {k: v for k, v in new.items() if k not in hidden_set}
-        out.append(AuditEntry(r.id, r.action, r.field, r.old_value, new, r.actor_id, r.username, r.at,
-                              r.revision_id))
+        out.append(AuditEntry(r.id, r.action, name, old, new, r.actor_id, r.username, r.at, r.revision_id))
     return out
+
+
+def _renamed_keys(value: Any, renamed: Mapping[str, str]) -> Any:
+    """A whole-record snapshot with former field names replaced by current ones."""
+    if not isinstance(value, dict):
+        return value
+    return {renamed.get(k, k): v for k, v in value.items()}

@@ -18,7 +18,7 @@ from sqlalchemy import Connection, Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, OperationalError
 
-from engine.errors import DatabaseNotReady
+from engine.errors import DatabaseNotReady, DatabaseReadOnly, DatabaseUnavailable, DriverMissing, EngineError
 
 DEFAULT_SQLITE_NAME = "crm.db"
 
@@ -54,11 +54,87 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
         return _sqlite_engine(url, **kwargs)
     if parsed.get_backend_name() == "postgresql":
         kwargs.setdefault("pool_pre_ping", True)
-        return create_engine(url, **kwargs)
+        try:
+            return create_engine(url, **kwargs)
+        except ImportError as e:  # the URL names a driver that is not installed
+            driver = parsed.get_driver_name()
+            package = DRIVER_PACKAGES.get(driver, getattr(e, "name", None) or driver)
+            raise DriverMissing(
+                f"the {driver} driver for {parsed.get_backend_name()} is not installed ({e})",
+                hint=f"pip install '{package}', or use a postgresql+psycopg:// URL (psycopg is installed with "
+                     "the engine)",
+            ) from e
     raise DatabaseNotReady(
         f"database {parsed.get_backend_name()!r} is not supported",
         hint="use SQLite (default) or PostgreSQL",
     )
+
+
+#: pip packages of the PostgreSQL drivers SQLAlchemy knows, by the driver name in the URL
+DRIVER_PACKAGES = {"psycopg": "psycopg[binary]", "psycopg2": "psycopg2-binary", "pg8000": "pg8000",
+                   "asyncpg": "asyncpg", "psycopg2cffi": "psycopg2cffi"}
+
+
+def require_file(url: str) -> None:
+    """DatabaseNotReady when ``url`` is a SQLite file that does not exist (rather than creating an empty one)."""
+    path = sqlite_path(url)
+    if path is not None and not path.exists():
+        raise DatabaseNotReady(
+            f"there is no database file at {path}",
+            code="database_missing",
+            hint="create it with 'crm apply DIR', or point --db / CRM_DATABASE_URL at the right database",
+        )
+
+
+def _where(url: str) -> str:
+    parsed = make_url(normalize_url(url))
+    if parsed.get_backend_name() == "sqlite":
+        path = sqlite_path(url)
+        return f"the SQLite file {path}" if path is not None else "the in-memory SQLite database"
+    return f"PostgreSQL at {parsed.host or 'localhost'}:{parsed.port or 5432}, database {parsed.database!r}"
+
+
+def describe_error(error: BaseException, url: str) -> EngineError | None:
+    """The user-fixable problem behind a driver error (cannot connect, read-only file, ...), or None.
+
+    None means the error is not about reaching or writing the database: the
+    caller treats it as an engine bug.
+    """
+    if not isinstance(error, DBAPIError):
+        return None
+    orig = getattr(error, "orig", None)
+    text = str(orig or error).strip()
+    low = text.lower()
+    first = text.splitlines()[0] if text else type(error).__name__
+    where = _where(url)
+    if "readonly" in low or "read-only" in low or getattr(orig, "sqlstate", None) == "25006":
+        return DatabaseReadOnly(
+            f"{where} is read-only: {first}",
+            hint="give this user write access to the database file and its folder (SQLite also writes -wal "
+                 "and -shm files next to it), or use a writable database",
+        )
+    if "unable to open database file" in low:
+        return DatabaseUnavailable(
+            f"cannot open {where}: {first}",
+            hint="check that the folder exists and this user may read and write it",
+        )
+    if "password authentication failed" in low or "no password supplied" in low:
+        return DatabaseUnavailable(f"{where} refused the login: {first}",
+                                   hint="check the user name and password in the URL")
+    if "does not exist" in low and "database" in low:
+        return DatabaseUnavailable(f"{where}: {first}",
+                                   hint="create the database first (createdb NAME) or fix its name in the URL")
+    if isinstance(error, OperationalError) and ("connection" in low or "could not translate host" in low
+                                                or "name or service not known" in low or "timeout" in low):
+        return DatabaseUnavailable(
+            f"cannot connect to {where}: {first}",
+            hint="is the server running and reachable? check the host, port and database in --db / "
+                 "CRM_DATABASE_URL",
+        )
+    if "database is locked" in low:
+        return DatabaseUnavailable(f"{where} is locked by another process: {first}",
+                                   hint="wait for the other apply or writer to finish, then run again")
+    return None
 
 
 def _sqlite_engine(url: str, **kwargs: Any) -> Engine:
@@ -144,7 +220,14 @@ def ensure_pg_functions(conn: Any) -> None:
 
 
 def sqlite_path(url: str) -> Path | None:
+    """The file a SQLite URL names (``sqlite:///x.db`` or the URI form ``sqlite:///file:x.db?uri=true``);
+    None for PostgreSQL and in-memory databases."""
     parsed = make_url(normalize_url(url))
     if parsed.get_backend_name() != "sqlite" or not parsed.database or parsed.database == ":memory:":
         return None
-    return Path(parsed.database)
+    database = parsed.database
+    if database.startswith("file:") and str(parsed.query.get("uri", "")).lower() in ("true", "1"):
+        database = database[len("file:"):].split("?", 1)[0]
+        if not database or database == ":memory:" or parsed.query.get("mode") == "memory":
+            return None
+    return Path(database)

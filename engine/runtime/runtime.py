@@ -35,7 +35,7 @@ if TYPE_CHECKING:
 from engine.errors import DatabaseNotReady, EngineError, QueryTimeout
 from engine.runtime import markers
 from engine.runtime.context import Actor, Clock, SystemClock
-from engine.runtime.db import is_timeout, make_engine, set_deadline
+from engine.runtime.db import is_timeout, make_engine, require_file, set_deadline
 from engine.runtime.jobs import outbox, queue
 from engine.runtime.records.steps import DomainEvent, StepRegistry
 from engine.runtime.records.write_plan import EntityPlan, build_plans
@@ -65,12 +65,15 @@ class State:
     plugin_steps: tuple[Any, ...] = ()
     #: the plugins' durable event handlers for this revision (events they want go to crm_outbox)
     event_handlers: tuple[Any, ...] = ()
+    #: entity -> {former field name: current name}: renamed fields, so history reads show old entries
+    #: under the field's current name
+    renames: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
     caches: dict[str, OrderedDict[Any, Any]] = field(default_factory=dict, repr=False)
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     @classmethod
     def build(cls, workspace: Workspace, dialect: str, revision_id: int | None, *,
-              host: PluginHost | None = None) -> State:
+              host: PluginHost | None = None, renames: Mapping[str, Mapping[str, str]] | None = None) -> State:
         """Bind ``workspace`` and compile every entity's plan (pure; no database).
 
         ``host`` is the plugin manager the workspace was compiled with (its
@@ -82,7 +85,7 @@ class State:
         schema = build_schema(workspace, dialect)
         host = host or PluginHost()
         return cls(workspace, schema, build_plans(workspace, schema), revision_id, host,
-                   tuple(host.write_steps(workspace)), tuple(host.event_handlers(workspace)))
+                   tuple(host.write_steps(workspace)), tuple(host.event_handlers(workspace)), renames or {})
 
     def plan(self, entity: str) -> EntityPlan:
         return self.plans[entity]
@@ -144,6 +147,7 @@ class Runtime:
 
         Raises DatabaseNotReady (hint: run crm apply) when no revision was applied yet.
         """
+        require_file(url)
         engine = make_engine(url)
         try:
             _upgrade_engine_tables(engine)
@@ -365,5 +369,9 @@ def _load_revision(conn: Connection, dialect: str, revision_id: int) -> State:
     from engine.plugins import compile_bundle
     from engine.runtime.schema.revisions import get_revision
 
-    workspace, host = compile_bundle(get_revision(conn, revision_id).bundle)
-    return State.build(workspace, dialect, revision_id, host=host)
+    from engine.runtime.schema.snapshot import renames_of, state_from_snapshot
+
+    bundle = get_revision(conn, revision_id).bundle
+    workspace, host = compile_bundle(bundle)
+    renames = renames_of(state_from_snapshot(bundle["schema"])) if bundle.get("schema") else {}
+    return State.build(workspace, dialect, revision_id, host=host, renames=renames)

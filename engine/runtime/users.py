@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import base64
+import difflib
 import datetime as dt
 import hashlib
 import hmac
@@ -111,7 +112,8 @@ def user_id(conn: Connection, user: UserRef) -> int:
     col = crm_users.c.id if isinstance(user, int) else crm_users.c.username
     found = conn.execute(select(crm_users.c.id).where(col == user)).scalar()
     if found is None:
-        raise NotFound(f"no user {user!r}", code="unknown_user", hint="list users, or create one with crm user add")
+        raise NotFound(f"no user {user!r}", code="unknown_user",
+                       hint="'crm user list' shows the users; 'crm user add' creates one")
     return int(found)
 
 
@@ -133,6 +135,33 @@ def create_user(uow: UnitOfWork, username: str, *, roles: Sequence[str], team: s
     return _new_id(uow.conn.execute(insert(crm_users).values(**values)))
 
 
+@dataclass(frozen=True)
+class UserRow:
+    """One user as ``crm user list`` shows it."""
+
+    id: int
+    username: str
+    display_name: str
+    roles: tuple[str, ...]
+    team: str | None
+    manager: str | None
+    active: bool
+
+
+def list_users(conn: Connection, *, include_inactive: bool = True) -> list[UserRow]:
+    """Every user by username, with team and manager names."""
+    manager = crm_users.alias("manager")
+    query = (select(crm_users.c.id, crm_users.c.username, crm_users.c.display_name, crm_users.c.roles,
+                    crm_teams.c.name, manager.c.username, crm_users.c.active)
+             .select_from(crm_users.outerjoin(crm_teams, crm_teams.c.id == crm_users.c.team_id)
+                          .outerjoin(manager, manager.c.id == crm_users.c.manager_id))
+             .order_by(crm_users.c.username))
+    if not include_inactive:
+        query = query.where(crm_users.c.active.is_(True))
+    return [UserRow(int(r[0]), r[1], r[2] or "", tuple(r[3] or ()), r[4], r[5], bool(r[6]))
+            for r in conn.execute(query)]
+
+
 def _new_id(result: Any) -> int:
     key = result.inserted_primary_key
     if key is None:
@@ -149,9 +178,15 @@ def _check_user_fields(workspace: Workspace, username: str, roles: Sequence[str]
     else:
         unknown = [r for r in roles if r not in workspace.roles]
         if unknown:
-            errors["roles"] = [f"unknown role {r!r}; roles: {', '.join(workspace.roles)}" for r in unknown]
+            errors["roles"] = [_unknown_role(r, workspace) for r in unknown]
     if errors:
-        raise ValidationFailed("invalid user", details=errors)
+        raise ValidationFailed(f"invalid user {username!r}", details=errors)
+
+
+def _unknown_role(role: str, workspace: Workspace) -> str:
+    close = difflib.get_close_matches(role, list(workspace.roles), n=1)
+    guess = f" (did you mean {close[0]!r}?)" if close else ""
+    return f"unknown role {role!r}{guess}; the workspace's roles: {', '.join(workspace.roles)}"
 
 
 def deactivate_user(uow: UnitOfWork, user: UserRef) -> None:

@@ -153,7 +153,8 @@ class RecordService:
         except NotFound:
             self._load(plan, access, record_id, action="read", deleted=True)
         hidden = access.hidden | {plan.currency_keys[h] for h in access.hidden if h in plan.currency_keys}
-        return audit.history(self.uow.conn, plan.name, record_id, hidden=hidden)
+        return audit.history(self.uow.conn, plan.name, record_id, hidden=hidden,
+                             renames=self.uow.state.renames.get(plan.name))
 
     # ------------------------------------------------------------------ update
 

@@ -33,7 +33,7 @@ from sqlalchemy.schema import CreateIndex
 
 from engine.dsl.model import Entity, Field, Workspace, frozen_map
 from engine.runtime.schema import field_rules as rules
-from engine.runtime.schema.model import KIND_ORDER, Change, Plan, fmt_rows, format_plan
+from engine.runtime.schema.model import KIND_ORDER, Change, Plan, fmt_rows, format_plan, plural
 from engine.runtime.schema.probes import PlanContext
 from engine.runtime.schema.snapshot import DbState, state_of
 from engine.runtime.storage import build_schema
@@ -109,7 +109,7 @@ def _diff_entities(ctx: PlanContext, old: DbState, new: Workspace) -> tuple[list
         before = old.entities.get(n.name) or old.retired_entities.get(n.name)
         if before is None:
             changes.append(Change("create_table", n.name, f"create table {n.name}",
-                                  note=f"{len(n.fields)} field(s)"))
+                                  note=plural(len(n.fields), "field")))
             live[n.name] = n
         else:
             if n.name in old.retired_entities:
@@ -135,9 +135,10 @@ def _diff_entity(ctx: PlanContext, old: Entity, new: Entity) -> tuple[list[Chang
     """Field changes of an entity present before and after; and the entity as the DB will hold it."""
     changes: list[Change] = []
     consumed: set[str] = set()
+    former: dict[str, tuple[str, ...]] = {}
     for f in new.fields.values():
         if f.stored:
-            changes.extend(_new_field(ctx, old, new, f, consumed))
+            changes.extend(_new_field(ctx, old, new, f, consumed, former))
     retired: dict[str, Field] = {}
     for g in [*old.fields.values(), *old.retired.values()]:
         if g.name in consumed or not g.stored:
@@ -150,30 +151,67 @@ def _diff_entity(ctx: PlanContext, old: Entity, new: Entity) -> tuple[list[Chang
             if g.name in old.fields:
                 changes.append(rules.retire_field(ctx, old.name, g))
             retired[g.name] = g
-    return changes, replace(new, retired=frozen_map(retired))
+    fields = {n: replace(f, former_names=former[n]) if former.get(n) else f for n, f in new.fields.items()}
+    return _rename_hints(changes, old, new), replace(new, fields=frozen_map(fields), retired=frozen_map(retired))
 
 
-def _new_field(ctx: PlanContext, old: Entity, new: Entity, f: Field, consumed: set[str]) -> list[Change]:
-    """Changes for configured field ``f`` of an existing entity; marks the old fields it takes over."""
+def _new_field(ctx: PlanContext, old: Entity, new: Entity, f: Field, consumed: set[str],
+               former: dict[str, tuple[str, ...]]) -> list[Change]:
+    """Changes for configured field ``f`` of an existing entity; marks the old fields it takes over and
+    records the names ``f`` had before (``former``)."""
     ent = new.name
     if f.name in old.fields:
         consumed.add(f.name)
-        return rules.field_changes(ctx, ent, old.fields[f.name], f)
+        former[f.name] = old.fields[f.name].former_names
+        return [*rules.field_changes(ctx, ent, old.fields[f.name], f),
+                *rules.require_changes(ctx, ent, old.fields[f.name], f)]
     source = f.renamed_from
     prior = (old.fields.get(source) or old.retired.get(source)) if source else None
-    if prior is not None and source not in new.fields:
+    if prior is None and f.name not in old.retired:
+        prior = _renamed_away(old, new, f)  # a rollback of a rename: rename back, keeping the data
+    if prior is not None and prior.name not in new.fields:
         consumed.add(prior.name)
         if f.name in old.retired:
             consumed.add(f.name)  # it stays retired: the plan is blocked
             return [rules.blocked_rename_onto_retired(ctx, ent, prior, old.retired[f.name], f)]
-        return [rules.rename_field(ctx, ent, prior, f), *rules.field_changes(ctx, ent, prior, f)]
+        former[f.name] = tuple(n for n in (*prior.former_names, prior.name) if n != f.name)
+        return [rules.rename_field(ctx, ent, prior, f), *rules.field_changes(ctx, ent, prior, f),
+                *rules.require_changes(ctx, ent, prior, f)]
     if f.name in old.retired:
         consumed.add(f.name)
         prior = old.retired[f.name]
-        return [rules.unretire_field(ctx, ent, prior), *rules.field_changes(ctx, ent, prior, f)]
+        former[f.name] = prior.former_names
+        return [rules.unretire_field(ctx, ent, prior), *rules.field_changes(ctx, ent, prior, f),
+                *rules.require_changes(ctx, ent, prior, f)]
     if source:
         return [rules.blocked_rename(ent, f)]
-    return [rules.add_field(ent, f)]
+    return [rules.add_field(ent, f), *rules.require_changes(ctx, ent, None, f)]
+
+
+def _renamed_away(old: Entity, new: Entity, f: Field) -> Field | None:
+    """The live field ``f`` was renamed to (``f.name`` is among its former names) and that the new
+    configuration no longer has: rolling back a rename renames it back."""
+    for g in old.fields.values():
+        if f.name in g.former_names and g.name not in new.fields and g.type == f.type:
+            return g
+    return None
+
+
+def _rename_hints(changes: list[Change], old: Entity, new: Entity) -> list[Change]:
+    """A field retired and one of the same type added on the same entity: perhaps a rename was meant."""
+    retired = [c for c in changes if c.kind == "retire_column"]
+    out = []
+    for c in changes:
+        if c.kind in ("add_column", "add_json_field") and c.field is not None:
+            added = new.fields[c.field]
+            same = [r for r in retired if r.field is not None and old.fields[r.field].type == added.type]
+            if same:
+                gone = same[0].field
+                note = f"did you mean renamed_from: {gone}? without it {gone} is retired with its data and " \
+                       f"{c.field} starts empty"
+                c = replace(c, note=f"{c.note}; {note}" if c.note else note)
+        out.append(c)
+    return out
 
 
 # --------------------------------------------------------------------------- indexes

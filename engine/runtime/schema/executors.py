@@ -365,6 +365,27 @@ def _export_record(row: Any, old: Field, in_json: bool) -> dict[str, Any] | None
     return {"id": row.id, old.name: values.pop(old.column_name), **values}
 
 
+def do_fill_default(ctx: ApplyContext, change: Change) -> None:
+    """Rows where a newly required field is empty get its default."""
+    new = ctx.new_field(change)
+    value = from_json_value(new, change.details["value"])
+    if new.storage == "json":
+        table = _adhoc(change.entity, Column(JSON_COLUMN, JsonType))
+
+        def fill(row: Any) -> dict[str, Any] | None:
+            ext = dict(row.ext or {})
+            if ext.get(new.column_name) is not None:
+                return None
+            ext[new.column_name] = change.details["value"]
+            return {JSON_COLUMN: ext}
+
+        rewrite_rows(ctx, table, fill)
+        return
+    table = _adhoc(change.entity, _value_col(new))
+    col = table.c[new.column_name]
+    ctx.conn.execute(update(table).where(col.is_(None)).values({new.column_name: value}))
+
+
 def do_nothing(ctx: ApplyContext, change: Change) -> None:
     """Changes that only touch metadata (retire, unretire, add a JSON field, remove an unused option)."""
 
@@ -384,6 +405,7 @@ EXECUTORS: dict[str, Callable[[ApplyContext, Change], None]] = {
     "change_type": do_change_type,
     "widen_length": do_change_type,
     "narrow_length": do_change_type,
+    "fill_default": do_fill_default,
     "retire_column": do_nothing,
     "retire_entity": do_nothing,
     "purge_column": do_purge,

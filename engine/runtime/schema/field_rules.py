@@ -13,7 +13,7 @@ from sqlalchemy import String, func
 from engine.dsl.model import NUMERIC_TYPES, STRING_TYPES, Field
 from engine.runtime.schema.model import Change, fmt_rows
 from engine.runtime.schema.probes import PlanContext
-from engine.runtime.storage import column_type
+from engine.runtime.storage import column_type, to_json_value
 
 TEXTUAL = STRING_TYPES | {"picklist"}
 PLAIN_NUMERIC = NUMERIC_TYPES - {"money"}
@@ -55,7 +55,7 @@ def rename_field(ctx: PlanContext, entity: str, old: Field, new: Field) -> Chang
 def blocked_rename(entity: str, new: Field) -> Change:
     return Change(
         "rename_column", entity, f"rename {_ref(entity, new.renamed_from or '?')} to {new.name}", new.name,
-        safety="blocked", reason=f"{entity} has no field {new.renamed_from!r} to rename",
+        safety="blocked", reason=f"{entity} has no field {new.renamed_from!r} to rename ({new.location})",
         fix=f"fix renamed_from on {_ref(entity, new)}, or remove it to add a new empty field",
     )
 
@@ -94,7 +94,7 @@ def purge_field(ctx: PlanContext, entity: str, old: Field) -> Change:
     if ctx.export_dir is None:
         return Change("purge_column", entity, desc, old.name, safety="blocked", rows=rows,
                       reason="a purge must first export the data and no export folder was given",
-                      fix="pass an export folder (crm apply --purge --export-dir DIR)")
+                      fix="run crm apply --purge, which exports to the workspace's exports/ folder first")
     path = ctx.export_dir / f"{entity}.{old.name}.{ctx.stamp}.jsonl"
     return Change("purge_column", entity, desc, old.name, safety="destructive", rows=rows,
                   note=f"{fmt_rows(rows)} exported to {path} first, then the data is dropped",
@@ -228,3 +228,29 @@ def _option_changes(ctx: PlanContext, entity: str, old: Field, new: Field) -> li
             out.append(Change("remove_option", entity, desc, new.name, rows=0, note="no row uses it",
                               details=details))
     return out
+
+
+# --------------------------------------------------------------------------- becoming required
+
+
+def require_changes(ctx: PlanContext, entity: str, old: Field | None, new: Field) -> list[Change]:
+    """A field that becomes required (or is added required) while rows have no value: the rows get its
+    ``default`` (safe), or the change is blocked with their count.  ``old`` None: a new field."""
+    if not new.required or (old is not None and old.required) or not ctx.has_data:
+        return []
+    if old is None:
+        empty = ctx.count(entity)
+    else:
+        empty = ctx.count(entity, ctx.expr(entity, old).is_(None))
+    if not empty:
+        return []
+    ref = _ref(entity, new)
+    desc = f"fill {ref} where it is empty"
+    if new.default is not None and new.type != "money":
+        return [Change("fill_default", entity, desc, new.name, rows=empty,
+                       note=f"{fmt_rows(empty)} get the default {to_json_value(new, new.default)!r}",
+                       details={"storage": new.storage, "value": to_json_value(new, new.default)})]
+    return [Change("fill_default", entity, desc, new.name, safety="blocked", rows=empty,
+                   reason=f"{ref} becomes required but {fmt_rows(empty)} have no value ({new.location})",
+                   fix=f"give {ref} a default: (the apply fills those rows with it), fill them first "
+                       "(an import or a bulk update), or keep required: false")]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from dataclasses import field as dc_field
 from typing import Any, Literal
 
@@ -40,6 +40,7 @@ CHANGE_KINDS: tuple[ChangeKind, ...] = (
     ChangeKind("change_type", "~", "change a field's type"),
     ChangeKind("widen_length", "~", "widen a text length"),
     ChangeKind("narrow_length", "~", "narrow a text length"),
+    ChangeKind("fill_default", "~", "fill the empty rows of a field that becomes required with its default"),
     ChangeKind("retire_column", "~", "retire a field (column and data kept, hidden)"),
     ChangeKind("retire_entity", "~", "retire an entity (table and data kept)"),
     ChangeKind("purge_column", "-", "drop a retired field after exporting it"),
@@ -127,17 +128,42 @@ class Plan:
         return hashlib.sha256(json.dumps(items, separators=(",", ":")).encode()).hexdigest()
 
 
-def format_plan(plan: Plan) -> str:
-    """The plan as text: one line per change, then a one-line summary."""
+def format_plan(plan: Plan, *, verbose: bool = True) -> str:
+    """The plan as text: one line per change, then a one-line summary.
+
+    ``verbose`` False folds the indexes of a table the plan creates into its
+    ``create table`` line (a first apply reads as one line per entity).
+    """
     if plan.is_empty:
         return "no changes: the database already matches the configuration"
-    lines = [c.line() for c in plan.changes]
+    lines = [c.line() for c in (plan.changes if verbose else _folded(plan.changes))]
     counts = {s: sum(1 for c in plan.changes if c.safety == s) for s in ("safe", "destructive", "blocked")}
     lines.append(
-        f"{len(plan.changes)} change(s): {counts['safe']} safe, {counts['destructive']} destructive "
+        f"{plural(len(plan.changes), 'change')}: {counts['safe']} safe, {counts['destructive']} destructive "
         f"(need --allow-destructive), {counts['blocked']} blocked"
     )
     return "\n".join(lines)
+
+
+def _folded(changes: tuple[Change, ...]) -> list[Change]:
+    created = {c.entity for c in changes if c.kind == "create_table"}
+    indexes: dict[str, int] = {}
+    for c in changes:
+        if c.kind == "add_index" and c.entity in created:
+            indexes[c.entity] = indexes.get(c.entity, 0) + 1
+    out = []
+    for c in changes:
+        if c.kind == "add_index" and c.entity in created:
+            continue
+        if c.kind == "create_table" and indexes.get(c.entity):
+            c = replace(c, note=f"{c.note}, {plural(indexes[c.entity], 'index', 'indexes')}")
+        out.append(c)
+    return out
+
+
+def plural(n: int, word: str, many: str | None = None) -> str:
+    """``1 change`` / ``3 changes`` (``many``: the plural when it is not ``word + 's'``)."""
+    return f"{n:,} {word if n == 1 else (many or word + 's')}"
 
 
 def fmt_rows(n: int | None) -> str:

@@ -12,7 +12,8 @@ snapshot* in its bundle (``bundle["schema"]``).  Planning the next change
 starts from that snapshot, never from recompiling old YAML, so an old revision
 stays plannable when the compiler or the configuration language changes.
 Only schema-relevant properties are kept (types, storage, lengths, option
-keys, references, index flags, declared indexes).
+keys, references, index flags, declared indexes, and the former names of renamed
+fields, an optional key that older snapshots simply lack).
 
 Snapshot versions: ``snapshot_format`` 1 is current; :func:`state_from_snapshot`
 upgrades older formats through :data:`SNAPSHOT_MIGRATIONS` (one function per
@@ -64,6 +65,8 @@ def field_to_dict(f: Field) -> dict[str, Any]:
     out["column"] = f.column_name
     if f.options:
         out["options"] = list(f.option_keys)
+    if f.former_names:
+        out["former"] = list(f.former_names)
     return out
 
 
@@ -93,7 +96,18 @@ def field_from_dict(name: str, d: Mapping[str, Any]) -> Field:
     """A Field rebuilt from :func:`field_to_dict` output (labels etc. are not kept)."""
     kwargs = {k: d[k] for k in _FIELD_KEYS if k in d}
     opts = tuple(Option(key=k) for k in d.get("options", ()))
-    return Field(name=name, location=SNAPSHOT_LOCATION, options=opts, **kwargs)
+    return Field(name=name, location=SNAPSHOT_LOCATION, options=opts, former_names=tuple(d.get("former", ())),
+                 **kwargs)
+
+
+def renames_of(state: DbState) -> dict[str, dict[str, str]]:
+    """entity -> {former field name: current name} for every renamed live field (history reads use it)."""
+    out: dict[str, dict[str, str]] = {}
+    for ename, entity in state.entities.items():
+        for f in entity.fields.values():
+            for former in f.former_names:
+                out.setdefault(ename, {})[former] = f.name
+    return out
 
 
 def entity_from_dict(name: str, d: Mapping[str, Any]) -> Entity:
