@@ -368,7 +368,6 @@ def _load_revision(conn: Connection, dialect: str, revision_id: int) -> State:
     """The State of revision ``revision_id``, compiled from its bundle."""
     from engine.plugins import compile_bundle
     from engine.runtime.schema.revisions import get_revision
-
     from engine.runtime.schema.snapshot import renames_of, state_from_snapshot
 
     bundle = get_revision(conn, revision_id).bundle

@@ -14,8 +14,8 @@
 from __future__ import annotations
 
 import base64
-import difflib
 import datetime as dt
+import difflib
 import hashlib
 import hmac
 import secrets
