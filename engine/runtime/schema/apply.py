@@ -45,7 +45,7 @@ from engine.errors import (
     PlanError,
 )
 from engine.runtime import engine_tables, markers
-from engine.runtime.db import ensure_pg_functions
+from engine.runtime.db import describe_error, ensure_pg_functions
 from engine.runtime.schema import revisions
 from engine.runtime.schema.diff import plan_from_state
 from engine.runtime.schema.executors import EXECUTORS, ApplyContext, add_deferred_foreign_keys
@@ -223,6 +223,11 @@ def _run_one(ctx: ApplyContext, change: Change) -> None:
     except EngineError:
         raise
     except (SQLAlchemyError, OSError) as e:
+        known = describe_error(e, ctx.conn.engine.url.render_as_string(hide_password=True))
+        if known is not None:  # the database cannot be written at all: say that, not "check the revision"
+            known.message = f"apply failed at '{change.description}': {known.message}; nothing was changed " \
+                            "(rolled back)"
+            raise known from e
         raise PlanError(
             f"apply failed at '{change.description}': {_first_line(e)}; nothing was changed (rolled back)",
             code="apply_failed", details=change.to_dict(),
