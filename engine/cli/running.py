@@ -154,7 +154,7 @@ def serve(directory: str | None, host: str, port: int, workers: int, public_url:
 def demo(directory: str, host: str, port: int, seed: int, no_serve: bool, workers: int, public_url: str | None,
          timeout: float, per_user: int, db_url: str | None) -> None:
     """Build the manufacturing demo CRM (users, teams, records), print an admin token, serve it."""
-    from engine.cli.text import workspace_summary
+    from engine.cli.text import plan_report, workspace_summary
     from engine.demo_data import ADMIN, populate
     from engine.dsl.scaffold import init_workspace
     from engine.runtime import users
@@ -168,7 +168,7 @@ def demo(directory: str, host: str, port: int, seed: int, no_serve: bool, worker
         click.echo(f"created demo workspace in {folder}")
     ws = compile_workspace(folder)
     apply_workspace(ws, url, yes=True, allow_destructive=False, purge=False, message="demo", author="demo",
-                    echo=click.echo, confirm=lambda _q: True, export_dir=folder / "exports")
+                    echo=click.echo, confirm=lambda _q: True, export_dir=folder / "exports", describe=plan_report)
     click.echo(workspace_summary(ws))
     with open_runtime(str(folder), url) as runtime:
         result = populate(runtime, seed=seed)

@@ -86,7 +86,7 @@ def test_references_created_in_dependency_order_and_added_later(db_engine: Engin
 def test_plan_without_database_and_format() -> None:
     p = plan(None, wsp(lead_v1()), None)
     text_ = format_plan(p)
-    assert text_.splitlines()[0] == "+ create table lead (safe, 6 field(s))"
+    assert text_.splitlines()[0] == "+ create table lead (safe, 6 fields)"
     assert text_.endswith("0 destructive (need --allow-destructive), 0 blocked")
     assert format_plan(plan(lead_ws := wsp(lead_v1()), lead_ws, None)).startswith("no changes")
 

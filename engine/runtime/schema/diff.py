@@ -160,6 +160,9 @@ def _new_field(ctx: PlanContext, old: Entity, new: Entity, f: Field, consumed: s
     """Changes for configured field ``f`` of an existing entity; marks the old fields it takes over and
     records the names ``f`` had before (``former``)."""
     ent = new.name
+    if f.name in old.fields and f.renamed_from in old.fields and f.renamed_from not in new.fields:
+        consumed.update((f.name, f.renamed_from))  # both stay as they are: the plan is blocked
+        return [rules.blocked_rename_onto_live(ctx, ent, old.fields[f.renamed_from], old.fields[f.name])]
     if f.name in old.fields:
         consumed.add(f.name)
         former[f.name] = old.fields[f.name].former_names

@@ -76,6 +76,19 @@ def blocked_rename_onto_retired(ctx: PlanContext, entity: str, old: Field, retir
     )
 
 
+def blocked_rename_onto_live(ctx: PlanContext, entity: str, old: Field, taken: Field) -> Change:
+    """``renamed_from`` on a field the database already has, naming another field it also has: renaming
+    would merge two fields' data."""
+    kept, moving = ctx.count_filled(entity, taken), ctx.count_filled(entity, old)
+    return Change(
+        "rename_column", entity, f"rename {_ref(entity, old)} to {taken.name}", taken.name, safety="blocked",
+        rows=moving,
+        reason=f"{_ref(entity, taken)} already exists ({fmt_rows(kept)} with data), so {_ref(entity, old)} "
+               f"({fmt_rows(moving)} with data) cannot take its name",
+        fix=f"rename to a name no field uses, or drop renamed_from ({old.name} is then retired, keeping its data)",
+    )
+
+
 def unretire_field(ctx: PlanContext, entity: str, old: Field) -> Change:
     rows = ctx.count_filled(entity, old)
     return Change("unretire_column", entity, f"bring back retired {_ref(entity, old)}", old.name,

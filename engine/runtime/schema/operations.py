@@ -227,6 +227,13 @@ def database_problems(ws: Workspace, url: str) -> list[EngineError]:
             continue
         for f in entity.fields.values():
             source = f.renamed_from
+            if source and f.name in before.fields and source in before.fields and source not in entity.fields:
+                problems.append(SchemaViolation(
+                    f"field {entity.name}.{f.name} is renamed_from {source!r}, but the database has both fields "
+                    f"(revision {active.id}): renaming would merge their data", location=f.location,
+                    hint=f"rename to a name no field uses, or drop renamed_from ({source} is then retired, "
+                         "keeping its data)"))
+                continue
             if not source or f.name in before.fields or source in before.fields or source in before.retired:
                 continue
             known = sorted(n for n in before.fields if n not in entity.fields)
