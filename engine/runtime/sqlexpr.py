@@ -55,7 +55,7 @@ from sqlalchemy.types import TypeEngine
 
 from engine.dsl.expressions import CompiledExpression, ast, default_registry
 from engine.dsl.expressions.functions import NUMBER_SCALE, TRIM_CHARS, FunctionRegistry
-from engine.dsl.expressions.pycompile import maybe_null
+from engine.dsl.expressions.pycompile import maybe_null, mixed_day
 from engine.errors import ExpressionError
 from engine.runtime.storage import Schema, json_field_expr
 from engine.runtime.types import JsonType, UtcDateTime
@@ -173,6 +173,8 @@ class _SqlBuilder:
 
     def compare(self, op: str, left: ast.Node, right: ast.Node) -> ColumnElement[Any]:
         lv, rv = self.value(left), self.value(right)
+        if mixed_day(left, right):
+            lv, rv = self._as_day(left, lv), self._as_day(right, rv)
         if op == "!=":
             nulls = [v.is_(None) for n, v in ((left, lv), (right, rv)) if _nullable(n)]
             return or_(lv != rv, *nulls) if nulls else lv != rv
@@ -181,6 +183,11 @@ class _SqlBuilder:
         if self.pg and left.type is not None and left.type.is_stringy:
             lv = lv.collate("C")
         return {"<": lv < rv, "<=": lv <= rv, ">": lv > rv, ">=": lv >= rv}[op]
+
+    def _as_day(self, node: ast.Node, clause: ColumnElement[Any]) -> ColumnElement[Any]:
+        if node.type is None or node.type.kind != "datetime":
+            return clause
+        return type_coerce(_utc_day(self.ctx, clause, "datetime"), Date())
 
     def contains(self, node: ast.In) -> ColumnElement[Any]:
         needle = self.value(node.needle)
@@ -430,19 +437,42 @@ def _days_since(ctx: SqlContext, a: Args) -> ColumnElement[Any]:
     return _days_between(day_ctx, [a[0], ctx.today])
 
 
+def _moves_datetime(ctx: SqlContext) -> bool:
+    return bool(ctx.arg_types) and ctx.arg_types[0].kind == "datetime"
+
+
 def _add_days(ctx: SqlContext, a: Args) -> ColumnElement[Any]:
+    if _moves_datetime(ctx):
+        return _shift_datetime(ctx, a, "day", lambda day: func.date(day, _modifier(a[1], " days")))
     if ctx.pg:
         return a[0] + cast(a[1], Integer())
     return func.date(a[0], _modifier(a[1], " days"))
 
 
 def _add_months(ctx: SqlContext, a: Args) -> ColumnElement[Any]:
+    if _moves_datetime(ctx):
+        return _shift_datetime(ctx, a, "month", lambda day: _sqlite_add_months(day, a[1]))
     if ctx.pg:  # PostgreSQL clamps to the month's last day, as Python does
         return cast(a[0] + a[1] * literal_column("INTERVAL '1 month'"), Date())
-    first = func.date(a[0], "start of month", _modifier(a[1], " months"))
+    return _sqlite_add_months(a[0], a[1])
+
+
+def _sqlite_add_months(day: ColumnElement[Any], count: ColumnElement[Any]) -> ColumnElement[Any]:
+    first = func.date(day, "start of month", _modifier(count, " months"))
     last_day = cast(func.strftime("%d", func.date(first, "+1 month", "-1 day")), Integer())
-    day = cast(func.strftime("%d", a[0]), Integer())
-    return func.date(first, _modifier(func.min(day, last_day) - 1, " days"))
+    day_of_month = cast(func.strftime("%d", day), Integer())
+    return func.date(first, _modifier(func.min(day_of_month, last_day) - 1, " days"))
+
+
+def _shift_datetime(ctx: SqlContext, a: Args, unit: str,
+                    sqlite_day: Callable[[ColumnElement[Any]], ColumnElement[Any]]) -> ColumnElement[Any]:
+    """A datetime moved by days or months in UTC, keeping its time of day (as the Python back end)."""
+    if ctx.pg:  # in UTC wall time, so the session's time zone (DST) never shifts the hour
+        utc = func.timezone("UTC", a[0])
+        moved = utc + cast(a[1], Integer()) * literal_column(f"INTERVAL '1 {unit}'")
+        return type_coerce(func.timezone("UTC", moved), UtcDateTime())
+    # SQLite keeps naive UTC text 'YYYY-MM-DD HH:MM:SS.ffffff': move the date part, keep the rest
+    return type_coerce(sqlite_day(a[0]).concat(func.substr(a[0], 11)), UtcDateTime())
 
 
 def _modifier(count: ColumnElement[Any], unit: str) -> ColumnElement[Any]:

@@ -38,6 +38,8 @@ def kind_of(text: str, **kw: Any) -> str:
     ("tags", "list"), ("last_contact", "date"), ("$now", "datetime"), ("$user", "reference"), ("account", "reference"),
     ("account.employees", "number"), ("null", "null"), ("if active then 1 else null", "number"),
     ("coalesce(industry, name)", "string"), ("id", "reference"), ("created_at", "datetime"),
+    ("last_contact < $now", "boolean"), ("add_days(created_at, -30)", "datetime"),
+    ("add_months(met_at, 1)", "datetime"), ("add_days($today, -30)", "date"), ("add_months(null, 1)", "date"),
 ])
 def test_result_kinds(text: str, kind: str) -> None:
     assert kind_of(text) == kind
@@ -86,8 +88,11 @@ def error(text: str, **kw: Any) -> ExpressionError:
     ("$usr == 1", "expression_unknown_variable", "unknown variable $usr; did you mean '$user'?", 1),
     ('budget > "x"', "expression_type_mismatch", 'cannot compare number with string: `budget > "x"`', 1),
     ("score + name > 1", "expression_type_mismatch", "`+` needs numbers, but `name` is a string", 9),
-    ("last_contact < $now", "expression_type_mismatch", "cannot compare date with datetime: `last_contact < $now`",
+    ("last_contact < 5", "expression_type_mismatch", "cannot compare date with whole number: `last_contact < 5`",
      1),
+    ("last_contact in [$now]", "expression_type_mismatch", "cannot look for date in a list holding datetime", 18),
+    ("add_days(last_contact, 1.5) > $today", "expression_bad_arguments",
+     "argument 2 of add_days() must be a whole number, not number", 24),
     ("tags > 1", "expression_type_mismatch", "cannot compare list with whole number: `tags > 1`", 1),
     ("active < true", "expression_type_mismatch", "`<` cannot order boolean values", 1),
     ("budget > null", "expression_null_comparison", "`>` with null is never true", 1),

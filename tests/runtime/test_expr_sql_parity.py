@@ -187,7 +187,9 @@ def _node_string(d: int) -> st.SearchStrategy[str]:
 def _node_boolean(d: int) -> st.SearchStrategy[str]:
     b, n, s = expr("boolean", d), expr("number", d), expr("string", d)
     ordered = st.one_of(st.tuples(n, n), st.tuples(s, s), st.tuples(expr("date", d), expr("date", d)),
-                        st.tuples(expr("datetime", d), expr("datetime", d)))
+                        st.tuples(expr("datetime", d), expr("datetime", d)),
+                        st.tuples(expr("date", d), expr("datetime", d)),
+                        st.tuples(expr("datetime", d), expr("date", d)))
     ops = st.sampled_from(["==", "!=", "<", "<=", ">", ">="])
     return st.one_of(
         st.tuples(ordered, ops).map(lambda t: f"({t[0][0]} {t[1]} {t[0][1]})"),
@@ -227,8 +229,9 @@ def _node_date(d: int) -> st.SearchStrategy[str]:
 
 
 def _node_datetime(d: int) -> st.SearchStrategy[str]:
-    x = expr("datetime", d)
+    x, n = expr("datetime", d), st.one_of(st.integers(-40, 40).map(str), st.just("score"))
     return st.one_of(
+        st.tuples(st.sampled_from(["add_days", "add_months"]), x, n).map(lambda t: f"{t[0]}({t[1]}, {t[2]})"),
         st.tuples(st.sampled_from(["min", "max", "coalesce"]), x, x).map(lambda t: f"{t[0]}({t[1]}, {t[2]})"),
         st.tuples(expr("boolean", d), x, x).map(lambda t: f"(if {t[0]} then {t[1]} else {t[2]})"),
     )
@@ -311,6 +314,9 @@ def test_python_and_sql_agree(parity: _Parity) -> None:
     "coalesce(seen_at, met_at)", 'not ("vip" in labels)', "isblank(labels)", "account.founded > due",
     "year(seen_at) * 100 + month(seen_at)", "max(met_at, seen_at)", 'stage not in ["won", null]',
     "(if active then score else null) + 1", "flag", "not flag", "flag != true",
+    "add_days(met_at, -30)", "add_months(seen_at, 1)", "add_months(met_at, score)", "met_at == $today",
+    "met_at >= add_days($today, -30)", "seen_at <= due", "last_contact != met_at", "add_days($now, 1) > due",
+    "add_months(add_days(seen_at, 3), -13)", "max(add_days(met_at, 1), seen_at)",
 ])
 def test_selected_expressions_agree(parity: _Parity, text: str) -> None:
     parity.check(text)

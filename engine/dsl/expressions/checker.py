@@ -250,7 +250,7 @@ class _Checker:
         assert lt is not None and rt is not None
         if lt.kind == "null" or rt.kind == "null":
             return self._compare_null(node, left, right)
-        if not comparable(lt, rt):
+        if not (comparable(lt, rt) or {lt.kind, rt.kind} == {"date", "datetime"}):
             raise self.fail(node, f"cannot compare {lt} with {rt}: `{self.text(node)}`", "expression_type_mismatch",
                             _compare_hint(lt, rt))
         if node.op not in ("==", "!=") and lt.kind not in ORDERED_KINDS:
@@ -390,6 +390,4 @@ def _compare_hint(a: ast.ExprType, b: ast.ExprType) -> str | None:
     kinds = {a.kind, b.kind}
     if "number" in kinds and ("string" in kinds or "picklist" in kinds):
         return "write numbers without quotes: amount > 100"
-    if kinds == {"date", "datetime"}:
-        return "compare a date with a date: use $today for dates, $now for datetimes"
     return None

@@ -24,7 +24,7 @@ from decimal import Decimal
 from typing import Any
 
 from engine.dsl.expressions import ast
-from engine.dsl.expressions.functions import DECIMAL_CONTEXT, FunctionRegistry, quantize, to_decimal
+from engine.dsl.expressions.functions import DECIMAL_CONTEXT, FunctionRegistry, quantize, to_decimal, utc_date
 from engine.errors import ExpressionEvalError
 
 _EMPTY: Mapping[str, Any] = {}
@@ -109,13 +109,18 @@ def _mod(a: Any, b: Any) -> Any:
     return quantize(-rest if a < 0 else rest)
 
 
+def _day(value: Any) -> Any:
+    """The UTC calendar day of a datetime (a date compared with a datetime compares with this)."""
+    return None if value is None else utc_date(value)
+
+
 def _in_values(value: Any, values: Any) -> bool:
     return value is not None and values is not None and value in values
 
 
 _HELPERS: Mapping[str, Any] = {
     "_hop": _hop, "_old": _old, "_add": _add, "_sub": _sub, "_mul": _mul, "_div": _div, "_imod": _imod,
-    "_mod": _mod, "_in_values": _in_values,
+    "_mod": _mod, "_in_values": _in_values, "_day": _day,
 }
 _VARS = {"user": "ctx.user_id", "today": "ctx.today", "now": "ctx.now"}
 _NON_NULL_CALLS = frozenset({"contains", "startswith", "endswith", "isblank", "concat", "today", "now"})
@@ -138,6 +143,13 @@ def maybe_null(node: ast.Node) -> bool:
     if isinstance(node, ast.Call):
         return node.name not in _NON_NULL_CALLS
     return True
+
+
+def mixed_day(left: ast.Node, right: ast.Node) -> bool:
+    """Whether a comparison puts a date against a datetime: both back ends then compare the
+    datetime's UTC calendar day with the date."""
+    kinds = {left.type.kind if left.type else None, right.type.kind if right.type else None}
+    return kinds == {"date", "datetime"}
 
 
 class _Gen:
@@ -228,9 +240,15 @@ class _Gen:
         if op == "!=":
             return f"(not {self._compare('==', left, right)})"
         lcode, rcode = self.expr(left), self.expr(right)
+        if mixed_day(left, right):
+            lcode, rcode = self._as_day(left, lcode), self._as_day(right, rcode)
         if op == "==" and (not maybe_null(left) or not maybe_null(right)):
             return f"({lcode} == {rcode})"  # None == x is False, as the null rule says
         return self._guarded([left, right], [lcode, rcode], "{0} " + op + " {1}", null="False")
+
+    @staticmethod
+    def _as_day(node: ast.Node, code: str) -> str:
+        return f"_day({code})" if node.type is not None and node.type.kind == "datetime" else code
 
     def _in(self, node: ast.In) -> str:
         code = self._in_list(node) if isinstance(node.haystack, ast.ListLit) else (
