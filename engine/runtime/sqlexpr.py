@@ -57,6 +57,7 @@ from engine.dsl.expressions import CompiledExpression, ast, default_registry
 from engine.dsl.expressions.functions import NUMBER_SCALE, TRIM_CHARS, FunctionRegistry
 from engine.dsl.expressions.pycompile import maybe_null, mixed_day
 from engine.errors import ExpressionError
+from engine.runtime.engine_tables import crm_teams, crm_users
 from engine.runtime.storage import Schema, json_field_expr
 from engine.runtime.types import JsonType, UtcDateTime
 
@@ -249,12 +250,21 @@ class _SqlBuilder:
         if b.scope == "old":
             raise ExpressionError(f"`{node.dotted}` has no SQL form: the previous version is not in the database",
                                   code="expression_old_in_sql", hint="evaluate update rules in Python")
+        if b.scope == "user":
+            return user_attribute(self._user_ref(b), b.field)
         if b.scope == "record":
             table = self.schema.table(self.entity)
             clause = table.c[b.field] if b.field_type == "standard" else self.schema.field_expr(self.entity, b.field)
         else:
             clause = self._hop(b)
         return self._normalize(clause, b, node.type)
+
+    def _user_ref(self, b: ast.Binding) -> ColumnElement[Any]:
+        assert b.via is not None
+        table = self.schema.table(self.entity)
+        if b.via in self.schema.workspace.entities[self.entity].fields:
+            return self.schema.field_expr(self.entity, b.via)
+        return table.c[b.via]
 
     def _hop(self, b: ast.Binding) -> ColumnElement[Any]:
         assert b.via is not None
@@ -266,7 +276,7 @@ class _SqlBuilder:
             field = self.schema.workspace.entities[b.entity].fields[b.field]
             inner = json_field_expr(target, field, self.schema.dialect) if field.storage == "json" else (
                 target.c[field.column_name])
-        return select(inner).where(target.c.id == ref_id).scalar_subquery()
+        return select(inner).where(target.c.id == ref_id).correlate_except(target).scalar_subquery()
 
     def _normalize(self, clause: ColumnElement[Any], b: ast.Binding, t: ast.ExprType) -> ColumnElement[Any]:
         if t.kind == "list":  # a JSON null (or non-array) counts as null
@@ -322,6 +332,33 @@ class _SqlBuilder:
         ctx = SqlContext(self.ctx.dialect, self.ctx.today, self.ctx.now, self.ctx.user,
                          tuple(a.type for a in node.args if a.type is not None), node.type)
         return impl(ctx, args)
+
+
+def user_attribute(user_id: ColumnElement[Any], name: str) -> ColumnElement[Any]:
+    """An attribute of the user ``user_id`` (``checker.USER_ATTRIBUTES``) as a correlated scalar subquery.
+
+    Users are the engine's directory (``crm_users``; the team name from ``crm_teams``): every
+    signed-in user may read these attributes, as ``expand`` shows names of users.
+    """
+    u = crm_users.alias()
+    if name == "team":
+        t = crm_teams.alias()
+        return select(t.c.name).select_from(u.join(t, t.c.id == u.c.team_id)).where(
+            u.c.id == user_id).correlate_except(u, t).scalar_subquery()
+    column = {"name": u.c.display_name, "username": u.c.username, "team_id": u.c.team_id, "active": u.c.active}[name]
+    return select(column).where(u.c.id == user_id).correlate_except(u).scalar_subquery()
+
+
+def manager_of(user_id: ColumnElement[Any]) -> ColumnElement[Any]:
+    """The manager of ``user_id``: the user's own manager, else the manager of the user's team unless
+    that is the user (same rule as :func:`engine.runtime.users.directory_entry`); NULL when none.
+
+    Every subquery here correlates all but its own tables, so a nested ``manager_of(manager_of(owner))``
+    still reads the outer row's ``owner_id`` two levels up."""
+    u, t = crm_users.alias(), crm_teams.alias()
+    team_manager = case((t.c.manager_id != u.c.id, t.c.manager_id), else_=null())
+    return select(func.coalesce(u.c.manager_id, team_manager)).select_from(
+        u.outerjoin(t, t.c.id == u.c.team_id)).where(u.c.id == user_id).correlate_except(u, t).scalar_subquery()
 
 
 def _coalesce_false(clause: ColumnElement[Any]) -> ColumnElement[Any]:
@@ -517,6 +554,7 @@ COMMON: Mapping[str, SqlImpl] = {
     "min": _min_max("least", "min"), "max": _min_max("greatest", "max"),
     "today": lambda ctx, a: ctx.today, "now": lambda ctx, a: ctx.now,
     "days_between": _days_between, "days_since": _days_since, "add_days": _add_days, "add_months": _add_months,
+    "manager_of": lambda ctx, a: manager_of(a[0]),
     "year": _part("year", "%Y"), "month": _part("month", "%m"), "isblank": _isblank, "concat": _concat,
 }
 

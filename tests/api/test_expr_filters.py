@@ -39,3 +39,27 @@ def test_created_in_the_last_30_days(client: Any, api_env: ApiEnv) -> None:
     assert companies(client, api_env, "rep1", older) == ["Age Co 31d", "Age Co 40d"]
     assert companies(client, api_env, "rep1", "startswith(company, 'Age Co') and created_at == $today") == [
         "Age Co new"]
+
+
+def test_filters_through_the_owner(client: Any, api_env: ApiEnv) -> None:
+    create(client, api_env, "rep1", "lead", lead("Team Co r1"))
+    create(client, api_env, "rep3", "lead", lead("Team Co r3"))
+    mine = "startswith(company, 'Team Co') and "
+    assert companies(client, api_env, "admin", mine + "owner.team == 'east'") == ["Team Co r1"]
+    assert companies(client, api_env, "admin", mine + "owner.team is null") == ["Team Co r3"]
+    assert companies(client, api_env, "admin", mine + "owner.name == 'rep3'") == ["Team Co r3"]
+    assert companies(client, api_env, "boss", mine + "manager_of(owner) == $user") == ["Team Co r1"]
+    assert companies(client, api_env, "admin", mine + "manager_of(manager_of(owner)) is null") == [
+        "Team Co r1", "Team Co r3"]
+    # a hop never widens what the caller may read: rep3 still sees only their own leads
+    assert companies(client, api_env, "rep3", mine + "owner.team == 'east'") == []
+    assert companies(client, api_env, "rep3", mine + "owner.username == 'rep3'") == ["Team Co r3"]
+
+
+def test_unknown_user_attribute_is_a_located_400(client: Any, api_env: ApiEnv) -> None:
+    resp = client.get(LEADS, headers=api_env.headers("rep1"), query_string={"filter": "owner.teem == 'east'"})
+    assert resp.status_code == 400
+    err = resp.get_json()["error"]
+    assert err["code"] == "bad_filter"
+    assert "unknown user attribute 'teem' of owner; did you mean 'team'?" in err["message"]
+    assert "^" in err["details"]["snippet"]

@@ -100,8 +100,9 @@ def error(text: str, **kw: Any) -> ExpressionError:
     ("old.score > 1", "expression_old_not_allowed", "`old.score` (the previous value) only exists in update rules",
      1),
     ("a.b.c", "expression_too_many_hops", "`a.b.c` goes through more than one reference", 1),
-    ("owner.name == 1", "expression_not_a_reference",
-     "'owner' is not a reference to an entity, so `.name` cannot follow it", 1),
+    ("owner.name == 1", "expression_type_mismatch", "cannot compare string with whole number: `owner.name == 1`", 1),
+    ("budget.name == 1", "expression_not_a_reference",
+     "'budget' is not a reference to an entity, so `.name` cannot follow it", 1),
     ("payload == 1", "expression_unusable_field", "field 'payload' of type json cannot be used in expressions", 1),
     ("round(budget, score) > 1", "expression_bad_arguments",
      "the digits of round() must be a whole number from 0 to 10", 15),
@@ -165,3 +166,45 @@ def test_keyword_in_value_position() -> None:
 def test_field_used_as_function_and_function_as_field() -> None:
     assert error("name(1)").hint == "name is a field, not a function"
     assert error("today > last_contact").hint == "today is a function: call it, e.g. today(...)"
+
+
+# --------------------------------------------------------------------------- hops through users
+
+ACCOUNT_OWNED = Entity("account", LOC, fields=ACCOUNT.fields)  # no field named owner: `owner` is owner_id
+WS_OWNED = Workspace("t", entities=frozen_map({"account": ACCOUNT_OWNED, "lead": LEAD}))
+
+
+@pytest.mark.parametrize(("text", "kind", "via"), [
+    ('owner.team == "east"', "boolean", "owner_id"), ("owner.name", "string", "owner_id"),
+    ("created_by.username", "string", "created_by"), ("updated_by.team_id", "reference", "updated_by"),
+    ("owner_id.active", "boolean", "owner_id"), ("manager_of(owner)", "reference", "owner_id"),
+    ("manager_of(manager_of(owner)) == $user", "boolean", "owner_id"), ("owner == $user", "boolean", "owner_id"),
+])
+def test_owner_alias_and_user_hops(text: str, kind: str, via: str) -> None:
+    c = compile_expression(text, ACCOUNT_OWNED, WS_OWNED)
+    assert c.type == kind and c.fields_used == {via} and c.references_used == frozenset()
+
+
+def test_a_user_field_is_followed_to_the_user() -> None:
+    c = compile_expression('owner.team == "east" and manager_of(owner) != $user', LEAD, WS)  # lead.owner: a field
+    names = [n for n in ast.walk(c.ast) if isinstance(n, ast.Name)]
+    assert names[0].binding == ast.Binding("user", "user", "team", "user_attribute", via="owner")
+    assert c.fields_used == {"owner"}
+
+
+@pytest.mark.parametrize(("text", "entity", "message", "hint", "col"), [
+    ('owner.teem == "east"', ACCOUNT_OWNED, "unknown user attribute 'teem' of owner; did you mean 'team'?",
+     "did you mean 'team'?", 1),
+    ("score > 1 and owner.email is null", LEAD, "unknown user attribute 'email' of owner",
+     "a user has: name, username, team, team_id, active", 15),
+    ("ownr.name", ACCOUNT_OWNED, "unknown reference field 'ownr' on account; did you mean 'owner'?",
+     "did you mean 'owner'?", 1),
+    ("manager_of(name)", LEAD, "argument 1 of manager_of() must be reference, not string",
+     "use manager_of(reference) -> reference", 12),
+])
+def test_user_hop_errors(text: str, entity: Entity, message: str, hint: str, col: int) -> None:
+    with pytest.raises(ExpressionTypeError) as info:
+        compile_expression(text, entity, WS_OWNED, location=SourceLocation("acme/lead.yaml", 4, 10), quote_offset=1)
+    err = info.value
+    assert (err.message, err.hint) == (message, hint)
+    assert err.location == SourceLocation("acme/lead.yaml", 4, 10 + col)

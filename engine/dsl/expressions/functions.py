@@ -27,7 +27,7 @@ from types import MappingProxyType
 from typing import Any
 
 from engine.dsl.expressions import ast
-from engine.errors import ExpressionTypeError
+from engine.errors import ExpressionEvalError, ExpressionTypeError
 
 #: the whitespace ``trim`` and ``isblank`` remove (identical in every back end)
 TRIM_CHARS = " \t\n\r"
@@ -268,6 +268,23 @@ def py_add_months(d: dt.date | None, n: Any) -> dt.date | None:
     return day if moment is None else dt.datetime.combine(day, moment.timetz())
 
 
+def user_entry(ctx: Any, user_id: Any) -> Mapping[str, Any] | None:
+    """The directory entry of ``user_id`` from the context's resolver (None for a null or unknown id)."""
+    if user_id is None:
+        return None
+    if ctx.users is None:
+        raise ExpressionEvalError("the expression reads user attributes but no user resolver was given",
+                                  code="expression_no_resolver", hint="pass EvalContext(users=...)")
+    return ctx.users(user_id)
+
+
+def py_manager_of(ctx: Any, user_id: Any) -> Any:
+    """The manager of a user: the user's own manager, else the manager of the user's team (never the
+    user), else null (the directory entry's ``manager``, see :mod:`engine.runtime.users`)."""
+    entry = user_entry(ctx, user_id)
+    return None if entry is None else entry.get("manager")
+
+
 def py_year(d: dt.date | None) -> int | None:
     return None if d is None else utc_date(d).year
 
@@ -344,6 +361,9 @@ def _builtins() -> Iterator[FunctionDef]:
     yield F("add_months", ("date|datetime", "integer"), "date", py_add_months,
             "date or datetime plus months; the day is clamped to the month's last day",
             typer=_shift_typer("add_months"))
+    yield F("manager_of", ("reference",), "reference", py_manager_of,
+            "the user id of a user's manager (own manager, else the team's manager), null when none",
+            needs_ctx=True)
     yield F("year", ("date|datetime",), "integer", py_year, "the year (UTC for datetimes)")
     yield F("month", ("date|datetime",), "integer", py_month, "the month 1-12 (UTC for datetimes)")
     yield F("isblank", ("any",), "boolean", py_isblank, "null, whitespace-only text or an empty list")
