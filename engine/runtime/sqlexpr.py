@@ -54,6 +54,7 @@ from sqlalchemy.sql.elements import ColumnElement
 from sqlalchemy.types import TypeEngine
 
 from engine.dsl.expressions import CompiledExpression, ast, default_registry
+from engine.dsl.expressions.diagnostics import ExprSource
 from engine.dsl.expressions.functions import NUMBER_SCALE, TRIM_CHARS, FunctionRegistry
 from engine.dsl.expressions.pycompile import maybe_null, mixed_day
 from engine.errors import ExpressionError
@@ -107,6 +108,9 @@ def to_sql(
         today = (now.astimezone(dt.UTC) if now.tzinfo else now).date()
     builder = _SqlBuilder(schema, entity_name, registry or schema.workspace.functions or default_registry(),
                           user_id, today, now)
+    if isinstance(compiled_or_ast, CompiledExpression):
+        c = compiled_or_ast
+        builder.source = ExprSource(c.source, c.location, c.quote_offset)
     if node.type.kind == "boolean":
         clause = builder.loose(node) if for_filter else builder.strict(node)
     else:
@@ -141,6 +145,8 @@ class _SqlBuilder:
         self.entity = entity
         self.registry = registry
         self.pg = schema.dialect == "postgresql"
+        #: the expression's text and place in its file, for located errors
+        self.source = ExprSource("")
         self.ctx = SqlContext(schema.dialect, self.typed(today, Date()), self.typed(now, UtcDateTime()),
                               null() if user_id is None else literal(user_id, BigInteger()))
 
@@ -248,8 +254,11 @@ class _SqlBuilder:
         b = node.binding
         assert b is not None and node.type is not None
         if b.scope == "old":
-            raise ExpressionError(f"`{node.dotted}` has no SQL form: the previous version is not in the database",
-                                  code="expression_old_in_sql", hint="evaluate update rules in Python")
+            raise self.source.error(
+                ExpressionError, f"`{node.dotted}` (the value before the update) has no SQL form: `old.` is only "
+                "available in write-time rules (checks), not in filters, list queries or reports",
+                node.pos.offset, end=node.pos.end_offset, code="expression_old_in_sql",
+                hint="evaluate the rule on the record being written, or compare with the current field here")
         if b.scope == "user":
             return user_attribute(self._user_ref(b), b.field)
         if b.scope == "record":

@@ -87,6 +87,7 @@ class CompiledExpression:
     variables_used: frozenset[str]
     python_source: str
     location: SourceLocation | None = None
+    quote_offset: int = 0
     _fn: Callable[[Any, Any], Any] = field(default=lambda r, c: None, repr=False, compare=False)
 
     @property
@@ -136,7 +137,7 @@ def compile_expression(
     assert checked.type is not None
     return CompiledExpression(
         source=text, entity=entity.name, ast=checked, expr_type=checked.type, python_source=py_source,
-        location=location, _fn=fn, **_usage(checked),
+        location=location, quote_offset=quote_offset, _fn=fn, **_usage(checked),
     )
 
 

@@ -203,7 +203,8 @@ class _Checker:
     def _old(self, node: ast.Name) -> ast.Node:
         if not self.allow_old:
             raise self.fail(node, f"`{node.dotted}` (the previous value) only exists in update rules",
-                            "expression_old_not_allowed", "use the field without `old.` here")
+                            "expression_old_not_allowed", "`old.` is only available in write-time rules (checks); "
+                            "here, in a filter, formula or default, use the field without `old.`")
         name = node.parts[1]
         ftype, t = self._field(node, self.entity, name, "old.")
         return dataclasses.replace(node, type=t, binding=ast.Binding("old", self.entity.name, name, ftype))
