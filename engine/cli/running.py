@@ -386,6 +386,7 @@ def expression_value(runtime: Any, entity: str, compiled: Any, record_id: int) -
     """The value of a compiled expression on one record, read through the record service as the system."""
     from engine.dsl.expressions import EvalContext
     from engine.errors import NotFound
+    from engine.runtime import users
     from engine.runtime.context import Actor
 
     with runtime.unit(Actor.system(), readonly=True) as uow:
@@ -398,7 +399,9 @@ def expression_value(runtime: Any, entity: str, compiled: Any, record_id: int) -
                 return None
 
         now = runtime.clock.now()
-        return compiled.evaluate(record, EvalContext(user_id=None, now=now, today=now.date(), ref=ref))
+        ctx = EvalContext(user_id=None, now=now, today=now.date(), ref=ref,
+                          users=lambda uid: users.directory_entry(uow.conn, uid))
+        return compiled.evaluate(record, ctx)
 
 
 @main.command()

@@ -1,6 +1,7 @@
 """Compile-time pass: type-check and compile every expression an entity declares.
 
-Checks must be boolean; a formula or a default expression must produce its
+Checks must be boolean and may read ``old.<field>`` (the value before an
+update; null when a record is created); a formula or a default expression must produce its
 field's type.  The compiled expressions are kept on the workspace
 (``Workspace.compiled``) so the runtime never parses an expression while
 serving a request.
@@ -25,7 +26,7 @@ def compile_entity_expressions(ws: Workspace, report: Report) -> dict[Key, Compi
     for entity in ws.entities.values():
         for i, check in enumerate(entity.checks):
             _add(out, ("check", entity.name, i), report, check.expression, entity, ws, "boolean",
-                 check.expression_location)
+                 check.expression_location, allow_old=True)
         for field in entity.fields.values():
             for kind, text in (("formula", field.formula), ("default", field.default_expr)):
                 if text:
@@ -39,8 +40,8 @@ def _expected(field: Field) -> str:
 
 
 def _add(out: dict[Key, CompiledExpression], key: Key, report: Report, text: str, entity: Entity,
-         ws: Workspace, expected: str, location: SourceLocation | None) -> None:
+         ws: Workspace, expected: str, location: SourceLocation | None, *, allow_old: bool = False) -> None:
     try:
-        out[key] = compile_expression(text, entity, ws, expected=expected, location=location)
+        out[key] = compile_expression(text, entity, ws, expected=expected, location=location, allow_old=allow_old)
     except ExpressionError as e:
         report(e)

@@ -54,9 +54,11 @@ from sqlalchemy.sql.elements import ColumnElement
 from sqlalchemy.types import TypeEngine
 
 from engine.dsl.expressions import CompiledExpression, ast, default_registry
+from engine.dsl.expressions.diagnostics import ExprSource
 from engine.dsl.expressions.functions import NUMBER_SCALE, TRIM_CHARS, FunctionRegistry
-from engine.dsl.expressions.pycompile import maybe_null
+from engine.dsl.expressions.pycompile import maybe_null, mixed_day
 from engine.errors import ExpressionError
+from engine.runtime.engine_tables import crm_teams, crm_users
 from engine.runtime.storage import Schema, json_field_expr
 from engine.runtime.types import JsonType, UtcDateTime
 
@@ -106,6 +108,9 @@ def to_sql(
         today = (now.astimezone(dt.UTC) if now.tzinfo else now).date()
     builder = _SqlBuilder(schema, entity_name, registry or schema.workspace.functions or default_registry(),
                           user_id, today, now)
+    if isinstance(compiled_or_ast, CompiledExpression):
+        c = compiled_or_ast
+        builder.source = ExprSource(c.source, c.location, c.quote_offset)
     if node.type.kind == "boolean":
         clause = builder.loose(node) if for_filter else builder.strict(node)
     else:
@@ -140,6 +145,8 @@ class _SqlBuilder:
         self.entity = entity
         self.registry = registry
         self.pg = schema.dialect == "postgresql"
+        #: the expression's text and place in its file, for located errors
+        self.source = ExprSource("")
         self.ctx = SqlContext(schema.dialect, self.typed(today, Date()), self.typed(now, UtcDateTime()),
                               null() if user_id is None else literal(user_id, BigInteger()))
 
@@ -173,6 +180,8 @@ class _SqlBuilder:
 
     def compare(self, op: str, left: ast.Node, right: ast.Node) -> ColumnElement[Any]:
         lv, rv = self.value(left), self.value(right)
+        if mixed_day(left, right):
+            lv, rv = self._as_day(left, lv), self._as_day(right, rv)
         if op == "!=":
             nulls = [v.is_(None) for n, v in ((left, lv), (right, rv)) if _nullable(n)]
             return or_(lv != rv, *nulls) if nulls else lv != rv
@@ -181,6 +190,11 @@ class _SqlBuilder:
         if self.pg and left.type is not None and left.type.is_stringy:
             lv = lv.collate("C")
         return {"<": lv < rv, "<=": lv <= rv, ">": lv > rv, ">=": lv >= rv}[op]
+
+    def _as_day(self, node: ast.Node, clause: ColumnElement[Any]) -> ColumnElement[Any]:
+        if node.type is None or node.type.kind != "datetime":
+            return clause
+        return type_coerce(_utc_day(self.ctx, clause, "datetime"), Date())
 
     def contains(self, node: ast.In) -> ColumnElement[Any]:
         needle = self.value(node.needle)
@@ -240,14 +254,26 @@ class _SqlBuilder:
         b = node.binding
         assert b is not None and node.type is not None
         if b.scope == "old":
-            raise ExpressionError(f"`{node.dotted}` has no SQL form: the previous version is not in the database",
-                                  code="expression_old_in_sql", hint="evaluate update rules in Python")
+            raise self.source.error(
+                ExpressionError, f"`{node.dotted}` (the value before the update) has no SQL form: `old.` is only "
+                "available in write-time rules (checks), not in filters, list queries or reports",
+                node.pos.offset, end=node.pos.end_offset, code="expression_old_in_sql",
+                hint="evaluate the rule on the record being written, or compare with the current field here")
+        if b.scope == "user":
+            return user_attribute(self._user_ref(b), b.field)
         if b.scope == "record":
             table = self.schema.table(self.entity)
             clause = table.c[b.field] if b.field_type == "standard" else self.schema.field_expr(self.entity, b.field)
         else:
             clause = self._hop(b)
         return self._normalize(clause, b, node.type)
+
+    def _user_ref(self, b: ast.Binding) -> ColumnElement[Any]:
+        assert b.via is not None
+        table = self.schema.table(self.entity)
+        if b.via in self.schema.workspace.entities[self.entity].fields:
+            return self.schema.field_expr(self.entity, b.via)
+        return table.c[b.via]
 
     def _hop(self, b: ast.Binding) -> ColumnElement[Any]:
         assert b.via is not None
@@ -259,7 +285,7 @@ class _SqlBuilder:
             field = self.schema.workspace.entities[b.entity].fields[b.field]
             inner = json_field_expr(target, field, self.schema.dialect) if field.storage == "json" else (
                 target.c[field.column_name])
-        return select(inner).where(target.c.id == ref_id).scalar_subquery()
+        return select(inner).where(target.c.id == ref_id).correlate_except(target).scalar_subquery()
 
     def _normalize(self, clause: ColumnElement[Any], b: ast.Binding, t: ast.ExprType) -> ColumnElement[Any]:
         if t.kind == "list":  # a JSON null (or non-array) counts as null
@@ -315,6 +341,33 @@ class _SqlBuilder:
         ctx = SqlContext(self.ctx.dialect, self.ctx.today, self.ctx.now, self.ctx.user,
                          tuple(a.type for a in node.args if a.type is not None), node.type)
         return impl(ctx, args)
+
+
+def user_attribute(user_id: ColumnElement[Any], name: str) -> ColumnElement[Any]:
+    """An attribute of the user ``user_id`` (``checker.USER_ATTRIBUTES``) as a correlated scalar subquery.
+
+    Users are the engine's directory (``crm_users``; the team name from ``crm_teams``): every
+    signed-in user may read these attributes, as ``expand`` shows names of users.
+    """
+    u = crm_users.alias()
+    if name == "team":
+        t = crm_teams.alias()
+        return select(t.c.name).select_from(u.join(t, t.c.id == u.c.team_id)).where(
+            u.c.id == user_id).correlate_except(u, t).scalar_subquery()
+    column = {"name": u.c.display_name, "username": u.c.username, "team_id": u.c.team_id, "active": u.c.active}[name]
+    return select(column).where(u.c.id == user_id).correlate_except(u).scalar_subquery()
+
+
+def manager_of(user_id: ColumnElement[Any]) -> ColumnElement[Any]:
+    """The manager of ``user_id``: the user's own manager, else the manager of the user's team unless
+    that is the user (same rule as :func:`engine.runtime.users.directory_entry`); NULL when none.
+
+    Every subquery here correlates all but its own tables, so a nested ``manager_of(manager_of(owner))``
+    still reads the outer row's ``owner_id`` two levels up."""
+    u, t = crm_users.alias(), crm_teams.alias()
+    team_manager = case((t.c.manager_id != u.c.id, t.c.manager_id), else_=null())
+    return select(func.coalesce(u.c.manager_id, team_manager)).select_from(
+        u.outerjoin(t, t.c.id == u.c.team_id)).where(u.c.id == user_id).correlate_except(u, t).scalar_subquery()
 
 
 def _coalesce_false(clause: ColumnElement[Any]) -> ColumnElement[Any]:
@@ -430,19 +483,42 @@ def _days_since(ctx: SqlContext, a: Args) -> ColumnElement[Any]:
     return _days_between(day_ctx, [a[0], ctx.today])
 
 
+def _moves_datetime(ctx: SqlContext) -> bool:
+    return bool(ctx.arg_types) and ctx.arg_types[0].kind == "datetime"
+
+
 def _add_days(ctx: SqlContext, a: Args) -> ColumnElement[Any]:
+    if _moves_datetime(ctx):
+        return _shift_datetime(ctx, a, "day", lambda day: func.date(day, _modifier(a[1], " days")))
     if ctx.pg:
         return a[0] + cast(a[1], Integer())
     return func.date(a[0], _modifier(a[1], " days"))
 
 
 def _add_months(ctx: SqlContext, a: Args) -> ColumnElement[Any]:
+    if _moves_datetime(ctx):
+        return _shift_datetime(ctx, a, "month", lambda day: _sqlite_add_months(day, a[1]))
     if ctx.pg:  # PostgreSQL clamps to the month's last day, as Python does
         return cast(a[0] + a[1] * literal_column("INTERVAL '1 month'"), Date())
-    first = func.date(a[0], "start of month", _modifier(a[1], " months"))
+    return _sqlite_add_months(a[0], a[1])
+
+
+def _sqlite_add_months(day: ColumnElement[Any], count: ColumnElement[Any]) -> ColumnElement[Any]:
+    first = func.date(day, "start of month", _modifier(count, " months"))
     last_day = cast(func.strftime("%d", func.date(first, "+1 month", "-1 day")), Integer())
-    day = cast(func.strftime("%d", a[0]), Integer())
-    return func.date(first, _modifier(func.min(day, last_day) - 1, " days"))
+    day_of_month = cast(func.strftime("%d", day), Integer())
+    return func.date(first, _modifier(func.min(day_of_month, last_day) - 1, " days"))
+
+
+def _shift_datetime(ctx: SqlContext, a: Args, unit: str,
+                    sqlite_day: Callable[[ColumnElement[Any]], ColumnElement[Any]]) -> ColumnElement[Any]:
+    """A datetime moved by days or months in UTC, keeping its time of day (as the Python back end)."""
+    if ctx.pg:  # in UTC wall time, so the session's time zone (DST) never shifts the hour
+        utc = func.timezone("UTC", a[0])
+        moved = utc + cast(a[1], Integer()) * literal_column(f"INTERVAL '1 {unit}'")
+        return type_coerce(func.timezone("UTC", moved), UtcDateTime())
+    # SQLite keeps naive UTC text 'YYYY-MM-DD HH:MM:SS.ffffff': move the date part, keep the rest
+    return type_coerce(sqlite_day(a[0]).concat(func.substr(a[0], 11)), UtcDateTime())
 
 
 def _modifier(count: ColumnElement[Any], unit: str) -> ColumnElement[Any]:
@@ -487,6 +563,7 @@ COMMON: Mapping[str, SqlImpl] = {
     "min": _min_max("least", "min"), "max": _min_max("greatest", "max"),
     "today": lambda ctx, a: ctx.today, "now": lambda ctx, a: ctx.now,
     "days_between": _days_between, "days_since": _days_since, "add_days": _add_days, "add_months": _add_months,
+    "manager_of": lambda ctx, a: manager_of(a[0]),
     "year": _part("year", "%Y"), "month": _part("month", "%m"), "isblank": _isblank, "concat": _concat,
 }
 

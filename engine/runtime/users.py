@@ -219,6 +219,28 @@ def authenticate_password(conn: Connection, workspace: Workspace, username: str,
     return _actor(row, workspace)
 
 
+# --------------------------------------------------------------------------- the directory expressions read
+
+
+def directory_entry(conn: Connection, uid: Any) -> dict[str, Any] | None:
+    """What expressions may read of user ``uid`` (``owner.team``, ``manager_of(owner)``), or None.
+
+    Keys: ``name`` (display name), ``username``, ``team`` (team name), ``team_id``, ``active`` and
+    ``manager`` -- the user's own manager, else the manager of the user's team unless that is the user
+    themself, else None (the SQL form is ``engine.runtime.sqlexpr.manager_of``).
+    """
+    u, t = crm_users, crm_teams
+    stmt = (select(u.c.id, u.c.display_name, u.c.username, u.c.team_id, u.c.active, u.c.manager_id,
+                   t.c.name.label("team_name"), t.c.manager_id.label("team_manager"))
+            .select_from(u.outerjoin(t, t.c.id == u.c.team_id)).where(u.c.id == uid))
+    row = conn.execute(stmt).first()
+    if row is None:
+        return None
+    team_manager = row.team_manager if row.team_manager != row.id else None
+    return {"name": row.display_name, "username": row.username, "team": row.team_name, "team_id": row.team_id,
+            "active": bool(row.active), "manager": row.manager_id if row.manager_id is not None else team_manager}
+
+
 # --------------------------------------------------------------------------- API tokens
 
 

@@ -38,6 +38,8 @@ def kind_of(text: str, **kw: Any) -> str:
     ("tags", "list"), ("last_contact", "date"), ("$now", "datetime"), ("$user", "reference"), ("account", "reference"),
     ("account.employees", "number"), ("null", "null"), ("if active then 1 else null", "number"),
     ("coalesce(industry, name)", "string"), ("id", "reference"), ("created_at", "datetime"),
+    ("last_contact < $now", "boolean"), ("add_days(created_at, -30)", "datetime"),
+    ("add_months(met_at, 1)", "datetime"), ("add_days($today, -30)", "date"), ("add_months(null, 1)", "date"),
 ])
 def test_result_kinds(text: str, kind: str) -> None:
     assert kind_of(text) == kind
@@ -86,8 +88,11 @@ def error(text: str, **kw: Any) -> ExpressionError:
     ("$usr == 1", "expression_unknown_variable", "unknown variable $usr; did you mean '$user'?", 1),
     ('budget > "x"', "expression_type_mismatch", 'cannot compare number with string: `budget > "x"`', 1),
     ("score + name > 1", "expression_type_mismatch", "`+` needs numbers, but `name` is a string", 9),
-    ("last_contact < $now", "expression_type_mismatch", "cannot compare date with datetime: `last_contact < $now`",
+    ("last_contact < 5", "expression_type_mismatch", "cannot compare date with whole number: `last_contact < 5`",
      1),
+    ("last_contact in [$now]", "expression_type_mismatch", "cannot look for date in a list holding datetime", 18),
+    ("add_days(last_contact, 1.5) > $today", "expression_bad_arguments",
+     "argument 2 of add_days() must be a whole number, not number", 24),
     ("tags > 1", "expression_type_mismatch", "cannot compare list with whole number: `tags > 1`", 1),
     ("active < true", "expression_type_mismatch", "`<` cannot order boolean values", 1),
     ("budget > null", "expression_null_comparison", "`>` with null is never true", 1),
@@ -95,8 +100,9 @@ def error(text: str, **kw: Any) -> ExpressionError:
     ("old.score > 1", "expression_old_not_allowed", "`old.score` (the previous value) only exists in update rules",
      1),
     ("a.b.c", "expression_too_many_hops", "`a.b.c` goes through more than one reference", 1),
-    ("owner.name == 1", "expression_not_a_reference",
-     "'owner' is not a reference to an entity, so `.name` cannot follow it", 1),
+    ("owner.name == 1", "expression_type_mismatch", "cannot compare string with whole number: `owner.name == 1`", 1),
+    ("budget.name == 1", "expression_not_a_reference",
+     "'budget' is not a reference to an entity, so `.name` cannot follow it", 1),
     ("payload == 1", "expression_unusable_field", "field 'payload' of type json cannot be used in expressions", 1),
     ("round(budget, score) > 1", "expression_bad_arguments",
      "the digits of round() must be a whole number from 0 to 10", 15),
@@ -160,3 +166,45 @@ def test_keyword_in_value_position() -> None:
 def test_field_used_as_function_and_function_as_field() -> None:
     assert error("name(1)").hint == "name is a field, not a function"
     assert error("today > last_contact").hint == "today is a function: call it, e.g. today(...)"
+
+
+# --------------------------------------------------------------------------- hops through users
+
+ACCOUNT_OWNED = Entity("account", LOC, fields=ACCOUNT.fields)  # no field named owner: `owner` is owner_id
+WS_OWNED = Workspace("t", entities=frozen_map({"account": ACCOUNT_OWNED, "lead": LEAD}))
+
+
+@pytest.mark.parametrize(("text", "kind", "via"), [
+    ('owner.team == "east"', "boolean", "owner_id"), ("owner.name", "string", "owner_id"),
+    ("created_by.username", "string", "created_by"), ("updated_by.team_id", "reference", "updated_by"),
+    ("owner_id.active", "boolean", "owner_id"), ("manager_of(owner)", "reference", "owner_id"),
+    ("manager_of(manager_of(owner)) == $user", "boolean", "owner_id"), ("owner == $user", "boolean", "owner_id"),
+])
+def test_owner_alias_and_user_hops(text: str, kind: str, via: str) -> None:
+    c = compile_expression(text, ACCOUNT_OWNED, WS_OWNED)
+    assert c.type == kind and c.fields_used == {via} and c.references_used == frozenset()
+
+
+def test_a_user_field_is_followed_to_the_user() -> None:
+    c = compile_expression('owner.team == "east" and manager_of(owner) != $user', LEAD, WS)  # lead.owner: a field
+    names = [n for n in ast.walk(c.ast) if isinstance(n, ast.Name)]
+    assert names[0].binding == ast.Binding("user", "user", "team", "user_attribute", via="owner")
+    assert c.fields_used == {"owner"}
+
+
+@pytest.mark.parametrize(("text", "entity", "message", "hint", "col"), [
+    ('owner.teem == "east"', ACCOUNT_OWNED, "unknown user attribute 'teem' of owner; did you mean 'team'?",
+     "did you mean 'team'?", 1),
+    ("score > 1 and owner.email is null", LEAD, "unknown user attribute 'email' of owner",
+     "a user has: name, username, team, team_id, active", 15),
+    ("ownr.name", ACCOUNT_OWNED, "unknown reference field 'ownr' on account; did you mean 'owner'?",
+     "did you mean 'owner'?", 1),
+    ("manager_of(name)", LEAD, "argument 1 of manager_of() must be reference, not string",
+     "use manager_of(reference) -> reference", 12),
+])
+def test_user_hop_errors(text: str, entity: Entity, message: str, hint: str, col: int) -> None:
+    with pytest.raises(ExpressionTypeError) as info:
+        compile_expression(text, entity, WS_OWNED, location=SourceLocation("acme/lead.yaml", 4, 10), quote_offset=1)
+    err = info.value
+    assert (err.message, err.hint) == (message, hint)
+    assert err.location == SourceLocation("acme/lead.yaml", 4, 10 + col)

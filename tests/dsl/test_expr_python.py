@@ -28,7 +28,7 @@ LEAD = Entity("lead", LOC, fields=frozen_map({f.name: f for f in [
     _f("name", "string"), _f("budget", "money"), _f("score", "integer"), _f("active", "boolean"),
     _f("tags", "multi_picklist", options=(Option("vip"), Option("hot"))), _f("last_contact", "date"),
     _f("met_at", "datetime"), _f("account", "reference", reference="account"),
-    _f("stage", "picklist", options=(Option("new"), Option("won")))]}))
+    _f("stage", "picklist", options=(Option("new"), Option("won"))), _f("owner", "user")]}))
 WS = Workspace("t", entities=frozen_map({"account": ACCOUNT, "lead": LEAD}))
 NOW = dt.datetime(2024, 3, 31, 22, 0, tzinfo=dt.UTC)
 CTX = EvalContext(user_id=7, now=NOW, old={"stage": "new"}, ref=lambda e, i: {"industry": "tech"} if i == 1 else None)
@@ -63,6 +63,18 @@ def ev(text: str, record: dict[str, Any] | None = None, **kw: Any) -> Any:
     ("add_days(last_contact, 1)", {"last_contact": dt.date(2024, 2, 28)}, dt.date(2024, 2, 29)),
     ("add_months(last_contact, 1)", {"last_contact": dt.date(2024, 1, 31)}, dt.date(2024, 2, 29)),
     ("add_months(last_contact, -13)", {"last_contact": dt.date(2024, 3, 31)}, dt.date(2023, 2, 28)),
+    ("add_days(met_at, -30)", {"met_at": dt.datetime(2024, 3, 1, 23, 30, tzinfo=dt.UTC)},
+     dt.datetime(2024, 1, 31, 23, 30, tzinfo=dt.UTC)),
+    ("add_months(met_at, 1)", {"met_at": dt.datetime(2024, 1, 31, 8, 0, 0, 5, tzinfo=dt.UTC)},
+     dt.datetime(2024, 2, 29, 8, 0, 0, 5, tzinfo=dt.UTC)),
+    ("add_months(met_at, 1)", {"met_at": dt.datetime(2023, 1, 31, 1, tzinfo=dt.timezone(dt.timedelta(hours=3)))},
+     dt.datetime(2023, 2, 28, 22, tzinfo=dt.UTC)),  # moved in UTC: Jan 30 22:00 UTC + 1 month
+    ("met_at >= add_days($today, -30)", {"met_at": dt.datetime(2024, 3, 1, 0, 0, tzinfo=dt.UTC)}, True),
+    ("met_at >= add_days($today, -30)", {"met_at": dt.datetime(2024, 2, 29, 23, 59, tzinfo=dt.UTC)}, False),
+    ("met_at == $today", {"met_at": dt.datetime(2024, 3, 31, 23, 59, tzinfo=dt.UTC)}, True),
+    ("met_at <= $today", {"met_at": dt.datetime(2024, 3, 31, 23, 59, tzinfo=dt.UTC)}, True),
+    ("met_at > $today", {"met_at": dt.datetime(2024, 4, 1, 0, 0, tzinfo=dt.UTC)}, True),
+    ("last_contact != met_at", {"last_contact": dt.date(2024, 3, 31)}, True),
     ("year(met_at) * 100 + month(met_at)", {"met_at": NOW}, 202403),
     ("isblank(name)", {"name": " \t"}, True), ("isblank(tags)", {"tags": []}, True), ("isblank(score)", {}, True),
     ("$user == 7", {}, True), ("$today", {}, NOW.date()), ("now() == $now", {}, True),
@@ -141,7 +153,7 @@ def test_every_builtin_has_a_signature_and_doc() -> None:
     names = {f.name for f in default_registry()}
     assert names == {"lower", "upper", "trim", "len", "contains", "startswith", "endswith", "coalesce", "round",
                      "abs", "min", "max", "today", "now", "days_between", "days_since", "add_days", "add_months",
-                     "year", "month", "isblank", "concat"}
+                     "year", "month", "isblank", "concat", "manager_of"}
     assert all(f.doc and "->" in f.signature for f in default_registry())
 
 
@@ -159,3 +171,25 @@ def test_docs_list_every_function() -> None:
     doc = (Path(__file__).resolve().parents[2] / "docs" / "expressions.md").read_text()
     for fn in default_registry():
         assert f"`{fn.name}(" in doc, fn.name
+
+
+DIRECTORY = {1: {"name": "Ann", "team": "east", "manager": None}, 2: {"name": "Bob", "team": None, "manager": 1},
+             3: {"name": "Cy", "team": "east", "manager": 2}}
+USERS_CTX = EvalContext(user_id=1, now=NOW, users=DIRECTORY.get)
+
+
+@pytest.mark.parametrize(("text", "owner", "value"), [
+    ('owner.team == "east"', 1, True), ('owner.team == "east"', 2, False), ('owner.team != "east"', 2, True),
+    ("owner.name", 3, "Cy"), ("owner.name", None, None), ("owner.name", 99, None),
+    ("manager_of(owner)", 3, 2), ("manager_of(manager_of(owner))", 3, 1),
+    ("manager_of(manager_of(manager_of(owner)))", 3, None), ("manager_of(owner) == $user", 2, True),
+    ("manager_of(owner)", None, None), ("manager_of($user)", None, None),
+])
+def test_user_hops_and_manager_of(text: str, owner: int | None, value: Any) -> None:
+    assert compile_expression(text, LEAD, WS).evaluate({"owner": owner}, USERS_CTX) == value
+
+
+def test_user_hops_need_a_resolver() -> None:
+    with pytest.raises(ExpressionEvalError) as info:
+        compile_expression("manager_of(owner) == 1", LEAD, WS).evaluate({"owner": 2}, CTX)
+    assert info.value.code == "expression_no_resolver" and "EvalContext(users=...)" in (info.value.hint or "")

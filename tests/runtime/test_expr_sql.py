@@ -78,10 +78,20 @@ def test_python_only_function_has_no_sql(db: Any) -> None:
 
 def test_old_has_no_sql_form() -> None:
     schema = build_schema(WS, "sqlite")
-    compiled = compile_expression('old.stage != "won"', LEAD, WS, allow_old=True)
+    text = 'stage == "won" and old.stage != "won"'
+    compiled = compile_expression(text, LEAD, WS, allow_old=True, location=SourceLocation("acme/lead.yaml", 7, 14),
+                                  quote_offset=1)
     with pytest.raises(ExpressionError) as info:
         to_sql(compiled, schema, "lead")
-    assert info.value.code == "expression_old_in_sql"
+    err = info.value
+    assert err.code == "expression_old_in_sql"
+    assert err.location == SourceLocation("acme/lead.yaml", 7, 14 + 1 + text.index("old"))
+    assert err.message.startswith("`old.stage` (the value before the update) has no SQL form: `old.` is only "
+                                  "available in write-time rules (checks), not in filters")
+    assert err.snippet is not None and err.snippet.splitlines()[1].strip() == "^" * len("old.stage")
+    with pytest.raises(ExpressionError) as bare:  # a bare checked tree: located inside the expression
+        to_sql(compiled.ast, schema, "lead")
+    assert bare.value.code == "expression_old_in_sql" and bare.value.location is not None
 
 
 def test_postgresql_orders_strings_by_code_point() -> None:

@@ -22,6 +22,7 @@ from sqlalchemy import Engine, insert, select
 from engine.dsl.expressions import EvalContext, compile_expression
 from engine.dsl.model import Entity, Field, Option, Workspace, frozen_map
 from engine.errors import ExpressionTypeError, SourceLocation
+from engine.runtime import users
 from engine.runtime.db import ensure_pg_functions, make_engine
 from engine.runtime.sqlexpr import to_sql
 from engine.runtime.storage import Schema, build_schema
@@ -55,11 +56,24 @@ LEAD = _entity("lead", [
     _f("labels", "multi_picklist", storage="json", options=(Option("vip"), Option("hot"))),
     _f("active", "boolean"), _f("flag", "boolean", storage="json"), _f("last_contact", "date"),
     _f("due", "date", storage="json"), _f("met_at", "datetime"), _f("seen_at", "datetime", storage="json"),
-    _f("account", "reference", reference="account"),
+    _f("account", "reference", reference="account"), _f("rep", "user"),
 ])
 WS = Workspace("parity", entities=frozen_map({"account": ACCOUNT, "lead": LEAD}))
 
 # --------------------------------------------------------------------------- random rows
+
+#: (id, name, manager); user 1 manages its own team east, user 3 manages west, team solo has none
+TEAMS = [(1, "east", 1), (2, "west", 3), (3, "solo", None)]
+#: (id, display name, team, manager): every branch of manager_of's rule
+USERS = [(1, "Ann", 1, None), (2, "bob", 1, None), (3, "É", 2, 1), (4, "", 2, 2), (5, "z", None, None),
+         (6, "Ann", 3, 5)]
+
+
+def _directory(schema: Schema) -> dict[str, list[dict[str, Any]]]:
+    teams = [{"id": i, "name": n, "manager_id": m, "created_at": NOW} for i, n, m in TEAMS]
+    users = [{"id": i, "username": f"u{i}", "display_name": n, "team_id": t, "manager_id": m, "roles": [],
+              "active": i != 4, "created_at": NOW} for i, n, t, m in USERS]
+    return {"crm_teams": teams, "crm_users": users}
 
 
 def _maybe(rng: random.Random, value: Any) -> Any:
@@ -100,14 +114,16 @@ def _lead(rng: random.Random, i: int) -> dict[str, Any]:
         "active": _maybe(rng, rng.random() < 0.5), "flag": _maybe(rng, rng.random() < 0.5),
         "last_contact": _maybe(rng, _date(rng)), "due": _maybe(rng, _date(rng)),
         "met_at": _maybe(rng, _datetime(rng)), "seen_at": _maybe(rng, _datetime(rng)),
-        "account": _maybe(rng, rng.randint(1, 6)),
+        "account": _maybe(rng, rng.randint(1, 6)), "rep": _maybe(rng, rng.randint(1, 6)),
+        "owner_id": _maybe(rng, rng.randint(1, 6)),
     }
 
 
 def _db_row(schema: Schema, entity: Entity, record: dict[str, Any]) -> dict[str, Any]:
     from engine.runtime.storage import to_json_value
 
-    row: dict[str, Any] = {"id": record["id"], "created_at": NOW, "updated_at": NOW}
+    row: dict[str, Any] = {"id": record["id"], "created_at": NOW, "updated_at": NOW,
+                           "owner_id": record.get("owner_id")}
     ext: dict[str, Any] = {}
     for field in entity.fields.values():
         value = record[field.name]
@@ -131,7 +147,8 @@ def _lit_str() -> st.SearchStrategy[str]:
 
 
 NUM_FIELDS = ["budget", "score", "rate", "account.employees", "account.rating"]
-STR_FIELDS = ["name", "code", "account.name", "stage", "account.industry"]
+STR_FIELDS = ["name", "code", "account.name", "stage", "account.industry", "owner.name", "owner.team",
+              "rep.username", "rep.team"]
 DATE_FIELDS = ["last_contact", "due", "account.founded", "$today"]
 DT_FIELDS = ["met_at", "seen_at", "$now"]
 BOOL_FIELDS = ["active", "flag"]
@@ -187,7 +204,9 @@ def _node_string(d: int) -> st.SearchStrategy[str]:
 def _node_boolean(d: int) -> st.SearchStrategy[str]:
     b, n, s = expr("boolean", d), expr("number", d), expr("string", d)
     ordered = st.one_of(st.tuples(n, n), st.tuples(s, s), st.tuples(expr("date", d), expr("date", d)),
-                        st.tuples(expr("datetime", d), expr("datetime", d)))
+                        st.tuples(expr("datetime", d), expr("datetime", d)),
+                        st.tuples(expr("date", d), expr("datetime", d)),
+                        st.tuples(expr("datetime", d), expr("date", d)))
     ops = st.sampled_from(["==", "!=", "<", "<=", ">", ">="])
     return st.one_of(
         st.tuples(ordered, ops).map(lambda t: f"({t[0][0]} {t[1]} {t[0][1]})"),
@@ -208,7 +227,10 @@ def _node_boolean(d: int) -> st.SearchStrategy[str]:
         .map(lambda t: f"{t[0]}({t[1]}, {t[2]})"),
         st.one_of(s, st.sampled_from(["tags", "labels", "budget", "due"])).map(lambda x: f"isblank({x})"),
         st.sampled_from(["stage == \"won\"", "$user == account", "account.industry != \"tech\"",
-                         "coalesce(active, flag)", "(if flag then active else null)"]),
+                         "coalesce(active, flag)", "(if flag then active else null)", "owner.active",
+                         "manager_of(owner) == $user", "manager_of(manager_of(rep)) == owner",
+                         "manager_of(owner) is null", "owner.team_id == 1", "rep == owner",
+                         "manager_of(rep) != manager_of(owner)", "manager_of($user) == 1"]),
     )
 
 
@@ -227,8 +249,9 @@ def _node_date(d: int) -> st.SearchStrategy[str]:
 
 
 def _node_datetime(d: int) -> st.SearchStrategy[str]:
-    x = expr("datetime", d)
+    x, n = expr("datetime", d), st.one_of(st.integers(-40, 40).map(str), st.just("score"))
     return st.one_of(
+        st.tuples(st.sampled_from(["add_days", "add_months"]), x, n).map(lambda t: f"{t[0]}({t[1]}, {t[2]})"),
         st.tuples(st.sampled_from(["min", "max", "coalesce"]), x, x).map(lambda t: f"{t[0]}({t[1]}, {t[2]})"),
         st.tuples(expr("boolean", d), x, x).map(lambda t: f"(if {t[0]} then {t[1]} else {t[2]})"),
     )
@@ -261,10 +284,14 @@ class _Parity:
         self.accounts = _accounts(rng)
         self.leads = [_lead(rng, i) for i in range(1, ROWS + 1)]
         by_id = {a["id"]: a for a in self.accounts}
-        self.ctx = EvalContext(user_id=USER, now=NOW, ref=lambda entity, i: by_id.get(i))
         with engine.begin() as conn:
             ensure_pg_functions(conn)
             self.schema.metadata.create_all(conn)
+            for name, rows in _directory(self.schema).items():
+                conn.execute(insert(self.schema.metadata.tables[name]), rows)
+            directory = {uid: users.directory_entry(conn, uid) for uid, *_ in USERS}
+        self.ctx = EvalContext(user_id=USER, now=NOW, ref=lambda entity, i: by_id.get(i), users=directory.get)
+        with engine.begin() as conn:
             conn.execute(insert(self.schema.table("account")), [_db_row(self.schema, ACCOUNT, a)
                                                                 for a in self.accounts])
             conn.execute(insert(self.schema.table("lead")), [_db_row(self.schema, LEAD, r) for r in self.leads])
@@ -311,6 +338,12 @@ def test_python_and_sql_agree(parity: _Parity) -> None:
     "coalesce(seen_at, met_at)", 'not ("vip" in labels)', "isblank(labels)", "account.founded > due",
     "year(seen_at) * 100 + month(seen_at)", "max(met_at, seen_at)", 'stage not in ["won", null]',
     "(if active then score else null) + 1", "flag", "not flag", "flag != true",
+    "add_days(met_at, -30)", "add_months(seen_at, 1)", "add_months(met_at, score)", "met_at == $today",
+    "met_at >= add_days($today, -30)", "seen_at <= due", "last_contact != met_at", "add_days($now, 1) > due",
+    "add_months(add_days(seen_at, 3), -13)", "max(add_days(met_at, 1), seen_at)",
+    'owner.team == "east"', "owner.name", "rep.team", "concat(owner.username, rep.name)", "owner.team_id",
+    "manager_of(owner)", "manager_of(manager_of(owner))", "manager_of(manager_of(manager_of(rep)))",
+    "owner.active", "not owner.active", "manager_of(owner) == $user", "created_by.name", "updated_by.team",
 ])
 def test_selected_expressions_agree(parity: _Parity, text: str) -> None:
     parity.check(text)

@@ -6,7 +6,7 @@ Public API::
     check(node, entity, workspace, expected=None, allow_old=False, *, registry=None) -> Node
     compile_expression(text, entity, workspace, *, expected=None, allow_old=False,
                        location=None, quote_offset=0, registry=None) -> CompiledExpression
-    EvalContext(user_id=None, now=<utc now>, today=<now's date>, old=None, ref=None)
+    EvalContext(user_id=None, now=<utc now>, today=<now's date>, old=None, ref=None, users=None)
     default_registry() -> FunctionRegistry     (frozen; .copy() to add functions)
 
 The SQL back end is :func:`engine.runtime.sqlexpr.to_sql` (this package never
@@ -71,7 +71,8 @@ class CompiledExpression:
     ``fields_used``: names of the entity's fields the expression reads (a
     hop's reference field included), to recompute formulas when inputs
     change.  ``references_used``: ``(reference field, target entity, target
-    field)`` per hop.  ``old_fields_used``: fields read through ``old.``.
+    field)`` per hop through a reference (a hop through a user, ``owner.team``,
+    counts its user column in ``fields_used`` only).  ``old_fields_used``: fields read through ``old.``.
     ``variables_used``: ``user``/``today``/``now`` (also from ``today()`` /
     ``now()`` / ``days_since``).
     """
@@ -86,6 +87,7 @@ class CompiledExpression:
     variables_used: frozenset[str]
     python_source: str
     location: SourceLocation | None = None
+    quote_offset: int = 0
     _fn: Callable[[Any, Any], Any] = field(default=lambda r, c: None, repr=False, compare=False)
 
     @property
@@ -135,7 +137,7 @@ def compile_expression(
     assert checked.type is not None
     return CompiledExpression(
         source=text, entity=entity.name, ast=checked, expr_type=checked.type, python_source=py_source,
-        location=location, _fn=fn, **_usage(checked),
+        location=location, quote_offset=quote_offset, _fn=fn, **_usage(checked),
     )
 
 
@@ -151,6 +153,9 @@ def _usage(checked: Node) -> dict[str, frozenset[Any]]:
                 fields.add(b.field)
             elif b.scope == "old":
                 old.add(b.field)
+            elif b.scope == "user":
+                assert b.via is not None
+                fields.add(b.via)
             else:
                 assert b.via is not None
                 fields.add(b.via)

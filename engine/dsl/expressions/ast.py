@@ -67,13 +67,16 @@ class Binding:
     """Where a name's value comes from, resolved by the checker.
 
     ``scope`` is ``record`` (the record itself), ``old`` (its previous
-    version, update rules only) or ``hop`` (a field of the record that the
-    reference field ``via`` points to, in entity ``entity``).
+    version, update rules only), ``hop`` (a field of the record that the
+    reference field ``via`` points to, in entity ``entity``) or ``user`` (an
+    attribute ``field`` of the user that ``via`` -- ``owner_id``,
+    ``created_by``, ``updated_by`` or a user field -- points to; ``entity``
+    is then ``user``).
     ``field_type`` is the declared field type (``money``, ``picklist``...) or
     ``standard`` for the columns every table has (``id``, ``created_at``...).
     """
 
-    scope: TLiteral["record", "old", "hop"]
+    scope: TLiteral["record", "old", "hop", "user"]
     entity: str
     field: str
     field_type: str

@@ -27,6 +27,17 @@ STANDARD_FIELDS: Mapping[str, str] = {
     "created_at": "datetime",
     "updated_at": "datetime",
 }
+#: ``owner`` reads the standard ``owner_id`` column (``owner.team``, ``manager_of(owner)``).
+OWNER_ALIAS = "owner"
+#: Standard columns (or the ``owner`` alias) that hold a user id, so ``.attribute`` may follow them.
+USER_COLUMNS: Mapping[str, str] = {"owner": "owner_id", "owner_id": "owner_id", "created_by": "created_by",
+                                   "updated_by": "updated_by"}
+#: What an expression may read of a user (the directory every signed-in user sees; no email, roles or secrets).
+USER_ATTRIBUTES: Mapping[str, ast.ExprType] = {
+    "name": ast.ExprType("string", label="name"), "username": ast.ExprType("string", label="username"),
+    "team": ast.ExprType("string", label="team"), "team_id": ast.ExprType("reference", integral=True),
+    "active": ast.ExprType("boolean", label="active"),
+}
 VARIABLES: Mapping[str, ast.ExprType] = {"user": ast.REFERENCE, "today": ast.DATE, "now": ast.DATETIME}
 _UNUSABLE = frozenset({"json", "lines"})
 KEYWORDS = frozenset({"and", "or", "not", "in", "is", "if", "then", "else", "true", "false", "null"})
@@ -166,6 +177,10 @@ class _Checker:
             return self._old(node)
         if len(parts) == 2:
             return self._hop(node)
+        if parts[0] == OWNER_ALIAS and OWNER_ALIAS not in self.entity.fields:
+            t = ast.ExprType("reference", integral=True, label=OWNER_ALIAS)
+            return dataclasses.replace(node, type=t, binding=ast.Binding("record", self.entity.name, "owner_id",
+                                                                         "standard"))
         field, t = self._field(node, self.entity, parts[0], "")
         return dataclasses.replace(node, type=t, binding=ast.Binding("record", self.entity.name, parts[0], field))
 
@@ -175,7 +190,7 @@ class _Checker:
             return "standard", ast.ExprType(kind, integral=kind == "reference", label=name)
         field = entity.fields.get(name)
         if field is None:
-            hint = suggestion(name, [*entity.fields, *STANDARD_FIELDS])
+            hint = suggestion(name, [*entity.fields, *STANDARD_FIELDS, *([] if prefix else [OWNER_ALIAS])])
             if not prefix and name in self.registry:
                 hint = f"{name} is a function: call it, e.g. {name}(...)"
             raise self.fail(node, f"unknown field '{prefix}{name}' on {entity.name}", "expression_unknown_field",
@@ -188,7 +203,8 @@ class _Checker:
     def _old(self, node: ast.Name) -> ast.Node:
         if not self.allow_old:
             raise self.fail(node, f"`{node.dotted}` (the previous value) only exists in update rules",
-                            "expression_old_not_allowed", "use the field without `old.` here")
+                            "expression_old_not_allowed", "`old.` is only available in write-time rules (checks); "
+                            "here, in a filter, formula or default, use the field without `old.`")
         name = node.parts[1]
         ftype, t = self._field(node, self.entity, name, "old.")
         return dataclasses.replace(node, type=t, binding=ast.Binding("old", self.entity.name, name, ftype))
@@ -196,6 +212,10 @@ class _Checker:
     def _hop(self, node: ast.Name) -> ast.Node:
         ref_name, name = node.parts
         ref = self.entity.fields.get(ref_name)
+        if ref is None and ref_name in USER_COLUMNS:
+            return self._user_hop(node, USER_COLUMNS[ref_name])
+        if ref is not None and ref.type == "user":
+            return self._user_hop(node, ref_name)
         if ref is None:
             raise self.fail(node, f"unknown reference field '{ref_name}' on {self.entity.name}",
                             "expression_unknown_field", suggestion(ref_name, self._reference_fields()))
@@ -207,8 +227,16 @@ class _Checker:
         binding = ast.Binding("hop", target.name, name, ftype, via=ref_name)
         return dataclasses.replace(node, type=t, binding=binding)
 
+    def _user_hop(self, node: ast.Name, via: str) -> ast.Node:
+        ref_name, name = node.parts
+        t = USER_ATTRIBUTES.get(name)
+        if t is None:
+            hint = suggestion(name, USER_ATTRIBUTES) or f"a user has: {', '.join(USER_ATTRIBUTES)}"
+            raise self.fail(node, f"unknown user attribute '{name}' of {ref_name}", "expression_unknown_field", hint)
+        return dataclasses.replace(node, type=t, binding=ast.Binding("user", "user", name, "user_attribute", via=via))
+
     def _reference_fields(self) -> list[str]:
-        return [f.name for f in self.entity.fields.values() if f.type == "reference"]
+        return [f.name for f in self.entity.fields.values() if f.type in ("reference", "user")] + [OWNER_ALIAS]
 
     # ------------------------------------------------------------------ operators
 
@@ -250,7 +278,7 @@ class _Checker:
         assert lt is not None and rt is not None
         if lt.kind == "null" or rt.kind == "null":
             return self._compare_null(node, left, right)
-        if not comparable(lt, rt):
+        if not (comparable(lt, rt) or {lt.kind, rt.kind} == {"date", "datetime"}):
             raise self.fail(node, f"cannot compare {lt} with {rt}: `{self.text(node)}`", "expression_type_mismatch",
                             _compare_hint(lt, rt))
         if node.op not in ("==", "!=") and lt.kind not in ORDERED_KINDS:
@@ -390,6 +418,4 @@ def _compare_hint(a: ast.ExprType, b: ast.ExprType) -> str | None:
     kinds = {a.kind, b.kind}
     if "number" in kinds and ("string" in kinds or "picklist" in kinds):
         return "write numbers without quotes: amount > 100"
-    if kinds == {"date", "datetime"}:
-        return "compare a date with a date: use $today for dates, $now for datetimes"
     return None

@@ -27,7 +27,7 @@ from types import MappingProxyType
 from typing import Any
 
 from engine.dsl.expressions import ast
-from engine.errors import ExpressionTypeError
+from engine.errors import ExpressionEvalError, ExpressionTypeError
 
 #: the whitespace ``trim`` and ``isblank`` remove (identical in every back end)
 TRIM_CHARS = " \t\n\r"
@@ -237,24 +237,52 @@ def py_days_since(ctx: Any, a: dt.date | None) -> int | None:
     return None if a is None else (ctx.today - utc_date(a)).days
 
 
+def as_utc(value: dt.datetime) -> dt.datetime:
+    """An aware UTC datetime (a naive one is taken to be UTC already)."""
+    return value.astimezone(dt.UTC) if value.tzinfo else value.replace(tzinfo=dt.UTC)
+
+
 def py_add_days(d: dt.date | None, n: Any) -> dt.date | None:
+    """A date or datetime moved by ``n`` days (a datetime keeps its UTC time of day)."""
     if d is None or n is None:
         return None
     try:
+        if isinstance(d, dt.datetime):
+            return as_utc(d) + dt.timedelta(days=int(n))
         return d + dt.timedelta(days=int(n))
     except OverflowError:
         return None
 
 
 def py_add_months(d: dt.date | None, n: Any) -> dt.date | None:
+    """A date or datetime moved by ``n`` months, the day clamped to the month's end (UTC for datetimes)."""
     if d is None or n is None:
         return None
-    months = d.year * 12 + d.month - 1 + int(n)
+    moment = as_utc(d) if isinstance(d, dt.datetime) else None
+    day_of = moment.date() if moment is not None else d
+    months = day_of.year * 12 + day_of.month - 1 + int(n)
     year, month = divmod(months, 12)
     if not 1 <= year <= 9999:
         return None
-    day = min(d.day, calendar.monthrange(year, month + 1)[1])
-    return dt.date(year, month + 1, day)
+    day = dt.date(year, month + 1, min(day_of.day, calendar.monthrange(year, month + 1)[1]))
+    return day if moment is None else dt.datetime.combine(day, moment.timetz())
+
+
+def user_entry(ctx: Any, user_id: Any) -> Mapping[str, Any] | None:
+    """The directory entry of ``user_id`` from the context's resolver (None for a null or unknown id)."""
+    if user_id is None:
+        return None
+    if ctx.users is None:
+        raise ExpressionEvalError("the expression reads user attributes but no user resolver was given",
+                                  code="expression_no_resolver", hint="pass EvalContext(users=...)")
+    return ctx.users(user_id)
+
+
+def py_manager_of(ctx: Any, user_id: Any) -> Any:
+    """The manager of a user: the user's own manager, else the manager of the user's team (never the
+    user), else null (the directory entry's ``manager``, see :mod:`engine.runtime.users`)."""
+    entry = user_entry(ctx, user_id)
+    return None if entry is None else entry.get("manager")
 
 
 def py_year(d: dt.date | None) -> int | None:
@@ -327,9 +355,15 @@ def _builtins() -> Iterator[FunctionDef]:
             "whole days from the first to the second (UTC calendar days)")
     yield F("days_since", ("date|datetime",), "integer", py_days_since, "days_between(x, $today)",
             needs_ctx=True)
-    yield F("add_days", ("date", "integer"), "date", py_add_days, "date plus a whole number of days")
-    yield F("add_months", ("date", "integer"), "date", py_add_months,
-            "date plus months; the day is clamped to the month's last day")
+    yield F("add_days", ("date|datetime", "integer"), "date", py_add_days,
+            "date or datetime plus a whole number of days (datetimes keep their UTC time of day)",
+            typer=_shift_typer("add_days"))
+    yield F("add_months", ("date|datetime", "integer"), "date", py_add_months,
+            "date or datetime plus months; the day is clamped to the month's last day",
+            typer=_shift_typer("add_months"))
+    yield F("manager_of", ("reference",), "reference", py_manager_of,
+            "the user id of a user's manager (own manager, else the team's manager), null when none",
+            needs_ctx=True)
     yield F("year", ("date|datetime",), "integer", py_year, "the year (UTC for datetimes)")
     yield F("month", ("date|datetime",), "integer", py_month, "the month 1-12 (UTC for datetimes)")
     yield F("isblank", ("any",), "boolean", py_isblank, "null, whitespace-only text or an empty list")
@@ -341,6 +375,22 @@ def _abs_typer(types: Sequence[ast.ExprType], nodes: Sequence[ast.Node]) -> ast.
         raise ExpressionTypeError(f"argument 1 of abs() must be number, not {types[0]}",
                                   code="expression_bad_arguments", details={"arg": 0})
     return ast.ExprType("number", integral=types[0].integral)
+
+
+def _shift_typer(name: str) -> Typer:
+    """add_days / add_months: (date, whole number) -> date, (datetime, whole number) -> datetime."""
+    def typer(types: Sequence[ast.ExprType], nodes: Sequence[ast.Node]) -> ast.ExprType:
+        moved, count = types
+        if moved.kind not in ("date", "datetime", "null"):
+            raise ExpressionTypeError(f"argument 1 of {name}() must be date or datetime, not {moved}",
+                                      code="expression_bad_arguments", details={"arg": 0})
+        if count.kind != "null" and not (count.kind == "number" and count.integral):
+            raise ExpressionTypeError(f"argument 2 of {name}() must be a whole number, not {count}",
+                                      code="expression_bad_arguments", details={"arg": 1},
+                                      hint="round it first, e.g. round(x)")
+        return ast.DATETIME if moved.kind == "datetime" else ast.DATE
+
+    return typer
 
 
 def _ordered_typer(name: str) -> Typer:

@@ -24,7 +24,14 @@ from decimal import Decimal
 from typing import Any
 
 from engine.dsl.expressions import ast
-from engine.dsl.expressions.functions import DECIMAL_CONTEXT, FunctionRegistry, quantize, to_decimal
+from engine.dsl.expressions.functions import (
+    DECIMAL_CONTEXT,
+    FunctionRegistry,
+    quantize,
+    to_decimal,
+    user_entry,
+    utc_date,
+)
 from engine.errors import ExpressionEvalError
 
 _EMPTY: Mapping[str, Any] = {}
@@ -42,7 +49,10 @@ class EvalContext:
     them explicitly to make evaluation reproducible.  ``old`` is the previous
     version of the record (update rules); ``ref(entity, id)`` returns the
     referenced record (a mapping) or None, for one-hop names like
-    ``account.industry``.
+    ``account.industry``.  ``users(id)`` returns the directory entry of a
+    user (a mapping with the keys of ``checker.USER_ATTRIBUTES`` and
+    ``manager``, the user's manager by the rule of ``manager_of``) or None,
+    for ``owner.team`` and ``manager_of(owner)``.
     """
 
     user_id: int | None = None
@@ -50,6 +60,7 @@ class EvalContext:
     today: dt.date | None = None
     old: Mapping[str, Any] | None = None
     ref: Callable[[str, Any], Mapping[str, Any] | None] | None = None
+    users: Callable[[Any], Mapping[str, Any] | None] | None = None
 
     def __post_init__(self) -> None:
         now = self.now if self.now.tzinfo else self.now.replace(tzinfo=dt.UTC)
@@ -69,6 +80,11 @@ def _hop(ctx: EvalContext, entity: str, ref_id: Any, name: str) -> Any:
                                   code="expression_no_resolver", hint="pass EvalContext(ref=...)")
     target = ctx.ref(entity, ref_id)
     return None if target is None else target.get(name)
+
+
+def _user(ctx: EvalContext, user_id: Any, name: str) -> Any:
+    entry = user_entry(ctx, user_id)
+    return None if entry is None else entry.get(name)
 
 
 def _old(ctx: EvalContext, name: str) -> Any:
@@ -109,13 +125,18 @@ def _mod(a: Any, b: Any) -> Any:
     return quantize(-rest if a < 0 else rest)
 
 
+def _day(value: Any) -> Any:
+    """The UTC calendar day of a datetime (a date compared with a datetime compares with this)."""
+    return None if value is None else utc_date(value)
+
+
 def _in_values(value: Any, values: Any) -> bool:
     return value is not None and values is not None and value in values
 
 
 _HELPERS: Mapping[str, Any] = {
-    "_hop": _hop, "_old": _old, "_add": _add, "_sub": _sub, "_mul": _mul, "_div": _div, "_imod": _imod,
-    "_mod": _mod, "_in_values": _in_values,
+    "_hop": _hop, "_user": _user, "_old": _old, "_add": _add, "_sub": _sub, "_mul": _mul, "_div": _div, "_imod": _imod,
+    "_mod": _mod, "_in_values": _in_values, "_day": _day,
 }
 _VARS = {"user": "ctx.user_id", "today": "ctx.today", "now": "ctx.now"}
 _NON_NULL_CALLS = frozenset({"contains", "startswith", "endswith", "isblank", "concat", "today", "now"})
@@ -138,6 +159,13 @@ def maybe_null(node: ast.Node) -> bool:
     if isinstance(node, ast.Call):
         return node.name not in _NON_NULL_CALLS
     return True
+
+
+def mixed_day(left: ast.Node, right: ast.Node) -> bool:
+    """Whether a comparison puts a date against a datetime: both back ends then compare the
+    datetime's UTC calendar day with the date."""
+    kinds = {left.type.kind if left.type else None, right.type.kind if right.type else None}
+    return kinds == {"date", "datetime"}
 
 
 class _Gen:
@@ -182,6 +210,8 @@ class _Gen:
             return f"r.get({b.field!r})"
         if b.scope == "old":
             return f"_old(ctx, {b.field!r})"
+        if b.scope == "user":
+            return f"_user(ctx, r.get({b.via!r}), {b.field!r})"
         return f"_hop(ctx, {b.entity!r}, r.get({b.via!r}), {b.field!r})"
 
     def _var(self, node: ast.Var) -> str:
@@ -228,9 +258,15 @@ class _Gen:
         if op == "!=":
             return f"(not {self._compare('==', left, right)})"
         lcode, rcode = self.expr(left), self.expr(right)
+        if mixed_day(left, right):
+            lcode, rcode = self._as_day(left, lcode), self._as_day(right, rcode)
         if op == "==" and (not maybe_null(left) or not maybe_null(right)):
             return f"({lcode} == {rcode})"  # None == x is False, as the null rule says
         return self._guarded([left, right], [lcode, rcode], "{0} " + op + " {1}", null="False")
+
+    @staticmethod
+    def _as_day(node: ast.Node, code: str) -> str:
+        return f"_day({code})" if node.type is not None and node.type.kind == "datetime" else code
 
     def _in(self, node: ast.In) -> str:
         code = self._in_list(node) if isinstance(node.haystack, ast.ListLit) else (

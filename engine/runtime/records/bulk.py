@@ -33,12 +33,17 @@ CHUNK = 900
 def create_many(svc: RecordService, entity: str, rows_: Sequence[Mapping[str, Any]], *,
                 bypass_readonly: bool = False) -> list[int]:
     """See :meth:`RecordService.create_many`."""
-    uow = svc.uow
-    p = WritePipeline(uow, entity, "create", bypass_readonly=bypass_readonly, bulk=True)
-    plan = p.plan
-    if isinstance(rows_, (str, bytes, Mapping)):
-        raise BadRequest("rows must be a list of records", code="bad_rows")
-    records = _validated(p, rows_)
+    p = WritePipeline(svc.uow, entity, "create", bypass_readonly=bypass_readonly, bulk=True)
+    require_rows(rows_)
+    return insert_validated(p, _validated(p, rows_))
+
+
+def insert_validated(p: WritePipeline, records: list[dict[str, Any]]) -> list[int]:
+    """Stages 7-10 for records that passed stages 2-6: one executemany, then lines, audit, steps, events.
+
+    Raises UniqueViolation / ValidationFailed / RecordError for the batch as a whole.
+    """
+    uow, plan = p.uow, p.plan
     p.prepare_insert(records)
     ids = persist.reserve_ids(uow, plan, len(records))
     stamp = {**p.stamp(create=True), "version": 1, "deleted_at": None}
@@ -58,6 +63,12 @@ def create_many(svc: RecordService, entity: str, rows_: Sequence[Mapping[str, An
         p.after(record, None)
         p.emit("created", rid, record=record)
     return ids
+
+
+def require_rows(rows_: Any) -> None:
+    """BadRequest unless ``rows_`` is a list of records (a single mapping or a text is a mistake)."""
+    if isinstance(rows_, (str, bytes, Mapping)):
+        raise BadRequest("rows must be a list of records", code="bad_rows")
 
 
 def _validated(p: WritePipeline, rows_: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:

@@ -23,6 +23,8 @@ from engine.runtime.storage import Schema
 
 #: a loader for one-hop references: (entity name, id) -> record dict or None
 RefLoader = Callable[[str, int], Mapping[str, Any] | None]
+#: a loader of users' directory entries (``owner.team``, ``manager_of``): id -> entry or None
+UserLoader = Callable[[Any], Mapping[str, Any] | None]
 
 
 def compile_rule(text: str, entity: Entity, workspace: Workspace, *, expected: str | None = None,
@@ -53,9 +55,9 @@ def fields_used(compiled: Any) -> frozenset[str]:
 
 
 def make_context(*, user_id: int | None, now: dt.datetime, old: Mapping[str, Any] | None,
-                 ref: RefLoader | None) -> Any:
-    """The evaluation context of one write (``$user``, ``$today``, ``$now``, ``old``, references)."""
-    return EvalContext(user_id=user_id, today=now.date(), now=now, old=old, ref=ref)
+                 ref: RefLoader | None, users: UserLoader | None = None) -> Any:
+    """The evaluation context of one write (``$user``, ``$today``, ``$now``, ``old``, references, users)."""
+    return EvalContext(user_id=user_id, today=now.date(), now=now, old=old, ref=ref, users=users)
 
 
 def evaluate(compiled: Any, record: Mapping[str, Any], ctx: Any) -> Any:

@@ -79,7 +79,7 @@ class WritePipeline:
         """Stages 2-6 for a new record: the full record to insert, or ValidationFailed (every problem)."""
         w = self.writer
         errors: Errors = {}
-        record = w.complete_new(w.coerce(values, errors), errors)
+        record = w.complete_new(w.coerce(values, errors), errors, owner=self.uow.actor.user_id)
         record["owner_id"] = record.get("owner_id") or self.uow.actor.user_id
         w.check(record, None, errors)
         self.before(record, None)

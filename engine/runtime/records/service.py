@@ -33,6 +33,7 @@ from engine.runtime.records.write_plan import EntityPlan
 from engine.runtime.security import Access
 
 if TYPE_CHECKING:
+    from engine.runtime.records.rowwise import BulkOutcome
     from engine.runtime.runtime import UnitOfWork
 
 
@@ -238,6 +239,30 @@ class RecordService:
         from engine.runtime.records.bulk import update_many
 
         return update_many(self, entity, filter, values, bypass_readonly=bypass_readonly, audit_action=audit_action)
+
+
+    def create_each(self, entity: str, rows_: Sequence[Mapping[str, Any]], *,
+                    bypass_readonly: bool = False) -> BulkOutcome:
+        """Create many records, each row succeeding or failing on its own (imports, syncs).
+
+        Invalid rows and rows the database refuses (a unique clash) are reported in
+        ``outcome.errors`` by row index; the others are written and the unit of work goes on
+        (savepoints keep a refused statement from aborting a PostgreSQL transaction).  As fast as
+        :meth:`create_many` while the database accepts the batch.
+        """
+        from engine.runtime.records.rowwise import create_each
+
+        return create_each(self, entity, rows_, bypass_readonly=bypass_readonly)
+
+    def update_each(self, entity: str, filter: str | None, values: Mapping[str, Any], *,
+                    bypass_readonly: bool = False, audit_action: str = "update") -> BulkOutcome:
+        """Apply ``values`` to every record matching ``filter`` the actor may update, record by record in
+        savepoints: one that fails (a rule, a unique clash) is reported with its ``record_id`` and the
+        others are kept.  ``outcome.ids`` follow the matching records' id order."""
+        from engine.runtime.records.rowwise import update_each
+
+        return update_each(self, entity, filter, values, bypass_readonly=bypass_readonly,
+                           audit_action=audit_action)
 
 
 def _check_version(plan: EntityPlan, record_id: int, current: int, expected: int | None) -> None:

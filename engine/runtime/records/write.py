@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import select
 
 from engine.errors import ExpressionEvalError, ValidationFailed
+from engine.runtime import users
 from engine.runtime.records import exprs, persist, rows
 from engine.runtime.records.coerce import BadValue, coerce_currency
 from engine.runtime.records.steps import Action, WriteContext
@@ -40,6 +41,7 @@ class Writer:
         self.ctx = WriteContext(uow, action, bypass_readonly=bypass_readonly, bulk=bulk)
         self.bypass_readonly = bypass_readonly
         self._refs: dict[tuple[str, int], Any] = {}
+        self._users: dict[Any, Any] = {}
         self._children: dict[str, Writer] = {}
         self._verdicts: dict[Any, str | None] = {}
         self._new_ctx: Any = None
@@ -146,11 +148,17 @@ class Writer:
 
     # ------------------------------------------------------------------ steps 3-4: defaults, formulas
 
-    def complete_new(self, clean: dict[str, Any], errors: Errors, *, prefix: str = "") -> dict[str, Any]:
-        """A new record: ``clean`` plus defaults, required check and formulas."""
+    def complete_new(self, clean: dict[str, Any], errors: Errors, *, prefix: str = "",
+                     owner: int | None = None) -> dict[str, Any]:
+        """A new record: ``clean`` plus defaults, required check and formulas.
+
+        ``owner`` is the owner a record gets when none is given (the actor), set before defaults and
+        formulas run so that ``owner.team`` reads it."""
         plan = self.plan
         self._given_references(clean, None, errors, prefix)
         record = {**plan.blank, **clean}
+        if owner is not None and not record.get("owner_id"):
+            record["owner_id"] = owner
         for name in plan.lines:
             record.setdefault(name, [])
         self._defaults(record, clean, errors, prefix)
@@ -230,7 +238,8 @@ class Writer:
         """The evaluation context (one per writer for new records; per update otherwise)."""
         if old is None and self._new_ctx is not None:
             return self._new_ctx
-        ctx = exprs.make_context(user_id=self.uow.actor.user_id, now=self._now, old=old, ref=self._ref)
+        ctx = exprs.make_context(user_id=self.uow.actor.user_id, now=self._now, old=old, ref=self._ref,
+                                 users=self._user)
         if old is None:
             self._new_ctx = ctx
         return ctx
@@ -243,6 +252,12 @@ class Writer:
             row = self.uow.conn.execute(select(plan.table).where(plan.table.c.id == record_id)).first()
             self._refs[key] = rows.read(plan.readers, row._mapping) if row is not None else None
         return self._refs[key]
+
+    def _user(self, user_id: Any) -> Mapping[str, Any] | None:
+        """Directory entries for ``owner.team`` / ``manager_of(owner)`` (read once per writer and user)."""
+        if user_id not in self._users:
+            self._users[user_id] = users.directory_entry(self.uow.conn, user_id)
+        return self._users[user_id]
 
     # ------------------------------------------------------------------ steps 5-6: rules, extension steps
 

@@ -175,7 +175,7 @@ def _rules(entity: Entity, workspace: Workspace) -> tuple[Rule, ...]:
     out = []
     for i, check in enumerate(entity.checks):
         compiled = _compile(("check", entity.name, i), check.expression, check, entity, workspace,
-                            expected="boolean")
+                            expected="boolean", allow_old=True)
         out.append(Rule(check, compiled, rule_message(check, workspace.locale)))
     return tuple(out)
 

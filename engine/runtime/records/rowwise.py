@@ -1,0 +1,133 @@
+"""Bulk writes that report failures per row and let the unit of work go on.
+
+``create_many`` / ``update_many`` are all-or-nothing: one bad row fails the
+call (and, on PostgreSQL, a failed statement aborts the whole transaction:
+"current transaction is aborted").  :func:`create_each` and
+:func:`update_each` instead give every row its own outcome:
+
+* rows are validated in Python first; invalid ones are reported, never sent;
+* ``create_each`` inserts the valid rows with the same fast executemany as
+  ``create_many``, inside one SAVEPOINT; only when the database refuses that
+  batch (a unique clash, a foreign key) is it rolled back to the savepoint and
+  each row retried through :meth:`RecordService.create` in a savepoint of its
+  own, so the clashing rows are named and the others kept;
+* ``update_each`` updates record by record, each in its own savepoint.
+
+A rolled-back savepoint also drops the domain events its rows queued.  The
+rows that succeeded stay in the unit of work; the caller decides to commit.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from engine.errors import RecordError
+from engine.runtime.records import bulk, filtering, query
+from engine.runtime.records.pipeline import WritePipeline
+
+if TYPE_CHECKING:
+    from engine.runtime.records.service import RecordService
+    from engine.runtime.runtime import UnitOfWork
+
+
+@dataclass(frozen=True, slots=True)
+class RowError:
+    """Why one row was not written: the engine error's code, message and field details
+    (``record_id``: the record an update failed on)."""
+
+    code: str
+    message: str
+    details: Mapping[str, list[str]] = field(default_factory=dict)
+    record_id: int | None = None
+
+    @classmethod
+    def of(cls, error: RecordError, *, record_id: int | None = None) -> RowError:
+        details = error.details if isinstance(error.details, Mapping) else {}
+        return cls(error.code, error.message, {str(k): list(v) for k, v in details.items()}, record_id)
+
+
+@dataclass(frozen=True, slots=True)
+class BulkOutcome:
+    """Per input row (by position): the id written, or None and the row's error in ``errors``."""
+
+    ids: tuple[int | None, ...]
+    errors: Mapping[int, RowError]
+
+    @property
+    def written(self) -> list[int]:
+        """The ids of the rows that were written, in input order."""
+        return [i for i in self.ids if i is not None]
+
+
+@contextmanager
+def savepoint(uow: UnitOfWork) -> Iterator[None]:
+    """A SAVEPOINT: on an error, roll back to it (and drop the events queued inside), then re-raise."""
+    mark = len(uow.events)
+    nested = uow.conn.begin_nested()
+    try:
+        yield
+    except BaseException:
+        nested.rollback()
+        del uow.events[mark:]
+        raise
+    nested.commit()
+
+
+def create_each(svc: RecordService, entity: str, rows_: Sequence[Mapping[str, Any]], *,
+                bypass_readonly: bool = False) -> BulkOutcome:
+    """See :meth:`RecordService.create_each`."""
+    uow = svc.uow
+    p = WritePipeline(uow, entity, "create", bypass_readonly=bypass_readonly, bulk=True)
+    bulk.require_rows(rows_)
+    ids: list[int | None] = [None] * len(rows_)
+    errors: dict[int, RowError] = {}
+    valid: list[tuple[int, dict[str, Any]]] = []
+    for i, values in enumerate(rows_):
+        try:
+            valid.append((i, p.new_record(values)))
+        except RecordError as e:
+            errors[i] = RowError.of(e)
+    if not valid:
+        return BulkOutcome(tuple(ids), errors)
+    try:
+        with savepoint(uow):
+            made = bulk.insert_validated(p, [record for _, record in valid])
+    except RecordError:  # the database refused the batch: find the rows, one savepoint each
+        for i, _record in valid:
+            try:
+                with savepoint(uow):
+                    ids[i] = svc.create(entity, rows_[i], bypass_readonly=bypass_readonly)["id"]
+            except RecordError as e:
+                errors[i] = RowError.of(e)
+    else:
+        for (i, _record), rid in zip(valid, made, strict=True):
+            ids[i] = rid
+    return BulkOutcome(tuple(ids), errors)
+
+
+def update_each(svc: RecordService, entity: str, filter_text: str | None, values: Mapping[str, Any], *,
+                bypass_readonly: bool = False, audit_action: str = "update") -> BulkOutcome:
+    """See :meth:`RecordService.update_each`."""
+    uow = svc.uow
+    p = WritePipeline(uow, entity, "update", bypass_readonly=bypass_readonly, bulk=True)
+    plan, access = p.plan, p.access
+    p.coerced(values)  # a value wrong for every row fails the call, before any row is touched
+    t = plan.table
+    where = filtering.filter_where(uow, plan, filter_text)
+    scope = uow.guard.scope_clause(t, access.update)
+    stmt = query.base_select(uow, plan, access, [t.c.id]).where(query.where_all(where, scope)).order_by(t.c.id)
+    ids: list[int | None] = []
+    errors: dict[int, RowError] = {}
+    for i, rid in enumerate(r.id for r in uow.conn.execute(stmt).all()):
+        try:
+            with savepoint(uow):
+                svc.update(entity, rid, values, expected_version=None, bypass_readonly=bypass_readonly,
+                           audit_action=audit_action)
+            ids.append(rid)
+        except RecordError as e:
+            ids.append(None)
+            errors[i] = RowError.of(e, record_id=rid)
+    return BulkOutcome(tuple(ids), errors)
