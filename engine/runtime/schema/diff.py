@@ -33,10 +33,11 @@ from sqlalchemy.schema import CreateIndex
 
 from engine.dsl.model import Entity, Field, Workspace, frozen_map
 from engine.runtime.schema import field_rules as rules
-from engine.runtime.schema.model import KIND_ORDER, Change, Plan, fmt_rows, format_plan
+from engine.runtime.schema.model import KIND_ORDER, Change, Plan, format_plan
 from engine.runtime.schema.probes import PlanContext
 from engine.runtime.schema.snapshot import DbState, state_of
 from engine.runtime.storage import build_schema
+from engine.wording import agreeing, counted
 
 __all__ = ["Change", "DbState", "Plan", "format_plan", "plan", "plan_from_state"]
 
@@ -109,7 +110,7 @@ def _diff_entities(ctx: PlanContext, old: DbState, new: Workspace) -> tuple[list
         before = old.entities.get(n.name) or old.retired_entities.get(n.name)
         if before is None:
             changes.append(Change("create_table", n.name, f"create table {n.name}",
-                                  note=f"{len(n.fields)} field(s)"))
+                                  note=counted(len(n.fields), "field")))
             live[n.name] = n
         else:
             if n.name in old.retired_entities:
@@ -128,7 +129,7 @@ def _diff_entities(ctx: PlanContext, old: DbState, new: Workspace) -> tuple[list
 
 def _entity_change(ctx: PlanContext, kind: str, name: str, verb: str, outcome: str) -> Change:
     rows = ctx.count(name)
-    return Change(kind, name, f"{verb} {name}", rows=rows, note=f"{fmt_rows(rows)} {outcome}; table kept")
+    return Change(kind, name, f"{verb} {name}", rows=rows, note=f"{agreeing(rows, 'row', outcome)}; table kept")
 
 
 def _diff_entity(ctx: PlanContext, old: Entity, new: Entity) -> tuple[list[Change], Entity]:

@@ -11,6 +11,7 @@ from typing import Any, Literal
 
 from engine.dsl.model import Workspace, frozen_map
 from engine.runtime.schema.snapshot import DbState
+from engine.wording import counted
 
 Safety = Literal["safe", "destructive", "blocked"]
 
@@ -134,7 +135,7 @@ def format_plan(plan: Plan) -> str:
     lines = [c.line() for c in plan.changes]
     counts = {s: sum(1 for c in plan.changes if c.safety == s) for s in ("safe", "destructive", "blocked")}
     lines.append(
-        f"{len(plan.changes)} change(s): {counts['safe']} safe, {counts['destructive']} destructive "
+        f"{counted(len(plan.changes), 'change')}: {counts['safe']} safe, {counts['destructive']} destructive "
         f"(need --allow-destructive), {counts['blocked']} blocked"
     )
     return "\n".join(lines)
@@ -142,5 +143,4 @@ def format_plan(plan: Plan) -> str:
 
 def fmt_rows(n: int | None) -> str:
     """``10,000 rows`` / ``1 row``."""
-    n = n or 0
-    return f"{n:,} row" + ("" if n == 1 else "s")
+    return counted(n, "row")
