@@ -7,8 +7,8 @@ from pathlib import Path
 
 from engine.dsl.compiler import compile_folder
 from engine.dsl.model import MAX_NAME
-from engine.dsl.schemacheck import load_schema
 from engine.dsl.scaffold import init_workspace
+from engine.dsl.schemacheck import load_schema
 from tests.dsl.test_config_errors import errors_of, only_error, where
 
 
