@@ -11,13 +11,15 @@ from collections.abc import Sequence
 
 _IRREGULAR_VERBS = {"are": "is", "have": "has", "were": "was", "do": "does", "go": "goes"}
 _SINGULAR_WORDS = {"their": "its", "them": "it", "they": "it"}
-_PLURAL_NOUNS = {"entry": "entries", "index": "indexes", "person": "people"}
+_PLURAL_NOUNS = {"index": "indexes", "person": "people"}
 
 
 def plural_noun(noun: str) -> str:
     """The plural of ``noun`` (regular English, a few irregular ones)."""
     if noun in _PLURAL_NOUNS:
         return _PLURAL_NOUNS[noun]
+    if len(noun) > 1 and noun.endswith("y") and noun[-2] not in "aeiou":
+        return noun[:-1] + "ies"
     if noun.endswith(("s", "sh", "ch", "x", "z")):
         return noun + "es"
     return noun + "s"

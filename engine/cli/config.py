@@ -63,8 +63,8 @@ def validate(directory: str | None) -> None:
     for w in ws.warnings:
         click.echo(f"warning: {w}", err=True)
     fields = sum(len(e.fields) for e in ws.entities.values())
-    click.echo(f"ok: workspace {ws.name!r} ({' <- '.join(ws.layers)}): {len(ws.entities)} entities, "
-               f"{fields} fields, {len(ws.roles)} roles")
+    click.echo(f"ok: workspace {ws.name!r} ({' <- '.join(ws.layers)}): {counted(len(ws.entities), 'entity')}, "
+               f"{counted(fields, 'field')}, {counted(len(ws.roles), 'role')}")
 
 
 @main.command()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from engine.dsl.model import Workspace
+from engine.dsl.model import Workspace, text_in
 from engine.runtime.schema.diff import format_plan
 from engine.runtime.schema.operations import PlanReport
 from engine.runtime.schema.revisions import Revision
@@ -40,8 +40,9 @@ def workspace_summary(ws: Workspace) -> str:
     """A table of the workspace's entities and its roles."""
     lines = [f"workspace {ws.name!r} ({' <- '.join(ws.layers)}), locale {ws.locale}, currency {ws.currency}"]
     for e in ws.entities.values():
-        label = e.label.get(ws.locale) or e.label.get("en") or e.name
+        label = text_in(e.label, ws.locale, e.name)
         kind = f"lines of {e.parent.entity}" if e.parent else ("core" if e.core else "custom")
-        lines.append(f"  {e.name:<24} {label:<16} {len(e.fields):>3} fields  ({kind})")
+        fields = "field " if len(e.fields) == 1 else "fields"
+        lines.append(f"  {e.name:<24} {label:<16} {len(e.fields):>3} {fields}  ({kind})")
     lines.append(f"  roles: {', '.join(ws.roles)}")
     return "\n".join(lines)

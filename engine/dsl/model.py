@@ -69,6 +69,12 @@ NUMERIC_TYPES = frozenset({"integer", "decimal", "money", "percent"})
 STRING_TYPES = frozenset({"string", "text", "email", "phone", "url", "auto_number"})
 
 
+def text_in(label: Label, locale: str, fallback: str) -> str:
+    """``label`` in ``locale`` (``zh-CN`` falls back to ``zh``), else in English, else ``fallback`` (a key)."""
+    language = locale.split("-")[0]
+    return label.get(locale) or label.get(language) or label.get("en") or fallback
+
+
 def frozen_map(items: Mapping[Any, Any] | None = None) -> Mapping[Any, Any]:
     """A read-only, insertion-ordered mapping."""
     return MappingProxyType(dict(items or {}))
