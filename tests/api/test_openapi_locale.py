@@ -4,7 +4,6 @@ English where a label has no zh text, the key where it has none at all."""
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
