@@ -17,6 +17,7 @@ from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from engine.dsl.model import Field
+from engine.runtime.records.bad_value import BadValue as BadValue  # re-exported: callers catch coerce.BadValue
 from engine.runtime.storage import _STRING_LENGTHS, DEFAULT_STRING_LENGTH
 
 Coercer = Callable[[Any], Any]
@@ -24,10 +25,6 @@ MAX_TEXT = 1_000_000
 MAX_JSON_ITEMS = 10_000
 _INT_LIMIT = 2**63
 _INT_TEXT = re.compile(r"[+-]?[0-9]+")
-
-
-class BadValue(ValueError):
-    """A value a field cannot take; ``str()`` is the message shown next to the field."""
 
 
 def coercer_for(field: Field, field_types: Mapping[str, Any] | None = None, *,

@@ -16,7 +16,7 @@ from collections.abc import Callable
 import phonenumbers
 from phonenumbers import NumberParseException, PhoneNumber, PhoneNumberFormat
 
-from engine.runtime.records.coerce import BadValue
+from engine.runtime.records.bad_value import BadValue
 
 #: an extension written after the number: "转 123", "分机 123", "-123", "ext. 123", "x123", "#123"
 _TRAILING_EXTENSION = re.compile(r"^(?P<number>.*\d)\s*(?:-|转|分机|#|ext\.?|x)\s*(?P<ext>\d{1,7})\s*$", re.I)
