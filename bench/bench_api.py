@@ -47,7 +47,7 @@ def _setup(folder: Path, url: str | None = None) -> tuple[Any, Any, str]:
     from engine.runtime.schema.operations import apply_workspace, compile_workspace
 
     ws_dir = folder / "acme"
-    init_workspace(ws_dir, industry="manufacturing", name="acme", locale="en", currency="CNY")
+    init_workspace(ws_dir, industry="manufacturing", name="acme", locale="en", currency="CNY", phone_region="CN")
     url = url or f"sqlite:///{folder / 'bench.db'}"
     apply_workspace(compile_workspace(ws_dir), url, yes=True, allow_destructive=False, purge=False,
                     message="bench", author="bench", echo=lambda _s: None, confirm=lambda _q: True,

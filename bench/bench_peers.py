@@ -214,7 +214,8 @@ def prepare_ours(root: Path, n: int) -> tuple[Path, str]:
     from engine.runtime.schema.operations import apply_workspace, compile_workspace
 
     folder = root / "acme"
-    init_workspace(folder, industry="manufacturing", name="acme", locale="en", currency="CNY")
+    init_workspace(folder, industry="manufacturing", name="acme", locale="en", currency="CNY",
+                   phone_region="CN")
     url = f"sqlite:///{folder / 'crm.db'}"
     apply_workspace(compile_workspace(folder), url, yes=True, allow_destructive=False, purge=False, message="b",
                     author="b", echo=lambda _s: None, confirm=lambda _q: True, export_dir=folder / "exports")

@@ -72,7 +72,7 @@ def _workspace(folder: Path) -> Path:
 
 
 def _values(i: int) -> dict[str, Any]:
-    return {"company": f"company {i}", "contact_name": f"name {i}", "phone": f"+86 555 {i:07d}",
+    return {"company": f"company {i}", "contact_name": f"name {i}", "phone": f"+86 138{i % 10**8:08d}",
             "email": f"c{i}@example.com", "industry": INDUSTRIES[i % 6], "demand": "clear", "source": "website",
             "region": "east", "budget": 1000 + i % 5000, "score": i % 100, "employees": i % 1000,
             "city": f"city {i % 50}", "website": "https://example.com", "rating": "3.5", "active": i % 2 == 0,

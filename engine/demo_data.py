@@ -125,8 +125,13 @@ def _person(rng: random.Random) -> str:
     return rng.choice(CN_NAMES) if rng.random() < 0.7 else rng.choice(EN_NAMES)
 
 
+#: mobile prefixes of China that are in service (a phone field refuses an unassigned one such as 154)
+_MOBILE_PREFIXES = ("130", "133", "135", "136", "138", "139", "150", "158", "186", "188", "199")
+
+
 def _phone(rng: random.Random) -> str:
-    return f"1{rng.choice('3589')}{rng.randrange(10**8, 10**9)}"
+    """A Chinese mobile number with its country code (valid whatever the workspace's phone_region)."""
+    return f"+86 {rng.choice(_MOBILE_PREFIXES)} {rng.randrange(10**7, 10**8)}"
 
 
 def _lead_values(rng: random.Random) -> dict[str, Any]:

@@ -16,6 +16,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from engine.wording import counted
+
 
 @dataclass(frozen=True, slots=True)
 class SourceLocation:
@@ -132,7 +134,7 @@ class ConfigErrors(ConfigError):
         self.errors = list(errors)
         first = self.errors[0] if self.errors else None
         super().__init__(
-            f"{len(self.errors)} configuration error(s)",
+            counted(len(self.errors), "configuration error"),
             location=first.location if first else None,
         )
 

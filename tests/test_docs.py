@@ -74,3 +74,21 @@ def test_every_hook_has_a_documented_entry():
     assert not missing, f"document these hooks in docs/plugins.md: {missing}"
     for name in hooks:
         assert (getattr(hookspecs, name).__doc__ or "").count("When") >= 1, f"{name}: say when it is called"
+
+
+def _yaml_blocks(doc: str) -> list[str]:
+    return re.findall(r"```yaml\n(.*?)```", (ROOT / "docs" / doc).read_text("utf-8"), flags=re.S)
+
+
+def test_the_phone_examples_of_configuration_md_compile(tmp_path: Path) -> None:
+    from engine.dsl.compiler import compile_folder
+
+    blocks = _yaml_blocks("configuration.md")
+    manifest = next(b for b in blocks if b.startswith("# acme/workspace.yaml"))
+    contact = next(b for b in blocks if b.startswith("entity: contact\n"))
+    (tmp_path / "entities").mkdir()
+    (tmp_path / "workspace.yaml").write_text(manifest, "utf-8")
+    (tmp_path / "entities" / "contact.yaml").write_text(contact, "utf-8")
+    ws = compile_folder(tmp_path)
+    assert ws.phone_region == "CN" and ws.locale == "zh"
+    assert ws.entities["contact"].fields["mobile"].keep_as_typed

@@ -19,6 +19,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from engine.dsl.model import Entity, Workspace
 from engine.errors import AuthenticationRequired, NotFound, Overloaded
+from engine.wording import counted
 
 log = logging.getLogger("engine.api")
 
@@ -108,7 +109,8 @@ class UserSlots:
         limit = self.limit
         with self._free:
             if not self._free.wait_for(lambda: self._running.get(user, 0) < limit, timeout=self.wait):
-                raise Overloaded(f"you already have {limit} requests running; at most {limit} may run at once",
+                raise Overloaded(f"you already have {counted(limit, 'request')} running; "
+                                 f"at most {limit} may run at once",
                                  hint="wait for your other requests to finish, then retry",
                                  details={"limit": limit})
             self._running[user] = self._running.get(user, 0) + 1

@@ -18,7 +18,7 @@ from flask import current_app
 from engine.api import gateway
 from engine.api.meta import visible_entities
 from engine.api.params import DEFAULT_LIMIT, MAX_LIMIT
-from engine.dsl.model import Entity, Field
+from engine.dsl.model import Entity, Field, text_in
 
 _CACHE_KEY = "crm_openapi_cache"
 _LOCK = threading.Lock()
@@ -87,9 +87,12 @@ def nullable(schema: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _labelled(schema: dict[str, Any], field: Field) -> dict[str, Any]:
-    title = field.label.get("en") or next(iter(field.label.values()), None)
-    return {**schema, "title": title} if title else schema
+def _labelled(schema: dict[str, Any], field: Field, locale: str) -> dict[str, Any]:
+    """``schema`` with the field's label (``title``) and help (``description``) in the workspace's locale."""
+    out = {**schema, "title": text_in(field.label, locale, field.name)}
+    if field.help:
+        out["description"] = text_in(field.help, locale, "")
+    return out
 
 
 def is_writable(field: Field, rule: str | None) -> bool:
@@ -98,8 +101,8 @@ def is_writable(field: Field, rule: str | None) -> bool:
         "auto_number", "lines"))
 
 
-def record_schema(entity: Entity, rules: dict[str, str]) -> dict[str, Any]:
-    """The response schema of one record as the caller sees it."""
+def record_schema(entity: Entity, rules: dict[str, str], locale: str = "en") -> dict[str, Any]:
+    """The response schema of one record as the caller sees it (titles in ``locale``)."""
     props: dict[str, Any] = {
         "id": {"type": "integer"},
         "version": {"type": "integer"},
@@ -115,21 +118,22 @@ def record_schema(entity: Entity, rules: dict[str, str]) -> dict[str, Any]:
         schema = value_schema(f)
         if f.type in ("reference", "user"):
             schema = {"anyOf": [{"type": "integer"}, {"type": "object"}]}
-        props[name] = _labelled(nullable(schema) if schema else {}, f)
+        props[name] = _labelled(nullable(schema) if schema else {}, f, locale)
         if f.type == "money":
             props[f"{name}_currency"] = {"type": ["string", "null"], "description": f"Currency of {name}"}
-    return {"type": "object", "properties": props, "required": ["id", "version"], "additionalProperties": True}
+    return {"type": "object", "title": text_in(entity.label, locale, entity.name), "properties": props,
+            "required": ["id", "version"], "additionalProperties": True}
 
 
-def input_schema(entity: Entity, rules: dict[str, str], *, create: bool) -> dict[str, Any]:
-    """The request body of a create (required fields) or an update (any subset)."""
+def input_schema(entity: Entity, rules: dict[str, str], *, create: bool, locale: str = "en") -> dict[str, Any]:
+    """The request body of a create (required fields) or an update (any subset); titles in ``locale``."""
     props: dict[str, Any] = {}
     required: list[str] = []
     for name, f in entity.fields.items():
         if not is_writable(f, rules.get(name)):
             continue
         schema = value_schema(f)
-        props[name] = _labelled(schema if f.required else nullable(schema), f)
+        props[name] = _labelled(schema if f.required else nullable(schema), f, locale)
         if create and f.required and f.default is None and f.default_expr is None:
             required.append(name)
     props["owner_id"] = {"type": "integer", "minimum": 1, "description": "Owner (a user id); defaults to the caller"}
@@ -210,13 +214,13 @@ def _op(op_id: str, tag: str, responses: dict[str, Any], **extra: Any) -> dict[s
     return {"operationId": op_id, "tags": [tag], "responses": responses, **extra}
 
 
-def _components(entities: dict[str, tuple[Entity, dict[str, Any]]]) -> dict[str, Any]:
+def _components(entities: dict[str, tuple[Entity, dict[str, Any]]], locale: str) -> dict[str, Any]:
     schemas: dict[str, Any] = {"Error": _ERROR_SCHEMA, "HistoryEntry": _HISTORY_SCHEMA}
     for name, (ent, perm) in entities.items():
         rules = perm.get("fields", {})
-        schemas[f"{name}_record"] = record_schema(ent, rules)
-        schemas[f"{name}_create"] = input_schema(ent, rules, create=True)
-        schemas[f"{name}_update"] = input_schema(ent, rules, create=False)
+        schemas[f"{name}_record"] = record_schema(ent, rules, locale)
+        schemas[f"{name}_create"] = input_schema(ent, rules, create=True, locale=locale)
+        schemas[f"{name}_update"] = input_schema(ent, rules, create=False, locale=locale)
     responses = {f"E{s}": _json(_ref("Error"), text) for s, text in _ERROR_STATUSES.items()}
     return {"schemas": schemas, "responses": responses,
             "securitySchemes": {"bearerAuth": {"type": "http", "scheme": "bearer"}}}
@@ -254,8 +258,10 @@ def build_openapi(runtime: Any, actor: Any) -> dict[str, Any]:
                  "description": "Generated from the workspace configuration; see docs/api.md."},
         "servers": [{"url": "/api/v1"}],
         "security": [{"bearerAuth": []}],
+        "tags": [{"name": "meta"}, *({"name": name, "description": text_in(ent.label, ws.locale, name)}
+                                      for name, (ent, _perm) in entities.items())],
         "paths": paths,
-        "components": _components(entities),
+        "components": _components(entities, ws.locale),
     }
 
 

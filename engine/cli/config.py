@@ -11,6 +11,7 @@ from pathlib import Path
 import click
 
 from engine.cli.base import db_option, db_url_for, friendly_errors, main, workspace_dir
+from engine.wording import counted
 
 # --------------------------------------------------------------------------- config language
 
@@ -21,12 +22,16 @@ from engine.cli.base import db_option, db_url_for, friendly_errors, main, worksp
 @click.option("--name", default=None, help="Workspace name (default: the folder name).")
 @click.option("--locale", default="en", show_default=True)
 @click.option("--currency", default="USD", show_default=True)
+@click.option("--phone-region", default=None,
+              help="Region of phone numbers written without +country code, e.g. CN (default: none; they need one).")
 @friendly_errors
-def init(directory: str, industry: str | None, name: str | None, locale: str, currency: str) -> None:
+def init(directory: str, industry: str | None, name: str | None, locale: str, currency: str,
+         phone_region: str | None) -> None:
     """Create a customer workspace in DIRECTORY."""
     from engine.dsl.scaffold import init_workspace
 
-    folder = init_workspace(Path(directory), industry=industry, name=name, locale=locale, currency=currency)
+    folder = init_workspace(Path(directory), industry=industry, name=name, locale=locale, currency=currency,
+                            phone_region=phone_region)
     click.echo(f"created workspace {folder.name!r} in {folder}")
     click.echo(f"next: crm validate {directory} && crm apply {directory}")
 
@@ -67,8 +72,8 @@ def validate(directory: str | None, db_url: str | None) -> None:
     for w in ws.warnings:
         click.echo(f"warning: {w}", err=True)
     fields = sum(len(e.fields) for e in ws.entities.values())
-    click.echo(f"ok: workspace {ws.name!r} ({' <- '.join(ws.layers)}): {len(ws.entities)} entities, "
-               f"{fields} fields, {len(ws.roles)} roles")
+    click.echo(f"ok: workspace {ws.name!r} ({' <- '.join(ws.layers)}): {counted(len(ws.entities), 'entity')}, "
+               f"{counted(fields, 'field')}, {counted(len(ws.roles), 'role')}")
 
 
 @main.command()
@@ -208,7 +213,7 @@ def config_pull(directory: str, db_url: str | None, source: str | None) -> None:
 
     src = workspace_dir(source)
     written = pull_config(db_url_for(src, db_url), Path(directory))
-    click.echo(f"wrote {written} file(s) to {directory}")
+    click.echo(f"wrote {counted(written, 'file')} to {directory}")
 
 
 @main.command()

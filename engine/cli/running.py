@@ -21,6 +21,7 @@ from typing import Any, TypeVar
 import click
 
 from engine.cli.base import db_option, db_url_for, friendly_errors, main, workspace_dir
+from engine.wording import counted
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8000
@@ -164,7 +165,8 @@ def demo(directory: str, host: str, port: int, seed: int, no_serve: bool, worker
     folder = Path(directory).resolve()
     url = db_url_for(folder, db_url)
     if not (folder / "workspace.yaml").exists():
-        init_workspace(folder, industry="manufacturing", name="demo", locale="zh", currency="CNY")
+        init_workspace(folder, industry="manufacturing", name="demo", locale="zh", currency="CNY",
+                       phone_region="CN")
         click.echo(f"created demo workspace in {folder}")
     ws = compile_workspace(folder)
     apply_workspace(ws, url, yes=True, allow_destructive=False, purge=False, message="demo", author="demo",
@@ -210,7 +212,8 @@ def user_add(name: str, roles: tuple[str, ...], team: str | None, manager: str |
             users.create_team(uow, team)
             click.echo(f"created team {team!r}")
         created = users.create_user(uow, name, roles=list(roles), team=team, manager=manager, password=secret)
-    click.echo(f"created user {name!r} (id {created}) with role(s) {', '.join(roles)}")
+    click.echo(f"created user {name!r} (id {created}) with {'role' if len(roles) == 1 else 'roles'} "
+               f"{', '.join(roles)}")
 
 
 @user.command("list")
@@ -297,7 +300,8 @@ def token_revoke(prefix: str, directory: str | None, db_url: str | None) -> None
         count = users.revoke_token(uow, prefix)
     if not count:
         raise click.ClickException(f"no active token starts with {prefix[:12]!r}")
-    click.echo(f"revoked {count} token(s); running servers refuse them from their next request")
+    them = "it" if count == 1 else "them"
+    click.echo(f"revoked {counted(count, 'token')}; running servers refuse {them} from their next request")
 
 
 @main.command()
@@ -423,7 +427,7 @@ def handover(from_user: str, to_user: str, directory: str | None, db_url: str | 
 def _count_text(moved: Any) -> str:
     if isinstance(moved, dict):
         return ", ".join(f"{n} {e}" for e, n in moved.items() if n) or "no records"
-    return f"{moved} record(s)"
+    return counted(moved, "record")
 
 
 @main.command()
@@ -445,7 +449,8 @@ def worker(directory: str | None, once: bool, interval: float, batch: int, name:
         w = Worker(runtime, name, batch=batch)
         if once:
             done = w.run_once()
-            click.echo(f"dispatched {done.dispatched} event(s); ran {done.ran} job(s): {done.done} done, "
+            click.echo(f"dispatched {counted(done.dispatched, 'event')}; ran {counted(done.ran, 'job')}: "
+                       f"{done.done} done, "
                        f"{done.retried} to retry, {done.dead} dead")
             for line in done.errors:
                 click.echo(f"  {line}", err=True)

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from engine.dsl.model import Workspace
-from engine.runtime.schema.model import format_plan, plural
+from engine.dsl.model import Workspace, text_in
+from engine.runtime.schema.model import format_plan
 from engine.runtime.schema.operations import PlanReport
 from engine.runtime.schema.revisions import Revision
+from engine.wording import counted
 
 
 def plan_report(report: PlanReport, *, verbose: bool = False) -> str:
@@ -32,7 +33,7 @@ def plan_report(report: PlanReport, *, verbose: bool = False) -> str:
     elif not report.pending:
         lines.append(format_plan(report.plan))
     if report.config_changes:
-        lines.append(f"{plural(len(report.config_changes), 'configuration change')} (no table is touched):")
+        lines.append(f"{counted(len(report.config_changes), 'configuration change')} (no table is touched):")
         lines += [f"  ~ {c}" for c in report.config_changes]
     if report.plan.blocked:
         lines.append("blocked: nothing can be applied until every '!' line above is fixed")
@@ -55,8 +56,9 @@ def workspace_summary(ws: Workspace) -> str:
     """A table of the workspace's entities and its roles."""
     lines = [f"workspace {ws.name!r} ({' <- '.join(ws.layers)}), locale {ws.locale}, currency {ws.currency}"]
     for e in ws.entities.values():
-        label = e.label.get(ws.locale) or e.label.get("en") or e.name
+        label = text_in(e.label, ws.locale, e.name)
         kind = f"lines of {e.parent.entity}" if e.parent else ("core" if e.core else "custom")
-        lines.append(f"  {e.name:<24} {label:<16} {len(e.fields):>3} fields  ({kind})")
+        fields = "field " if len(e.fields) == 1 else "fields"
+        lines.append(f"  {e.name:<24} {label:<16} {len(e.fields):>3} {fields}  ({kind})")
     lines.append(f"  roles: {', '.join(ws.roles)}")
     return "\n".join(lines)

@@ -10,6 +10,7 @@ from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from engine.dsl.model import (
+    MAX_NAME,
     NUMERIC_TYPES,
     RESERVED_NAMES,
     STANDARD_COLUMNS,
@@ -24,9 +25,9 @@ from engine.dsl.model import (
 )
 from engine.dsl.yamlsrc import YMap, locate
 from engine.errors import ConfigError, InvalidName, SchemaViolation, SourceLocation, UnknownReference
+from engine.wording import with_article
 
 IDENT = re.compile(r"^[a-z][a-z0-9_]*$")
-MAX_NAME = 50
 PATTERN_COUNTER = re.compile(r"\{#+\}")
 
 Report = Callable[[ConfigError], None]
@@ -164,6 +165,7 @@ class EntityCompiler:
             renamed_from=spec.get("renamed_from"), options=options,
             replace=frozen_map(spec.get("replace") or {}), on_delete=spec.get("on_delete", "restrict"),
             storage=spec.get("storage", "column"), pattern=spec.get("pattern"),
+            keep_as_typed=bool(spec.get("keep_as_typed")),
         )
         if ftype == "reference":
             kwargs["reference"] = spec.get("to")
@@ -186,14 +188,14 @@ class EntityCompiler:
         needs = {"reference": "to", "picklist": "options", "multi_picklist": "options",
                  "lines": "fields", "auto_number": "pattern"}
         if ftype in needs and needs[ftype] not in spec:
-            problems.append(("type", f"a {ftype} field needs '{needs[ftype]}:'", f"add '{needs[ftype]}:'"))
+            problems.append(("type", f"{with_article(ftype)} field needs '{needs[ftype]}:'", f"add '{needs[ftype]}:'"))
         only = {"to": ("reference",), "on_delete": ("reference", "user"), "options": ("picklist", "multi_picklist"),
                 "replace": ("picklist", "multi_picklist"), "pattern": ("auto_number",), "fields": ("lines",),
                 "max_length": tuple(STRING_TYPES), "min": tuple(NUMERIC_TYPES), "max": tuple(NUMERIC_TYPES),
-                "scale": ("decimal", "money", "percent")}
+                "scale": ("decimal", "money", "percent"), "keep_as_typed": ("phone",)}
         for prop, types in only.items():
             if prop in spec and ftype not in types:
-                problems.append((prop, f"'{prop}' does not apply to a {ftype} field",
+                problems.append((prop, f"'{prop}' does not apply to {with_article(ftype)} field",
                                  f"remove it, or use a field type among: {', '.join(sorted(types))}"))
         if ftype == "lines" and spec.get("storage") == "json":
             problems.append(("storage", "a lines field cannot be stored as JSON", "remove 'storage: json'"))
@@ -246,7 +248,8 @@ class EntityCompiler:
         except ValueError as e:
             self.report(SchemaViolation(f"field {name!r}: default {value!r} {e}",
                                         location=self._loc((*path, "default")),
-                                        hint=f"give a {ftype} value, or use default_expr for a computed default"))
+                                        hint=f"give {with_article(ftype)} value, or use default_expr for a "
+                                             "computed default"))
             return None
 
     def _lines_child(self, name: str, spec: YMap, path: tuple[Any, ...], owner: str) -> str:
@@ -348,4 +351,4 @@ def coerce_literal(ftype: str, value: Any, options: tuple[str, ...] = ()) -> Any
         return list(value)
     if ftype == "json":
         return value
-    raise ValueError(f"cannot be a default of a {ftype} field")
+    raise ValueError(f"cannot be a default of {with_article(ftype)} field")

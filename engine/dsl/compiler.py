@@ -26,7 +26,7 @@ from engine.dsl.loader import LoadedConfig, load_layers
 from engine.dsl.model import ConfigObject, Field, Workspace, frozen_map
 from engine.dsl.rowsize import row_size_warnings
 from engine.dsl.yamlsrc import load_text, locate, plain
-from engine.errors import ConfigError, InvalidName, UnknownPlugin, raise_collected
+from engine.errors import ConfigError, InvalidName, SchemaViolation, UnknownPlugin, raise_collected
 
 #: A pass over the built model: checks (reporting errors) and returns compiled objects to keep
 #: on ``Workspace.compiled`` (e.g. expressions), or None.
@@ -58,11 +58,13 @@ def compile_layers(layers: Sequence[Layer], *, extensions: Extensions | None = N
     report = errors.append
     settings = _settings(loaded)
     _check_plugins(loaded, ext, report)
+    _check_phone_region(loaded, report)
     ctx = CompileContext(ext, report, settings)
     _compile_kinds(loaded, ext, ctx)
     raise_collected(errors)
     ws = Workspace(
         name=settings["name"], locale=settings["locale"], currency=settings["currency"],
+        phone_region=settings["phone_region"],
         entities=frozen_map(ctx.entities), roles=frozen_map(ctx.roles),
         objects=frozen_map({k: frozen_map(v) for k, v in ctx.objects.items()
                             if (spec := ext.kinds.get(k)) is not None and spec.target == "objects"}),
@@ -116,11 +118,11 @@ def content_hash(layers: Sequence[Layer]) -> str:
 
 
 def _settings(loaded: LoadedConfig) -> dict[str, Any]:
-    out: dict[str, Any] = {"name": "base", "locale": "en", "currency": "USD", "plugins": []}
+    out: dict[str, Any] = {"name": "base", "locale": "en", "currency": "USD", "phone_region": None, "plugins": []}
     for doc in loaded.manifests:  # base first, so the workspace's own settings win
         data = doc.data
         out["name"] = doc.name
-        for key in ("locale", "currency"):
+        for key in ("locale", "currency", "phone_region"):
             if key in data:
                 out[key] = data[key]
         if doc.kind == "workspace":
@@ -143,6 +145,22 @@ def _check_plugins(loaded: LoadedConfig, ext: Extensions, report: Callable[[Conf
                     hint=(f"did you mean {close[0]!r}? " if close else "")
                     + "install its package (it registers under the 'crm_engine.plugins' entry point), "
                       "or remove it from plugins:"))
+
+
+def _check_phone_region(loaded: LoadedConfig, report: Callable[[ConfigError], None]) -> None:
+    """``phone_region`` must be a region the phone number library knows (the schema only checks its form)."""
+    for doc in loaded.manifests:
+        code = doc.data.get("phone_region")
+        if not isinstance(code, str):
+            continue
+        import phonenumbers  # only a manifest that sets a phone region pays for loading it
+
+        if code not in phonenumbers.SUPPORTED_REGIONS:
+            report(SchemaViolation(
+                f"phone_region {code!r} is not a region phone numbers are known for",
+                location=locate(doc.data, ("phone_region",)),
+                hint="use an ISO 3166-1 alpha-2 code such as CN, US, GB, DE"
+                     + (" (the United Kingdom is GB)" if code == "UK" else "")))
 
 
 def _compile_kinds(loaded: LoadedConfig, ext: Extensions, ctx: CompileContext) -> None:

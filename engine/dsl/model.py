@@ -31,6 +31,11 @@ STANDARD_COLUMNS: tuple[str, ...] = (
     "owner_id",
     "deleted_at",
 )
+#: Longest name of an entity, field, role, option key or any other identifier of the configuration.
+#: The one limit: the compiler checks it and the JSON Schemas get it at load time (``identifier``'s
+#: ``maxLength``, see :func:`engine.dsl.schemacheck.load_schema`), so editors see the same limit.
+#: PostgreSQL keeps 63 bytes of a name; 50 leaves room for the suffixes of index and column names.
+MAX_NAME = 50
 #: Name of the JSON column that holds ``storage: json`` fields.
 JSON_COLUMN = "ext"
 #: Columns the engine reserves on every entity table (names fields may not take).
@@ -62,6 +67,12 @@ FIELD_TYPES: Mapping[str, str] = MappingProxyType(
 )
 NUMERIC_TYPES = frozenset({"integer", "decimal", "money", "percent"})
 STRING_TYPES = frozenset({"string", "text", "email", "phone", "url", "auto_number"})
+
+
+def text_in(label: Label, locale: str, fallback: str) -> str:
+    """``label`` in ``locale`` (``zh-CN`` falls back to ``zh``), else in English, else ``fallback`` (a key)."""
+    language = locale.split("-")[0]
+    return label.get(locale) or label.get(language) or label.get("en") or fallback
 
 
 def frozen_map(items: Mapping[Any, Any] | None = None) -> Mapping[Any, Any]:
@@ -127,6 +138,8 @@ class Field:
     lines_entity: str | None = None
     #: the plugin field type this field was declared with (``type`` is then its base type)
     format: str | None = None
+    #: a phone field stores the number as typed (still validated) instead of its E.164 form
+    keep_as_typed: bool = False
     #: names the field had before renames, oldest first (kept by the planner's schema snapshot; a
     #: compiled workspace leaves it empty)
     former_names: tuple[str, ...] = ()
@@ -243,6 +256,8 @@ class Workspace:
     name: str
     locale: str = "en"
     currency: str = "USD"
+    #: ISO 3166 region of phone numbers written without a country code (e.g. "CN"); None: they need one
+    phone_region: str | None = None
     entities: Mapping[str, Entity] = field(default_factory=frozen_map)
     roles: Mapping[str, Role] = field(default_factory=frozen_map)
     #: kind -> name -> object, for kinds other than entity and role

@@ -15,7 +15,7 @@ workspace: {name}
 extends: {extends}
 locale: {locale}
 currency: {currency}
-plugins: []
+{phone_region}plugins: []
 """
 
 _EXAMPLE = """\
@@ -28,9 +28,19 @@ _EXAMPLE = """\
 """
 
 
+_NO_PHONE_REGION = """\
+# phone_region: CN   # numbers written without +country code are from this region (ISO 3166 code);
+#                    # unset: phone fields need the country code, e.g. +86 138 0013 8000
+"""
+
+
 def init_workspace(folder: Path, *, industry: str | None, name: str | None = None,
-                   locale: str = "en", currency: str = "USD") -> Path:
-    """Create ``folder`` with ``workspace.yaml`` extending the industry template (or base)."""
+                   locale: str = "en", currency: str = "USD", phone_region: str | None = None) -> Path:
+    """Create ``folder`` with ``workspace.yaml`` extending the industry template (or base).
+
+    ``phone_region`` (e.g. ``CN``) is written as the workspace's ``phone_region``; without it a
+    commented example line explains the setting.
+    """
     folder = folder.resolve()
     if (folder / "workspace.yaml").exists():
         raise ConfigError(f"{folder / 'workspace.yaml'} already exists",
@@ -48,9 +58,13 @@ def init_workspace(folder: Path, *, industry: str | None, name: str | None = Non
                           hint="pass --name with lowercase letters, digits and underscores")
     if not re.match(r"^[A-Z]{3}$", currency):
         raise ConfigError(f"currency {currency!r} is not an ISO 4217 code", hint="e.g. USD, EUR, CNY")
+    if phone_region is not None and not re.match(r"^[A-Z]{2}$", phone_region):
+        raise ConfigError(f"phone region {phone_region!r} is not an ISO 3166 region code", hint="e.g. CN, US, GB")
+    region_line = f"phone_region: {phone_region}\n" if phone_region else _NO_PHONE_REGION
     (folder / "entities").mkdir(parents=True, exist_ok=True)
     (folder / "workspace.yaml").write_text(
-        _WORKSPACE_YAML.format(name=ws_name, extends=extends, locale=locale, currency=currency), "utf-8")
+        _WORKSPACE_YAML.format(name=ws_name, extends=extends, locale=locale, currency=currency,
+                               phone_region=region_line), "utf-8")
     (folder / "entities" / "README.yaml").write_text(_EXAMPLE, "utf-8")
     (folder / ".gitignore").write_text("crm.db\ncrm.db-*\nexports/\n", "utf-8")
     return folder

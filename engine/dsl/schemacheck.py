@@ -14,8 +14,10 @@ import jsonschema
 from jsonschema.exceptions import ValidationError
 from referencing import Registry, Resource
 
+from engine.dsl.model import MAX_NAME
 from engine.dsl.yamlsrc import YamlDocument, locate
 from engine.errors import SchemaViolation
+from engine.wording import either, with_article
 
 _SCHEMA_BASE = "https://crm-engine.dev/schemas/"
 
@@ -28,9 +30,16 @@ def schema_names() -> list[str]:
 
 @cache
 def load_schema(name: str) -> dict[str, Any]:
-    """The parsed JSON Schema ``name`` (e.g. ``entity.json``)."""
+    """The parsed JSON Schema ``name`` (e.g. ``entity.json``).
+
+    ``_defs.json``'s ``identifier`` gets ``maxLength`` :data:`~engine.dsl.model.MAX_NAME` here, so the
+    schemas and the compiler share one limit (``crm schema`` exports it too).
+    """
     text = (resources.files("engine.dsl") / "schemas" / name).read_text("utf-8")
-    return json.loads(text)
+    schema: dict[str, Any] = json.loads(text)
+    if name == "_defs.json":
+        schema["$defs"]["identifier"]["maxLength"] = MAX_NAME
+    return schema
 
 
 @cache
@@ -190,10 +199,18 @@ def _convert(doc: YamlDocument, e: ValidationError) -> SchemaViolation:
             hint="names use lowercase letters, digits and underscores, starting with a letter",
             code="schema_pattern",
         )
+    if e.validator == "maxLength" and isinstance(e.instance, str):
+        return SchemaViolation(f"{prefix}{_short(e.instance)!r} is longer than {e.validator_value} characters",
+                               location=loc, hint=f"shorten it to at most {e.validator_value} characters",
+                               code="schema_too_long")
     if e.validator == "type":
-        return SchemaViolation(f"{prefix}{e.instance!r} should be of type {e.validator_value}", location=loc,
-                               hint=f"write a {e.validator_value} here", code="schema_type")
+        return SchemaViolation(f"{prefix}{e.instance!r} should be of type {either(e.validator_value)}", location=loc,
+                               hint=f"write {with_article(either(e.validator_value))} here", code="schema_type")
     return SchemaViolation(f"{prefix}{e.message}", location=loc, code="schema_violation")
+
+
+def _short(text: str) -> str:
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def _unknown_property(doc: YamlDocument, e: ValidationError, path: list[Any]) -> SchemaViolation:

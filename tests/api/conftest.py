@@ -57,7 +57,8 @@ def manufacturing_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from engine.dsl.scaffold import init_workspace
 
     folder = tmp_path_factory.mktemp("ws") / "acme"
-    init_workspace(folder, industry="manufacturing", name="acme", locale="en", currency="CNY")
+    init_workspace(folder, industry="manufacturing", name="acme", locale="en", currency="CNY",
+                   phone_region="CN")
     return folder
 
 

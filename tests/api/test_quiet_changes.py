@@ -28,13 +28,14 @@ def test_duplicate_keys_are_refused(client: Any, api_env: ApiEnv) -> None:
     assert resp.status_code == 400
     error = resp.get_json()["error"]
     assert error["code"] == "invalid_body" and "'company' appears twice" in error["message"]
-    nested = _post(client, api_env, LEADS, '{"company": "A", "phone": "1", "notes": "x", "x": {"a": 1, "a": 2}}')
+    nested = _post(client, api_env, LEADS,
+                   '{"company": "A", "phone": "13800000000", "notes": "x", "x": {"a": 1, "a": 2}}')
     assert nested.status_code == 400 and "appears twice" in nested.get_json()["error"]["message"]
 
 
 @pytest.mark.parametrize("budget", ["0.001", "12.345", "1e-3", "0.00000001"])
 def test_money_with_more_decimals_than_kept_is_refused(client: Any, api_env: ApiEnv, budget: str) -> None:
-    resp = _post(client, api_env, LEADS, '{"company": "Cents", "phone": "1", "budget": ' + budget + "}")
+    resp = _post(client, api_env, LEADS, '{"company": "Cents", "phone": "13800000000", "budget": ' + budget + "}")
     assert resp.status_code == 400, resp.get_json()
     assert resp.get_json()["error"]["details"]["budget"] == [
         "has more decimal places than this field keeps (at most 2)"]
@@ -43,7 +44,7 @@ def test_money_with_more_decimals_than_kept_is_refused(client: Any, api_env: Api
 @pytest.mark.parametrize(("budget", "stored"), [("0.10", 0.1), ("12.3", 12.3), ("7", 7), ("1.500", 1.5),
                                                  ('"99.99"', 99.99)])
 def test_money_the_field_can_keep_is_stored_exactly(client: Any, api_env: ApiEnv, budget: str, stored: Any) -> None:
-    resp = _post(client, api_env, LEADS, '{"company": "Cents", "phone": "1", "budget": ' + budget + "}")
+    resp = _post(client, api_env, LEADS, '{"company": "Cents", "phone": "13800000000", "budget": ' + budget + "}")
     assert resp.status_code == 201, resp.get_json()
     assert resp.get_json()["budget"] == stored
 

@@ -62,14 +62,14 @@ def test_patch_needs_if_match(client: Any, api_env: ApiEnv) -> None:
 
 
 BAD_BODIES = [
-    ({"company": "x", "phone": "1", "budget": "lots"}, "budget"),
-    ({"company": "x", "phone": "1", "score_typo": 1}, "score_typo"),
+    ({"company": "x", "phone": "13800000000", "budget": "lots"}, "budget"),
+    ({"company": "x", "phone": "13800000000", "score_typo": 1}, "score_typo"),
     ({"phone": "13800000000"}, "company"),
-    ({"company": "x" * 201, "phone": "1"}, "company"),
-    ({"company": "x", "phone": "1", "industry": "mining"}, "industry"),
-    ({"company": 12, "phone": "1", "region": ["east"]}, "region"),
-    ({"company": "x", "phone": "1", "budget": -5}, "budget"),
-    ({"company": "x", "phone": "1", "owner_id": "me"}, "owner_id"),
+    ({"company": "x" * 201, "phone": "13800000000"}, "company"),
+    ({"company": "x", "phone": "13800000000", "industry": "mining"}, "industry"),
+    ({"company": 12, "phone": "13800000000", "region": ["east"]}, "region"),
+    ({"company": "x", "phone": "13800000000", "budget": -5}, "budget"),
+    ({"company": "x", "phone": "13800000000", "owner_id": "me"}, "owner_id"),
 ]
 
 

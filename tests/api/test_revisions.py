@@ -29,6 +29,7 @@ def test_new_revision_is_served_without_restart(client: Any, api_env: ApiEnv, ma
     assert after["info"]["version"] != before["info"]["version"]
     meta = client.get("/api/v1/meta", headers=api_env.headers("rep1")).get_json()
     assert meta["entities"]["lead"]["fields"]["factory_area"]["type"] == "integer"
-    made = client.post("/api/v1/records/lead", json={"company": "Area Co", "phone": "1", "factory_area": 5000},
+    made = client.post("/api/v1/records/lead",
+                       json={"company": "Area Co", "phone": "13800000000", "factory_area": 5000},
                        headers=api_env.headers("rep1"))
     assert made.status_code == 201 and made.get_json()["factory_area"] == 5000

@@ -143,7 +143,7 @@ def test_a_read_only_database_says_so(tmp_path: Path, manufacturing_folder: Path
     try:
         app = create_app(rt)
         assert _get(app, token).status_code == 200  # reading works
-        resp = app.test_client().post(LEADS, json={"company": "RO", "phone": "1"},
+        resp = app.test_client().post(LEADS, json={"company": "RO", "phone": "13800000000"},
                                       headers={"Authorization": f"Bearer {token}"})
         assert resp.status_code == 503
         error = resp.get_json()["error"]

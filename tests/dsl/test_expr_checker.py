@@ -106,7 +106,7 @@ def error(text: str, **kw: Any) -> ExpressionError:
     ("payload == 1", "expression_unusable_field", "field 'payload' of type json cannot be used in expressions", 1),
     ("round(budget, score) > 1", "expression_bad_arguments",
      "the digits of round() must be a whole number from 0 to 10", 15),
-    ("days_between(last_contact) > 1", "expression_bad_arguments", "days_between() takes 2 argument(s), got 1", 1),
+    ("days_between(last_contact) > 1", "expression_bad_arguments", "days_between() takes 2 arguments, got 1", 1),
     ("lower(score) == 1", "expression_bad_arguments", "argument 1 of lower() must be string, not whole number", 7),
     ("min(score, last_contact) > 1", "expression_bad_arguments",
      "the arguments of min() must all have the same type", 1),

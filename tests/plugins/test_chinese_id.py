@@ -21,12 +21,13 @@ from engine.runtime.schema.operations import apply_workspace
 
 VALID = "11010519491231002X"  # the check digit of 11010519491231002 is X
 FILES = {
-    "workspace.yaml": "workspace: idtest\nextends: base\nplugins: [chinese_id]\n",
+    "workspace.yaml": "workspace: idtest\nextends: base\nphone_region: CN\nplugins: [chinese_id]\n",
     "entities/contact.yaml": """
         entity: contact
         extend: true
         fields:
           id_card: {type: chinese_id, unique: true}
+          mobile: {type: phone, keep_as_typed: true}  # masked as typed, not in its E.164 form
           masked_mobile: {type: string, formula: "mask_phone(mobile)"}
     """,
 }

@@ -83,6 +83,17 @@ def test_references_created_in_dependency_order_and_added_later(db_engine: Engin
     assert fks[("owner2_id",)] == "account"
 
 
+def test_plan_lines_agree_with_one_row(db_engine: Engine) -> None:
+    v1 = wsp(lead_v1())
+    apply(db_engine, v1, author="t", message="v1")
+    _seed(db_engine, v1, n=1)
+    v2 = wsp(ent("lead", *(f for f in lead_v1().fields.values() if f.name != "legacy_code")))
+    with db_engine.connect() as conn:
+        p = plan(v1, v2, conn)
+    assert [c.line() for c in p.changes] == ["~ retire lead.legacy_code (safe, 1 row keeps its data)"]
+    assert format_plan(p).splitlines()[-1] == "1 change: 1 safe, 0 destructive (need --allow-destructive), 0 blocked"
+
+
 def test_plan_without_database_and_format() -> None:
     p = plan(None, wsp(lead_v1()), None)
     text_ = format_plan(p)

@@ -140,9 +140,9 @@ def test_an_event_survives_sigkill_after_commit_and_is_delivered_once(applied: s
     assert proc.returncode == -9, proc.stderr
     item_id = int(proc.stdout.strip())
     first = _crm("worker", "--once", db_url=applied, folder=folder)
-    assert first.returncode == 0 and "dispatched 1 event(s); ran 1 job(s): 1 done" in first.stdout, first.stderr
+    assert first.returncode == 0 and "dispatched 1 event; ran 1 job: 1 done" in first.stdout, first.stderr
     again = _crm("worker", "--once", db_url=applied, folder=folder)
-    assert again.returncode == 0 and "dispatched 0 event(s); ran 0 job(s)" in again.stdout, again.stderr
+    assert again.returncode == 0 and "dispatched 0 events; ran 0 jobs" in again.stdout, again.stderr
     rt = Runtime.open(applied)
     try:
         delivered = _deliveries(rt, "item.created")

@@ -90,7 +90,8 @@ class FunctionDef:
         high = None if self.variadic else len(self.params)
         if count < low or (high is not None and count > high):
             want = f"at least {low}" if high is None else (str(low) if low == high else f"{low} to {high}")
-            raise ExpressionTypeError(f"{self.name}() takes {want} argument(s), got {count}",
+            noun = "argument" if want in ("1", "at least 1") else "arguments"
+            raise ExpressionTypeError(f"{self.name}() takes {want} {noun}, got {count}",
                                       code="expression_bad_arguments", hint=f"use {self.signature}")
 
 

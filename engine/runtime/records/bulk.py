@@ -22,6 +22,7 @@ from sqlalchemy.exc import IntegrityError
 from engine.errors import BadRequest, ValidationFailed
 from engine.runtime.records import fastsql, filtering, journal, persist, query, rows
 from engine.runtime.records.pipeline import WritePipeline
+from engine.wording import agreeing
 
 if TYPE_CHECKING:
     from engine.runtime.records.service import RecordService
@@ -87,7 +88,7 @@ def _validated(p: WritePipeline, rows_: Sequence[Mapping[str, Any]]) -> list[dic
             continue
         out.append(record)
     if problems:
-        raise ValidationFailed(f"{bad_rows} row(s) are invalid; nothing was created", details=problems)
+        raise ValidationFailed(f"{agreeing(bad_rows, 'row', 'are invalid')}; nothing was created", details=problems)
     return out
 
 

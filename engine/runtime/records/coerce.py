@@ -17,6 +17,7 @@ from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from engine.dsl.model import Field
+from engine.runtime.records.bad_value import BadValue as BadValue  # re-exported: callers catch coerce.BadValue
 from engine.runtime.storage import _STRING_LENGTHS, DEFAULT_STRING_LENGTH
 
 Coercer = Callable[[Any], Any]
@@ -26,31 +27,32 @@ _INT_LIMIT = 2**63
 _INT_TEXT = re.compile(r"[+-]?[0-9]+")
 
 
-class BadValue(ValueError):
-    """A value a field cannot take; ``str()`` is the message shown next to the field."""
-
-
-def coercer_for(field: Field, field_types: Mapping[str, Any] | None = None) -> Coercer:
+def coercer_for(field: Field, field_types: Mapping[str, Any] | None = None, *,
+                phone_region: str | None = None) -> Coercer:
     """The coercer of a value the engine computed for ``field`` (defaults, formulas; None stays None).
 
     Computed numbers are rounded to the field's scale; input goes through
     :func:`coercer_parts`, which refuses digits the field cannot keep.
     """
-    base, keep_empty = coercer_parts(field, field_types, strict=False)
+    base, keep_empty = coercer_parts(field, field_types, strict=False, phone_region=phone_region)
     return _none_passing(base, keep_empty=keep_empty)
 
 
 def coercer_parts(field: Field, field_types: Mapping[str, Any] | None = None, *,
-                  strict: bool = True) -> tuple[Coercer, bool]:
+                  strict: bool = True, phone_region: str | None = None) -> tuple[Coercer, bool]:
     """(coercer of an input value that is neither None nor a dropped "", whether "" is kept as text).
 
     ``strict`` (input): a number with more decimal places than the field
     keeps is refused rather than silently rounded.  A field of a plugin type
     (``field.format``) also runs the type's check (``field_types``: the
-    workspace's plugin field types).  Hot loops inline the null rule of
-    :func:`coercer_for` around this.
+    workspace's plugin field types).  A phone field is parsed in
+    ``phone_region`` (the workspace's; None: numbers need their country
+    code), see :mod:`engine.runtime.records.phones`.  Hot loops inline the
+    null rule of :func:`coercer_for` around this.
     """
     base, keep_empty = _base_parts(field, strict)
+    if field.type == "phone":
+        base = _phone(base, field, phone_region)
     custom = (field_types or {}).get(field.format) if field.format else None
     if custom is not None and custom.check is not None:
         base = _checked(base, custom.check)
@@ -64,6 +66,18 @@ def _checked(base: Coercer, check: Callable[[Any], Any]) -> Coercer:
             return check(out)
         except ValueError as e:  # a plugin type's check says what is wrong with the value
             raise BadValue(str(e)) from None
+
+    return coerce
+
+
+def _phone(base: Coercer, field: Field, region: str | None) -> Coercer:
+    from engine.runtime.records.phones import phone_normaliser  # phonenumbers loads only for phone fields
+
+    normalise = phone_normaliser(region, keep_as_typed=field.keep_as_typed)
+
+    def coerce(value: Any) -> Any:
+        text = base(value)
+        return normalise(text) if text else text
 
     return coerce
 

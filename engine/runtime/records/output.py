@@ -36,7 +36,8 @@ def select_keys(plan: EntityPlan, access: Access, fields: Sequence[str] | None) 
         raise BadRequest("fields must be a list of field names", code="bad_fields")
     unknown = [f for f in fields if f not in visible]
     if unknown:
-        raise BadRequest(f"unknown field(s): {', '.join(repr(u[:60]) for u in unknown[:5])}", code="bad_fields",
+        noun = "field" if len(unknown) == 1 else "fields"
+        raise BadRequest(f"unknown {noun}: {', '.join(repr(u[:60]) for u in unknown[:5])}", code="bad_fields",
                          details={"fields": [f"unknown field {u[:60]!r}" for u in unknown[:5]]})
     wanted = set(fields) | set(ALWAYS)
     return tuple(k for k in visible if k in wanted)

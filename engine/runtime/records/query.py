@@ -6,7 +6,8 @@ expansion can never show a record the actor may not read.
 
 Pagination is keyset on (sort keys..., id): the cursor is an opaque base64
 token holding the last row's sort values and the sort it belongs to.  Null
-sorts lowest on both databases.
+sorts lowest on both databases.  A picklist sorts in the declared order of
+its options (:func:`option_position`), so its cursor value is a position.
 """
 
 from __future__ import annotations
@@ -20,12 +21,13 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Select, and_, false, or_, select, true
+from sqlalchemy import Select, and_, case, false, literal, null, or_, select, true
 from sqlalchemy.sql.elements import ColumnElement
 
 from engine.errors import BadRequest
 from engine.runtime.records.write_plan import EntityPlan
 from engine.runtime.security import Access
+from engine.wording import with_article
 
 if TYPE_CHECKING:
     from engine.runtime.runtime import UnitOfWork
@@ -87,16 +89,31 @@ def _sort_key(uow: UnitOfWork, plan: EntityPlan, access: Access, part: str) -> S
     f = plan.entity.fields.get(name)
     if f is not None and name not in access.hidden:
         if f.type in _UNSORTABLE_TYPES:
-            raise BadRequest(f"cannot sort by {name!r} (a {f.type} field)", code="bad_sort",
+            raise BadRequest(f"cannot sort by {name!r} ({with_article(f.type)} field)", code="bad_sort",
                              details={"sort": [f"{name} is not sortable"]})
-        return SortKey(name, desc, uow.schema.field_expr(plan.name, name), not f.required,
-                       CURSOR_KINDS.get(f.type, "string"))
+        expr = uow.schema.field_expr(plan.name, name)
+        if f.type == "picklist":
+            return SortKey(name, desc, option_position(expr, f.option_keys), not f.required, "integer")
+        return SortKey(name, desc, expr, not f.required, CURSOR_KINDS.get(f.type, "string"))
     if name in _SORTABLE_STANDARD or (plan.is_child and name == "position"):
         return SortKey(name, desc, plan.table.c[name], _SORTABLE_STANDARD.get(name, False),
                        _STANDARD_KINDS.get(name, "integer"))
     raise BadRequest(f"cannot sort by {name[:60]!r}: no such field", code="bad_sort",
                      details={"sort": [f"unknown field {name[:60]!r}"]},
                      hint="sort by field names, comma-separated, '-' for descending: -amount,name")
+
+
+def option_position(expr: ColumnElement[Any], options: Sequence[str]) -> ColumnElement[Any]:
+    """A picklist's SQL value as the position of its option (0, 1, ...), for sorting in declared order.
+
+    A value that is no longer an option (retired, left by a removed option)
+    comes after every option; null stays null (lowest, like every null).
+    One CASE, the same on SQLite and PostgreSQL; it cannot use an index on
+    the column, so the database sorts the matching rows (a top-N sort with
+    a limit).
+    """
+    whens = [(expr == key, literal(i)) for i, key in enumerate(options)]
+    return case(*whens, (expr.is_not(None), literal(len(options))), else_=null())
 
 
 def order_by(keys: Sequence[SortKey]) -> list[Any]:
@@ -125,8 +142,6 @@ def after_cursor(keys: Sequence[SortKey], values: Sequence[Any]) -> ColumnElemen
 
 
 def _bind(k: SortKey, v: Any) -> Any:
-    from sqlalchemy import literal
-
     return literal(v, k.expr.type)
 
 
@@ -212,7 +227,7 @@ def _dec(v: Any, key: SortKey) -> Any:
     elif kind == "string" and isinstance(v, str) and len(v) <= 100_000 and "\x00" not in v:
         v.encode("utf-8")  # an unpaired surrogate raises UnicodeEncodeError, a ValueError
         return v
-    raise ValueError(f"not a {kind} value for {key.name}")
+    raise ValueError(f"not {with_article(kind)} value for {key.name}")
 
 
 def clamp_limit(limit: Any) -> int:

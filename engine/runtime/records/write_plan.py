@@ -107,7 +107,8 @@ def _plan(entity: Entity, workspace: Workspace, schema: Schema) -> EntityPlan:
             out.append(currency[f.name])
     return EntityPlan(
         entity=entity, table=schema.tables[entity.name],
-        coercers=frozen_map({f.name: coercer_for(f, workspace.field_types) for f in stored}),
+        coercers=frozen_map({f.name: coercer_for(f, workspace.field_types, phone_region=workspace.phone_region)
+                             for f in stored}),
         defaults=_defaults(entity, workspace), formulas=_formulas(entity, workspace),
         rules=_rules(entity, workspace), out_fields=tuple(out), currency_keys=frozen_map(currency),
         lines=frozen_map({f.name: f.lines_entity for f in entity.fields.values() if f.type == "lines"}),
@@ -120,7 +121,8 @@ def _plan(entity: Entity, workspace: Workspace, schema: Schema) -> EntityPlan:
         blank=frozen_map({f.name: None for f in stored}),
         required_order=tuple(sorted(f.name for f in entity.fields.values() if f.required and not f.formula)),
         storage=frozen_map(storage_map(entity)),
-        coercer_parts=frozen_map({f.name: coercer_parts(f, workspace.field_types) for f in stored}),
+        coercer_parts=frozen_map({f.name: coercer_parts(f, workspace.field_types, phone_region=workspace.phone_region)
+                                  for f in stored}),
         snapshot_keys=tuple(k for k in out if k in entity.fields or k.endswith("_currency") or k == "owner_id"),
     )
 

@@ -51,6 +51,7 @@ from engine.runtime.schema.diff import plan_from_state
 from engine.runtime.schema.executors import EXECUTORS, ApplyContext, add_deferred_foreign_keys
 from engine.runtime.schema.model import Change, Plan, format_plan
 from engine.runtime.storage import build_schema
+from engine.wording import agreeing, counted
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,7 +136,7 @@ def check_foreign_keys(conn: Connection) -> None:
     bad = conn.exec_driver_sql("PRAGMA foreign_key_check").all()
     if bad:
         sample = ", ".join(f"{r[0]} row {r[1]} -> {r[2]}" for r in bad[:5])
-        raise PlanError(f"apply would leave {len(bad)} row(s) referring to missing records ({sample}); "
+        raise PlanError(f"apply would leave {counted(len(bad), 'row')} referring to missing records ({sample}); "
                         "nothing was changed (rolled back)", code="apply_failed",
                         details={"violations": [list(r) for r in bad[:20]]},
                         hint="this is a bug in the engine's table rebuild: report it with the plan")
@@ -180,7 +181,8 @@ def _refuse_untracked_tables(conn: Connection, new: Workspace) -> None:
     clash = sorted(name for name in new.entities if name in existing)
     if clash:
         raise DatabaseNotReady(
-            f"table(s) {', '.join(clash)} already exist but no revision was ever applied to this database",
+            f"{'table' if len(clash) == 1 else 'tables'} {', '.join(clash)} already "
+            f"{'exists' if len(clash) == 1 else 'exist'} but no revision was ever applied to this database",
             details={"tables": clash},
             hint="apply to an empty database, or drop those tables if their data is not needed",
         )
@@ -190,13 +192,14 @@ def check_allowed(the_plan: Plan, *, allow_destructive: bool) -> None:
     """BlockedChange if anything is blocked; ConfirmationRequired for unconfirmed destructive changes."""
     if the_plan.blocked:
         lines = "\n".join(c.line() for c in the_plan.blocked)
-        raise BlockedChange(f"{len(the_plan.blocked)} change(s) are blocked; nothing was applied:\n{lines}",
+        blocked = agreeing(len(the_plan.blocked), "change", "are blocked")
+        raise BlockedChange(f"{blocked}; nothing was applied:\n{lines}",
                             details=[c.to_dict() for c in the_plan.blocked],
                             hint="fix the configuration as each line says, then plan again")
     if the_plan.destructive and not allow_destructive:
         lines = "\n".join(c.line() for c in the_plan.destructive)
         raise ConfirmationRequired(
-            f"{len(the_plan.destructive)} change(s) are destructive; nothing was applied:\n{lines}",
+            f"{agreeing(len(the_plan.destructive), 'change', 'are destructive')}; nothing was applied:\n{lines}",
             details=[c.to_dict() for c in the_plan.destructive],
             hint="re-run with --allow-destructive (allow_destructive=True) once you have checked them",
         )

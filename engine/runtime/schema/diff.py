@@ -33,10 +33,11 @@ from sqlalchemy.schema import CreateIndex
 
 from engine.dsl.model import Entity, Field, Workspace, frozen_map
 from engine.runtime.schema import field_rules as rules
-from engine.runtime.schema.model import KIND_ORDER, Change, Plan, fmt_rows, format_plan, plural
+from engine.runtime.schema.model import KIND_ORDER, Change, Plan, format_plan
 from engine.runtime.schema.probes import PlanContext
 from engine.runtime.schema.snapshot import DbState, state_of
 from engine.runtime.storage import build_schema
+from engine.wording import agreeing, counted
 
 __all__ = ["Change", "DbState", "Plan", "format_plan", "plan", "plan_from_state"]
 
@@ -109,7 +110,7 @@ def _diff_entities(ctx: PlanContext, old: DbState, new: Workspace) -> tuple[list
         before = old.entities.get(n.name) or old.retired_entities.get(n.name)
         if before is None:
             changes.append(Change("create_table", n.name, f"create table {n.name}",
-                                  note=plural(len(n.fields), "field")))
+                                  note=counted(len(n.fields), "field")))
             live[n.name] = n
         else:
             if n.name in old.retired_entities:
@@ -128,7 +129,7 @@ def _diff_entities(ctx: PlanContext, old: DbState, new: Workspace) -> tuple[list
 
 def _entity_change(ctx: PlanContext, kind: str, name: str, verb: str, outcome: str) -> Change:
     rows = ctx.count(name)
-    return Change(kind, name, f"{verb} {name}", rows=rows, note=f"{fmt_rows(rows)} {outcome}; table kept")
+    return Change(kind, name, f"{verb} {name}", rows=rows, note=f"{agreeing(rows, 'row', outcome)}; table kept")
 
 
 def _diff_entity(ctx: PlanContext, old: Entity, new: Entity) -> tuple[list[Change], Entity]:
@@ -160,15 +161,15 @@ def _new_field(ctx: PlanContext, old: Entity, new: Entity, f: Field, consumed: s
     """Changes for configured field ``f`` of an existing entity; marks the old fields it takes over and
     records the names ``f`` had before (``former``)."""
     ent = new.name
-    if f.name in old.fields and f.renamed_from in old.fields and f.renamed_from not in new.fields:
-        consumed.update((f.name, f.renamed_from))  # both stay as they are: the plan is blocked
-        return [rules.blocked_rename_onto_live(ctx, ent, old.fields[f.renamed_from], old.fields[f.name])]
+    source = f.renamed_from
+    if source is not None and f.name in old.fields and source in old.fields and source not in new.fields:
+        consumed.update((f.name, source))  # both stay as they are: the plan is blocked
+        return [rules.blocked_rename_onto_live(ctx, ent, old.fields[source], old.fields[f.name])]
     if f.name in old.fields:
         consumed.add(f.name)
         former[f.name] = old.fields[f.name].former_names
         return [*rules.field_changes(ctx, ent, old.fields[f.name], f),
                 *rules.require_changes(ctx, ent, old.fields[f.name], f)]
-    source = f.renamed_from
     prior = (old.fields.get(source) or old.retired.get(source)) if source else None
     if prior is None and f.name not in old.retired:
         prior = _renamed_away(old, new, f)  # a rollback of a rename: rename back, keeping the data

@@ -34,6 +34,7 @@ from engine.runtime.storage import (
     to_json_value,
 )
 from engine.runtime.types import JsonType
+from engine.wording import counted
 
 PAGE = 2000
 
@@ -60,7 +61,7 @@ class ApplyContext:
         """Count one DDL step; the ``fail_after`` test hook raises once the count is reached."""
         self.ddl_steps += 1
         if self.fail_after is not None and self.ddl_steps >= self.fail_after:
-            raise PlanError(f"injected failure after {self.ddl_steps} DDL step(s) (fail_after test hook)",
+            raise PlanError(f"injected failure after {counted(self.ddl_steps, 'DDL step')} (fail_after test hook)",
                             code="injected_failure")
 
     def old_field(self, change: Change) -> Field:

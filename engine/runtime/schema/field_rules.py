@@ -14,6 +14,7 @@ from engine.dsl.model import NUMERIC_TYPES, STRING_TYPES, Field
 from engine.runtime.schema.model import Change, fmt_rows
 from engine.runtime.schema.probes import PlanContext
 from engine.runtime.storage import column_type, to_json_value
+from engine.wording import agreeing
 
 TEXTUAL = STRING_TYPES | {"picklist"}
 PLAIN_NUMERIC = NUMERIC_TYPES - {"money"}
@@ -49,7 +50,7 @@ def add_field(entity: str, f: Field) -> Change:
 def rename_field(ctx: PlanContext, entity: str, old: Field, new: Field) -> Change:
     rows = ctx.count_filled(entity, old)
     return Change("rename_column", entity, f"rename {_ref(entity, old)} to {new.name}", new.name,
-                  rows=rows, note=f"{fmt_rows(rows)} keep their data", details=_details(old))
+                  rows=rows, note=agreeing(rows, "row", "keep their data"), details=_details(old))
 
 
 def blocked_rename(entity: str, new: Field) -> Change:
@@ -92,13 +93,13 @@ def blocked_rename_onto_live(ctx: PlanContext, entity: str, old: Field, taken: F
 def unretire_field(ctx: PlanContext, entity: str, old: Field) -> Change:
     rows = ctx.count_filled(entity, old)
     return Change("unretire_column", entity, f"bring back retired {_ref(entity, old)}", old.name,
-                  rows=rows, note=f"{fmt_rows(rows)} get their data back", details=_details(old))
+                  rows=rows, note=agreeing(rows, "row", "get their data back"), details=_details(old))
 
 
 def retire_field(ctx: PlanContext, entity: str, old: Field) -> Change:
     rows = ctx.count_filled(entity, old)
     return Change("retire_column", entity, f"retire {_ref(entity, old)}", old.name, rows=rows,
-                  note=f"{fmt_rows(rows)} keep their data", details=_details(old))
+                  note=agreeing(rows, "row", "keep their data"), details=_details(old))
 
 
 def purge_field(ctx: PlanContext, entity: str, old: Field) -> Change:
@@ -143,7 +144,7 @@ def _move_storage(ctx: PlanContext, entity: str, old: Field, new: Field) -> Chan
                       fix=f"keep {_ref(entity, new)} at storage: {old.storage}")
     rows = ctx.count_filled(entity, old)
     return Change("move_storage", entity, desc, new.name, rows=rows,
-                  note=f"{fmt_rows(rows)} keep their value",
+                  note=agreeing(rows, "row", "keep their value"),
                   details=_details(old, to=new.storage))
 
 
@@ -168,7 +169,7 @@ def _change_length(ctx: PlanContext, entity: str, old: Field, new: Field) -> Cha
     longer = _too_long(ctx, entity, old, after)
     if longer:
         return Change("narrow_length", entity, desc, new.name, safety="blocked", rows=longer,
-                      reason=f"{fmt_rows(longer)} hold longer values",
+                      reason=agreeing(longer, "row", "hold longer values"),
                       fix=f"shorten those values first, or keep max_length >= {_longest(ctx, entity, old)}")
     return Change("narrow_length", entity, desc, new.name, note="all existing values fit", details=details)
 
@@ -181,17 +182,17 @@ def _type_problem(ctx: PlanContext, entity: str, old: Field, new: Field) -> tupl
     if old.type in TEXTUAL and new.type in TEXTUAL:
         n = _too_long(ctx, entity, old, text_length(new))
         if n:
-            return n, f"{fmt_rows(n)} hold values longer than {text_length(new)} characters"
+            return n, agreeing(n, "row", f"hold values longer than {text_length(new)} characters")
         if new.type == "picklist":
             n = ctx.count(entity, expr.is_not(None) & expr.not_in(new.option_keys or ("",)))
-            return (n, f"{fmt_rows(n)} hold values that are not options") if n else None
+            return (n, agreeing(n, "row", "hold values that are not options")) if n else None
         return None
     if old.type in PLAIN_NUMERIC and new.type in PLAIN_NUMERIC:
         places = 0 if new.type == "integer" else new.scale
         n = ctx.count(entity, expr.is_not(None) & (expr != func.round(expr, places)))
-        return (n, f"{fmt_rows(n)} hold values with more than {places} decimal places") if n else None
+        return (n, agreeing(n, "row", f"hold values with more than {places} decimal places")) if n else None
     n = ctx.count_filled(entity, old)
-    return (n, f"{fmt_rows(n)} hold a value and {old.type} cannot become {new.type}") if n else None
+    return (n, agreeing(n, "row", f"hold a value and {old.type} cannot become {new.type}")) if n else None
 
 
 def _change_type(ctx: PlanContext, entity: str, old: Field, new: Field) -> Change:
@@ -235,7 +236,7 @@ def _option_changes(ctx: PlanContext, entity: str, old: Field, new: Field) -> li
                               note=f"{fmt_rows(rows)} changed to {target!r}", details=details))
         elif rows:
             out.append(Change("remove_option", entity, desc, new.name, safety="blocked", rows=rows,
-                              reason=f"{fmt_rows(rows)} use it",
+                              reason=agreeing(rows, "row", "use it"),
                               fix=f"add replace: {{{key}: ...}} to {_ref(entity, new)}"))
         else:
             out.append(Change("remove_option", entity, desc, new.name, rows=0, note="no row uses it",
@@ -261,9 +262,9 @@ def require_changes(ctx: PlanContext, entity: str, old: Field | None, new: Field
     desc = f"fill {ref} where it is empty"
     if new.default is not None and new.type != "money":
         return [Change("fill_default", entity, desc, new.name, rows=empty,
-                       note=f"{fmt_rows(empty)} get the default {to_json_value(new, new.default)!r}",
+                       note=agreeing(empty, "row", f"get the default {to_json_value(new, new.default)!r}"),
                        details={"storage": new.storage, "value": to_json_value(new, new.default)})]
     return [Change("fill_default", entity, desc, new.name, safety="blocked", rows=empty,
-                   reason=f"{ref} becomes required but {fmt_rows(empty)} have no value ({new.location})",
+                   reason=f"{ref} becomes required but {agreeing(empty, 'row', 'have no value')} ({new.location})",
                    fix=f"give {ref} a default: (the apply fills those rows with it), fill them first "
                        "(an import or a bulk update), or keep required: false")]

@@ -11,6 +11,7 @@ from typing import Any, Literal
 
 from engine.dsl.model import Workspace, frozen_map
 from engine.runtime.schema.snapshot import DbState
+from engine.wording import counted
 
 Safety = Literal["safe", "destructive", "blocked"]
 
@@ -139,7 +140,7 @@ def format_plan(plan: Plan, *, verbose: bool = True) -> str:
     lines = [c.line() for c in (plan.changes if verbose else _folded(plan.changes))]
     counts = {s: sum(1 for c in plan.changes if c.safety == s) for s in ("safe", "destructive", "blocked")}
     lines.append(
-        f"{plural(len(plan.changes), 'change')}: {counts['safe']} safe, {counts['destructive']} destructive "
+        f"{counted(len(plan.changes), 'change')}: {counts['safe']} safe, {counts['destructive']} destructive "
         f"(need --allow-destructive), {counts['blocked']} blocked"
     )
     return "\n".join(lines)
@@ -156,17 +157,11 @@ def _folded(changes: tuple[Change, ...]) -> list[Change]:
         if c.kind == "add_index" and c.entity in created:
             continue
         if c.kind == "create_table" and indexes.get(c.entity):
-            c = replace(c, note=f"{c.note}, {plural(indexes[c.entity], 'index', 'indexes')}")
+            c = replace(c, note=f"{c.note}, {counted(indexes[c.entity], 'index', 'indexes')}")
         out.append(c)
     return out
 
 
-def plural(n: int, word: str, many: str | None = None) -> str:
-    """``1 change`` / ``3 changes`` (``many``: the plural when it is not ``word + 's'``)."""
-    return f"{n:,} {word if n == 1 else (many or word + 's')}"
-
-
 def fmt_rows(n: int | None) -> str:
     """``10,000 rows`` / ``1 row``."""
-    n = n or 0
-    return f"{n:,} row" + ("" if n == 1 else "s")
+    return counted(n, "row")
