@@ -45,15 +45,25 @@ class YMap(dict):
 
 
 class YList(list):
-    """A sequence that knows where each item was written."""
+    """A sequence that knows where each item was written.
+
+    ``history``: after layering, every place that wrote or changed the list, in
+    layer order (empty: only ``loc``, a list no later layer touched).
+    """
 
     loc: SourceLocation
     item_locs: list[SourceLocation]
+    history: list[SourceLocation]
 
     def __init__(self, *args: Any, loc: SourceLocation | None = None) -> None:
         super().__init__(*args)
         self.loc = loc or SourceLocation("<memory>", 1, 1)
         self.item_locs = []
+        self.history = []
+
+    def written_at(self) -> list[SourceLocation]:
+        """Every place that wrote or changed the list, first definition first."""
+        return self.history or [self.loc]
 
 
 _Base = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml when available: ~10x faster, same marks
@@ -337,6 +347,7 @@ def located_copy(node: Any) -> Any:
     if isinstance(node, YList):
         seq = YList((located_copy(v) for v in node), loc=node.loc)
         seq.item_locs = list(node.item_locs)
+        seq.history = list(node.history)
         return seq
     if isinstance(node, dict):
         return {k: located_copy(v) for k, v in node.items()}
