@@ -179,3 +179,29 @@ def test_the_documented_error_text(write_ws) -> None:
     err = only_error(ws)
     shown = str(err).replace(str(ws.parent) + "/", "")
     assert shown in doc, shown
+
+
+def test_the_exported_schema_describes_the_edit_form(tmp_path: Path) -> None:
+    import json
+    import os
+    import subprocess
+    import sys
+
+    import jsonschema
+    from referencing import Registry, Resource
+
+    out = tmp_path / "schemas"
+    subprocess.run([sys.executable, "-m", "engine.cli", "schema", "--out", str(out)], check=True,
+                   env=os.environ.copy(), capture_output=True)
+    schemas = {p.name: json.loads(p.read_text("utf-8")) for p in out.glob("*.json")}
+    registry = Registry().with_resources(
+        (name, Resource.from_contents(s)) for name, s in schemas.items())
+    registry = registry.with_resources((s["$id"], Resource.from_contents(s)) for s in schemas.values() if "$id" in s)
+    validator = jsonschema.Draft202012Validator(schemas["entity.json"], registry=registry)
+    good = {"entity": "opportunity", "extend": True, "fields": {"stage": {"options": {
+        "add": [{"key": "on_hold"}], "after": "negotiation", "remove": ["lost"],
+        "update": {"proposal": {"label": {"en": "Quote"}}}}}}}
+    assert list(validator.iter_errors(good)) == []
+    bad = {"entity": "opportunity", "fields": {"stage": {"options": {"add": ["x"], "afterr": "y"}}}}
+    assert list(validator.iter_errors(bad))
+    assert "option_edit" in schemas["entity.json"]["$defs"]
