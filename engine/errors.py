@@ -13,19 +13,35 @@ Load-time errors derive from :class:`ConfigError`; run-time errors from
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, Protocol
 
 from engine.wording import counted
 
 
+class ValuePositions(Protocol):
+    """Where each character of a value was written (YAML rewrites quoted, block and folded text)."""
+
+    def position(self, value: str, offset: int) -> tuple[int, int] | None:
+        """File (line, col) of character ``offset`` of ``value``; None if ``value`` is not this one's."""
+
+    def line_text(self, line: int) -> str | None:
+        """The text of file line ``line``, if known."""
+
+
 @dataclass(frozen=True, slots=True)
 class SourceLocation:
-    """A position in a configuration file: 1-based line and column."""
+    """A position in a configuration file: 1-based line and column.
+
+    ``positions`` (set by the YAML reader on values whose text YAML rewrites:
+    quoted, block and multi-line scalars) maps a position inside the value
+    to the file; it takes no part in comparisons.
+    """
 
     file: str
     line: int
     col: int
+    positions: ValuePositions | None = field(default=None, compare=False, repr=False)
 
     def __str__(self) -> str:
         return f"{self.file}:{self.line}:{self.col}"
@@ -33,6 +49,11 @@ class SourceLocation:
     def shifted(self, offset_lines: int, col: int) -> SourceLocation:
         """The location ``offset_lines`` lines further down, at column ``col``."""
         return SourceLocation(self.file, self.line + offset_lines, col)
+
+    def inside(self, value: str, offset: int) -> SourceLocation | None:
+        """The exact file position of character ``offset`` of ``value`` written here (None if unknown)."""
+        found = self.positions.position(value, offset) if self.positions is not None else None
+        return SourceLocation(self.file, *found) if found else None
 
 
 class EngineError(Exception):

@@ -30,7 +30,8 @@ def compile_entities(docs: Sequence[MergedDoc], ctx: CompileContext) -> dict[str
     out: dict[str, Entity] = {}
     for doc in live:
         compiler = EntityCompiler(doc.name, doc.data, doc.loc, names, ctx.report, core=doc.layer == "base",
-                                  field_types=ctx.extensions.field_types)
+                                  field_types=ctx.extensions.field_types,
+                                  layer_files=[loc.file for loc in doc.contributions])
         for entity in compiler.compile():
             out[entity.name] = entity
     return out
@@ -85,7 +86,9 @@ def builtin_kinds() -> list[KindSpec]:
         KindSpec("workspace", "workspace.json", "one customer's setup (workspace.yaml)", manifest=True, order=0),
         KindSpec("industry", "industry.json", "an industry template (industry.yaml)", manifest=True, order=0),
         KindSpec("entity", "entity.json", "a table of records with typed fields",
-                 list_merge=MappingProxyType({"checks": "append", "indexes": ("keyed", "name")}),
+                 list_merge=MappingProxyType({"checks": "append", "indexes": ("keyed", "name"),
+                                             "fields.*.options": ("edit", "key"),
+                                             "fields.*.fields.*.options": ("edit", "key")}),
                  compile=compile_entities, order=10, target="entities",
                  field_type_enums=("/$defs/field/properties/type",)),
         KindSpec("role", "role.json", "what a role may do with entities and fields", compile=compile_roles,

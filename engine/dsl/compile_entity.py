@@ -5,10 +5,11 @@ from __future__ import annotations
 import datetime as dt
 import difflib
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
+from engine.dsl.listedit import LIST_EDIT
 from engine.dsl.model import (
     MAX_NAME,
     NUMERIC_TYPES,
@@ -23,8 +24,8 @@ from engine.dsl.model import (
     ParentLink,
     frozen_map,
 )
-from engine.dsl.yamlsrc import YMap, locate
-from engine.errors import ConfigError, InvalidName, SchemaViolation, SourceLocation, UnknownReference
+from engine.dsl.yamlsrc import YList, YMap, locate
+from engine.errors import ConfigError, InvalidName, LayerError, SchemaViolation, SourceLocation, UnknownReference
 from engine.wording import with_article
 
 IDENT = re.compile(r"^[a-z][a-z0-9_]*$")
@@ -62,8 +63,11 @@ class EntityCompiler:
     """Compiles one merged entity document; reports every error it finds."""
 
     def __init__(self, name: str, data: YMap, loc: SourceLocation, entity_names: set[str], report: Report,
-                 *, core: bool, field_types: Mapping[str, Any] | None = None) -> None:
+                 *, core: bool, field_types: Mapping[str, Any] | None = None,
+                 layer_files: Sequence[str] = ()) -> None:
         self.name = name
+        #: the files of the document's layers, base first (which layer changed something last)
+        self.layer_files = list(layer_files)
         self.data = data
         self.loc = loc
         self.entity_names = entity_names
@@ -150,7 +154,7 @@ class EntityCompiler:
             if custom.max_length is not None and "max_length" not in spec:
                 spec = YMap({**spec, "max_length": custom.max_length}, loc=spec.loc)
         ok = self._type_rules(name, ftype, spec, path)
-        options = self._options(spec)
+        options = self._options(spec, path)
         ok = self._check_replace(name, spec, path, options) and ok
         kwargs: dict[str, Any] = dict(
             name=name, type=ftype, format=custom.name if custom is not None else None, location=loc,
@@ -232,13 +236,20 @@ class EntityCompiler:
             ok = False
         return ok
 
-    def _options(self, spec: YMap) -> tuple[Option, ...]:
+    def _options(self, spec: YMap, path: tuple[Any, ...]) -> tuple[Option, ...]:
+        raw = spec.get("options") or ()
+        if isinstance(raw, dict):  # the edit form survived layering: nothing earlier to edit
+            self.report(LayerError(
+                f"field {path[-1]!r}: 'options: {{add/remove/update}}' edits the options of an earlier layer, "
+                "but no earlier layer gives this field options", code=LIST_EDIT,
+                location=self._loc((*path, "options"), key=True), hint="write the options as a list here"))
+            return ()
         out = []
-        for raw in spec.get("options") or ():
-            if isinstance(raw, dict):
-                out.append(Option(str(raw["key"]), label_of(raw.get("label"), str(raw["key"])), raw.get("color")))
+        for item in raw:
+            if isinstance(item, dict):
+                out.append(Option(str(item["key"]), label_of(item.get("label"), str(item["key"])), item.get("color")))
             else:
-                out.append(Option(str(raw), label_of(None, str(raw))))
+                out.append(Option(str(item), label_of(None, str(item))))
         return tuple(out)
 
     def _default(self, name: str, ftype: str, spec: YMap, path: tuple[Any, ...], options: tuple[Option, ...]) -> Any:
@@ -246,11 +257,28 @@ class EntityCompiler:
         try:
             return coerce_literal(ftype, value, tuple(o.key for o in options))
         except ValueError as e:
-            self.report(SchemaViolation(f"field {name!r}: default {value!r} {e}",
-                                        location=self._loc((*path, "default")),
-                                        hint=f"give {with_article(ftype)} value, or use default_expr for a "
-                                             "computed default"))
+            loc, context = self._default_blame(spec, path)
+            hint = f"give {with_article(ftype)} value, or use default_expr for a computed default"
+            if context:
+                hint = f"keep {value!r} among the options (options: {{add: [...]}}), or set 'default:' to one of them"
+            self.report(SchemaViolation(f"field {name!r}: default {value!r} {e}{context}", location=loc, hint=hint))
             return None
+
+    def _default_blame(self, spec: YMap, path: tuple[Any, ...]) -> tuple[SourceLocation, str]:
+        """Where a default that is not an option went wrong: at the layer that changed the options
+        last when it came after the default's, naming every place that wrote them."""
+        at_default = self._loc((*path, "default"))
+        options = spec.get("options")
+        if not isinstance(options, YList) or len(options.written_at()) < 2:
+            return at_default, ""
+        places = options.written_at()
+        context = f"; the options are defined at {places[0]} and changed at {', '.join(map(str, places[1:]))}"
+        if self._layer_index(places[-1].file) > self._layer_index(at_default.file):
+            return places[-1], context
+        return at_default, context
+
+    def _layer_index(self, file: str) -> int:
+        return self.layer_files.index(file) if file in self.layer_files else -1
 
     def _lines_child(self, name: str, spec: YMap, path: tuple[Any, ...], owner: str) -> str:
         child_name = f"{owner}_{name}"

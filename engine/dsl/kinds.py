@@ -23,7 +23,9 @@ if TYPE_CHECKING:
     from engine.dsl.model import Field
 
 #: How lists are merged by ``extend: true``: "replace" (default), "append",
-#: or ("keyed", identity_key) to merge items by identity with ``after:`` placement.
+#: ("keyed", identity_key) to merge items by identity with ``after:`` placement, or
+#: ("edit", identity_key): a list replaces, a mapping ``{add, after|before, remove, update}``
+#: edits the earlier list by key (:mod:`engine.dsl.listedit`).
 ListMerge = str | tuple[str, str]
 
 #: ``compile(docs, ctx) -> {name: object}``: the kind's documents (merged, schema-checked), in file

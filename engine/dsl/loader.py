@@ -17,6 +17,7 @@ from typing import Any
 
 from engine.dsl.kinds import KindRegistry, ListMerge
 from engine.dsl.layers import Layer, LayerFile
+from engine.dsl.listedit import edit_list, is_list_edit
 from engine.dsl.schemacheck import check_document
 from engine.dsl.yamlsrc import YamlDocument, YList, YMap, load_text, located_copy
 from engine.errors import (
@@ -180,12 +181,21 @@ def _merge_into(target: YMap, patch: YMap, rules: Any, path: tuple[str, ...], er
         if isinstance(old, YMap) and isinstance(value, YMap):
             _merge_into(old, value, rules, here, errors)
             continue
-        if isinstance(old, YList) and isinstance(value, YList):
+        if isinstance(old, YList) and (isinstance(value, YList) or is_list_edit(value)):
             rule = _rule_for(rules, here)
-            if rule != "replace":
+            if _is_edit(rule) and is_list_edit(value):
+                edit_list(old, value, rule[1], ".".join(here), errors.append)
+                continue
+            if isinstance(value, YList) and rule not in ("replace",) and not _is_edit(rule):
                 _merge_list(old, value, rule, errors)
                 continue
         target.set_located(key, located_copy(value), patch.key_locs[key], patch.val_locs[key])
+        if isinstance(old, YList) and isinstance(value, YList):  # replaced whole: remember both places
+            target[key].history = [*old.written_at(), patch.val_locs[key]]
+
+
+def _is_edit(rule: ListMerge) -> bool:
+    return isinstance(rule, tuple) and rule[0] == "edit"
 
 
 def _rule_for(rules: Any, path: tuple[str, ...]) -> ListMerge:

@@ -159,10 +159,13 @@ def _dedupe(errors: Iterable[ValidationError]) -> list[ValidationError]:
 
 
 def _best(error: ValidationError) -> ValidationError:
-    """For oneOf/anyOf, the most relevant sub-error (jsonschema's best_match)."""
-    if error.context:
-        return jsonschema.exceptions.best_match(error.context) or error
-    return error
+    """For oneOf/anyOf, the most relevant sub-error (jsonschema's best_match), preferring the
+    alternatives of the value's own type: a mapping written with a typo is told about the typo,
+    not that it should have been a list."""
+    if not error.context:
+        return error
+    same_type = [e for e in error.context if e.validator != "type"]
+    return jsonschema.exceptions.best_match(same_type or error.context) or error
 
 
 def _dotted(path: Iterable[Any]) -> str:

@@ -21,6 +21,7 @@ from typing import Any
 
 import yaml
 
+from engine.dsl.scalarpos import ScalarText
 from engine.errors import SourceLocation, YamlSyntaxError
 
 
@@ -44,15 +45,25 @@ class YMap(dict):
 
 
 class YList(list):
-    """A sequence that knows where each item was written."""
+    """A sequence that knows where each item was written.
+
+    ``history``: after layering, every place that wrote or changed the list, in
+    layer order (empty: only ``loc``, a list no later layer touched).
+    """
 
     loc: SourceLocation
     item_locs: list[SourceLocation]
+    history: list[SourceLocation]
 
     def __init__(self, *args: Any, loc: SourceLocation | None = None) -> None:
         super().__init__(*args)
         self.loc = loc or SourceLocation("<memory>", 1, 1)
         self.item_locs = []
+        self.history = []
+
+    def written_at(self) -> list[SourceLocation]:
+        """Every place that wrote or changed the list, first definition first."""
+        return self.history or [self.loc]
 
 
 _Base = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml when available: ~10x faster, same marks
@@ -144,7 +155,7 @@ def _parse_text(text: str, file: str) -> list[YamlDocument]:
             if node is None:
                 continue
             _check_expansion(node, file)
-            data = _build(loader, node, file)
+            data = _build(loader, node, file, text)
             docs.append(YamlDocument(data, file, index, _loc(file, node.start_mark)))
             index += 1
     except yaml.MarkedYAMLError as e:
@@ -251,13 +262,22 @@ def _yaml_error(e: yaml.MarkedYAMLError, file: str, text: str) -> YamlSyntaxErro
     return YamlSyntaxError(f"invalid YAML: {problem}", location=loc, hint=hint, snippet=snippet)
 
 
-def _value_loc(file: str, node: yaml.Node) -> SourceLocation:
+def _value_loc(file: str, node: yaml.Node, text: str) -> SourceLocation:
     """Where a value's text starts: inside the quotes of a quoted scalar, so that
-    positions inside the value (e.g. of an expression) add up to the file column."""
-    loc = _loc(file, node.start_mark)
+    positions inside the value (e.g. of an expression) add up to the file column.
+
+    A scalar whose text YAML rewrites (quoted, block, or spread over lines) also
+    carries a :class:`~engine.dsl.scalarpos.ScalarText`, mapping each character of
+    the value back to the file exactly (``SourceLocation.inside``).
+    """
+    start, end = node.start_mark, node.end_mark
+    col = start.column + 1
     if isinstance(node, yaml.ScalarNode) and node.style in ("'", '"'):
-        return SourceLocation(loc.file, loc.line, loc.col + 1)
-    return loc
+        col += 1
+    positions = None
+    if isinstance(node, yaml.ScalarNode) and (node.style or start.line != end.line):
+        positions = ScalarText(text, start.index, end.index, start.line + 1, start.column + 1, node.style)
+    return SourceLocation(file, start.line + 1, col, positions)
 
 
 def caret_snippet(line: str, col: int) -> str:
@@ -265,12 +285,12 @@ def caret_snippet(line: str, col: int) -> str:
     return f"    {line}\n    {' ' * max(col - 1, 0)}^"
 
 
-def _build(loader: _Loader, node: yaml.Node, file: str) -> Any:
+def _build(loader: _Loader, node: yaml.Node, file: str, text: str) -> Any:
     if isinstance(node, yaml.MappingNode):
         loader.flatten_mapping(node)
         out = YMap(loc=_loc(file, node.start_mark))
         for key_node, value_node in node.value:
-            key = _build(loader, key_node, file)
+            key = _build(loader, key_node, file, text)
             key_loc = _loc(file, key_node.start_mark)
             if not isinstance(key, (str, int, float, bool)) and key is not None:
                 raise YamlSyntaxError("a mapping key must be a plain value", location=key_loc)
@@ -280,13 +300,13 @@ def _build(loader: _Loader, node: yaml.Node, file: str) -> Any:
                     location=key_loc,
                     hint="each key may appear once in a mapping; merge the two entries",
                 )
-            out.set_located(key, _build(loader, value_node, file), key_loc, _value_loc(file, value_node))
+            out.set_located(key, _build(loader, value_node, file, text), key_loc, _value_loc(file, value_node, text))
         return out
     if isinstance(node, yaml.SequenceNode):
         seq = YList(loc=_loc(file, node.start_mark))
         for item in node.value:
-            seq.append(_build(loader, item, file))
-            seq.item_locs.append(_value_loc(file, item))
+            seq.append(_build(loader, item, file, text))
+            seq.item_locs.append(_value_loc(file, item, text))
         return seq
     return loader.construct_object(node, deep=True)
 
@@ -327,6 +347,7 @@ def located_copy(node: Any) -> Any:
     if isinstance(node, YList):
         seq = YList((located_copy(v) for v in node), loc=node.loc)
         seq.item_locs = list(node.item_locs)
+        seq.history = list(node.history)
         return seq
     if isinstance(node, dict):
         return {k: located_copy(v) for k, v in node.items()}

@@ -4,12 +4,15 @@ An expression usually sits in a YAML value; the loader knows where that value
 starts (a :class:`SourceLocation`).  A position inside the expression (an
 offset) becomes a file position like this:
 
-* line = ``location.line + (line inside the expression - 1)``;
-* on the first line, col = ``location.col + quote_offset + (column - 1)``,
-  where ``quote_offset`` is 1 when the YAML value is quoted (``"..."`` or
-  ``'...'``: the expression starts one character after the value);
-* on later lines (block scalars ``|`` / ``>``, whose lines all start at the
-  value's indentation) col = ``location.col + (column - 1)``.
+* when the YAML reader recorded how the value was written (quoted, literal
+  ``|``, folded ``>`` and multi-line plain scalars: ``SourceLocation.positions``,
+  see :mod:`engine.dsl.scalarpos`), the offset maps to the exact character in
+  the file -- through escapes, ``''``, line continuations, stripped
+  indentation and folded line breaks -- and the snippet shows the file line;
+* otherwise (a one-line plain value, or a location made by hand) line =
+  ``location.line + (line inside the expression - 1)`` and col =
+  ``location.col + quote_offset + (column - 1)`` on the first line
+  (``location.col + (column - 1)`` on later ones).
 
 Without a location, errors point into ``<expression>`` at the position inside
 the expression itself.
@@ -53,23 +56,37 @@ class ExprSource:
         loc = self.location
         if loc is None:
             return SourceLocation(EXPRESSION_FILE, line, col)
+        exact = loc.inside(self.text, offset)
+        if exact is not None:
+            return exact
         if line == 1:
             return SourceLocation(loc.file, loc.line, loc.col + self.quote_offset + col - 1)
         return SourceLocation(loc.file, loc.line + line - 1, loc.col + col - 1)
 
     def snippet(self, offset: int, end: int | None = None) -> str:
-        """The expression line holding ``offset`` with carets under ``offset..end``."""
+        """The line holding ``offset`` with carets under ``offset..end``: the file's line when the
+        value's positions are known, else the expression's line."""
+        file_snippet = self._file_snippet(offset, end)
+        if file_snippet is not None:
+            return file_snippet
         line_no, col = self.line_col(offset)
         line = self.text.split("\n")[line_no - 1]
+        width = max(1, end - offset) if end is not None and end > offset else 1
+        return caret_line(line, col, width)
+
+    def _file_snippet(self, offset: int, end: int | None) -> str | None:
+        loc = self.location
+        at = loc.inside(self.text, offset) if loc is not None else None
+        if loc is None or loc.positions is None or at is None:
+            return None
+        line = loc.positions.line_text(at.line)
+        if line is None:
+            return None
         width = 1
-        if end is not None and end > offset:
-            width = max(1, min(end - offset, len(line) - col + 1, SNIPPET_WIDTH // 2))
-        start = max(0, col - 1 - SNIPPET_WIDTH // 2)
-        shown = line[start : start + SNIPPET_WIDTH]
-        prefix = "..." if start else ""
-        suffix = "..." if start + SNIPPET_WIDTH < len(line) else ""
-        pad = " " * (len(prefix) + col - 1 - start)
-        return f"    {prefix}{shown}{suffix}\n    {pad}{'^' * width}"
+        last = loc.inside(self.text, end - 1) if end is not None and end > offset else None
+        if last is not None and last.line == at.line:
+            width = last.col - at.col + 1
+        return caret_line(line, at.col, width)
 
     def error(
         self,
@@ -92,6 +109,17 @@ class ExprSource:
             snippet=self.snippet(offset, end),
             details=details,
         )
+
+
+def caret_line(line: str, col: int, width: int = 1) -> str:
+    """``line`` (cut to :data:`SNIPPET_WIDTH` around ``col``) and ``width`` carets under column ``col``."""
+    width = max(1, min(width, len(line) - col + 1, SNIPPET_WIDTH // 2))
+    start = max(0, col - 1 - SNIPPET_WIDTH // 2)
+    shown = line[start : start + SNIPPET_WIDTH]
+    prefix = "..." if start else ""
+    suffix = "..." if start + SNIPPET_WIDTH < len(line) else ""
+    pad = " " * (len(prefix) + col - 1 - start)
+    return f"    {prefix}{shown}{suffix}\n    {pad}{'^' * width}"
 
 
 def did_you_mean(word: str, candidates: Iterable[str]) -> str | None:
