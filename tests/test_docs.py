@@ -76,19 +76,13 @@ def test_every_hook_has_a_documented_entry():
         assert (getattr(hookspecs, name).__doc__ or "").count("When") >= 1, f"{name}: say when it is called"
 
 
-def _yaml_blocks(doc: str) -> list[str]:
-    return re.findall(r"```yaml\n(.*?)```", (ROOT / "docs" / doc).read_text("utf-8"), flags=re.S)
-
-
 def test_the_phone_examples_of_configuration_md_compile(tmp_path: Path) -> None:
+    """configuration.md's examples run (tests/test_doc_examples.py), and the workspace they leave has the
+    phone settings the text describes."""
     from engine.dsl.compiler import compile_folder
+    from tests.test_doc_examples import run_document
 
-    blocks = _yaml_blocks("configuration.md")
-    manifest = next(b for b in blocks if b.startswith("# acme/workspace.yaml"))
-    contact = next(b for b in blocks if b.startswith("entity: contact\n"))
-    (tmp_path / "entities").mkdir()
-    (tmp_path / "workspace.yaml").write_text(manifest, "utf-8")
-    (tmp_path / "entities" / "contact.yaml").write_text(contact, "utf-8")
-    ws = compile_folder(tmp_path)
+    run_document(ROOT / "docs" / "configuration.md", tmp_path)
+    ws = compile_folder(tmp_path / "acme")
     assert ws.phone_region == "CN" and ws.locale == "zh"
     assert ws.entities["contact"].fields["mobile"].keep_as_typed

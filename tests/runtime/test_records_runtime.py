@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -32,6 +33,11 @@ class Step:
 
 
 def test_open_empty_database_says_run_apply(tmp_path: Path) -> None:
+    with pytest.raises(DatabaseNotReady) as ei:  # no file: said so, and none is created
+        Runtime.open(f"sqlite:///{tmp_path / 'empty.db'}")
+    assert ei.value.code == "database_missing" and "crm apply" in (ei.value.hint or "")
+    assert not (tmp_path / "empty.db").exists()
+    sqlite3.connect(tmp_path / "empty.db").close()  # a file with nothing applied
     with pytest.raises(DatabaseNotReady) as ei:
         Runtime.open(f"sqlite:///{tmp_path / 'empty.db'}")
     assert ei.value.hint == "run crm apply"
