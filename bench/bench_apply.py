@@ -102,8 +102,12 @@ def _sqlite_engine() -> Iterator[Engine]:
 
 
 def _reset_pg(engine: Engine) -> None:
+    """The scratch database without the bench's table and the engine's own tables (a later run starts new)."""
+    from engine.runtime.engine_tables import engine_metadata
+
     with engine.begin() as conn:
-        conn.execute(text("DROP TABLE IF EXISTS lead, crm_revisions CASCADE"))
+        conn.execute(text("DROP TABLE IF EXISTS lead CASCADE"))
+        engine_metadata.drop_all(conn)
 
 
 def run(quick: bool = False) -> list[dict[str, Any]]:

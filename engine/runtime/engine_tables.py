@@ -210,7 +210,8 @@ def upgrade(conn: Connection) -> None:
     """
     stored = check_version(conn)
     if stored == ENGINE_SCHEMA_VERSION:
-        return
+        engine_metadata.create_all(conn)  # an engine table dropped by hand comes back (empty) rather than
+        return                            # failing every apply with "relation does not exist"
     if stored > 0:
         for version in range(stored + 1, ENGINE_SCHEMA_VERSION + 1):
             MIGRATIONS[version](conn)

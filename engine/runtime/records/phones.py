@@ -44,18 +44,17 @@ def _parse(text: str, region: str | None, expected: str) -> PhoneNumber:
         raise BadValue(f"has no country code: write it with + and the country code ({expected}), "
                        "or set phone_region in workspace.yaml for numbers without one")
     number = _try_parse(text, region)
-    if number is None or not phonenumbers.is_valid_number(number):
-        split = _TRAILING_EXTENSION.match(text)
-        with_ext = _try_parse(split["number"], region) if split else None
-        if with_ext is not None and split is not None and phonenumbers.is_valid_number(with_ext):
-            with_ext.extension = split["ext"]
-            return with_ext
+    if number is not None and phonenumbers.is_valid_number(number):  # the usual case: one parse, one check
+        return number
+    split = _TRAILING_EXTENSION.match(text)
+    with_ext = _try_parse(split["number"], region) if split else None
+    if with_ext is not None and split is not None and phonenumbers.is_valid_number(with_ext):
+        with_ext.extension = split["ext"]
+        return with_ext
     if number is None:
         raise BadValue(f"is not a phone number (expected {expected})")
-    if not phonenumbers.is_valid_number(number):
-        where = _where(number, region)
-        raise BadValue(f"is not a valid phone number {where}(expected {expected})")
-    return number
+    where = _where(number, region)
+    raise BadValue(f"is not a valid phone number {where}(expected {expected})")
 
 
 def _try_parse(text: str, region: str | None) -> PhoneNumber | None:
