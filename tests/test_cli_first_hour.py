@@ -109,6 +109,13 @@ def test_an_unreachable_database_is_not_a_bug(tmp_path: Path):
         clean(r)
 
 
+def test_validate_works_without_a_reachable_database(tmp_path: Path):
+    workspace(tmp_path)
+    r = crm("validate", "acme", cwd=tmp_path, db_url=f"postgresql+psycopg://u@127.0.0.1:{free_port()}/db")
+    assert r.returncode == 0 and r.stdout.startswith("ok: workspace 'acme'"), r.stderr
+    assert "checks against the database were skipped: cannot connect" in r.stderr
+
+
 def test_a_missing_database_file_is_reported_and_not_created(tmp_path: Path):
     workspace(tmp_path)
     db = tmp_path / "nowhere" / "crm.db"
