@@ -324,7 +324,7 @@ def expr(entity: str, expression: str, show_sql: bool, record_id: int | None, di
     """
     from sqlalchemy.engine import make_url
 
-    from engine.runtime.db import normalize_url
+    from engine.runtime.db import normalize_url, sql_dialect
     from engine.runtime.schema.operations import compile_workspace
     from engine.runtime.storage import build_schema
 
@@ -337,18 +337,12 @@ def expr(entity: str, expression: str, show_sql: bool, record_id: int | None, di
             lines.append(f"value: {expression_value(runtime, entity, compiled, record_id)!r}")
     else:
         url = db_url_for(folder, db_url)
-        dialect = _dialect(make_url(normalize_url(url)).get_backend_name())
+        dialect = sql_dialect(make_url(normalize_url(url)).get_backend_name())
         ws = compile_workspace(folder)
         lines = explain_expression(ws, build_schema(ws, dialect.name), dialect, entity, expression,
                                    show_sql=show_sql)
     for line in lines:
         click.echo(line)
-
-
-def _dialect(backend: str) -> Any:
-    from sqlalchemy.dialects import postgresql, sqlite
-
-    return postgresql.psycopg.dialect() if backend == "postgresql" else sqlite.dialect()
 
 
 def _compiled(ws: Any, entity: str, expression: str) -> Any:

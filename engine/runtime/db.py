@@ -206,6 +206,14 @@ def is_timeout(error: DBAPIError) -> bool:
     return isinstance(error, OperationalError) and str(orig) == "interrupted"
 
 
+def sql_dialect(backend: str) -> Any:
+    """The SQLAlchemy dialect object for ``backend`` ("postgresql" with psycopg 3, else SQLite), to compile
+    SQL without a connection."""
+    from sqlalchemy.dialects import postgresql, sqlite
+
+    return postgresql.psycopg.dialect() if backend == "postgresql" else sqlite.dialect()
+
+
 def is_postgres(engine: Engine) -> bool:
     return engine.dialect.name == "postgresql"
 

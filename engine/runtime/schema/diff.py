@@ -25,13 +25,12 @@ import datetime as dt
 from collections.abc import Mapping
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
 
 from sqlalchemy import Connection
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.schema import CreateIndex
 
 from engine.dsl.model import Entity, Field, Workspace, frozen_map
+from engine.runtime.db import sql_dialect
 from engine.runtime.schema import field_rules as rules
 from engine.runtime.schema.model import KIND_ORDER, Change, Plan, format_plan
 from engine.runtime.schema.probes import PlanContext
@@ -221,14 +220,10 @@ def _rename_hints(changes: list[Change], old: Entity, new: Entity) -> list[Chang
 # --------------------------------------------------------------------------- indexes
 
 
-def _dialect_obj(name: str) -> Any:
-    return postgresql.psycopg.dialect() if name == "postgresql" else sqlite.dialect()
-
-
 def _index_sigs(entity: Entity, dialect: str) -> dict[str, str]:
     """Index name -> its CREATE INDEX text, as :func:`entity_indexes` defines them."""
     schema = build_schema(Workspace(name="idx", entities={entity.name: entity}), dialect)
-    d = _dialect_obj(dialect)
+    d = sql_dialect(dialect)
     indexes = sorted((ix for ix in schema.tables[entity.name].indexes if ix.name), key=lambda ix: str(ix.name))
     return {str(ix.name): str(CreateIndex(ix).compile(dialect=d)) for ix in indexes}  # a set: sorted, plans repeat
 
