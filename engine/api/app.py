@@ -13,6 +13,7 @@ from typing import Any
 
 from flask import Flask
 
+from engine.api import features  # noqa: F401  (nests the feature endpoints in the /api/v1 blueprint)
 from engine.api.errors import register_error_handlers
 from engine.api.gateway import TokenCache, UserSlots
 from engine.api.jsonenc import FastJSONProvider

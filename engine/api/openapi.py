@@ -15,7 +15,7 @@ from typing import Any
 
 from flask import current_app
 
-from engine.api import gateway
+from engine.api import apidoc, gateway
 from engine.api.meta import visible_entities
 from engine.api.params import DEFAULT_LIMIT, MAX_LIMIT
 from engine.dsl.model import Entity, Field, text_in
@@ -252,6 +252,7 @@ def build_openapi(runtime: Any, actor: Any) -> dict[str, Any]:
     paths = _meta_paths()
     for name, (_ent, perm) in entities.items():
         paths.update(entity_paths(name, perm))
+    paths.update(apidoc.feature_paths(ws))
     return {
         "openapi": "3.1.0",
         "info": {"title": f"{ws.name} CRM API", "version": str(gateway.revision_key(runtime)),

@@ -154,6 +154,16 @@ def _int_param(args: Any, name: str, default: int, lo: int, hi: int) -> int:
     return value
 
 
+def int_arg(args: Any, name: str, default: int, lo: int, hi: int) -> int:
+    """A whole-number query parameter within ``lo..hi`` (400 naming it otherwise)."""
+    return _int_param(args, name, default, lo, hi)
+
+
+def bool_arg(args: Any, name: str) -> bool:
+    """A yes/no query parameter (``true``/``1``/``yes``...; 400 for anything else)."""
+    return _bool_param(args, name)
+
+
 def _bool_param(args: Any, name: str) -> bool:
     raw = (args.get(name) or "").strip().lower()
     if raw in _TRUE:

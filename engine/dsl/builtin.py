@@ -1,4 +1,4 @@
-"""The built-in kinds: the manifests, ``entity`` and ``role``.
+"""The built-in kinds: the manifests, ``entity``, ``role`` and the sales process's (:mod:`engine.dsl.sales`).
 
 They are ordinary :class:`~engine.dsl.kinds.KindSpec` values with compile
 functions, registered through the plugin manager's default plugin exactly
@@ -16,6 +16,7 @@ from engine.dsl.compile_context import CompileContext
 from engine.dsl.compile_entity import EntityCompiler, label_of
 from engine.dsl.kinds import KindSpec
 from engine.dsl.model import Entity, EntityPermission, Role, frozen_map
+from engine.dsl.sales import sales_kinds
 from engine.dsl.yamlsrc import locate
 from engine.errors import ConfigError, UnknownReference
 
@@ -93,4 +94,5 @@ def builtin_kinds() -> list[KindSpec]:
                  field_type_enums=("/$defs/field/properties/type",)),
         KindSpec("role", "role.json", "what a role may do with entities and fields", compile=compile_roles,
                  order=20, target="roles"),
+        *sales_kinds(),
     ]

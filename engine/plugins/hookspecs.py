@@ -108,6 +108,36 @@ def crm_event_handlers(workspace: Workspace) -> list[Any]:
 
 
 @hookspec
+def crm_read_masks(workspace: Workspace) -> list[Any]:
+    """Masks applied to records as they are read (a pool hides phone and email while a lead is unclaimed).
+
+    Arguments: ``workspace``, the compiled revision.  Returns objects with
+    ``name``, ``applies_to(entity) -> bool`` and ``mask(uow, entity,
+    records)``, which changes the record dicts in place (replacing a value
+    with its masked form) before they leave the read path.  When: on every
+    get, list, search and export of a record of an entity it applies to,
+    after the row scope and the hidden-field rules.  Order: by name.
+    """
+    return []
+
+
+@hookspec
+def crm_plan_steps(workspace: Workspace) -> list[Any]:
+    """Data changes a configuration change needs, shown in ``crm plan`` and run by ``crm apply``.
+
+    Arguments: ``workspace``, the compiled revision being planned.  Returns
+    objects with ``name``, ``plan(pctx) -> list[Change]`` (changes of kind
+    ``feature_data`` whose ``details["step"]`` is the step's name; ``pctx``
+    holds the connection, the old and the new workspace's objects) and
+    ``apply(actx, change)``, run in the apply's transaction after the
+    schema changes (rescoring every lead when scoring rules changed is one
+    set-based UPDATE).  When: on every plan and apply.  Order: by name,
+    after every schema change.
+    """
+    return []
+
+
+@hookspec
 def crm_job_kinds() -> list[Any]:
     """Kinds of background job the plugin can run (``crm worker``).
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import logging
 from collections.abc import Iterable, Mapping, Sequence
 from importlib.metadata import EntryPoint, entry_points
@@ -18,6 +19,9 @@ from engine.plugins import builtin, hookspecs
 
 log = logging.getLogger(__name__)
 ENTRY_POINT_GROUP = "crm_engine.plugins"
+#: The engine's own features, registered after the built-in plugin in every host (Datasette's
+#: DEFAULT_PLUGINS): named by module so this package does not import the runtime that implements them.
+DEFAULT_PLUGINS = ("engine.runtime.sales.plugin",)
 hookimpl = pluggy.HookimplMarker(hookspecs.PROJECT)
 
 
@@ -39,6 +43,8 @@ class PluginHost:
         self.manager = pluggy.PluginManager(hookspecs.PROJECT)
         self.manager.add_hookspecs(hookspecs)
         self.manager.register(builtin, name="builtin")
+        for module in DEFAULT_PLUGINS:
+            self.manager.register(importlib.import_module(module), name=module)
         found = installed_plugins()
         loaded: list[str] = []
         for name in dict.fromkeys(names):
@@ -69,6 +75,14 @@ class PluginHost:
     def event_handlers(self, workspace: Workspace) -> list[Any]:
         """The plugins' durable event handlers for one compiled revision."""
         return self._collect("crm_event_handlers", workspace=workspace)
+
+    def read_masks(self, workspace: Workspace) -> list[Any]:
+        """The read masks for one compiled revision, by name."""
+        return sorted(self._collect("crm_read_masks", workspace=workspace), key=lambda m: m.name)
+
+    def plan_steps(self, workspace: Workspace) -> list[Any]:
+        """The data-change steps of a plan for one compiled workspace, by name."""
+        return sorted(self._collect("crm_plan_steps", workspace=workspace), key=lambda s: s.name)
 
     def job_kinds(self) -> dict[str, Any]:
         """Job kinds by name (ValueError on a name defined twice)."""

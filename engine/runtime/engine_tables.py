@@ -28,7 +28,7 @@ from engine.runtime.types import JsonType, UtcDateTime
 #: Version of the engine tables' shape; :func:`upgrade` brings older databases to it through
 #: :data:`MIGRATIONS`.  (The PostgreSQL gate function is re-created on every upgrade and apply:
 #: see engine.runtime.markers.install.)
-ENGINE_SCHEMA_VERSION = 3
+ENGINE_SCHEMA_VERSION = 4
 SCHEMA_VERSION_KEY = "engine_schema"
 
 engine_metadata = MetaData()
@@ -155,6 +155,87 @@ crm_outbox = Table(
 )
 
 
+# --------------------------------------------------------------------------- sales process (version 4)
+
+crm_notifications = Table(
+    "crm_notifications",
+    engine_metadata,
+    _id(),
+    Column("user_id", BigInteger, ForeignKey("crm_users.id"), nullable=False),
+    #: assignment, claim, return, recycle_warning, recycle, approval... (what the notification is about)
+    Column("kind", String(50), nullable=False),
+    Column("entity", String(100), nullable=True),
+    Column("record_id", BigInteger, nullable=True),
+    Column("text_en", Text, nullable=False),
+    Column("text_zh", Text, nullable=True),
+    Column("data", JsonType, nullable=True),
+    Column("created_at", UtcDateTime, nullable=False),
+    Column("read_at", UtcDateTime, nullable=True),
+    #: one notification per key (a retried job does not notify twice)
+    Column("dedupe_key", String(200), nullable=True),
+    Index("ix_crm_notifications_user", "user_id", "read_at", "id"),
+    UniqueConstraint("dedupe_key", name="uq_crm_notifications_dedupe"),
+)
+
+crm_stage_history = Table(
+    "crm_stage_history",
+    engine_metadata,
+    _id(),
+    Column("entity", String(100), nullable=False),
+    Column("record_id", BigInteger, nullable=False),
+    Column("pipeline", String(100), nullable=False),
+    Column("from_stage", String(100), nullable=True),
+    Column("to_stage", String(100), nullable=False),
+    Column("entered_at", UtcDateTime, nullable=False),
+    Column("left_at", UtcDateTime, nullable=True),
+    #: seconds spent in ``to_stage`` (set when the record leaves it)
+    Column("duration_seconds", BigInteger, nullable=True),
+    Column("actor_id", BigInteger, nullable=True),
+    Index("ix_crm_stage_history_record", "entity", "record_id", "id"),
+    Index("ix_crm_stage_history_stage", "pipeline", "to_stage", "entered_at"),
+)
+
+crm_dedupe_keys = Table(
+    "crm_dedupe_keys",
+    engine_metadata,
+    _id(),
+    Column("entity", String(100), nullable=False),
+    Column("record_id", BigInteger, nullable=False),
+    #: what the key normalises: ``email``, ``phone``, ``company``, or a field name
+    Column("kind", String(50), nullable=False),
+    Column("key", String(300), nullable=False),
+    Index("ix_crm_dedupe_keys_lookup", "kind", "key", "entity"),
+    Index("ix_crm_dedupe_keys_record", "entity", "record_id"),
+)
+
+crm_assignment_cursors = Table(
+    "crm_assignment_cursors",
+    engine_metadata,
+    #: ``<assignment>:<rule index>`` (one round-robin position per rule)
+    Column("name", String(200), primary_key=True),
+    Column("position", BigInteger, nullable=False),
+    Column("updated_at", UtcDateTime, nullable=True),
+)
+
+crm_pool_log = Table(
+    "crm_pool_log",
+    engine_metadata,
+    _id(),
+    Column("pool", String(100), nullable=False),
+    Column("entity", String(100), nullable=False),
+    Column("record_id", BigInteger, nullable=False),
+    #: the holder concerned (the claimant, the one returning or losing the record)
+    Column("user_id", BigInteger, nullable=True),
+    #: enter, claim, return, recycle, assign, move, reveal, warn
+    Column("action", String(20), nullable=False),
+    Column("reason", Text, nullable=True),
+    Column("actor_id", BigInteger, nullable=True),
+    Column("at", UtcDateTime, nullable=False),
+    Index("ix_crm_pool_log_user", "pool", "user_id", "action", "at"),
+    Index("ix_crm_pool_log_record", "entity", "record_id", "id"),
+)
+
+
 def stored_version(conn: Connection) -> int:
     """The engine-table version the database holds: 0 for a database without engine tables, 1 for one
     made before versions were recorded."""
@@ -185,8 +266,13 @@ def _to_v3(conn: Connection) -> None:
         next(ix for ix in crm_outbox.indexes if ix.name == "ix_crm_outbox_status").create(conn)
 
 
+def _to_v4(conn: Connection) -> None:
+    """Version 4: the sales process's tables (notifications, stage history, dedupe keys, assignment cursors,
+    the pool log) -- new tables only, made by the ``create_all`` that follows every migration."""
+
+
 #: version N -> the migration that turns a version N-1 database into version N (one per version).
-MIGRATIONS: dict[int, Callable[[Connection], None]] = {2: _to_v2, 3: _to_v3}
+MIGRATIONS: dict[int, Callable[[Connection], None]] = {2: _to_v2, 3: _to_v3, 4: _to_v4}
 
 
 def check_version(conn: Connection) -> int:

@@ -1,0 +1,15 @@
+"""The feature endpoints, nested in the ``/api/v1`` blueprint (so they share its authentication).
+
+Each module holds one feature's views on its own blueprint and registers its OpenAPI paths with
+:mod:`engine.api.apidoc`.
+"""
+
+from __future__ import annotations
+
+from engine.api import notifications
+from engine.api.views import bp
+
+CHILDREN = (notifications.bp,)
+
+for _child in CHILDREN:
+    bp.register_blueprint(_child)

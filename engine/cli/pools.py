@@ -1,0 +1,3 @@
+"""crm pools commands (to be written)."""
+
+from __future__ import annotations

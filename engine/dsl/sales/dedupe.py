@@ -1,0 +1,7 @@
+"""The ``dedupe:`` kind (to be written)."""
+
+from __future__ import annotations
+
+from engine.dsl.kinds import KindSpec
+
+KIND: KindSpec | None = None
