@@ -296,6 +296,26 @@ class UniqueViolation(RecordError):
     code = "unique_violation"
 
 
+class GateRefused(RecordError):
+    """A stage move the pipeline refuses: required fields missing, a gate expression false, a transition
+    not allowed; ``details`` name the stage, the missing fields and the failed gate's message."""
+
+    code = "stage_gate"
+
+
+class DuplicateFound(RecordError):
+    """A write a ``dedupe: ... action: block`` refuses; ``details["matches"]`` lists the records it matches."""
+
+    code = "duplicate"
+
+
+class Conflict(RecordError):
+    """The request conflicts with the state of the data (a pool's holding limit or daily claim cap is
+    reached, the record was claimed by someone else first, a cool-down is running)."""
+
+    code = "conflict"
+
+
 class RecordLocked(RecordError):
     code = "locked"
 
