@@ -284,6 +284,8 @@ class UnitOfWork:
         #: the actor is an active user (just authenticated), so owning a record needs no lookup
         self.visible_ids: dict[str, set[int]] = {"crm_users": {actor.user_id}} if actor.user_id is not None else {}
         self._guard: Guard | None = None
+        self._system_guard: Guard | None = None
+        self._elevated = 0
 
     @property
     def clock(self) -> Clock:
@@ -299,10 +301,30 @@ class UnitOfWork:
 
     @property
     def guard(self) -> Guard:
-        """The security checks for this unit's actor."""
+        """The security checks for this unit's actor (the system's inside :meth:`elevated`)."""
+        if self._elevated:
+            if self._system_guard is None:
+                self._system_guard = Guard(Actor.system(), self.state.workspace, self.conn, memo=self.state.memo)
+            return self._system_guard
         if self._guard is None:
             self._guard = Guard(self.actor, self.state.workspace, self.conn, memo=self.state.memo)
         return self._guard
+
+    @contextmanager
+    def elevated(self) -> Iterator[UnitOfWork]:
+        """Record writes a feature's own rules have already allowed, made with the system's permissions.
+
+        A pool claim is allowed by the pool's membership and limits, not by the claimant's row scope (an
+        unclaimed lead has no owner the rep could match); an activity stamps ``last_activity_at`` on a
+        parent the author may not update.  Inside the block the permission checks pass as the system's;
+        validation rules, steps and audit run as always, and the audit rows and stamps still name the
+        unit's actor.  Callers check their own rule first, and keep the block to the write itself.
+        """
+        self._elevated += 1
+        try:
+            yield self
+        finally:
+            self._elevated -= 1
 
     def write_steps(self, entity: str) -> tuple[Any, ...]:
         """The write steps for ``entity``: the revision's plugin steps and the runtime's own, in run order

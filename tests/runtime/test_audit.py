@@ -63,3 +63,23 @@ def test_events_delivered_after_commit_with_changes(world: World) -> None:
         d = uow.records.create("deal", {"name": "a"})
         uow.records.update("deal", d["id"], {"name": "b"}, expected_version=1)
     assert seen == [("created", 2, {}), ("updated", 2, {"name": ("a", "b")})]
+
+
+
+def test_an_elevated_write_passes_the_permission_checks_and_still_names_the_actor(world: World) -> None:
+    """``uow.elevated()``: a feature's internal write (a pool claim) is made with the system's permissions,
+    while the stamps and the audit rows name the unit's actor; outside the block the actor's scope holds."""
+    from engine.errors import NotFound
+
+    with world.unit("alice") as uow:
+        d = uow.records.create("deal", {"name": "mine"})
+    with world.unit("dave") as uow, pytest.raises(NotFound):  # dave (west) cannot see alice's deal
+        uow.records.update("deal", d["id"], {"name": "taken"}, expected_version=None)
+    with world.unit("dave") as uow:
+        with uow.elevated():
+            uow.records.update("deal", d["id"], {"name": "taken"}, expected_version=None)
+        with pytest.raises(NotFound):  # the block ended: dave's own scope again
+            uow.records.get("deal", d["id"])
+    with world.unit("admin", readonly=True) as uow:
+        hist = uow.records.history("deal", d["id"])
+    assert [(e.actor, e.new) for e in hist if e.field == "name"] == [("dave", "taken")]
