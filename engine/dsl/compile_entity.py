@@ -245,11 +245,14 @@ class EntityCompiler:
                 location=self._loc((*path, "options"), key=True), hint="write the options as a list here"))
             return ()
         out = []
-        for item in raw:
+        locs = list(getattr(raw, "item_locs", ()))
+        for i, item in enumerate(raw):
+            loc = locs[i] if i < len(locs) else None
             if isinstance(item, dict):
-                out.append(Option(str(item["key"]), label_of(item.get("label"), str(item["key"])), item.get("color")))
+                out.append(Option(str(item["key"]), label_of(item.get("label"), str(item["key"])), item.get("color"),
+                                  location=loc))
             else:
-                out.append(Option(str(item), label_of(None, str(item))))
+                out.append(Option(str(item), label_of(None, str(item)), location=loc))
         return tuple(out)
 
     def _default(self, name: str, ftype: str, spec: YMap, path: tuple[Any, ...], options: tuple[Option, ...]) -> Any:

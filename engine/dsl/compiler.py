@@ -182,6 +182,10 @@ def _compile_kinds(loaded: LoadedConfig, ext: Extensions, ctx: CompileContext) -
     for spec in ext.kinds.specs():
         if spec.entity_fields is not None and not spec.manifest:
             _add_fields(spec, spec.entity_fields(ctx.objects.get(spec.name, {}), ctx), ctx)
+    changed_by: dict[tuple[str, str], str] = {}
+    for spec in ext.kinds.specs():
+        if spec.entity_field_changes is not None and not spec.manifest:
+            _change_fields(spec, spec.entity_field_changes(ctx.objects.get(spec.name, {}), ctx), ctx, changed_by)
 
 
 def _add_fields(spec: KindSpec, added: Mapping[str, Sequence[Field]], ctx: CompileContext) -> None:
@@ -194,6 +198,28 @@ def _add_fields(spec: KindSpec, added: Mapping[str, Sequence[Field]], ctx: Compi
             if f.name in merged:
                 ctx.report(InvalidName(f"{spec.name} adds field {entity_name}.{f.name}, which the entity already has",
                                        location=f.location, hint=f"rename the field in entity {entity_name!r}"))
+                continue
+            merged[f.name] = f
+        ctx.entities[entity_name] = dataclasses.replace(entity, fields=frozen_map(merged))
+
+
+def _change_fields(spec: KindSpec, changes: Mapping[str, Sequence[Field]], ctx: CompileContext,
+                   changed_by: dict[tuple[str, str], str]) -> None:
+    """Replace entity fields with the kind's versions of them; one kind per field."""
+    for entity_name, fields in changes.items():
+        entity = ctx.entities.get(entity_name)
+        if entity is None:
+            continue  # the kind's compiler reported the unknown entity
+        merged = dict(entity.fields)
+        for f in fields:
+            if f.name not in merged:
+                ctx.report(InvalidName(f"{spec.name} changes field {entity_name}.{f.name}, which the entity does not "
+                                       "have", location=f.location, hint=f"add the field to entity {entity_name!r}"))
+                continue
+            earlier = changed_by.setdefault((entity_name, f.name), spec.name)
+            if earlier != spec.name:
+                ctx.report(InvalidName(f"{spec.name} and {earlier} both change field {entity_name}.{f.name}",
+                                       location=f.location, hint="let one document own the field"))
                 continue
             merged[f.name] = f
         ctx.entities[entity_name] = dataclasses.replace(entity, fields=frozen_map(merged))

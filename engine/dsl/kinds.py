@@ -34,6 +34,10 @@ KindCompiler = Callable[[Sequence["MergedDoc"], "CompileContext"], Mapping[str, 
 #: ``entity_fields(objects, ctx) -> {entity: [Field, ...]}``: fields the kind's objects add to entities
 #: (a pool's ``claimed_at``...), so the planner creates their columns like any other field.
 FieldContributor = Callable[[Mapping[str, Any], "CompileContext"], Mapping[str, Sequence["Field"]]]
+#: ``entity_field_changes(objects, ctx) -> {entity: [Field, ...]}``: new versions of fields the entities already
+#: have, each replacing the field of the same name (a pipeline's stage field takes its options from the stages).
+#: The planner then sees the changed field like any edit of the entity's YAML.
+FieldChanger = Callable[[Mapping[str, Any], "CompileContext"], Mapping[str, Sequence["Field"]]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,6 +60,9 @@ class KindSpec:
     target: Literal["entities", "roles", "objects"] = "objects"
     #: fields this kind's objects add to entities (see :data:`FieldContributor`)
     entity_fields: FieldContributor | None = None
+    #: fields of entities this kind's objects change (see :data:`FieldChanger`); run after every kind's
+    #: ``entity_fields``, so a change may target an added field too
+    entity_field_changes: FieldChanger | None = None
     #: JSON pointers in ``schema`` to a field-type enum that plugin field types extend
     field_type_enums: tuple[str, ...] = ()
 

@@ -87,6 +87,8 @@ class Option:
     key: str
     label: Label = field(default_factory=frozen_map)
     color: str | None = None
+    #: where the option was written (None when not from YAML); not part of comparisons
+    location: SourceLocation | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,6 +130,9 @@ class Field:
     options: tuple[Option, ...] = ()
     #: picklist option removal: old option -> replacement (used by the plan)
     replace: Mapping[str, str] = field(default_factory=frozen_map)
+    #: the document whose items are this picklist's options (``pipeline opportunity_sales``: its stages), set
+    #: by the kind that owns them; the plan's advice for a removed option then points there
+    options_owner: str | None = None
     #: target entity of a ``reference``; ``"crm_users"`` for ``user``
     reference: str | None = None
     on_delete: Literal["restrict", "set_null", "cascade"] = "restrict"

@@ -48,7 +48,7 @@ from engine.runtime import engine_tables, markers
 from engine.runtime.db import describe_error, ensure_pg_functions
 from engine.runtime.schema import revisions
 from engine.runtime.schema.diff import plan_from_state
-from engine.runtime.schema.executors import EXECUTORS, ApplyContext, add_deferred_foreign_keys
+from engine.runtime.schema.executors import EXECUTORS, ApplyContext, add_deferred_foreign_keys, stamp_audit_revision
 from engine.runtime.schema.model import Change, Plan, format_plan
 from engine.runtime.storage import build_schema
 from engine.wording import agreeing, counted
@@ -165,6 +165,7 @@ def _apply_in(conn: Connection, new: Workspace, *, author: str, message: str, al
     ctx = _run_changes(conn, the_plan, fail_after)
     rev_id = revisions.record_revision(conn, workspace=new, state=the_plan.result, author=author,
                                        message=message, changes=the_plan.to_list())
+    stamp_audit_revision(ctx, rev_id)
     return ApplyResult(plan=the_plan, revision_id=rev_id, applied=True, exported=tuple(ctx.exported))
 
 

@@ -11,6 +11,7 @@ conversions.
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -19,11 +20,26 @@ from pathlib import Path
 from typing import Any
 
 from alembic.operations import Operations
-from sqlalchemy import BigInteger, Column, Connection, MetaData, Table, bindparam, select, text, update
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    Connection,
+    MetaData,
+    Table,
+    bindparam,
+    cast,
+    insert,
+    literal,
+    null,
+    select,
+    text,
+    update,
+)
 from sqlalchemy.schema import AddConstraint, CreateColumn, CreateIndex, CreateTable, ForeignKeyConstraint
 
 from engine.dsl.model import JSON_COLUMN, Field
 from engine.errors import PlanError
+from engine.runtime.engine_tables import crm_audit
 from engine.runtime.schema.field_rules import PLAIN_NUMERIC, TEXTUAL
 from engine.runtime.schema.model import CHANGE_KINDS, KINDS_BY_NAME, Change, Plan
 from engine.runtime.storage import (
@@ -33,7 +49,7 @@ from engine.runtime.storage import (
     from_json_value,
     to_json_value,
 )
-from engine.runtime.types import JsonType
+from engine.runtime.types import JsonType, UtcDateTime
 from engine.wording import counted
 
 PAGE = 2000
@@ -52,6 +68,10 @@ class ApplyContext:
     exported: list[Path] = field(default_factory=list)
     created: set[str] = field(default_factory=set)
     deferred_fks: list[ForeignKeyConstraint] = field(default_factory=list)
+    #: when this apply writes: the time of the audit rows its data moves leave
+    at: dt.datetime = field(default_factory=lambda: dt.datetime.now(dt.UTC))
+    #: audit rows were written (their revision is filled in once the apply records it)
+    audited: bool = False
 
     @property
     def sqlite(self) -> bool:
@@ -265,13 +285,19 @@ def _json_to_column(ctx: ApplyContext, table_name: str, old: Field, new: Field) 
     rewrite_rows(ctx, table, copy)
 
 
+#: the audit action of rows a plan's option replacement (``replace:``, a pipeline's ``move_to:``) rewrote
+REPLACE_AUDIT_ACTION = "replace_option"
+
+
 def do_replace_option(ctx: ApplyContext, change: Change) -> None:
     old = ctx.old_field(change)
     src, dst = change.details["option"], change.details["to"]
     if old.storage == "column" and old.type == "picklist":
-        table = _adhoc(change.entity, _value_col(old))
+        table = _adhoc(change.entity, _value_col(old), Column("version", BigInteger))
         col = table.c[old.column_name]
-        ctx.conn.execute(update(table).where(col == src).values({old.column_name: dst}))
+        _audit_replaced(ctx, table, change.field or old.name, col == src, src, dst)
+        ctx.conn.execute(update(table).where(col == src).values({old.column_name: dst,
+                                                                 "version": table.c.version + 1}))
         return
     multi = old.type == "multi_picklist"
     in_json = old.storage == "json"
@@ -292,6 +318,31 @@ def do_replace_option(ctx: ApplyContext, change: Change) -> None:
         return None if swap(value) == value else {old.column_name: swap(value)}
 
     rewrite_rows(ctx, table, fix)
+
+
+def _audit_replaced(ctx: ApplyContext, table: Table, field_name: str, where: Any, src: Any, dst: Any) -> None:
+    """One audit row per row about to move from ``src`` to ``dst``: a single INSERT ... SELECT.
+
+    No actor (the apply's author is named by the revision, which :func:`stamp_audit_revision` fills in).
+    """
+    def as_json(value: Any) -> Any:
+        param = bindparam(None, value, type_=JsonType)
+        return param if ctx.sqlite else cast(param, JsonType)  # SQLite's CAST(.. AS JSON) would make a number
+
+    rows = select(literal(table.name), table.c.id, literal(REPLACE_AUDIT_ACTION), literal(field_name),
+                  as_json(src), as_json(dst), null(), bindparam(None, ctx.at, type_=UtcDateTime), null()
+                  ).where(where)
+    cols = ["entity", "record_id", "action", "field", "old_value", "new_value", "actor_id", "at", "revision_id"]
+    ctx.conn.execute(insert(crm_audit).from_select(cols, rows))
+    ctx.audited = True
+
+
+def stamp_audit_revision(ctx: ApplyContext, revision_id: int) -> None:
+    """Name the revision an apply just recorded on the audit rows its data moves wrote."""
+    if ctx.audited:
+        a = crm_audit
+        ctx.conn.execute(update(a).where(a.c.revision_id.is_(None), a.c.action == REPLACE_AUDIT_ACTION,
+                                         a.c.at == ctx.at).values(revision_id=revision_id))
 
 
 def do_change_type(ctx: ApplyContext, change: Change) -> None:

@@ -236,12 +236,19 @@ def _option_changes(ctx: PlanContext, entity: str, old: Field, new: Field) -> li
                               note=f"{fmt_rows(rows)} changed to {target!r}", details=details))
         elif rows:
             out.append(Change("remove_option", entity, desc, new.name, safety="blocked", rows=rows,
-                              reason=agreeing(rows, "row", "use it"),
-                              fix=f"add replace: {{{key}: ...}} to {_ref(entity, new)}"))
+                              reason=agreeing(rows, "row", "use it"), fix=_removal_fix(entity, new, key)))
         else:
             out.append(Change("remove_option", entity, desc, new.name, rows=0, note="no row uses it",
                               details=details))
     return out
+
+
+def _removal_fix(entity: str, new: Field, key: str) -> str:
+    """How to unblock removing option ``key`` that rows use: where its rows go is said where the options live."""
+    if new.options_owner:  # e.g. a pipeline, whose stages are the options
+        return (f"{new.options_owner} owns the options of {_ref(entity, new)}: write "
+                f"{{key: {key}, remove: true, move_to: ...}} in it to move those rows to another option")
+    return f"add replace: {{{key}: ...}} to {_ref(entity, new)}"
 
 
 # --------------------------------------------------------------------------- becoming required

@@ -1,0 +1,28 @@
+"""Evaluating a feature's compiled expressions on a record inside a unit of work (gates, task owners)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import select
+
+from engine.runtime import users
+from engine.runtime.records import exprs, rows
+
+if TYPE_CHECKING:
+    from engine.runtime.runtime import UnitOfWork
+
+
+def eval_context(uow: UnitOfWork, old: Mapping[str, Any] | None) -> Any:
+    """An expression context for the unit (user, clock, ``old``, one-hop references, the user directory)."""
+    return exprs.make_context(user_id=uow.actor.user_id, now=uow.clock.now(), old=old,
+                              ref=lambda entity, rid: read_record(uow, entity, rid),
+                              users=lambda uid: users.directory_entry(uow.conn, uid))
+
+
+def read_record(uow: UnitOfWork, entity: str, record_id: int) -> Mapping[str, Any] | None:
+    """The stored record ``record_id`` of ``entity`` as the engine reads it (for expressions; no row scope)."""
+    plan = uow.state.plan(entity)
+    row = uow.conn.execute(select(plan.table).where(plan.table.c.id == record_id)).first()
+    return rows.read(plan.readers, row._mapping) if row is not None else None
