@@ -429,7 +429,8 @@ class _PipelineCompiler:
             if o.key not in stage_keys:
                 self.report(SchemaViolation(
                     f"field {declared.name!r} option {o.key!r} is not a stage of pipeline {self.name!r}, which owns "
-                    f"the options of {self.data.get('entity')}.{declared.name}", location=o.location or declared.location,
+                    f"the options of {self.data.get('entity')}.{declared.name}",
+                    location=o.location or declared.location,
                     hint=f"add it to the stages of pipeline {self.name!r} (defined at {self.doc.loc}), e.g. in an "
                      f"extend: true layer {{key: {o.key}, after: <stage>}}; to take a stage away write "
                      f"{{key: {o.key}, remove: true, move_to: <stage>}} there"))

@@ -45,8 +45,13 @@ class RowError:
 
     @classmethod
     def of(cls, error: RecordError, *, record_id: int | None = None) -> RowError:
+        """The row's error; an error whose details say more than field -> messages (a refused stage move)
+        gives its field messages under ``details["fields"]``."""
         details = error.details if isinstance(error.details, Mapping) else {}
-        return cls(error.code, error.message, {str(k): list(v) for k, v in details.items()}, record_id)
+        if isinstance(details.get("fields"), Mapping):
+            details = details["fields"]
+        return cls(error.code, error.message, {str(k): [str(m) for m in v] if isinstance(v, (list, tuple))
+                                               else [str(v)] for k, v in details.items()}, record_id)
 
 
 @dataclass(frozen=True, slots=True)

@@ -122,7 +122,8 @@ def refuse_if_blocked(uow: UnitOfWork, p: Pipeline, move: Move, record: Mapping[
     if move.target is None:
         raise GateRefused(f"{what} cannot leave stage {move.source!r} for no stage: it is in pipeline {p.name!r}",
                           hint=f"move it to one of: {', '.join(p.keys)}",
-                          details={"pipeline": p.name, "from": move.source, "to": None})
+                          details={"pipeline": p.name, "from": move.source, "to": None,
+                                   "fields": {p.field: ["is required: the record is in a pipeline"]}})
     stage = p.stage(move.target)
     assert stage is not None  # the field's options are the stages; coercion refused anything else
     actor = uow.actor
@@ -138,9 +139,11 @@ def refuse_if_blocked(uow: UnitOfWork, p: Pipeline, move: Move, record: Mapping[
             open_tasks = playbooks.open_tasks(uow, p, left.key, int(record["id"]))
             if open_tasks:
                 details["open_tasks"] = open_tasks
-                problems.append(f"{counted(len(open_tasks), 'task')} of stage {move.source!r} "
-                                f"{'is' if len(open_tasks) == 1 else 'are'} not done "
-                                f"({', '.join(repr(t['subject']) for t in open_tasks[:3])})")
+                problem = (f"{counted(len(open_tasks), 'task')} of stage {move.source!r} "
+                           f"{'is' if len(open_tasks) == 1 else 'are'} not done "
+                           f"({', '.join(repr(t['subject']) for t in open_tasks[:3])})")
+                problems.append(problem)
+                fields[p.field] = [problem]
     missing = [f for f in stage.requires if _empty(record.get(f))]
     if missing:
         entity = ws.entities[p.entity]
@@ -148,9 +151,11 @@ def refuse_if_blocked(uow: UnitOfWork, p: Pipeline, move: Move, record: Mapping[
         problems.append(f"{', '.join(names)} {'is' if len(missing) == 1 else 'are'} required to enter it")
         details["missing"] = missing
         fields.update({f: [f"is required to enter stage {move.target!r}"] for f in missing})
-    gate_problem = _gate_problem(uow, stage, record, old)
+    reads_missing = stage.gate is not None and bool(set(missing) & exprs.fields_used(stage.gate))
+    gate_problem = None if reads_missing else _gate_problem(uow, stage, record, old)  # judged once filled in
     if gate_problem is not None:
         problems.append(gate_problem)
+        fields.setdefault("_record", []).append(gate_problem)
         details["gate"] = {"expression": stage.gate.source if stage.gate else None,
                            "message": _local(stage.message, ws.locale) or None}
     if problems:
@@ -170,7 +175,7 @@ def _refuse_transition(p: Pipeline, move: Move, what: str, roles: Sequence[str],
         hint=f"from {move.source!r} you may move to: {', '.join(allowed)}" if allowed
         else f"no move out of {move.source!r} is open to you; ask a user with the right role",
         details={"pipeline": p.name, "from": move.source, "to": move.target, "transition": "not_allowed",
-                 "allowed": allowed})
+                 "allowed": allowed, "fields": {p.field: [f"cannot move from {move.source!r} to {move.target!r}"]}})
 
 
 def _gate_problem(uow: UnitOfWork, stage: Stage, record: Mapping[str, Any],
