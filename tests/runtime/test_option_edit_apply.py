@@ -1,29 +1,38 @@
-"""Editing the base stage picklist from an extend layer, planned and applied on both databases."""
+"""Changing stages and picklist options from a later layer, planned and applied on both databases.
+
+The pipeline owns ``opportunity.stage``: a stage added ``after:`` another in an extend layer keeps every
+record and its stage; a stage records still hold cannot be removed (blocked, with the count) until
+``move_to:`` says where they go, and then the records move, audited. A plain picklist (``lead.status``)
+works the same way with ``replace:``.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from sqlalchemy import Engine
+from sqlalchemy import Engine, select
 
 from engine.dsl.compiler import compile_folder
 from engine.dsl.model import Workspace
+from engine.runtime.context import Actor
+from engine.runtime.engine_tables import crm_audit
+from engine.runtime.runtime import Runtime
 from engine.runtime.schema.apply import apply
 from engine.runtime.schema.diff import plan_from_state
 from engine.runtime.schema.model import Plan
 from engine.runtime.schema.revisions import active_revision, revision_state
 from tests.conftest import insert_rows, read_rows
 
-STAGES = ["qualification", "lost", "won", "lost", "proposal"]
+STAGES = ["qualification", "needs_analysis", "won", "needs_analysis", "proposal"]
+PIPELINE = "pipeline: opportunity_sales\nextend: true\nstages:\n"
 
 
-def _workspace(folder: Path, stage_edit: str | None) -> Workspace:
+def _workspace(folder: Path, files: dict[str, str] | None = None) -> Workspace:
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "workspace.yaml").write_text("workspace: acme\nextends: base\n", "utf-8")
-    if stage_edit is not None:
-        (folder / "entities").mkdir(exist_ok=True)
-        (folder / "entities" / "opportunity.yaml").write_text(
-            "entity: opportunity\nextend: true\nfields:\n  stage:\n" + stage_edit, "utf-8")
+    for rel, text in (files or {}).items():
+        (folder / rel).parent.mkdir(parents=True, exist_ok=True)
+        (folder / rel).write_text(text, "utf-8")
     return compile_folder(folder)
 
 
@@ -39,30 +48,86 @@ def _seed(db_engine: Engine, ws: Workspace) -> None:
                                                for i, s in enumerate(STAGES)])
 
 
-def test_adding_a_stage_in_an_extend_layer_keeps_every_row(db_engine: Engine, tmp_path: Path) -> None:
+def test_adding_a_stage_and_a_field_through_yaml_keeps_every_record(db_engine: Engine, tmp_path: Path) -> None:
     folder = tmp_path / "acme"
-    _seed(db_engine, _workspace(folder, None))
-    ws = _workspace(folder, "    options: {add: [{key: on_hold, label: On hold}], after: negotiation}\n")
+    _seed(db_engine, _workspace(folder))
+    ws = _workspace(folder, {
+        "pipelines/opportunity_sales.yaml": PIPELINE + "  - {key: solution_review, after: proposal, probability: 60,"
+                                                       " label: {zh: 方案评审}}\n",
+        "entities/opportunity.yaml": "entity: opportunity\nextend: true\nfields:\n"
+                                     "  budget_range: {type: picklist, label: {zh: 客户预算范围},"
+                                     " options: [under_100k, 100k_1m, over_1m]}\n"})
     p = plan(db_engine, ws)
-    assert not p.blocked and not p.destructive, [str(c) for c in p.changes]
-    apply(db_engine, ws, author="t", message="add on_hold")
-    rows = read_rows(db_engine, ws, "opportunity", ["stage"])
-    assert [r["stage"] for r in rows.values()] == STAGES
-    assert [o.key for o in ws.entities["opportunity"].fields["stage"].options][3:5] == ["negotiation", "on_hold"]
-    insert_rows(db_engine, ws, "opportunity", [{"name": "paused", "account": 1, "stage": "on_hold"}])
-    assert read_rows(db_engine, ws, "opportunity", ["stage"])[6]["stage"] == "on_hold"
+    assert not p.blocked and not p.destructive, [c.line() for c in p.changes]
+    assert [(c.kind, c.field) for c in p.changes] == [("add_column", "budget_range")]
+    apply(db_engine, ws, author="t", message="solution review and budget range")
+    rows = read_rows(db_engine, ws, "opportunity", ["stage", "budget_range"])
+    assert [r["stage"] for r in rows.values()] == STAGES and {r["budget_range"] for r in rows.values()} == {None}
+    stage = ws.entities["opportunity"].fields["stage"]
+    assert list(stage.option_keys)[2:5] == ["proposal", "solution_review", "negotiation"]
+    assert stage.options[3].label["zh"] == "方案评审"
+    rt = Runtime.open(db_engine.url.render_as_string(hide_password=False))
+    try:
+        with rt.unit(Actor.system()) as uow:  # the new stage is a real stage: the record moves into it
+            moved = uow.records.update("opportunity", 5, {"stage": "solution_review", "budget_range": "over_1m"},
+                                       expected_version=None)
+        assert moved["stage"] == "solution_review" and str(moved["probability"]) == "60.0000"
+    finally:
+        rt.close()
 
 
-def test_removing_a_stage_with_replace_moves_its_rows(db_engine: Engine, tmp_path: Path) -> None:
+def test_removing_a_stage_in_use_is_blocked_until_move_to(db_engine: Engine, tmp_path: Path) -> None:
     folder = tmp_path / "acme"
-    _seed(db_engine, _workspace(folder, None))
-    without_replace = _workspace(folder, "    options: {remove: [lost]}\n")
-    blocked = plan(db_engine, without_replace)
+    _seed(db_engine, _workspace(folder))
+    blocked = plan(db_engine, _workspace(folder, {
+        "pipelines/opportunity_sales.yaml": PIPELINE + "  - {key: needs_analysis, remove: true}\n"}))
     assert [(c.kind, c.rows) for c in blocked.blocked] == [("remove_option", 2)]
-    assert "add replace: {lost: ...} to opportunity.stage" in str(blocked.blocked[0].fix)
-    ws = _workspace(folder, "    options: {remove: [lost]}\n    replace: {lost: won}\n")
-    result = apply(db_engine, ws, author="t", message="drop lost")
+    assert blocked.blocked[0].reason == "2 rows use it"
+    assert blocked.blocked[0].fix == ("pipeline opportunity_sales owns the options of opportunity.stage: write "
+                                      "{key: needs_analysis, remove: true, move_to: ...} in it to move those rows "
+                                      "to another option")
+    ws = _workspace(folder, {"pipelines/opportunity_sales.yaml":
+                             PIPELINE + "  - {key: needs_analysis, remove: true, move_to: qualification}\n"})
+    result = apply(db_engine, ws, author="t", message="drop needs analysis")
     assert [(c.kind, c.rows) for c in result.plan.changes] == [("replace_options", 2)]
     rows = read_rows(db_engine, ws, "opportunity", ["stage"])
-    assert [r["stage"] for r in rows.values()] == ["qualification", "won", "won", "won", "proposal"]
-    assert "lost" not in [o.key for o in ws.entities["opportunity"].fields["stage"].options]
+    assert [r["stage"] for r in rows.values()] == ["qualification", "qualification", "won", "qualification",
+                                                   "proposal"]
+    _assert_audited(db_engine, "opportunity", "stage", [2, 4], "needs_analysis", "qualification",
+                    result.revision_id)
+    rt = Runtime.open(db_engine.url.render_as_string(hide_password=False))
+    try:
+        with rt.unit(Actor.system(), readonly=True) as uow:
+            entry = [e for e in uow.records.history("opportunity", 2) if e.action == "replace_option"]
+            assert [(e.field, e.old, e.new) for e in entry] == [("stage", "needs_analysis", "qualification")]
+            assert uow.records.get("opportunity", 2)["version"] == 2  # a client holding version 1 gets a conflict
+    finally:
+        rt.close()
+
+
+def test_removing_a_plain_option_with_replace_moves_its_rows_audited(db_engine: Engine, tmp_path: Path) -> None:
+    folder = tmp_path / "acme"
+    ws = _workspace(folder)
+    apply(db_engine, ws, author="t", message="base")
+    insert_rows(db_engine, ws, "lead", [{"company": f"c{i}", "status": s}
+                                        for i, s in enumerate(["new", "working", "working", "qualified"])])
+    without = plan(db_engine, _workspace(folder, {"entities/lead.yaml": "entity: lead\nextend: true\nfields:\n"
+                                                                        "  status:\n    options: {remove: [working]}\n"}))
+    assert [(c.kind, c.rows) for c in without.blocked] == [("remove_option", 2)]
+    assert without.blocked[0].fix == "add replace: {working: ...} to lead.status"
+    ws = _workspace(folder, {"entities/lead.yaml": "entity: lead\nextend: true\nfields:\n  status:\n"
+                                                   "    options: {remove: [working]}\n    replace: {working: new}\n"})
+    result = apply(db_engine, ws, author="t", message="drop working")
+    assert [r["status"] for r in read_rows(db_engine, ws, "lead", ["status"]).values()] == ["new", "new", "new",
+                                                                                             "qualified"]
+    _assert_audited(db_engine, "lead", "status", [2, 3], "working", "new", result.revision_id)
+
+
+def _assert_audited(db_engine: Engine, entity: str, field: str, ids: list[int], old: str, new: str,
+                    revision: int | None) -> None:
+    a = crm_audit
+    with db_engine.connect() as conn:
+        found = conn.execute(select(a.c.record_id, a.c.field, a.c.old_value, a.c.new_value, a.c.revision_id,
+                                    a.c.actor_id).where(a.c.entity == entity, a.c.action == "replace_option")
+                             .order_by(a.c.record_id)).all()
+    assert [tuple(r) for r in found] == [(i, field, old, new, revision, None) for i in ids]
