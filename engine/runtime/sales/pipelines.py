@@ -278,7 +278,7 @@ def stage_history(uow: UnitOfWork, entity: str, record_id: int) -> dict[str, Any
     """
     p = pipeline_for(uow.workspace, entity)
     if p is None:
-        raise NotFound(f"entity {entity!r} has no pipeline", code="no_pipeline",
+        raise NotFound(f"entity {entity!r} has no pipeline", code="not_found",
                        hint="GET /api/v1/pipelines lists the pipelines")
     uow.records.get(entity, record_id, fields=["id"])  # the caller may read the record
     h = crm_stage_history
@@ -321,7 +321,7 @@ def transition(uow: UnitOfWork, entity: str, record_id: int, stage: Any, *, expe
     """
     p = pipeline_for(uow.workspace, entity)
     if p is None:
-        raise NotFound(f"entity {entity!r} has no pipeline", code="no_pipeline",
+        raise NotFound(f"entity {entity!r} has no pipeline", code="not_found",
                        hint="GET /api/v1/pipelines lists the pipelines")
     if not isinstance(stage, str) or p.stage(stage) is None:
         import difflib
