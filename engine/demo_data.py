@@ -167,11 +167,18 @@ def _contact_values(rng: random.Random, account: int) -> dict[str, Any]:
 
 def _opportunity_values(rng: random.Random, account: int, contact: int) -> dict[str, Any]:
     close = dt.date(2026, 1, 1) + dt.timedelta(days=rng.randrange(0, 270))
-    return {"name": f"设备采购 {rng.randrange(100, 999)}", "account": account, "primary_contact": contact,
-            "amount": Decimal(rng.randrange(10, 500) * 10_000), "close_date": close,
+    name = f"设备采购 {rng.randrange(100, 999)}"
+    step = rng.randrange(10, 500)
+    amount = Decimal(step * 10_000)
+    return {"name": name, "account": account, "primary_contact": contact,
+            "amount": amount, "close_date": close,
             "stage": rng.choice(("qualification", "needs_analysis", "proposal", "negotiation")),
             "source": rng.choice(("website", "exhibition", "referral")),
-            "project_type": rng.choice(("new_line", "expansion", "replacement", "upgrade"))}
+            "project_type": rng.choice(("new_line", "expansion", "replacement", "upgrade")),
+            # what the pipeline's stages require (derived, so the random sequence stays as it was)
+            "budget_range": "100k_1m" if amount < 1_000_000 else "over_1m",
+            "decision_maker": ("设备部经理", "厂长", "采购总监")[step % 3],
+            "customer_feedback": ("comparing_competitors", "price_too_high", "budget_short", "no_objection")[step % 4]}
 
 
 def _quote_values(rng: random.Random, account: int, opp: int, contact: int) -> dict[str, Any]:
