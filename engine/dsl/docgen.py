@@ -8,9 +8,11 @@ from __future__ import annotations
 
 from typing import Any
 
+from engine.dsl.sales import sales_kinds
 from engine.dsl.schemacheck import load_schema
 
-KINDS = ("workspace", "industry", "entity", "role")
+#: the kinds documented, in this order: the manifests, entity, role, then each sales kind that is built
+KINDS = ("workspace", "industry", "entity", "role", *(k.name for k in sales_kinds()))
 
 
 def _type_text(spec: dict[str, Any]) -> str:
