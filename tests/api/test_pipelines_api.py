@@ -183,7 +183,8 @@ def test_a_lost_deal_needs_a_reason(env: Env) -> None:
 def test_bad_transition_requests(env: Env) -> None:
     opp = _opportunity(env)
     typo = _transition(env, "rep1", opp["id"], "proposl")
-    assert typo.status_code == 400 and typo.get_json()["error"]["details"]["hint"].startswith("did you mean 'proposal'?")
+    assert typo.status_code == 400
+    assert typo.get_json()["error"]["details"]["hint"].startswith("did you mean 'proposal'?")
     extra = env.client.post(f"/api/v1/records/opportunity/{opp['id']}/transition", json={"stage": "won", "x": 1},
                             headers=env.h("rep1"))
     assert extra.status_code == 400 and "unknown key 'x'" in extra.get_json()["error"]["message"]

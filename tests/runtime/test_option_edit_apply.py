@@ -111,8 +111,8 @@ def test_removing_a_plain_option_with_replace_moves_its_rows_audited(db_engine: 
     apply(db_engine, ws, author="t", message="base")
     insert_rows(db_engine, ws, "lead", [{"company": f"c{i}", "status": s}
                                         for i, s in enumerate(["new", "working", "working", "qualified"])])
-    without = plan(db_engine, _workspace(folder, {"entities/lead.yaml": "entity: lead\nextend: true\nfields:\n"
-                                                                        "  status:\n    options: {remove: [working]}\n"}))
+    lead_edit = "entity: lead\nextend: true\nfields:\n  status:\n    options: {remove: [working]}\n"
+    without = plan(db_engine, _workspace(folder, {"entities/lead.yaml": lead_edit}))
     assert [(c.kind, c.rows) for c in without.blocked] == [("remove_option", 2)]
     assert without.blocked[0].fix == "add replace: {working: ...} to lead.status"
     ws = _workspace(folder, {"entities/lead.yaml": "entity: lead\nextend: true\nfields:\n  status:\n"
