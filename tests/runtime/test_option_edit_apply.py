@@ -2,20 +2,21 @@
 
 The pipeline owns ``opportunity.stage``: a stage added ``after:`` another in an extend layer keeps every
 record and its stage; a stage records still hold cannot be removed (blocked, with the count) until
-``move_to:`` says where they go, and then the records move, audited. A plain picklist (``lead.status``)
-works the same way with ``replace:``.
+``move_to:`` says where they go, and then the records move, audited, their stage history with them.
+A plain picklist (``lead.status``) works the same way with ``replace:``.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 from pathlib import Path
 
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine, insert, select
 
 from engine.dsl.compiler import compile_folder
 from engine.dsl.model import Workspace
 from engine.runtime.context import Actor
-from engine.runtime.engine_tables import crm_audit
+from engine.runtime.engine_tables import crm_audit, crm_stage_history
 from engine.runtime.runtime import Runtime
 from engine.runtime.schema.apply import apply
 from engine.runtime.schema.diff import plan_from_state
@@ -86,6 +87,12 @@ def test_removing_a_stage_in_use_is_blocked_until_move_to(db_engine: Engine, tmp
     assert blocked.blocked[0].fix == ("pipeline opportunity_sales owns the options of opportunity.stage: write "
                                       "{key: needs_analysis, remove: true, move_to: ...} in it to move those rows "
                                       "to another option")
+    entered = dt.datetime(2026, 1, 2, 8, 0, 0, tzinfo=dt.UTC)
+    with db_engine.begin() as conn:  # records 2 and 4 entered needs_analysis on Jan 2 (record 3 left it)
+        conn.execute(insert(crm_stage_history), [
+            {"entity": "opportunity", "record_id": rid, "pipeline": "opportunity_sales", "from_stage": "qualification",
+             "to_stage": "needs_analysis", "entered_at": entered, "left_at": left, "duration_seconds": None}
+            for rid, left in ((2, None), (4, None), (3, entered + dt.timedelta(hours=1)))])
     ws = _workspace(folder, {"pipelines/opportunity_sales.yaml":
                              PIPELINE + "  - {key: needs_analysis, remove: true, move_to: qualification}\n"})
     result = apply(db_engine, ws, author="t", message="drop needs analysis")
@@ -95,6 +102,18 @@ def test_removing_a_stage_in_use_is_blocked_until_move_to(db_engine: Engine, tmp
                                                    "proposal"]
     _assert_audited(db_engine, "opportunity", "stage", [2, 4], "needs_analysis", "qualification",
                     result.revision_id)
+    h = crm_stage_history
+    with db_engine.connect() as conn:
+        history = conn.execute(select(h.c.record_id, h.c.from_stage, h.c.to_stage, h.c.entered_at, h.c.left_at,
+                                      h.c.duration_seconds).order_by(h.c.id)).all()
+    closed = {r.record_id: r for r in history[:3]}
+    assert closed[3].duration_seconds is None  # it had left the stage before: untouched
+    for rid in (2, 4):  # the stay in the removed stage ends at the apply, and one in move_to: starts
+        assert closed[rid].left_at is not None
+        assert closed[rid].duration_seconds == int((closed[rid].left_at - entered).total_seconds())
+    assert [(r.record_id, r.from_stage, r.to_stage, r.left_at) for r in history[3:]] == [
+        (2, "needs_analysis", "qualification", None), (4, "needs_analysis", "qualification", None)]
+    assert all(r.entered_at == closed[r.record_id].left_at for r in history[3:])
     rt = Runtime.open(db_engine.url.render_as_string(hide_password=False))
     try:
         with rt.unit(Actor.system(), readonly=True) as uow:

@@ -50,7 +50,7 @@ def parent_links(workspace: Workspace, activity: Entity) -> dict[str, str]:
     return out
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # compared and hashed by identity (it holds a mapping)
 class FollowUpStamp:
     """After an activity is written, stamp each record it links to (see the module docstring)."""
 

@@ -73,7 +73,7 @@ def move_of(p: Pipeline, record: Mapping[str, Any], old: Mapping[str, Any] | Non
     return Move(source, target) if source != target else None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # compared and hashed by identity (it holds a mapping)
 class StageGate:
     """The write step of every pipeline (see the module docstring)."""
 

@@ -28,6 +28,7 @@ from sqlalchemy import (
     Table,
     bindparam,
     cast,
+    func,
     insert,
     literal,
     null,
@@ -39,7 +40,7 @@ from sqlalchemy.schema import AddConstraint, CreateColumn, CreateIndex, CreateTa
 
 from engine.dsl.model import JSON_COLUMN, Field
 from engine.errors import PlanError
-from engine.runtime.engine_tables import crm_audit
+from engine.runtime.engine_tables import crm_audit, crm_stage_history
 from engine.runtime.schema.field_rules import PLAIN_NUMERIC, TEXTUAL
 from engine.runtime.schema.model import CHANGE_KINDS, KINDS_BY_NAME, Change, Plan
 from engine.runtime.storage import (
@@ -292,6 +293,10 @@ REPLACE_AUDIT_ACTION = "replace_option"
 def do_replace_option(ctx: ApplyContext, change: Change) -> None:
     old = ctx.old_field(change)
     src, dst = change.details["option"], change.details["to"]
+    configured = ctx.plan.new.entities.get(change.entity)
+    owned = configured.fields.get(change.field or "") if configured is not None else None
+    if owned is not None and owned.options_owner:  # a pipeline's stages: the records' stage history moves too
+        _move_stage_history(ctx, change.entity, src, dst)
     if old.storage == "column" and old.type == "picklist":
         table = _adhoc(change.entity, _value_col(old), Column("version", BigInteger))
         col = table.c[old.column_name]
@@ -335,6 +340,24 @@ def _audit_replaced(ctx: ApplyContext, table: Table, field_name: str, where: Any
     cols = ["entity", "record_id", "action", "field", "old_value", "new_value", "actor_id", "at", "revision_id"]
     ctx.conn.execute(insert(crm_audit).from_select(cols, rows))
     ctx.audited = True
+
+
+def _move_stage_history(ctx: ApplyContext, entity: str, src: str, dst: str) -> None:
+    """Records whose stage the apply moves from ``src`` to ``dst``: their open ``crm_stage_history`` row is
+    closed (``left_at``, ``duration_seconds``) and a row for ``dst`` opened, set-based (no actor: the apply)."""
+    h = crm_stage_history
+    at = bindparam(None, ctx.at, type_=UtcDateTime)
+    mine = (h.c.entity == entity) & (h.c.to_stage == src)
+    still_in = mine & h.c.left_at.is_(None)
+    if ctx.sqlite:  # julianday() days as a float; the small bias keeps 7200 s from truncating to 7199
+        seconds: Any = cast((func.julianday(at) - func.julianday(h.c.entered_at)) * 86400 + 0.0005, BigInteger)
+    else:
+        seconds = cast(func.floor(func.extract("epoch", at - h.c.entered_at)), BigInteger)
+    ctx.conn.execute(update(h).where(still_in).values(left_at=at, duration_seconds=seconds))
+    just_left = select(h.c.entity, h.c.record_id, h.c.pipeline, literal(src), literal(dst), at).where(
+        mine & (h.c.left_at == at))
+    ctx.conn.execute(insert(h).from_select(["entity", "record_id", "pipeline", "from_stage", "to_stage",
+                                            "entered_at"], just_left))
 
 
 def stamp_audit_revision(ctx: ApplyContext, revision_id: int) -> None:
