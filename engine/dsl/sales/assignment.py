@@ -198,8 +198,8 @@ class _Compiler:
         pools = self.ctx.objects.get("pool")
         if pools is not None and name not in pools:
             self.ok = False
-            common.unknown(self.ctx, f"assignment {self.doc.name!r}: there is no pool {name!r}", locate(self.data, path),
-                           name, pools)
+            common.unknown(self.ctx, f"assignment {self.doc.name!r}: there is no pool {name!r}",
+                           locate(self.data, path), name, pools)
             return None
         if self.ctx.extensions.kinds.get("pool") is None:
             self.fail(f"pool {name!r}: pools are not available (no pool kind is registered)", path,

@@ -302,8 +302,8 @@ class _Compiler:
             return None
         self._no_outputs(when, ("rules", i, "when"))
         points = int(raw["points"])
-        rule = ScoringRule(i, raw.get("key"), when, points,
-                           common.label(raw.get("reason"), when.source), locate(self.data, ("rules", i)) or self.doc.loc)
+        rule = ScoringRule(i, raw.get("key"), when, points, common.label(raw.get("reason"), when.source),
+                           locate(self.data, ("rules", i)) or self.doc.loc)
         decay, window = raw.get("decay"), raw.get("window")
         if isinstance(decay, Mapping):
             rule = self._with_decay(rule, decay, i)
