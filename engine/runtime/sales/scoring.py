@@ -15,14 +15,10 @@ import datetime as dt
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import select
-
-from engine.dsl.expressions import EvalContext
 from engine.dsl.model import Workspace, text_in
-from engine.dsl.sales.scoring import Scoring, ScoreOutcome, score, scorings_of
+from engine.dsl.sales.scoring import ScoreOutcome, Scoring, score, scorings_of
 from engine.errors import NotFound
-from engine.runtime import users
-from engine.runtime.records import exprs, rows
+from engine.runtime.sales.evaluation import eval_context
 from engine.runtime.sales.rescore import RescoreResult, count_changes, rescore
 from engine.runtime.schema.model import Change
 from engine.wording import counted
@@ -35,22 +31,6 @@ if TYPE_CHECKING:
 #: the name of the plan step and of the write step
 STEP = "scoring"
 REFRESH_JOB = "scoring.refresh"
-
-
-def eval_context(uow: UnitOfWork) -> EvalContext:
-    """The context rules are evaluated in: the unit's clock and actor, one-hop references and users read
-    on the unit's connection (as the engine: the configuration decides what a rule reads)."""
-    refs: dict[tuple[str, int], Any] = {}
-
-    def ref(entity: str, record_id: int) -> Mapping[str, Any] | None:
-        if (entity, record_id) not in refs:
-            plan = uow.state.plan(entity)
-            row = uow.conn.execute(select(plan.table).where(plan.table.c.id == record_id)).first()
-            refs[(entity, record_id)] = rows.read(plan.readers, row._mapping) if row is not None else None
-        return refs[(entity, record_id)]  # type: ignore[no-any-return]
-
-    return exprs.make_context(user_id=uow.actor.user_id, now=uow.clock.now(), old=None, ref=ref,
-                              users=lambda uid: users.directory_entry(uow.conn, uid))
 
 
 def needs_rescoring(scoring: Scoring, record: Mapping[str, Any], old: Mapping[str, Any] | None) -> bool:
