@@ -8,9 +8,17 @@ from __future__ import annotations
 
 from typing import Any
 
-from engine.dsl.schemacheck import load_schema
+from engine.dsl.schemacheck import load_schema, schema_names
 
 KINDS = ("workspace", "industry", "entity", "role")
+#: the sales process's kinds, in the reference's order: each appears once its schema is shipped
+SALES_KINDS = ("pipeline", "pool", "dedupe", "scoring", "assignment", "conversion")
+
+
+def kinds() -> tuple[str, ...]:
+    """The kinds the reference documents: the core ones, then the shipped sales kinds."""
+    shipped = set(schema_names())
+    return (*KINDS, *(k for k in SALES_KINDS if f"{k}.json" in shipped))
 
 
 def _type_text(spec: dict[str, Any]) -> str:
@@ -43,7 +51,7 @@ def render() -> str:
     out = ["# Configuration reference", "",
            "Generated from `engine/dsl/schemas/*.json` by `python -m engine.dsl.docgen`; do not edit by hand.",
            "Export the schemas for your editor with `crm schema --out DIR`.", ""]
-    for kind in KINDS:
+    for kind in kinds():
         schema = load_schema(f"{kind}.json")
         out += [f"## `{kind}:`", "", schema.get("description", ""), ""]
         out += _table(schema["properties"], schema.get("required", []))
