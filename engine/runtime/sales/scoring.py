@@ -63,8 +63,12 @@ class ScoringStep:
         if not due:
             return
         ectx = eval_context(ctx.uow)
+        view = record
+        if old is None and record.get("created_at") is None:  # stamped after the steps: as the write will
+            now = ctx.uow.clock.now()
+            view = {**record, "created_at": now, "updated_at": now, "created_by": ctx.uow.actor.user_id}
         for s in due:
-            outcome = score(s, record, ectx)
+            outcome = score(s, view, ectx)
             record[s.score_field] = outcome.total
             record[s.grade_field] = outcome.grade
 
