@@ -92,8 +92,8 @@ def _target_text(rule: AssignmentRule, record: Mapping[str, Any]) -> str:
     t = rule.to
     if t.kind == "field_map":
         value = record.get(t.name)
-        sub = t.map.get(str(value)) if value is not None else None
-        return f"{t.describe()}: {value} -> {(sub or t.default).describe()}" if (sub or t.default) else t.describe()
+        sub = (t.map.get(str(value)) if value is not None else None) or t.default
+        return f"{t.describe()}: {value} -> {sub.describe()}" if sub is not None else t.describe()
     return t.describe()
 
 
@@ -157,11 +157,11 @@ def _least_loaded(uow: UnitOfWork, entity: str, target: Target, members: Sequenc
     if not weighted:
         return None
     table = uow.state.plan(entity).table
-    where = [table.c.owner_id.in_([m[0] for m in weighted]), table.c.deleted_at.is_(None)]
+    where: list[Any] = [table.c.owner_id.in_([m[0] for m in weighted]), table.c.deleted_at.is_(None)]
     if target.open is not None:
         now = uow.clock.now()
         where.append(to_sql(target.open, uow.schema, entity, user_id=uow.actor.user_id, now=now, for_filter=True))
-    loads = dict(uow.conn.execute(select(table.c.owner_id, func.count()).where(*where)
+    loads: dict[Any, Any] = dict(uow.conn.execute(select(table.c.owner_id, func.count()).where(*where)
                                   .group_by(table.c.owner_id)).all())
     best = min(weighted, key=lambda m: (Fraction(int(loads.get(m[0], 0)), m[2]), m[0]))
     return best[0], best[1]
