@@ -5,8 +5,8 @@ The score of a scoring is one SQL expression built from the compiled expressions
 SQL forms of their compiled expressions, so SQLite and PostgreSQL do the date arithmetic the record in
 memory does), capped; the grade is a ``CASE`` over the thresholds.  :func:`rescore` writes the new
 values of the rows whose score or grade changes, bumps their ``version`` (their ``updated_at`` stays:
-nobody edited them) and writes one ``crm_audit`` row per changed field (action ``rescore``), all
-set-based:
+nobody edited them) and writes one ``crm_audit`` row per rescored record (action ``rescore``, the old
+and new ``{score, grade}``), all set-based:
 
 * PostgreSQL: one statement -- the scores computed once (a ``MATERIALIZED`` CTE), an ``UPDATE ... FROM``
   that skips a row written since (its version moved: that write scored it already), and the audit rows
@@ -41,10 +41,8 @@ from sqlalchemy import (
     or_,
     select,
     type_coerce,
-    union_all,
     update,
 )
-from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.sql.elements import ColumnElement
 
 from engine.dsl.sales.scoring import Scoring
@@ -143,22 +141,19 @@ def _typed(value: Any, sqltype: Any, *, pg: bool = True) -> ColumnElement[Any]:
 
 def _audit_rows(source: Any, scoring: Scoring, *, pg: bool, now: dt.datetime, actor_id: int | None,
                 revision_id: int | None) -> Any:
-    """``INSERT INTO crm_audit SELECT ...``: one row per changed score and per changed grade of ``source``
-    (rid, old_score, new_score, old_grade, new_grade), values in their JSON form."""
-    def json(col: Any) -> Any:
-        return type_coerce(func.to_jsonb(col), JSONB()) if pg else func.json_quote(col)
+    """``INSERT INTO crm_audit SELECT ...``: one row per rescored record of ``source`` (rid, old_score,
+    new_score, old_grade, new_grade), its old and new ``{score_field: ..., grade_field: ...}`` as JSON."""
+    def pair(score: Any, grade: Any) -> Any:
+        build = func.jsonb_build_object if pg else func.json_object
+        return build(typed(scoring.score_field, String()), score, typed(scoring.grade_field, String()), grade)
 
     def typed(value: Any, sqltype: Any) -> ColumnElement[Any]:
         return _typed(value, sqltype, pg=pg)
 
-    common = [typed(scoring.entity, String()), source.c.rid, typed(AUDIT_ACTION, String())]
-    stamp = [typed(actor_id, BigInteger()), typed(now, UtcDateTime()), typed(revision_id, BigInteger())]
-    rows = union_all(
-        select(*common, typed(scoring.score_field, String()), json(source.c.old_score), json(source.c.new_score),
-               *stamp).where(source.c.old_score.is_distinct_from(source.c.new_score)),
-        select(*common, typed(scoring.grade_field, String()), json(source.c.old_grade), json(source.c.new_grade),
-               *stamp).where(source.c.old_grade.is_distinct_from(source.c.new_grade)),
-    )
+    rows = select(typed(scoring.entity, String()), source.c.rid, typed(AUDIT_ACTION, String()),
+                  _typed(None, String(), pg=pg), pair(source.c.old_score, source.c.old_grade),
+                  pair(source.c.new_score, source.c.new_grade), typed(actor_id, BigInteger()),
+                  typed(now, UtcDateTime()), typed(revision_id, BigInteger()))
     cols = ["entity", "record_id", "action", "field", "old_value", "new_value", "actor_id", "at", "revision_id"]
     return insert(crm_audit).from_select(cols, rows)
 
@@ -187,7 +182,7 @@ def _rescore_pg(conn: Connection, schema: Schema, scoring: Scoring, now: dt.date
 def _rescore_sqlite(conn: Connection, schema: Schema, scoring: Scoring, now: dt.datetime, actor_id: int | None,
                     revision_id: int | None) -> RescoreResult:
     t = schema.table(scoring.entity)
-    temp = Table(_TEMP, MetaData(), Column("rid", BigInteger, primary_key=True), Column("v", BigInteger),
+    temp = Table(_TEMP, MetaData(), Column("rid", BigInteger), Column("v", BigInteger),
                  Column("old_score", BigInteger), Column("new_score", BigInteger), Column("old_grade", String),
                  Column("new_grade", String), prefixes=["TEMPORARY"])
     conn.exec_driver_sql(f"DROP TABLE IF EXISTS temp.{_TEMP}")
