@@ -6,10 +6,10 @@ Each module holds one feature's views on its own blueprint and registers its Ope
 
 from __future__ import annotations
 
-from engine.api import handover, notifications, pipelines
+from engine.api import assignment, handover, notifications, pipelines, scoring
 from engine.api.views import bp
 
-CHILDREN = (notifications.bp, pipelines.bp, handover.bp)
+CHILDREN = (notifications.bp, pipelines.bp, handover.bp, scoring.bp, assignment.bp)
 
 for _child in CHILDREN:
     bp.register_blueprint(_child)

@@ -286,6 +286,9 @@ class UnitOfWork:
         self._guard: Guard | None = None
         self._system_guard: Guard | None = None
         self._elevated = 0
+        #: what write steps carry from ``before_write`` to ``after_write`` within this unit, by step name
+        #: (assignment keeps the decision it made for a record until the record has its id)
+        self.scratch: dict[str, Any] = {}
 
     @property
     def clock(self) -> Clock:

@@ -24,6 +24,7 @@ methods; none reaches into another's internals.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from engine.errors import BadRequest
@@ -82,7 +83,7 @@ class WritePipeline:
         record = w.complete_new(w.coerce(values, errors), errors, owner=self.uow.actor.user_id)
         record["owner_id"] = record.get("owner_id") or self.uow.actor.user_id
         w.check(record, None, errors)
-        self.before(record, None)
+        self.before(record, None, sent=values)
         return record
 
     def changed_record(self, old: Mapping[str, Any], values: Mapping[str, Any]) -> dict[str, Any]:
@@ -91,7 +92,7 @@ class WritePipeline:
         errors: Errors = {}
         record = w.complete_update(old, w.coerce(values, errors), errors)
         w.check(record, old, errors)
-        self.before(record, old)
+        self.before(record, old, sent=values)
         return record
 
     def coerced(self, values: Mapping[str, Any]) -> dict[str, Any]:
@@ -102,9 +103,16 @@ class WritePipeline:
         raise_errors(errors, self.plan.name)
         return clean
 
-    def before(self, record: dict[str, Any], old: Mapping[str, Any] | None) -> None:
-        """Stage 6: the before-write steps, in run order (they may change ``record`` or stop the write)."""
+    def before(self, record: dict[str, Any], old: Mapping[str, Any] | None, *,
+               sent: Mapping[str, Any] | None = None) -> None:
+        """Stage 6: the before-write steps, in run order (they may change ``record`` or stop the write).
+
+        ``sent``: the values the caller gave, whose keys the steps see as ``ctx.sent``."""
+        if not self.steps:
+            return
         ctx = self.writer.ctx
+        if sent is not None:
+            ctx = replace(ctx, sent=frozenset(k for k in sent if isinstance(k, str)))
         for step in self.steps:
             step.before_write(ctx, self.plan.name, record, old)
 

@@ -35,6 +35,9 @@ class WriteContext:
     bypass_readonly: bool = False
     #: True inside create_many / update_many
     bulk: bool = False
+    #: the field names the caller sent for this record (create / update through the pipeline); None when
+    #: unknown (delete, restore).  Assignment on create runs only when ``owner_id`` is not among them.
+    sent: frozenset[str] | None = None
 
 
 @runtime_checkable

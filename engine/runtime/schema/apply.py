@@ -15,7 +15,9 @@
 5. runs each change's DDL (Alembic operations) and data moves;
 6. records a new active revision (bundle + schema snapshot + the plan) and
    sets the ``active_revision`` marker, so every unit of work that starts
-   after the commit runs against the new revision.
+   after the commit runs against the new revision;
+7. runs the plan steps' data changes (``feature_data``: rescoring...), whose
+   audit rows name the new revision.
 
 Any failure rolls everything back: the database is exactly as before.
 An apply whose plan is empty and whose content hash equals the active
@@ -49,6 +51,7 @@ from engine.runtime.db import describe_error, ensure_pg_functions
 from engine.runtime.schema import revisions
 from engine.runtime.schema.diff import plan_from_state
 from engine.runtime.schema.executors import EXECUTORS, ApplyContext, add_deferred_foreign_keys, stamp_audit_revision
+from engine.runtime.schema.features import FEATURE_DATA
 from engine.runtime.schema.model import Change, Plan, format_plan
 from engine.runtime.storage import build_schema
 from engine.wording import agreeing, counted
@@ -166,6 +169,10 @@ def _apply_in(conn: Connection, new: Workspace, *, author: str, message: str, al
     rev_id = revisions.record_revision(conn, workspace=new, state=the_plan.result, author=author,
                                        message=message, changes=the_plan.to_list())
     stamp_audit_revision(ctx, rev_id)
+    ctx.revision_id = rev_id
+    for change in the_plan.changes:
+        if change.kind == FEATURE_DATA:
+            _run_one(ctx, change)
     return ApplyResult(plan=the_plan, revision_id=rev_id, applied=True, exported=tuple(ctx.exported))
 
 
@@ -211,6 +218,8 @@ def _run_changes(conn: Connection, the_plan: Plan, fail_after: int | None) -> Ap
     schema = build_schema(the_plan.result.as_workspace(the_plan.new.name), conn.dialect.name)
     ctx = ApplyContext(conn=conn, ops=ops, plan=the_plan, result_schema=schema, fail_after=fail_after)
     for change in the_plan.changes:
+        if change.kind == FEATURE_DATA:
+            continue  # after the revision is recorded (see _apply_in)
         _run_one(ctx, change)
         if change.kind == "create_table" and change is _last_create(the_plan):
             add_deferred_foreign_keys(ctx)

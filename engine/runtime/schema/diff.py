@@ -14,7 +14,9 @@ The rules (docs/plan-apply.md has the long form):
 * narrowing a type or length, and removing a picklist option rows use, is
   blocked unless the data fits (or a ``replace`` mapping says where rows go);
 * moving a field between a column and the JSON column copies its values;
-* indexes follow :func:`engine.runtime.storage.entity_indexes`.
+* indexes follow :func:`engine.runtime.storage.entity_indexes`;
+* after every schema change come the plan steps' data changes (``feature_data``, e.g. rescoring when
+  scoring rules changed: :mod:`engine.runtime.schema.features`).
 
 Planning reads only; it never changes the database.
 """
@@ -31,6 +33,7 @@ from sqlalchemy.schema import CreateIndex
 
 from engine.dsl.model import Entity, Field, Workspace, frozen_map
 from engine.runtime.db import sql_dialect
+from engine.runtime.schema import features
 from engine.runtime.schema import field_rules as rules
 from engine.runtime.schema.model import KIND_ORDER, Change, Plan, format_plan
 from engine.runtime.schema.probes import PlanContext
@@ -56,8 +59,11 @@ def plan(
     database) is only read, to count the rows a change hits.  ``dialect``
     defaults to the connection's, else "sqlite".
     """
-    return plan_from_state(state_of(old) if old is not None else None, new, conn,
-                           purge=purge, export_dir=export_dir, dialect=dialect)
+    before = None
+    if old is not None:
+        before = replace(state_of(old), fingerprints=frozen_map(
+            features.fingerprints_of(features.plan_steps(old), old)))
+    return plan_from_state(before, new, conn, purge=purge, export_dir=export_dir, dialect=dialect)
 
 
 def plan_from_state(
@@ -75,6 +81,9 @@ def plan_from_state(
     ctx = PlanContext.build(conn, old, name, purge=purge,
                             export_dir=Path(export_dir) if export_dir is not None else None, stamp=stamp)
     changes, result = _diff_entities(ctx, old or DbState(), new)
+    data_changes, fingerprints = features.feature_changes(conn, name, old, new)
+    changes.extend(data_changes)
+    result = replace(result, fingerprints=fingerprints)
     order = {k: i for i, k in enumerate(KIND_ORDER)}
     ordered = sorted(changes, key=lambda c: order[c.kind])  # stable: keeps entity order within a kind
     return Plan(changes=tuple(ordered), old=old, result=result, new=new, dialect=name)

@@ -41,6 +41,7 @@ from sqlalchemy.schema import AddConstraint, CreateColumn, CreateIndex, CreateTa
 from engine.dsl.model import JSON_COLUMN, Field
 from engine.errors import PlanError
 from engine.runtime.engine_tables import crm_audit, crm_stage_history
+from engine.runtime.schema import features
 from engine.runtime.schema.field_rules import PLAIN_NUMERIC, TEXTUAL
 from engine.runtime.schema.model import CHANGE_KINDS, KINDS_BY_NAME, Change, Plan
 from engine.runtime.storage import (
@@ -73,6 +74,8 @@ class ApplyContext:
     at: dt.datetime = field(default_factory=lambda: dt.datetime.now(dt.UTC))
     #: audit rows were written (their revision is filled in once the apply records it)
     audited: bool = False
+    #: the revision the apply records (set before the feature data changes run, which come last)
+    revision_id: int | None = None
 
     @property
     def sqlite(self) -> bool:
@@ -461,6 +464,20 @@ def do_fill_default(ctx: ApplyContext, change: Change) -> None:
     ctx.conn.execute(update(table).where(col.is_(None)).values({new.column_name: value}))
 
 
+def do_feature_data(ctx: ApplyContext, change: Change) -> None:
+    """A plan step's data change: run by the step of that name of the new workspace's plugins."""
+    import datetime as dt
+
+    step_name = str(change.details.get("step"))
+    try:
+        step = features.find_step(ctx.plan.new, step_name)
+    except KeyError as e:
+        raise PlanError(f"no plan step {step_name!r} among the new configuration's plugins", code="apply_failed",
+                        hint="is the plugin that planned this change still enabled?") from e
+    step.apply(features.FeatureApplyContext(ctx.conn, ctx.plan.new, ctx.revision_id, dt.datetime.now(dt.UTC)),
+               change)
+
+
 def do_nothing(ctx: ApplyContext, change: Change) -> None:
     """Changes that only touch metadata (retire, unretire, add a JSON field, remove an unused option)."""
 
@@ -485,6 +502,7 @@ EXECUTORS: dict[str, Callable[[ApplyContext, Change], None]] = {
     "retire_entity": do_nothing,
     "purge_column": do_purge,
     "add_index": do_add_index,
+    "feature_data": do_feature_data,
 }
 _missing = [k.name for k in CHANGE_KINDS if k.name not in EXECUTORS] + [k for k in EXECUTORS if k not in KINDS_BY_NAME]
 if _missing:  # a change kind without its executor (or the reverse) is an engine bug: fail at import

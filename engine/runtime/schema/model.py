@@ -46,6 +46,8 @@ CHANGE_KINDS: tuple[ChangeKind, ...] = (
     ChangeKind("retire_entity", "~", "retire an entity (table and data kept)"),
     ChangeKind("purge_column", "-", "drop a retired field after exporting it"),
     ChangeKind("add_index", "+", "create an index"),
+    ChangeKind("feature_data", "~", "rewrite data a feature derives from the configuration (a plan step's "
+                                    "change, e.g. rescoring every lead when scoring rules changed)"),
 )
 KINDS_BY_NAME = {k.name: k for k in CHANGE_KINDS}
 #: Change kind names in the order a plan emits them.

@@ -13,7 +13,9 @@ starts from that snapshot, never from recompiling old YAML, so an old revision
 stays plannable when the compiler or the configuration language changes.
 Only schema-relevant properties are kept (types, storage, lengths, option
 keys, references, index flags, declared indexes, and the former names of renamed
-fields, an optional key that older snapshots simply lack).
+fields, an optional key that older snapshots simply lack).  ``fingerprints`` (optional too)
+hold one hash per configuration object a plan step watches (``scoring/lead_quality``), so the
+next plan knows without scanning a table whether, say, scoring rules changed.
 
 Snapshot versions: ``snapshot_format`` 1 is current; :func:`state_from_snapshot`
 upgrades older formats through :data:`SNAPSHOT_MIGRATIONS` (one function per
@@ -42,6 +44,9 @@ class DbState:
 
     entities: Mapping[str, Entity] = field(default_factory=frozen_map)
     retired_entities: Mapping[str, Entity] = field(default_factory=frozen_map)
+    #: plan-step key (``scoring/lead_quality``) -> hash of what decides that step's data (see
+    #: :mod:`engine.runtime.schema.features`)
+    fingerprints: Mapping[str, str] = field(default_factory=frozen_map)
 
     def as_workspace(self, name: str = "state") -> Workspace:
         """A minimal Workspace of the live entities, enough for ``storage.build_schema``."""
@@ -82,11 +87,14 @@ def entity_to_dict(e: Entity) -> dict[str, Any]:
 
 def snapshot(state: DbState) -> dict[str, Any]:
     """The versioned JSON snapshot of ``state`` (stored in a revision's bundle)."""
-    return {
+    out: dict[str, Any] = {
         "snapshot_format": SNAPSHOT_FORMAT,
         "entities": {n: entity_to_dict(e) for n, e in state.entities.items()},
         "retired_entities": {n: entity_to_dict(e) for n, e in state.retired_entities.items()},
     }
+    if state.fingerprints:
+        out["fingerprints"] = dict(sorted(state.fingerprints.items()))
+    return out
 
 
 # --------------------------------------------------------------------------- from JSON
@@ -146,4 +154,5 @@ def state_from_snapshot(snap: Mapping[str, Any]) -> DbState:
         retired_entities=frozen_map(
             {n: entity_from_dict(n, e) for n, e in data.get("retired_entities", {}).items()}
         ),
+        fingerprints=frozen_map({str(k): str(v) for k, v in (data.get("fingerprints") or {}).items()}),
     )
