@@ -26,6 +26,7 @@ import difflib
 import hashlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
 from engine.dsl.compile_entity import label_of
@@ -254,5 +255,5 @@ def compile_dedupe(docs: Sequence[MergedDoc], ctx: CompileContext) -> dict[str, 
 
 KIND: KindSpec | None = KindSpec(
     "dedupe", "dedupe.json", "duplicate rules: normalised match keys, scope across entities, block / warn / merge",
-    compile=compile_dedupe, order=40,
+    list_merge=MappingProxyType({"match": "append", "against": "append"}), compile=compile_dedupe, order=40,
 )

@@ -106,9 +106,10 @@ def _strip_legal_forms(words: list[str]) -> list[str]:
                 words = [*words[:-1], last[: -len(form)]]
                 changed = True
                 break
-            if last == form and len(words) > 1:
-                words = words[:-1]
-                changed = True
+            if last == form:  # the whole word is a legal form: dropped when a name is left, else kept
+                if len(words) > 1:
+                    words = words[:-1]
+                    changed = True
                 break
     return words
 
