@@ -160,7 +160,7 @@ def test_merge_repoints_references_and_keeps_history(api_env: ApiEnv, client: An
         assert client.get(f"/api/v1/records/{entity}/{rid}", headers=admin).get_json()["account"] == survivor["id"]
     assert client.get(f"/api/v1/records/account/{loser['id']}", headers=admin).status_code == 404
     history = client.get(f"/api/v1/records/account/{survivor['id']}/history", headers=admin).get_json()["items"]
-    assert [h["action"] for h in history][0] == "create" and "merge" in [h["action"] for h in history]
+    assert history[0]["action"] == "create" and "merge" in [h["action"] for h in history]
     assert {h["field"] for h in history if h["action"] == "merge"} >= {"phone", "city"}
     lost = client.get(f"/api/v1/records/account/{loser['id']}/history", headers=admin).get_json()["items"]
     assert [h["action"] for h in lost][-2:] == ["delete", "merge"]

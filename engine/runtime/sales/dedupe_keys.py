@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from rapidfuzz import fuzz
-from sqlalchemy import Connection, and_, delete, insert, or_, select
+from sqlalchemy import Connection, and_, bindparam, delete, insert, or_, select
 
 from engine.dsl.model import Workspace
 from engine.dsl.sales.dedupe import DedupeRule, KeySource, MatchKey
@@ -32,7 +32,8 @@ EXACT_LIMIT = 200
 PART_SEPARATOR = "\x1f"
 BLOCK_SUFFIX = "~"
 
-Pair = tuple[str, str]
+#: one stored row: (kind, key, value) -- value is the whole key on a blocking-key row, else None
+Pair = tuple[str, str, "str | None"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,22 +96,24 @@ def key_value(fields: Sequence[str], normalisers: Sequence[str], values: Mapping
 
 
 def record_pairs(sources: Iterable[KeySource], record: Mapping[str, Any], region: str | None) -> set[Pair]:
-    """Every (kind, key) row ``record`` should have: its keys and, for fuzzy ones, their blocking keys."""
+    """Every (kind, key, value) row ``record`` should have: its keys and, for fuzzy ones, their blocking keys
+    (each carrying the whole key as its value)."""
     out: set[Pair] = set()
     for src in sources:
         value = key_value(src.fields, src.normalisers, record, region)
         if value is None:
             continue
-        out.add((src.kind, value))
+        out.add((src.kind, value, None))
         if src.fuzzy:
-            out.update((src.kind + BLOCK_SUFFIX, b) for b in block_keys(value))
+            out.update((src.kind + BLOCK_SUFFIX, b, value) for b in block_keys(value))
     return out
 
 
 def stored_pairs(conn: Connection, entity: str, record_id: int) -> set[Pair]:
-    """The (kind, key) rows ``crm_dedupe_keys`` holds for one record."""
-    rows = conn.execute(select(K.c.kind, K.c.key).where(K.c.entity == entity, K.c.record_id == record_id))
-    return {(r.kind, r.key) for r in rows}
+    """The (kind, key, value) rows ``crm_dedupe_keys`` holds for one record."""
+    rows = conn.execute(select(K.c.kind, K.c.key, K.c.value).where(K.c.entity == entity,
+                                                                   K.c.record_id == record_id))
+    return {(r.kind, r.key, r.value) for r in rows}
 
 
 def write_pairs(conn: Connection, entity: str, record_id: int, pairs: set[Pair], *,
@@ -120,10 +123,11 @@ def write_pairs(conn: Connection, entity: str, record_id: int, pairs: set[Pair],
     gone = have - pairs
     if gone:
         conn.execute(delete(K).where(K.c.entity == entity, K.c.record_id == record_id,
-                                     or_(*(and_(K.c.kind == k, K.c.key == v) for k, v in gone))))
+                                     or_(*(and_(K.c.kind == k, K.c.key == v) for k, v, _ in gone))))
     new = pairs - have if existing is not None else pairs
     if new:
-        conn.execute(insert(K), [{"entity": entity, "record_id": record_id, "kind": k, "key": v} for k, v in new])
+        conn.execute(insert(K), [{"entity": entity, "record_id": record_id, "kind": k, "key": v, "value": full}
+                                 for k, v, full in new])
 
 
 def drop_pairs(conn: Connection, entity: str, record_id: int) -> None:
@@ -165,26 +169,35 @@ def rule_matches(conn: Connection, rule: DedupeRule, values: Mapping[str, Any], 
     return out
 
 
+#: the lookups, built once (immutable SQL constructs; the values are bound per call); both are read from
+#: the covering index ix_crm_dedupe_keys_lookup alone
+_EXACT = (select(K.c.entity, K.c.record_id)
+          .where(K.c.kind == bindparam("kind"), K.c.key == bindparam("key"),
+                 K.c.entity.in_(bindparam("entities", expanding=True)))
+          .limit(EXACT_LIMIT))
+_CANDIDATES = (select(K.c.entity, K.c.record_id, K.c.value)
+               .where(K.c.kind == bindparam("kind"), K.c.key.in_(bindparam("blocks", expanding=True)),
+                      K.c.entity.in_(bindparam("entities", expanding=True)))
+               .limit(FUZZY_CANDIDATES))
+
+
 def _exact(conn: Connection, key: MatchKey, value: str, entities: list[str]) -> list[tuple[str, int, str, float]]:
-    stmt = (select(K.c.entity, K.c.record_id).where(K.c.kind == key.kind, K.c.key == value,
-                                                    K.c.entity.in_(entities)).limit(EXACT_LIMIT))
-    return [(r.entity, r.record_id, value, 100.0) for r in conn.execute(stmt)]
+    rows = conn.execute(_EXACT, {"kind": key.kind, "key": value, "entities": entities})
+    return [(r.entity, r.record_id, value, 100.0) for r in rows]
 
 
 def _fuzzy(conn: Connection, key: MatchKey, value: str, entities: list[str]) -> list[tuple[str, int, str, float]]:
-    block, full = K.alias("block"), K.alias("full")
-    stmt = (select(block.c.entity, block.c.record_id, full.c.key)
-            .join(full, and_(full.c.entity == block.c.entity, full.c.record_id == block.c.record_id,
-                             full.c.kind == key.kind))
-            .where(block.c.kind == key.kind + BLOCK_SUFFIX, block.c.key.in_(block_keys(value)),
-                   block.c.entity.in_(entities))
-            .limit(FUZZY_CANDIDATES))
+    """The records sharing a blocking key with ``value`` whose key is at least ``key.fuzzy`` similar."""
+    rows = conn.execute(_CANDIDATES, {"kind": key.kind + BLOCK_SUFFIX, "blocks": list(block_keys(value)),
+                                      "entities": entities})
     threshold = float(key.fuzzy or 100)
     out = []
-    for r in conn.execute(stmt):
-        score = 100.0 if r.key == value else fuzz.ratio(value, r.key, score_cutoff=threshold)
+    for entity, rid, other in rows:
+        if other is None:
+            continue
+        score = 100.0 if other == value else fuzz.ratio(value, other, score_cutoff=threshold)
         if score >= threshold:
-            out.append((r.entity, r.record_id, r.key, round(score, 1)))
+            out.append((entity, rid, other, round(score, 1)))
     return out
 
 
@@ -219,8 +232,8 @@ def rebuild(uow: UnitOfWork, entity: str | None = None, *, chunk: int = 5000) ->
                                      .order_by(t.c.id).limit(chunk)).all()
             if not batch:
                 break
-            params = [{"entity": name, "record_id": r.id, "kind": k, "key": v} for r in batch
-                      for k, v in record_pairs(sources, rows.read(plan.readers, r._mapping), idx.region)]
+            params = [{"entity": name, "record_id": r.id, "kind": k, "key": v, "value": full} for r in batch
+                      for k, v, full in record_pairs(sources, rows.read(plan.readers, r._mapping), idx.region)]
             if params:
                 uow.conn.execute(insert(K), params)
             count += len(params)
