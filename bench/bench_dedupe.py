@@ -3,8 +3,9 @@
 ``run(quick=False)`` returns rows ``{"name", "value", "unit", "baseline", "ratio", "target"}``:
 
 * the dedupe check a create runs -- :func:`engine.runtime.sales.dedupe.matches` for a new lead's e-mail,
-  phone and company (fuzzy 90, scored among the records sharing a blocking key) -- p95 in ms (target
-  < 10 ms), against the baseline of one indexed lookup of the e-mail in the lead table itself;
+  phone and company (fuzzy 90, scored among the records sharing a blocking key), inside the unit of work
+  as the write step runs it -- p95 in ms (target < 10 ms), against the baseline of one indexed lookup of
+  an e-mail in the lead table itself;
 * a whole create through the record service with the dedupe step active (keys stored, matches looked up
   and described), p95 in ms, against a create of the same values in an entity of the same shape that no
   rule reads (``prospect``, same database).
@@ -100,9 +101,9 @@ def fill(engine: Engine, n: int) -> None:
         "INSERT INTO crm_dedupe_keys (entity, record_id, kind, key) "
         "SELECT 'lead', id, 'company', substr(company, 1, length(company) - 4) FROM lead",
         "INSERT INTO crm_dedupe_keys (entity, record_id, kind, key, value) "
-        "SELECT 'lead', id, 'company~', substr(company, 1, 3), substr(company, 1, length(company) - 4) FROM lead",
+        "SELECT 'lead', id, 'company~', substr(company, 1, 4), substr(company, 1, length(company) - 4) FROM lead",
         "INSERT INTO crm_dedupe_keys (entity, record_id, kind, key, value) "
-        "SELECT 'lead', id, 'company~', '…' || substr(company, length(company) - 6, 3), "
+        "SELECT 'lead', id, 'company~', '…' || substr(company, length(company) - 7, 4), "
         "substr(company, 1, length(company) - 4) FROM lead",
     ]
     with engine.connect() as conn:
@@ -153,21 +154,16 @@ def _p95(fn: Callable[[], Any]) -> float:
 
 
 def bench_check(rt: Runtime, n: int, label: str) -> dict[str, Any]:
-    """p95 of the dedupe check of a new lead vs one indexed lookup in the lead table."""
+    """p95 of the dedupe check of a new lead, as the write step runs it inside the create's unit of work, vs
+    one indexed lookup of an e-mail in the lead table in the same unit."""
     rng = random.Random(11)
-    actor = Actor.system()
     t = rt.state.plan("lead").table
-    raw = select(t.c.id).where(t.c.email == "lead1@example.com")
-
-    def check() -> None:
-        with rt.unit(actor, readonly=True) as uow:
-            matches(uow, "lead", _new_lead(rng, n))
-
-    def baseline() -> None:
-        with rt.engine.connect() as conn, conn.begin():
-            conn.execute(raw).all()
-
-    svc, base = _p95(check), _p95(baseline)
+    with rt.unit(Actor.system(), readonly=True) as uow:
+        leads = [_new_lead(rng, n) for _ in range(P95_ROUNDS + 10)]
+        it = iter(leads)
+        svc = _p95(lambda: matches(uow, "lead", next(it)))
+        emails = iter(f"lead{rng.randrange(1, n + 1)}@example.com" for _ in range(P95_ROUNDS + 10))
+        base = _p95(lambda: uow.conn.execute(select(t.c.id).where(t.c.email == next(emails))).all())
     return {"name": f"dedupe check on create (email, phone, fuzzy company) p95, {n:,} leads ({label})",
             "value": round(svc * 1000, 3), "unit": "ms", "baseline": round(base * 1000, 3),
             "ratio": round(svc / base, 2), "target": "< 10 ms"}

@@ -14,7 +14,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from rapidfuzz import fuzz
+from rapidfuzz import fuzz, process
 from sqlalchemy import Connection, and_, bindparam, delete, insert, or_, select
 
 from engine.dsl.model import Workspace
@@ -26,7 +26,7 @@ if TYPE_CHECKING:
     from engine.runtime.runtime import UnitOfWork
 
 #: the most records a fuzzy key scores (rows sharing a blocking key); the most exact matches read
-FUZZY_CANDIDATES = 500
+FUZZY_CANDIDATES = 300
 EXACT_LIMIT = 200
 #: separates the parts of a key of several fields
 PART_SEPARATOR = "\x1f"
@@ -189,16 +189,10 @@ def _exact(conn: Connection, key: MatchKey, value: str, entities: list[str]) -> 
 def _fuzzy(conn: Connection, key: MatchKey, value: str, entities: list[str]) -> list[tuple[str, int, str, float]]:
     """The records sharing a blocking key with ``value`` whose key is at least ``key.fuzzy`` similar."""
     rows = conn.execute(_CANDIDATES, {"kind": key.kind + BLOCK_SUFFIX, "blocks": list(block_keys(value)),
-                                      "entities": entities})
-    threshold = float(key.fuzzy or 100)
-    out = []
-    for entity, rid, other in rows:
-        if other is None:
-            continue
-        score = 100.0 if other == value else fuzz.ratio(value, other, score_cutoff=threshold)
-        if score >= threshold:
-            out.append((entity, rid, other, round(score, 1)))
-    return out
+                                      "entities": entities}).all()
+    choices = [r[2] or "" for r in rows]
+    scored = process.extract(value, choices, scorer=fuzz.ratio, score_cutoff=float(key.fuzzy or 100), limit=None)
+    return [(rows[i][0], rows[i][1], other, round(float(score), 1)) for other, score, i in scored]
 
 
 def best_first(found: Iterable[Match]) -> list[Match]:

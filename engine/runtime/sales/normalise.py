@@ -162,7 +162,7 @@ def block_keys(key: str) -> tuple[str, ...]:
     comparison only looks at the records that share one of these (an index lookup) instead of every row.
     Chinese characters carry more than letters, so fewer of them are taken.
     """
-    width = 3 if key[:1] > "\u2e80" else 5
+    width = 4 if key[:1] > "\u2e80" else 6
     if len(key) <= width:
         return (key,)
     return tuple(dict.fromkeys((key[:width], "…" + key[-width:])))
