@@ -79,7 +79,7 @@ class DedupeStep:
         found: list[Match] = []
         for rule in blocking:
             _serialise(conn, rule, record, self.idx.region)
-            found += rule_matches(conn, rule, record, self.idx.region, exclude=(entity, self_id))
+            found += rule_matches(conn, self.idx, rule, record, exclude=(entity, self_id))
         if found:
             raise refusal(ctx.uow, entity, best_first(found))
 
@@ -100,7 +100,7 @@ class DedupeStep:
 
     def _note(self, uow: UnitOfWork, entity: str, record: Mapping[str, Any]) -> None:
         rules = [r for r in self.idx.rules.get(entity, ()) if r.action != "block"]
-        found = [m for r in rules for m in rule_matches(uow.conn, r, record, self.idx.region,
+        found = [m for r in rules for m in rule_matches(uow.conn, self.idx, r, record,
                                                         exclude=(entity, record["id"]))]
         if found:
             report = describe(uow, best_first(found))

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from rapidfuzz import fuzz, process
-from sqlalchemy import Connection, and_, bindparam, delete, insert, or_, select
+from sqlalchemy import Connection, and_, bindparam, delete, insert, literal, or_, select, union_all
 
 from engine.dsl.model import Workspace
 from engine.dsl.sales.dedupe import DedupeRule, KeySource, MatchKey
@@ -58,6 +58,8 @@ class DedupeIndex:
     rules: Mapping[str, tuple[DedupeRule, ...]] = field(default_factory=dict)
     sources: Mapping[str, tuple[KeySource, ...]] = field(default_factory=dict)
     region: str | None = None
+    #: rule name -> the one statement looking up all its keys (:func:`lookup_statement`)
+    statements: Mapping[str, Any] = field(default_factory=dict)
 
 
 def index_of(workspace: Workspace) -> DedupeIndex:
@@ -72,7 +74,8 @@ def index_of(workspace: Workspace) -> DedupeIndex:
         for src in rule.sources:
             sources.setdefault(src.entity, {})[src] = None
     return DedupeIndex({k: tuple(v) for k, v in rules.items()}, {k: tuple(v) for k, v in sources.items()},
-                       workspace.phone_region)
+                       workspace.phone_region,
+                       {r.name: lookup_statement(r) for rs in rules.values() for r in rs})
 
 
 def index(uow: UnitOfWork) -> DedupeIndex:
@@ -144,55 +147,66 @@ def matches(uow: UnitOfWork, entity: str, values: Mapping[str, Any], *, against:
 
     ``against`` limits the entities looked in (default: every entity the rules name, ``entity`` itself
     included); ``exclude_id`` is the record's own id.  Index lookups only: equal keys through
-    ``(kind, key)``, fuzzy keys among the records sharing a blocking key.  Best match first per record
-    and key; visibility is not applied here (see :mod:`engine.runtime.sales.duplicates`).
+    ``(kind, key)``, fuzzy keys among the records sharing a blocking key -- one statement per rule.  Best
+    match first per record and key; visibility is not applied here (see
+    :mod:`engine.runtime.sales.duplicates`).
     """
     idx = index(uow)
     found: list[Match] = []
     for rule in idx.rules.get(entity, ()):
-        found += rule_matches(uow.conn, rule, values, idx.region, against=against, exclude=(entity, exclude_id))
+        found += rule_matches(uow.conn, idx, rule, values, against=against, exclude=(entity, exclude_id))
     return best_first(found)
 
 
-def rule_matches(conn: Connection, rule: DedupeRule, values: Mapping[str, Any], region: str | None, *,
+def lookup_statement(rule: DedupeRule) -> Any:
+    """One ``UNION ALL`` of a lookup per key of ``rule`` (a single round trip), each read from the covering
+    index ``ix_crm_dedupe_keys_lookup``: equal keys by ``(kind, key)``, a fuzzy key's candidates by its
+    blocking keys (with their whole key, ``value``).  Values are bound per call: ``v<i>`` (the key),
+    ``b<i>`` (blocking keys), ``e<i>`` (the entities looked in)."""
+    parts = []
+    for i, key in enumerate(rule.keys):
+        entities = K.c.entity.in_(bindparam(f"e{i}", expanding=True))
+        if key.fuzzy is None:
+            q = select(literal(i).label("k"), K.c.entity, K.c.record_id, K.c.value).where(
+                K.c.kind == key.kind, K.c.key == bindparam(f"v{i}", type_=K.c.key.type), entities).limit(EXACT_LIMIT)
+        else:
+            q = select(literal(i).label("k"), K.c.entity, K.c.record_id, K.c.value).where(
+                K.c.kind == key.kind + BLOCK_SUFFIX, K.c.key.in_(bindparam(f"b{i}", expanding=True)),
+                entities).limit(FUZZY_CANDIDATES)
+        parts.append(select(q.subquery()))  # LIMIT inside UNION ALL needs a subquery on SQLite
+    return union_all(*parts) if len(parts) > 1 else parts[0]
+
+
+def rule_matches(conn: Connection, idx: DedupeIndex, rule: DedupeRule, values: Mapping[str, Any], *,
                  against: Sequence[str] | None = None, exclude: tuple[str, int | None] | None = None) -> list[Match]:
-    """The matches of ``values`` by one rule's keys."""
-    out: list[Match] = []
-    for key in rule.keys:
+    """The matches of ``values`` by one rule's keys (one statement)."""
+    wanted: dict[int, str] = {}
+    params: dict[str, Any] = {}
+    for i, key in enumerate(rule.keys):
         entities = [e for e in rule.searched(key) if against is None or e in against]
-        value = key_value(key.fields, key.normalisers, values, region) if entities else None
-        if value is None:
-            continue
-        hits = _fuzzy(conn, key, value, entities) if key.fuzzy is not None else _exact(conn, key, value, entities)
-        out += [Match(e, rid, key.kind, k, score, rule.name, key.fields, rule.action)
-                for e, rid, k, score in hits if exclude is None or (e, rid) != exclude]
+        value = key_value(key.fields, key.normalisers, values, idx.region) if entities else None
+        if value is not None:
+            wanted[i] = value
+        params[f"e{i}"] = entities if value is not None else []
+        params[f"v{i}" if key.fuzzy is None else f"b{i}"] = \
+            value if key.fuzzy is None else (list(block_keys(value)) if value is not None else [])
+    if not wanted:
+        return []
+    rows = conn.execute(idx.statements[rule.name], params).all()
+    out: list[Match] = []
+    for i, value in wanted.items():
+        key = rule.keys[i]
+        mine = [r for r in rows if r[0] == i and (exclude is None or (r[1], r[2]) != exclude)]
+        hits = _scored(key, value, mine) if key.fuzzy is not None else [(r[1], r[2], value, 100.0) for r in mine]
+        out += [Match(e, rid, key.kind, k, score, rule.name, key.fields, rule.action) for e, rid, k, score in hits]
     return out
 
 
-#: the lookups, built once (immutable SQL constructs; the values are bound per call); both are read from
-#: the covering index ix_crm_dedupe_keys_lookup alone
-_EXACT = (select(K.c.entity, K.c.record_id)
-          .where(K.c.kind == bindparam("kind"), K.c.key == bindparam("key"),
-                 K.c.entity.in_(bindparam("entities", expanding=True)))
-          .limit(EXACT_LIMIT))
-_CANDIDATES = (select(K.c.entity, K.c.record_id, K.c.value)
-               .where(K.c.kind == bindparam("kind"), K.c.key.in_(bindparam("blocks", expanding=True)),
-                      K.c.entity.in_(bindparam("entities", expanding=True)))
-               .limit(FUZZY_CANDIDATES))
-
-
-def _exact(conn: Connection, key: MatchKey, value: str, entities: list[str]) -> list[tuple[str, int, str, float]]:
-    rows = conn.execute(_EXACT, {"kind": key.kind, "key": value, "entities": entities})
-    return [(r.entity, r.record_id, value, 100.0) for r in rows]
-
-
-def _fuzzy(conn: Connection, key: MatchKey, value: str, entities: list[str]) -> list[tuple[str, int, str, float]]:
-    """The records sharing a blocking key with ``value`` whose key is at least ``key.fuzzy`` similar."""
-    rows = conn.execute(_CANDIDATES, {"kind": key.kind + BLOCK_SUFFIX, "blocks": list(block_keys(value)),
-                                      "entities": entities}).all()
-    choices = [r[2] or "" for r in rows]
+def _scored(key: MatchKey, value: str, rows: Sequence[Any]) -> list[tuple[str, int, str, float]]:
+    """The candidates (rows sharing a blocking key) whose whole key is at least ``key.fuzzy`` similar."""
+    choices = [r[3] or "" for r in rows]
     scored = process.extract(value, choices, scorer=fuzz.ratio, score_cutoff=float(key.fuzzy or 100), limit=None)
-    return [(rows[i][0], rows[i][1], other, round(float(score), 1)) for other, score, i in scored]
+    return [(rows[i][1], rows[i][2], other, round(float(score), 1)) for other, score, i in scored]
 
 
 def best_first(found: Iterable[Match]) -> list[Match]:
