@@ -13,7 +13,12 @@ from typing import Any
 PathBuilder = Callable[[Any], dict[str, Any]]
 """``builder(workspace) -> {path: {method: operation}}`` (paths relative to ``/api/v1``)."""
 
+DocAmender = Callable[[Any, dict[str, Any]], None]
+"""``amender(workspace, document)`` changes the built document in place (e.g. adds a property a feature puts
+beside the records of the core endpoints)."""
+
 _BUILDERS: list[PathBuilder] = []
+_AMENDERS: list[DocAmender] = []
 
 ERROR = {"$ref": "#/components/schemas/Error"}
 FREE = {"type": "object"}
@@ -24,6 +29,19 @@ def register(builder: PathBuilder) -> PathBuilder:
     if builder not in _BUILDERS:
         _BUILDERS.append(builder)
     return builder
+
+
+def amend(amender: DocAmender) -> DocAmender:
+    """Let a feature amend the finished OpenAPI document (usable as a decorator)."""
+    if amender not in _AMENDERS:
+        _AMENDERS.append(amender)
+    return amender
+
+
+def amend_document(workspace: Any, document: dict[str, Any]) -> None:
+    """Run the features' amenders on ``document``."""
+    for amender in _AMENDERS:
+        amender(workspace, document)
 
 
 def feature_paths(workspace: Any) -> dict[str, Any]:

@@ -253,7 +253,7 @@ def build_openapi(runtime: Any, actor: Any) -> dict[str, Any]:
     for name, (_ent, perm) in entities.items():
         paths.update(entity_paths(name, perm))
     paths.update(apidoc.feature_paths(ws))
-    return {
+    doc = {
         "openapi": "3.1.0",
         "info": {"title": f"{ws.name} CRM API", "version": str(gateway.revision_key(runtime)),
                  "description": "Generated from the workspace configuration; see docs/api.md."},
@@ -264,6 +264,8 @@ def build_openapi(runtime: Any, actor: Any) -> dict[str, Any]:
         "paths": paths,
         "components": _components(entities, ws.locale),
     }
+    apidoc.amend_document(ws, doc)
+    return doc
 
 
 def openapi_for(runtime: Any, actor: Any) -> dict[str, Any]:

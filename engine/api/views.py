@@ -80,10 +80,16 @@ def create_record(entity: str) -> Response:
     """Create a record from a JSON object of field values; 201 with the record."""
     with gateway.records(runtime(), g.principal) as svc:
         gateway.entity(svc.uow, entity)
-        record = svc.create(entity, params.json_object(request))
+        record = with_notes(svc.uow, entity, svc.create(entity, params.json_object(request)))
     resp = json_response(record, 201, etag=record["version"])
     resp.headers["Location"] = _location(f"/records/{entity}/{record['id']}")
     return resp
+
+
+def with_notes(uow: Any, entity: str, record: dict[str, Any]) -> dict[str, Any]:
+    """``record`` and what the unit's write steps noted about it (``_duplicates``: docs/dedupe.md)."""
+    notes = uow.notes.get((entity, record.get("id")))
+    return {**record, **notes} if notes else record
 
 
 def _location(path: str) -> str:
@@ -110,7 +116,8 @@ def update_record(entity: str, record_id: str) -> Response:
     version = params.if_match_version(request, required=True)
     with gateway.records(runtime(), g.principal) as svc:
         gateway.entity(svc.uow, entity)
-        record = svc.update(entity, rid, params.json_object(request), expected_version=version)
+        record = with_notes(svc.uow, entity, svc.update(entity, rid, params.json_object(request),
+                                                        expected_version=version))
     return json_response(record, etag=record["version"])
 
 

@@ -11,8 +11,9 @@ from typing import Any
 from engine.dsl.sales import sales_kinds
 from engine.dsl.schemacheck import load_schema
 
-#: the kinds documented, in this order: the manifests, entity, role, then each sales kind that is built
-KINDS = ("workspace", "industry", "entity", "role", *(k.name for k in sales_kinds()))
+#: the kinds documented, in this order: the manifests, entity, role, then the sales process's kinds
+KINDS = ("workspace", "industry", "entity", "role",
+         *(k.name for k in sales_kinds() if isinstance(k.schema, str)))
 
 
 def _type_text(spec: dict[str, Any]) -> str:
@@ -51,9 +52,11 @@ def render() -> str:
         out += _table(schema["properties"], schema.get("required", []))
         out.append("")
         for sub, sub_schema in schema.get("$defs", {}).items():
-            if "properties" in sub_schema:
+            # an object, or a choice (anyOf) one of whose forms is an object: {fields, fuzzy} beside [fields]
+            forms = [sub_schema, *sub_schema.get("anyOf", ())]
+            for form in (f for f in forms if "properties" in f):
                 out += [f"### {kind} → {sub}", ""]
-                out += _table(sub_schema["properties"], sub_schema.get("required", []))
+                out += _table(form["properties"], form.get("required", []))
                 out.append("")
     return "\n".join(out).rstrip() + "\n"
 

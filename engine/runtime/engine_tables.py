@@ -204,7 +204,11 @@ crm_dedupe_keys = Table(
     #: what the key normalises: ``email``, ``phone``, ``company``, or a field name
     Column("kind", String(50), nullable=False),
     Column("key", String(300), nullable=False),
-    Index("ix_crm_dedupe_keys_lookup", "kind", "key", "entity"),
+    #: on a blocking-key row of a fuzzy key (kind ``<kind>~``): the whole normalised key, so the candidates
+    #: sharing a blocking key are scored from one range of the index, without reading other rows
+    Column("value", String(300), nullable=True),
+    #: covering: a lookup reads the matching records (and a fuzzy candidate's whole key) from the index alone
+    Index("ix_crm_dedupe_keys_lookup", "kind", "key", "entity", "record_id", "value"),
     Index("ix_crm_dedupe_keys_record", "entity", "record_id"),
 )
 

@@ -283,6 +283,9 @@ class UnitOfWork:
         #: entity -> ids of live records the actor was found able to see (references checked once per unit);
         #: the actor is an active user (just authenticated), so owning a record needs no lookup
         self.visible_ids: dict[str, set[int]] = {"crm_users": {actor.user_id}} if actor.user_id is not None else {}
+        #: (entity, record id) -> facts the unit's write steps add about a record written in it, returned by
+        #: the API beside the record (e.g. ``_duplicates``, the matches of a ``warn`` dedupe rule)
+        self.notes: dict[tuple[str, int], dict[str, Any]] = {}
         self._guard: Guard | None = None
         self._system_guard: Guard | None = None
         self._elevated = 0

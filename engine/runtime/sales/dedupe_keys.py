@@ -1,0 +1,250 @@
+"""Duplicate detection's storage and lookups: normalised keys in ``crm_dedupe_keys``.
+
+Every record of an entity a ``dedupe:`` rule reads (its own entity and the entities it is checked
+``against``) has one row per key in ``crm_dedupe_keys`` (entity, record_id, kind, key), kept by the
+write step :class:`engine.runtime.sales.dedupe.DedupeStep`.  A fuzzy key also stores *blocking keys*
+(kind ``<kind>~``: its first and last few characters), so a fuzzy comparison only scores the records
+sharing one of them.  Finding the duplicates of a record is therefore a few index lookups whatever the
+size of the table; :func:`matches` does it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from rapidfuzz import fuzz, process
+from sqlalchemy import Connection, and_, bindparam, delete, insert, literal, or_, select, union_all
+
+from engine.dsl.model import Workspace
+from engine.dsl.sales.dedupe import DedupeRule, KeySource, MatchKey
+from engine.runtime.engine_tables import crm_dedupe_keys as K
+from engine.runtime.sales.normalise import MAX_KEY, block_keys, normalise
+
+if TYPE_CHECKING:
+    from engine.runtime.runtime import UnitOfWork
+
+#: the most records a fuzzy key scores (rows sharing a blocking key); the most exact matches read
+FUZZY_CANDIDATES = 300
+EXACT_LIMIT = 200
+#: separates the parts of a key of several fields
+PART_SEPARATOR = "\x1f"
+BLOCK_SUFFIX = "~"
+
+#: one stored row: (kind, key, value) -- value is the whole key on a blocking-key row, else None
+Pair = tuple[str, str, "str | None"]
+
+
+@dataclass(frozen=True, slots=True)
+class Match:
+    """A record that matches by one key: ``score`` 100 for equal keys, the similarity for fuzzy ones."""
+
+    entity: str
+    record_id: int
+    kind: str
+    key: str
+    score: float
+    #: the rule and the key's fields on the checked entity (what the caller is told matched)
+    rule: str | None = None
+    fields: tuple[str, ...] = ()
+    action: str = "warn"
+
+
+@dataclass(frozen=True, slots=True)
+class DedupeIndex:
+    """The rules of a workspace, arranged for writes: which keys each entity stores, which rules check it."""
+
+    rules: Mapping[str, tuple[DedupeRule, ...]] = field(default_factory=dict)
+    sources: Mapping[str, tuple[KeySource, ...]] = field(default_factory=dict)
+    region: str | None = None
+    #: rule name -> the one statement looking up all its keys (:func:`lookup_statement`)
+    statements: Mapping[str, Any] = field(default_factory=dict)
+
+
+def index_of(workspace: Workspace) -> DedupeIndex:
+    """The :class:`DedupeIndex` of ``workspace``'s compiled ``dedupe:`` documents (pure)."""
+    rules: dict[str, list[DedupeRule]] = {}
+    sources: dict[str, dict[KeySource, None]] = {}
+    for obj in workspace.objects_of("dedupe").values():
+        rule = obj.compiled
+        if not isinstance(rule, DedupeRule):
+            continue
+        rules.setdefault(rule.entity, []).append(rule)
+        for src in rule.sources:
+            sources.setdefault(src.entity, {})[src] = None
+    return DedupeIndex({k: tuple(v) for k, v in rules.items()}, {k: tuple(v) for k, v in sources.items()},
+                       workspace.phone_region,
+                       {r.name: lookup_statement(r) for rs in rules.values() for r in rs})
+
+
+def index(uow: UnitOfWork) -> DedupeIndex:
+    """The unit's revision's index (built once per revision)."""
+    return uow.state.memo("dedupe_index", "rules", lambda: index_of(uow.workspace))  # type: ignore[no-any-return]
+
+
+# --------------------------------------------------------------------------- keys of a record
+
+
+def key_value(fields: Sequence[str], normalisers: Sequence[str], values: Mapping[str, Any],
+              region: str | None) -> str | None:
+    """The normalised key of ``values`` for a key of ``fields``; None when a field gives no key."""
+    parts = []
+    for name, how in zip(fields, normalisers, strict=True):
+        part = normalise(how, values.get(name), region=region)
+        if part is None:
+            return None
+        parts.append(part)
+    return PART_SEPARATOR.join(parts)[:MAX_KEY]
+
+
+def record_pairs(sources: Iterable[KeySource], record: Mapping[str, Any], region: str | None) -> set[Pair]:
+    """Every (kind, key, value) row ``record`` should have: its keys and, for fuzzy ones, their blocking keys
+    (each carrying the whole key as its value)."""
+    out: set[Pair] = set()
+    for src in sources:
+        value = key_value(src.fields, src.normalisers, record, region)
+        if value is None:
+            continue
+        out.add((src.kind, value, None))
+        if src.fuzzy:
+            out.update((src.kind + BLOCK_SUFFIX, b, value) for b in block_keys(value))
+    return out
+
+
+def stored_pairs(conn: Connection, entity: str, record_id: int) -> set[Pair]:
+    """The (kind, key, value) rows ``crm_dedupe_keys`` holds for one record."""
+    rows = conn.execute(select(K.c.kind, K.c.key, K.c.value).where(K.c.entity == entity,
+                                                                   K.c.record_id == record_id))
+    return {(r.kind, r.key, r.value) for r in rows}
+
+
+def write_pairs(conn: Connection, entity: str, record_id: int, pairs: set[Pair], *,
+                existing: set[Pair] | None = None) -> None:
+    """Make the record's stored rows ``pairs`` (``existing``: what is stored now, None = nothing)."""
+    have = existing or set()
+    gone = have - pairs
+    if gone:
+        conn.execute(delete(K).where(K.c.entity == entity, K.c.record_id == record_id,
+                                     or_(*(and_(K.c.kind == k, K.c.key == v) for k, v, _ in gone))))
+    new = pairs - have if existing is not None else pairs
+    if new:
+        conn.execute(insert(K), [{"entity": entity, "record_id": record_id, "kind": k, "key": v, "value": full}
+                                 for k, v, full in new])
+
+
+def drop_pairs(conn: Connection, entity: str, record_id: int) -> None:
+    """Forget every key of one record (it was deleted)."""
+    conn.execute(delete(K).where(K.c.entity == entity, K.c.record_id == record_id))
+
+
+# --------------------------------------------------------------------------- lookups
+
+
+def matches(uow: UnitOfWork, entity: str, values: Mapping[str, Any], *, against: Sequence[str] | None = None,
+            exclude_id: int | None = None) -> list[Match]:
+    """The records ``values`` (field -> value of an ``entity`` record) duplicate, by the entity's rules.
+
+    ``against`` limits the entities looked in (default: every entity the rules name, ``entity`` itself
+    included); ``exclude_id`` is the record's own id.  Index lookups only: equal keys through
+    ``(kind, key)``, fuzzy keys among the records sharing a blocking key -- one statement per rule.  Best
+    match first per record and key; visibility is not applied here (see
+    :mod:`engine.runtime.sales.duplicates`).
+    """
+    idx = index(uow)
+    found: list[Match] = []
+    for rule in idx.rules.get(entity, ()):
+        found += rule_matches(uow.conn, idx, rule, values, against=against, exclude=(entity, exclude_id))
+    return best_first(found)
+
+
+def lookup_statement(rule: DedupeRule) -> Any:
+    """One ``UNION ALL`` of a lookup per key of ``rule`` (a single round trip), each read from the covering
+    index ``ix_crm_dedupe_keys_lookup``: equal keys by ``(kind, key)``, a fuzzy key's candidates by its
+    blocking keys (with their whole key, ``value``).  Values are bound per call: ``v<i>`` (the key),
+    ``b<i>`` (blocking keys), ``e<i>`` (the entities looked in)."""
+    parts = []
+    for i, key in enumerate(rule.keys):
+        entities = K.c.entity.in_(bindparam(f"e{i}", expanding=True))
+        if key.fuzzy is None:
+            q = select(literal(i).label("k"), K.c.entity, K.c.record_id, K.c.value).where(
+                K.c.kind == key.kind, K.c.key == bindparam(f"v{i}", type_=K.c.key.type), entities).limit(EXACT_LIMIT)
+        else:
+            q = select(literal(i).label("k"), K.c.entity, K.c.record_id, K.c.value).where(
+                K.c.kind == key.kind + BLOCK_SUFFIX, K.c.key.in_(bindparam(f"b{i}", expanding=True)),
+                entities).limit(FUZZY_CANDIDATES)
+        parts.append(select(q.subquery()))  # LIMIT inside UNION ALL needs a subquery on SQLite
+    return union_all(*parts) if len(parts) > 1 else parts[0]
+
+
+def rule_matches(conn: Connection, idx: DedupeIndex, rule: DedupeRule, values: Mapping[str, Any], *,
+                 against: Sequence[str] | None = None, exclude: tuple[str, int | None] | None = None) -> list[Match]:
+    """The matches of ``values`` by one rule's keys (one statement)."""
+    wanted: dict[int, str] = {}
+    params: dict[str, Any] = {}
+    for i, key in enumerate(rule.keys):
+        entities = [e for e in rule.searched(key) if against is None or e in against]
+        value = key_value(key.fields, key.normalisers, values, idx.region) if entities else None
+        if value is not None:
+            wanted[i] = value
+        params[f"e{i}"] = entities if value is not None else []
+        params[f"v{i}" if key.fuzzy is None else f"b{i}"] = \
+            value if key.fuzzy is None else (list(block_keys(value)) if value is not None else [])
+    if not wanted:
+        return []
+    rows = conn.execute(idx.statements[rule.name], params).all()
+    out: list[Match] = []
+    for i, value in wanted.items():
+        key = rule.keys[i]
+        mine = [r for r in rows if r[0] == i and (exclude is None or (r[1], r[2]) != exclude)]
+        hits = _scored(key, value, mine) if key.fuzzy is not None else [(r[1], r[2], value, 100.0) for r in mine]
+        out += [Match(e, rid, key.kind, k, score, rule.name, key.fields, rule.action) for e, rid, k, score in hits]
+    return out
+
+
+def _scored(key: MatchKey, value: str, rows: Sequence[Any]) -> list[tuple[str, int, str, float]]:
+    """The candidates (rows sharing a blocking key) whose whole key is at least ``key.fuzzy`` similar."""
+    choices = [r[3] or "" for r in rows]
+    scored = process.extract(value, choices, scorer=fuzz.ratio, score_cutoff=float(key.fuzzy or 100), limit=None)
+    return [(rows[i][1], rows[i][2], other, round(float(score), 1)) for other, score, i in scored]
+
+
+def best_first(found: Iterable[Match]) -> list[Match]:
+    """One match per (record, rule, key kind), the best score kept; records in order of their best score."""
+    best: dict[tuple[str, int, str | None, str], Match] = {}
+    for m in found:
+        k = (m.entity, m.record_id, m.rule, m.kind)
+        if k not in best or m.score > best[k].score:
+            best[k] = m
+    return sorted(best.values(), key=lambda m: (-m.score, m.entity, m.record_id))
+
+
+# --------------------------------------------------------------------------- rebuilding
+
+
+def rebuild(uow: UnitOfWork, entity: str | None = None, *, chunk: int = 5000) -> dict[str, int]:
+    """Recompute every stored key of ``entity`` (default: every entity the rules read), e.g. after a rule
+    changed or data was loaded behind the record service; returns entity -> keys stored."""
+    idx = index(uow)
+    names = [entity] if entity is not None else list(idx.sources)
+    out: dict[str, int] = {}
+    for name in names:
+        sources = idx.sources.get(name, ())
+        plan = uow.state.plan(name)
+        uow.conn.execute(delete(K).where(K.c.entity == name))
+        t, count, last = plan.table, 0, 0
+        from engine.runtime.records import rows
+
+        while True:
+            batch = uow.conn.execute(select(t).where(t.c.deleted_at.is_(None), t.c.id > last)
+                                     .order_by(t.c.id).limit(chunk)).all()
+            if not batch:
+                break
+            params = [{"entity": name, "record_id": r.id, "kind": k, "key": v, "value": full} for r in batch
+                      for k, v, full in record_pairs(sources, rows.read(plan.readers, r._mapping), idx.region)]
+            if params:
+                uow.conn.execute(insert(K), params)
+            count += len(params)
+            last = batch[-1].id
+        out[name] = count
+    return out
