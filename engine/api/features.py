@@ -6,10 +6,10 @@ Each module holds one feature's views on its own blueprint and registers its Ope
 
 from __future__ import annotations
 
-from engine.api import notifications
+from engine.api import notifications, pools
 from engine.api.views import bp
 
-CHILDREN = (notifications.bp,)
+CHILDREN = (notifications.bp, pools.bp)
 
 for _child in CHILDREN:
     bp.register_blueprint(_child)
