@@ -138,8 +138,7 @@ def recycle_one(uow: UnitOfWork, pool: Pool, c: Candidate) -> str:
     target = pool_rules.target_pool(uow, pool, c.id)
     now = uow.clock.now()
     with uow.elevated():
-        uow.records.update(pool.entity, c.id, {"pool": target.name, "owner_id": None, "claimed_at": None,
-                                               "pooled_at": now},
+        uow.records.update(pool.entity, c.id, {"pool": target.name, "claimed_at": None},
                            expected_version=c.version, bypass_readonly=True, audit_action="recycle")
     locale = uow.workspace.locale
     pool_rules.log(uow, pool.name, pool.entity, c.id, "recycle", user_id=c.owner_id,

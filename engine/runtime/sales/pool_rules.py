@@ -23,7 +23,6 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import Table, and_, func, not_, select
 from sqlalchemy.sql.elements import ColumnElement
 
-from engine.dsl.model import text_in
 from engine.dsl.sales.pool import Pool, duration_text, pools_of
 from engine.errors import BadRequest, Conflict, NotFound, PermissionDenied
 from engine.runtime.engine_tables import crm_pool_log, crm_teams, crm_users
@@ -280,8 +279,9 @@ def check_cooldown(uow: UnitOfWork, pool: Pool, record_id: int, user_id: int) ->
                                 if pool.reclaim_cooldown else None})
 
 
-def reason_of(uow: UnitOfWork, pool: Pool, reason: Any) -> tuple[str, str]:
-    """(what the log keeps, the text shown) of a return reason; BadRequest when missing or not listed."""
+def reason_of(pool: Pool, reason: Any) -> tuple[str, Mapping[str, str]]:
+    """(what the log keeps, the text shown per language) of a return reason; BadRequest when missing or not
+    listed."""
     if not isinstance(reason, str) or not reason.strip():
         keys = ", ".join(r.key for r in pool.return_reasons)
         raise BadRequest("give a reason for returning the record", code="reason_required",
@@ -294,11 +294,11 @@ def reason_of(uow: UnitOfWork, pool: Pool, reason: Any) -> tuple[str, str]:
             keys = ", ".join(r.key for r in pool.return_reasons)
             raise BadRequest(f"{reason[:60]!r} is not a return reason of pool {pool.name!r}", code="bad_reason",
                              details={"reason": [f"must be one of: {keys}"]}, hint=f"send one of: {keys}")
-        return found.key, text_in(found.label, uow.workspace.locale, found.key)
+        return found.key, found.label
     if len(reason) > MAX_REASON:
         raise BadRequest(f"the reason is too long ({len(reason)} characters; at most {MAX_REASON})",
                          code="bad_reason", details={"reason": [f"at most {MAX_REASON} characters"]})
-    return reason, reason
+    return reason, {"en": reason}
 
 
 def target_pool(uow: UnitOfWork, pool: Pool, record_id: int) -> Pool:

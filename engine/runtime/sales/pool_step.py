@@ -1,9 +1,10 @@
 """The pool write step (order 450): what happens when a record enters a pool, whoever puts it there.
 
 On create or update, when ``pool`` becomes the name of a pool (set by an assignment rule ``to: {pool:
-east_pool}``, by the pool service on a return, a recycle or a move, or by an import), the record loses
-its holder: ``owner_id`` and ``claimed_at`` are cleared and ``pooled_at`` is stamped; after the row is
-written an ``enter`` row goes to ``crm_pool_log``.  A name that is no pool of the entity is refused, and
+east_pool}``, by the pool service on a return, a recycle or a move, or by an import), or when a held
+record's ``claimed_at`` is cleared (a return to the pool it was held from), the record loses its
+holder: ``owner_id`` and ``claimed_at`` are cleared and ``pooled_at`` is stamped; after the row is
+written an ``enter`` row goes to ``crm_pool_log`` when the pool changed.  A name that is no pool of the entity is refused, and
 so is an owner given to a record that sits unclaimed in a pool by anything but the pool service (claim
 it, or have a pool admin assign it), so "unclaimed in a pool" always means "no owner".
 """
@@ -36,20 +37,27 @@ class PoolStep:
         if ctx.action not in ("create", "update"):
             return
         name = record.get("pool")
-        if name is not None and name != (old or {}).get("pool"):
+        if name is None:
+            return
+        if name != (old or {}).get("pool"):
             if name not in self.pools[entity]:
                 raise ValidationFailed(f"there is no pool {name!r} for {entity}", details={"pool": [
                     f"unknown pool {str(name)[:60]!r}; the pools of {entity}: {', '.join(self.pools[entity])}"]})
-            record["owner_id"] = None
-            record["claimed_at"] = None
-            record["pooled_at"] = ctx.uow.clock.now()
-            return
-        if (name is not None and old is not None and record.get("claimed_at") is None
-                and record.get("owner_id") is not None and record.get("owner_id") != old.get("owner_id")):
-            raise ValidationFailed(f"{entity} {old.get('id')} is unclaimed in pool {name!r}: it cannot be given an "
-                                   "owner directly", details={"owner_id": [
-                                       f"claim it (POST /api/v1/pools/{name}/claim) or have a pool admin assign it "
-                                       f"(POST /api/v1/pools/{name}/assign)"]})
+            self._enter(ctx, record)
+        elif record.get("claimed_at") is None and old is not None:
+            if old.get("claimed_at") is not None:  # released: back to the pool it was held from
+                self._enter(ctx, record)
+            elif record.get("owner_id") is not None and record.get("owner_id") != old.get("owner_id"):
+                raise ValidationFailed(
+                    f"{entity} {old.get('id')} is unclaimed in pool {name!r}: it cannot be given an owner directly",
+                    details={"owner_id": [f"claim it (POST /api/v1/pools/{name}/claim) or have a pool admin "
+                                          f"assign it (POST /api/v1/pools/{name}/assign)"]})
+
+    @staticmethod
+    def _enter(ctx: WriteContext, record: dict[str, Any]) -> None:
+        record["owner_id"] = None
+        record["claimed_at"] = None
+        record["pooled_at"] = ctx.uow.clock.now()
 
     def after_write(self, ctx: WriteContext, entity: str, record: Mapping[str, Any],
                     old: Mapping[str, Any] | None) -> None:

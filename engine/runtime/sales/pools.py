@@ -103,15 +103,15 @@ def return_record(uow: UnitOfWork, pool_name: str, record_id: Any, reason: Any) 
     if row.owner_id != uid and not st.admin:
         raise PermissionDenied(f"only the holder of {pool.entity} {row.id} or an admin of pool {pool.name!r} may "
                                "return it", code="not_holder")
-    key, text = pool_rules.reason_of(uow, pool, reason)
+    key, label = pool_rules.reason_of(pool, reason)
     target = pool_rules.target_pool(uow, pool, row.id)
     _put_back(uow, pool, row, target, "return")
     pool_rules.log(uow, pool.name, pool.entity, row.id, "return", user_id=row.owner_id, reason=key)
     if row.owner_id != uid:
-        by = uow.actor.username
+        by, title = uow.actor.username, _title(uow, pool, row.id)
         notify.send(uow, row.owner_id, "pool_return", {
-            "en": f"{by} returned {_title(uow, pool, row.id)} to {_label(target, 'en')}: {text}",
-            "zh": f"{by} 已将 {_title(uow, pool, row.id)} 退回{_label(target, 'zh')}：{text}"},
+            "en": f"{by} returned {title} to {_label(target, 'en')}: {text_in(label, 'en', key)}",
+            "zh": f"{by} 已将 {title} 退回{_label(target, 'zh')}：{text_in(label, 'zh', key)}"},
             entity=pool.entity, record_id=row.id, data={"pool": target.name, "reason": key},
             dedupe_key=f"pool:return:{pool.entity}:{row.id}:v{row.version}")
     routed = pool_rules.after_return(uow, pool.entity, row.id)
@@ -120,8 +120,7 @@ def return_record(uow: UnitOfWork, pool_name: str, record_id: Any, reason: Any) 
 
 def _put_back(uow: UnitOfWork, pool: Pool, row: pool_rules.Locked, target: Pool, action: str) -> None:
     with uow.elevated():
-        uow.records.update(pool.entity, row.id, {"pool": target.name, "owner_id": None, "claimed_at": None,
-                                                 "pooled_at": uow.clock.now()},
+        uow.records.update(pool.entity, row.id, {"pool": target.name, "claimed_at": None},
                            expected_version=row.version, bypass_readonly=True, audit_action=action)
 
 
