@@ -104,7 +104,8 @@ def test_a_pool_without_an_entity_is_located(write_ws: WriteWs) -> None:
 
 
 def test_return_to_a_pool_of_another_entity(write_ws: WriteWs) -> None:
-    [err] = errors_of(write_ws({"pools/p.yaml": "pool: p\nentity: lead\nreturn_to: q\n---\npool: q\nentity: account\n"}))
+    text = "pool: p\nentity: lead\nreturn_to: q\n---\npool: q\nentity: account\n"
+    [err] = errors_of(write_ws({"pools/p.yaml": text}))
     assert "a pool of account" in str(err) and where(err) == ("p.yaml", 3, 12)
 
 

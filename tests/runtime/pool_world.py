@@ -63,7 +63,8 @@ FILES = {
         reclaim_cooldown: 3d
         hidden_fields: [phone, email]
         recycle:
-          - {when: "grade == 'A' and days_since(max(last_activity_at, claimed_at)) > 15", reason: {en: "Grade A, 15 days"}}
+          - when: "grade == 'A' and days_since(max(last_activity_at, claimed_at)) > 15"
+            reason: {en: "Grade A, 15 days"}
           - when: "grade != 'A' and days_since(max(last_activity_at, claimed_at)) > 7"
             reason: {en: No follow-up for 7 days, zh: 7天未跟进}
         warn_before: 2d

@@ -136,7 +136,6 @@ def recycle_one(uow: UnitOfWork, pool: Pool, c: Candidate) -> str:
     """Return one candidate to its pool (through the record service), log it and notify the holder;
     returns the name of the pool it went to."""
     target = pool_rules.target_pool(uow, pool, c.id)
-    now = uow.clock.now()
     with uow.elevated():
         uow.records.update(pool.entity, c.id, {"pool": target.name, "claimed_at": None},
                            expected_version=c.version, bypass_readonly=True, audit_action="recycle")

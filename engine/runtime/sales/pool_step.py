@@ -4,9 +4,10 @@ On create or update, when ``pool`` becomes the name of a pool (set by an assignm
 east_pool}``, by the pool service on a return, a recycle or a move, or by an import), or when a held
 record's ``claimed_at`` is cleared (a return to the pool it was held from), the record loses its
 holder: ``owner_id`` and ``claimed_at`` are cleared and ``pooled_at`` is stamped; after the row is
-written an ``enter`` row goes to ``crm_pool_log`` when the pool changed.  A name that is no pool of the entity is refused, and
-so is an owner given to a record that sits unclaimed in a pool by anything but the pool service (claim
-it, or have a pool admin assign it), so "unclaimed in a pool" always means "no owner".
+written an ``enter`` row goes to ``crm_pool_log`` when the pool changed.  A name that is no pool of the
+entity is refused, and so is an owner given to a record that sits unclaimed in a pool by anything but
+the pool service (claim it, or have a pool admin assign it), so "unclaimed in a pool" always means "no
+owner".
 """
 
 from __future__ import annotations
