@@ -302,22 +302,27 @@ def reason_of(pool: Pool, reason: Any) -> tuple[str, Mapping[str, str]]:
 
 
 def target_pool(uow: UnitOfWork, pool: Pool, record_id: int) -> Pool:
-    """Where a record returned or recycled from ``pool`` goes: ``return_to``, else the first pool of the
-    entity whose ``when`` holds for it (this one first), else this pool."""
+    """Where a record returned or recycled from ``pool`` goes: ``return_to``; else this pool when it has no
+    ``when`` (it takes any record) or its ``when`` holds; else the first other pool of the entity whose
+    ``when`` holds; else this pool."""
     pools = by_name(uow)
     if pool.return_to is not None and pool.return_to in pools:
         return pools[pool.return_to]
-    candidates = [pool, *(p for p in pools.values() if p.entity == pool.entity and p is not pool)]
-    t = table(uow, pool)
-    now = uow.clock.now()
-    for p in candidates:
-        if p.when is None:
-            continue
-        hit = uow.conn.execute(select(t.c.id).where(t.c.id == record_id, condition(uow, p, p.when, now,
-                                                                                   loose=True))).first()
-        if hit is not None:
-            return p
+    if pool.when is None or _holds(uow, pool, record_id):
+        return pool
+    for other in pools.values():
+        if other is not pool and other.entity == pool.entity and other.when is not None and \
+                _holds(uow, other, record_id):
+            return other
     return pool
+
+
+def _holds(uow: UnitOfWork, pool: Pool, record_id: int) -> bool:
+    """Whether the pool's ``when`` holds for the stored record (its SQL form: one-hop names work too)."""
+    assert pool.when is not None
+    t = table(uow, pool)
+    stmt = select(t.c.id).where(t.c.id == record_id, condition(uow, pool, pool.when, uow.clock.now(), loose=True))
+    return uow.conn.execute(stmt).first() is not None
 
 
 def log(uow: UnitOfWork, pool: str, entity: str, record_id: int, action: str, *, user_id: int | None,
