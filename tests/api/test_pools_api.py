@@ -196,7 +196,8 @@ def test_sixteen_threads_claim_a_hundred_leads_each_once_within_the_limits(env: 
 def test_refusals_of_the_pool_endpoints(env: PoolEnv) -> None:
     [lead] = _pooled(env, "east_pool", 1)
     status, body = env.call("outsider", "POST", "/pools/east_pool/claim", {"id": lead})
-    assert status == 403 and body["error"]["code"] == "not_pool_member" and "team east_sales" in body["error"]["message"]
+    assert status == 403 and body["error"]["code"] == "not_pool_member"
+    assert "team east_sales" in body["error"]["message"]
     status, body = env.call("r5", "POST", "/pools/eastpool/claim", {"id": lead})
     assert status == 404 and body["error"]["code"] == "unknown_pool" and "did you mean 'east_pool'" in \
         body["error"]["details"]["hint"]
@@ -219,8 +220,8 @@ def test_refusals_of_the_pool_endpoints(env: PoolEnv) -> None:
 
 
 def test_done_when_a_neglected_lead_is_warned_then_returned_as_the_preview_said(env: PoolEnv) -> None:
-    status, made = env.call("admin", "POST", "/records/lead", {"company": "无锡华泰电子科技", "phone": "+86 138-0013-8000",
-                                                               "region": "east", "industry": "other"})
+    values = {"company": "无锡华泰电子科技", "phone": "+86 138-0013-8000", "region": "east", "industry": "other"}
+    status, made = env.call("admin", "POST", "/records/lead", values)
     assert status == 201, made
     lead = made["id"]
     status, back = env.call("admin", "POST", "/pools/east_pool/return", {"id": lead, "reason": "other"})
