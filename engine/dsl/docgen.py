@@ -10,7 +10,7 @@ from typing import Any
 
 from engine.dsl.schemacheck import load_schema
 
-KINDS = ("workspace", "industry", "entity", "role")
+KINDS = ("workspace", "industry", "entity", "role", "pool")
 
 
 def _type_text(spec: dict[str, Any]) -> str:

@@ -20,7 +20,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Table, and_, func, not_, select
+from sqlalchemy import Table, and_, bindparam, func, not_, select
 from sqlalchemy.sql.elements import ColumnElement
 
 from engine.dsl.sales.pool import Pool, duration_text, pools_of
@@ -93,8 +93,15 @@ def standing(uow: UnitOfWork, pool: Pool, actor: Any = None) -> Standing:
 
 
 def _teams(uow: UnitOfWork, names: set[str]) -> dict[str, int]:
-    rows = uow.conn.execute(select(crm_teams.c.name, crm_teams.c.id).where(crm_teams.c.name.in_(sorted(names))))
-    return {r.name: int(r.id) for r in rows}
+    """name -> id of the named teams that exist (found ones remembered per revision: a team's name and
+    id do not change; one not found is looked up again next time, it may have been created since)."""
+    found = {n: i for n in names if (i := uow.state.cached("pool_teams", n)) is not None}
+    missing = sorted(names - set(found))
+    if missing:
+        for r in uow.conn.execute(select(crm_teams.c.name, crm_teams.c.id).where(crm_teams.c.name.in_(missing))):
+            found[r.name] = int(r.id)
+            uow.state.store("pool_teams", r.name, int(r.id))
+    return found
 
 
 def _team_ids_of(uow: UnitOfWork, who: Any) -> frozenset[int]:
@@ -152,7 +159,7 @@ def unclaimed(t: Table, pool: Pool) -> ColumnElement[bool]:
     return and_(t.c.pool == pool.name, t.c.claimed_at.is_(None), t.c.deleted_at.is_(None))
 
 
-def held(t: Table, pool: Pool, user_id: int | None = None) -> ColumnElement[bool]:
+def held(t: Table, pool: Pool, user_id: Any = None) -> ColumnElement[bool]:
     """The pool's live records someone holds (``user_id``: that user)."""
     parts = [t.c.pool == pool.name, t.c.claimed_at.is_not(None), t.c.owner_id.is_not(None), t.c.deleted_at.is_(None)]
     if user_id is not None:
@@ -162,11 +169,32 @@ def held(t: Table, pool: Pool, user_id: int | None = None) -> ColumnElement[bool
 
 def held_count(uow: UnitOfWork, pool: Pool, user_id: int, *, counted_only: bool = True) -> int:
     """How many of the pool's records ``user_id`` holds (those ``limit_excludes`` leaves out not counted)."""
-    t = table(uow, pool)
-    where = held(t, pool, user_id)
-    if counted_only and pool.limit_excludes is not None:
-        where = and_(where, not_(condition(uow, pool, pool.limit_excludes, uow.clock.now())))
-    return int(uow.conn.execute(select(func.count()).select_from(t).where(where)).scalar_one())
+    counted = counted_only and pool.limit_excludes is not None
+
+    def make() -> Any:
+        t = table(uow, pool)
+        where = held(t, pool, bindparam("uid"))
+        if counted:
+            assert pool.limit_excludes is not None
+            where = and_(where, not_(condition(uow, pool, pool.limit_excludes, uow.clock.now())))
+        return select(func.count()).select_from(t).where(where)
+
+    stmt = uow.state.memo("pool_held", (pool.name, counted), make) if not _clock_bound(pool, counted) else make()
+    return int(uow.conn.execute(stmt, {"uid": user_id}).scalar_one())
+
+
+def _clock_bound(pool: Pool, counted: bool) -> bool:
+    """Whether the held-count statement reads the clock (then it is built per call)."""
+    return counted and pool.limit_excludes is not None and bool(pool.limit_excludes.variables_used)
+
+
+_CLAIMS_TODAY = select(func.count()).select_from(crm_pool_log).where(
+    crm_pool_log.c.pool == bindparam("pool"), crm_pool_log.c.user_id == bindparam("uid"),
+    crm_pool_log.c.action == "claim", crm_pool_log.c.at >= bindparam("since"))
+_LAST_GIVEN_BACK = select(func.max(crm_pool_log.c.at)).where(
+    crm_pool_log.c.entity == bindparam("entity"), crm_pool_log.c.record_id == bindparam("rid"),
+    crm_pool_log.c.user_id == bindparam("uid"), crm_pool_log.c.action.in_(("return", "recycle", "move")),
+    crm_pool_log.c.at > bindparam("since"))
 
 
 def day_start(now: dt.datetime) -> dt.datetime:
@@ -176,35 +204,31 @@ def day_start(now: dt.datetime) -> dt.datetime:
 
 def claims_today(uow: UnitOfWork, pool: Pool, user_id: int) -> int:
     """How many claims ``user_id`` made from the pool today (UTC)."""
-    log = crm_pool_log
-    now = uow.clock.now()
-    return int(uow.conn.execute(select(func.count()).select_from(log).where(
-        log.c.pool == pool.name, log.c.user_id == user_id, log.c.action == "claim",
-        log.c.at >= day_start(now))).scalar_one())
+    since = day_start(uow.clock.now())
+    return int(uow.conn.execute(_CLAIMS_TODAY, {"pool": pool.name, "uid": user_id, "since": since}).scalar_one())
 
 
 def cooldown_until(uow: UnitOfWork, pool: Pool, record_id: int, user_id: int) -> dt.datetime | None:
     """Until when ``user_id`` may not claim the record again (it gave it back or lost it), or None."""
     if pool.reclaim_cooldown is None:
         return None
-    log = crm_pool_log
-    now = uow.clock.now()
-    last = uow.conn.execute(select(func.max(log.c.at)).where(
-        log.c.entity == pool.entity, log.c.record_id == record_id, log.c.user_id == user_id,
-        log.c.action.in_(("return", "recycle", "move")), log.c.at > now - pool.reclaim_cooldown)).scalar()
+    since = uow.clock.now() - pool.reclaim_cooldown
+    last = uow.conn.execute(_LAST_GIVEN_BACK, {"entity": pool.entity, "rid": record_id, "uid": user_id,
+                                               "since": since}).scalar()
     return last + pool.reclaim_cooldown if last is not None else None
 
 
 # --------------------------------------------------------------------------- locks and checks
 
 
+_LOCK_USER = select(crm_users.c.id, crm_users.c.active).where(crm_users.c.id == bindparam("uid"))
+_LOCK_USER_PG = _LOCK_USER.with_for_update(key_share=True)
+
+
 def lock_user(uow: UnitOfWork, user_id: int) -> bool:
     """Lock ``user_id``'s row until the unit ends (see the module docstring); whether the user is active."""
-    u = crm_users
-    stmt = select(u.c.id, u.c.active).where(u.c.id == user_id)
-    if uow.conn.dialect.name == "postgresql":
-        stmt = stmt.with_for_update(key_share=True)
-    row = uow.conn.execute(stmt).first()
+    stmt = _LOCK_USER_PG if uow.conn.dialect.name == "postgresql" else _LOCK_USER
+    row = uow.conn.execute(stmt, {"uid": user_id}).first()
     if row is None:
         raise NotFound(f"no user {user_id}", code="unknown_user")
     return bool(row.active)
@@ -226,10 +250,12 @@ def lock_record(uow: UnitOfWork, entity: str, record_id: Any) -> Locked:
     if isinstance(record_id, bool) or not isinstance(record_id, int):
         raise BadRequest("id must be a record id (a whole number)", code="bad_request",
                          details={"id": ["must be a whole number"]})
-    t = uow.state.plan(entity).table
-    stmt = select(t.c.id, t.c.version, t.c.pool, t.c.claimed_at, t.c.owner_id).where(
-        t.c.id == record_id, t.c.deleted_at.is_(None)).with_for_update()
-    row = uow.conn.execute(stmt).first()
+    def make() -> Any:
+        t = uow.state.plan(entity).table
+        return select(t.c.id, t.c.version, t.c.pool, t.c.claimed_at, t.c.owner_id).where(
+            t.c.id == bindparam("rid"), t.c.deleted_at.is_(None)).with_for_update()
+
+    row = uow.conn.execute(uow.state.memo("pool_lock", entity, make), {"rid": record_id}).first()
     if row is None:
         raise NotFound(f"{entity} {record_id} not found", code="not_found")
     return Locked(int(row.id), int(row.version), row.pool, row.claimed_at, row.owner_id)
@@ -328,9 +354,12 @@ def _holds(uow: UnitOfWork, pool: Pool, record_id: int) -> bool:
 def log(uow: UnitOfWork, pool: str, entity: str, record_id: int, action: str, *, user_id: int | None,
         reason: str | None = None) -> None:
     """One row of ``crm_pool_log`` (the actor and the time are the unit's)."""
-    uow.conn.execute(crm_pool_log.insert().values(
-        pool=pool, entity=entity, record_id=record_id, user_id=user_id, action=action, reason=reason,
-        actor_id=uow.actor.user_id, at=uow.clock.now()))
+    uow.conn.execute(_LOG, {"pool": pool, "entity": entity, "record_id": record_id, "user_id": user_id,
+                            "action": action, "reason": reason, "actor_id": uow.actor.user_id,
+                            "at": uow.clock.now()})
+
+
+_LOG = crm_pool_log.insert()
 
 
 def after_return(uow: UnitOfWork, entity: str, record_id: int) -> str | None:

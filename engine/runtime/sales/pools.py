@@ -23,9 +23,9 @@ from sqlalchemy import func, select
 
 from engine.dsl.model import Workspace, text_in
 from engine.dsl.sales.pool import Pool, duration_text, pools_of
-from engine.errors import BadRequest, Conflict, NotFound, PermissionDenied
+from engine.errors import BadRequest, Conflict, PermissionDenied
 from engine.runtime import notify, users
-from engine.runtime.records import exprs, filtering, journal
+from engine.runtime.records import exprs, filtering, journal, output
 from engine.runtime.records.listing import Within
 from engine.runtime.sales import pool_recycle, pool_rules
 from engine.runtime.sales.pool_masks import PoolMask
@@ -80,10 +80,10 @@ def claim(uow: UnitOfWork, pool_name: str, record_id: Any) -> dict[str, Any]:
     pool_rules.check_limits(uow, pool, uid)
     now = uow.clock.now()
     with uow.elevated():
-        uow.records.update(pool.entity, row.id, {"owner_id": uid, "claimed_at": now}, expected_version=row.version,
-                           bypass_readonly=True, audit_action="claim")
+        record = uow.records.update(pool.entity, row.id, {"owner_id": uid, "claimed_at": now},
+                                    expected_version=row.version, bypass_readonly=True, audit_action="claim")
     pool_rules.log(uow, pool.name, pool.entity, row.id, "claim", user_id=uid)
-    return _as_seen(uow, pool, row.id)
+    return _as_seen(uow, pool, record)
 
 
 def return_record(uow: UnitOfWork, pool_name: str, record_id: Any, reason: Any) -> dict[str, Any]:
@@ -286,13 +286,13 @@ def preview(uow: UnitOfWork, pool_name: str | None = None, at: dt.datetime | Non
 # --------------------------------------------------------------------------- helpers
 
 
-def _as_seen(uow: UnitOfWork, pool: Pool, record_id: int) -> dict[str, Any]:
-    """The record as the actor now sees it (the holder: unmasked), or its pool fields if they cannot read it."""
-    try:
-        record: dict[str, Any] = uow.records.get(pool.entity, record_id)
-    except (NotFound, PermissionDenied):
-        return {"id": record_id, "pool": pool.name, "owner_id": uow.actor.user_id}
-    return record
+def _as_seen(uow: UnitOfWork, pool: Pool, record: dict[str, Any]) -> dict[str, Any]:
+    """The claimed record as its holder sees it (their field rules; unmasked now), from what the write
+    returned; only its pool fields when the holder's roles cannot read the entity."""
+    access = uow.guard.access(pool.entity)
+    if access.read == "none":
+        return {"id": record["id"], "pool": pool.name, "owner_id": uow.actor.user_id}
+    return {k: record.get(k) for k in output.visible_keys(uow.state.plan(pool.entity), access)}
 
 
 def _title(uow: UnitOfWork, pool: Pool, record_id: int) -> str:
