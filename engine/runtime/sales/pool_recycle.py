@@ -86,8 +86,9 @@ def _statement(uow: UnitOfWork, pool: Pool, at: dt.datetime, *, warn: bool, owne
         fires = now_rules
     rule = case(*((c, i) for i, c in enumerate(fires)), else_=-1).label("rule")
     titles = [uow.schema.field_expr(pool.entity, f).label(f"t_{f}") for f in _title_fields(uow, pool)]
+    # (created_at, id) is the tail of the engine's field indexes: ix_<entity>_pool serves this order
     return (select(t.c.id, t.c.owner_id, t.c.version, t.c.claimed_at, rule, *titles)
-            .where(and_(*where)).order_by(t.c.id))
+            .where(and_(*where)).order_by(t.c.created_at, t.c.id))
 
 
 def _title_fields(uow: UnitOfWork, pool: Pool) -> list[str]:
@@ -115,7 +116,7 @@ def record_title(uow: UnitOfWork, pool: Pool, record_id: int) -> str:
 
 def candidates(uow: UnitOfWork, pool: Pool, at: dt.datetime, *, warn: bool = False, owner: int | None = None,
                limit: int = BATCH, lock: bool = False) -> list[Candidate]:
-    """The records a run at ``at`` would return (``warn``: would warn about), first ``limit`` by id.
+    """The records a run at ``at`` would return (``warn``: would warn about), the first ``limit`` (oldest first).
 
     ``lock`` locks them (PostgreSQL: ``FOR UPDATE SKIP LOCKED``) for the run's transaction.
     """
