@@ -65,6 +65,8 @@ class State:
     plugin_steps: tuple[Any, ...] = ()
     #: the plugins' durable event handlers for this revision (events they want go to crm_outbox)
     event_handlers: tuple[Any, ...] = ()
+    #: the plugins' read masks for this revision, by name (:mod:`engine.runtime.records.masking`)
+    read_masks: tuple[Any, ...] = ()
     #: entity -> {former field name: current name}: renamed fields, so history reads show old entries
     #: under the field's current name
     renames: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
@@ -85,7 +87,8 @@ class State:
         schema = build_schema(workspace, dialect)
         host = host or PluginHost()
         return cls(workspace, schema, build_plans(workspace, schema), revision_id, host,
-                   tuple(host.write_steps(workspace)), tuple(host.event_handlers(workspace)), renames or {})
+                   tuple(host.write_steps(workspace)), tuple(host.event_handlers(workspace)),
+                   tuple(host.read_masks(workspace)), renames or {})
 
     def plan(self, entity: str) -> EntityPlan:
         return self.plans[entity]

@@ -12,13 +12,15 @@ depends on other entities' scopes) is built per call, as is a cursor page.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import dataclasses
+from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Select
+from sqlalchemy.sql.elements import ColumnElement
 
-from engine.runtime.records import exprs, filtering, output, query, rows
+from engine.runtime.records import exprs, filtering, masking, output, query, rows
 from engine.runtime.records.query import SortKey
 from engine.runtime.records.write_plan import EntityPlan
 from engine.runtime.security import Access
@@ -29,6 +31,16 @@ if TYPE_CHECKING:
     from engine.runtime.runtime import UnitOfWork
 
 Shaper = Callable[["Row[Any]"], dict[str, Any]]
+
+
+@dataclass(frozen=True, slots=True)
+class Within:
+    """A set of records a list is confined to *instead of* the actor's row scope: a pool's unclaimed records
+    have no owner a member's scope could match, so the pool service lists them with this (the member's
+    field rules and masks still apply).  ``key`` identifies the set in the statement memo."""
+
+    key: Hashable
+    clause: ColumnElement[bool]
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,17 +58,20 @@ class ListQuery:
 
 
 def list_query(uow: UnitOfWork, plan: EntityPlan, access: Access, *, filter_text: str | None, sort: str | None,
-               limit: int, fields: Sequence[str] | None) -> ListQuery:
+               limit: int, fields: Sequence[str] | None, within: Within | None = None) -> ListQuery:
     """The (memoised when possible) statement of one list call; BadRequest for bad input."""
     field_key = tuple(fields) if fields is not None and not isinstance(fields, str) else fields
-    key: Any = (plan.name, access, field_key, filter_text, sort, limit, _scope_key(uow, access))
+    if within is not None:
+        access = dataclasses.replace(access, read="all")
+    key: Any = (plan.name, access, field_key, filter_text, sort, limit, _scope_key(uow, access),
+                within.key if within is not None else None, bool(masking.active(uow, plan.name)))
     try:
         cached = uow.state.cached("list", key)
     except TypeError:  # unhashable input: not a valid request; _build reports it
         key, cached = None, None
     if cached is not None:
         return cached  # type: ignore[no-any-return]
-    built, static = _build(uow, plan, access, filter_text, sort, limit, fields)
+    built, static = _build(uow, plan, access, filter_text, sort, limit, fields, within)
     if static and key is not None:
         uow.state.store("list", key, built)
     return built
@@ -71,18 +86,37 @@ def _scope_key(uow: UnitOfWork, access: Access) -> Any:
 
 
 def _build(uow: UnitOfWork, plan: EntityPlan, access: Access, filter_text: str | None, sort: str | None,
-           limit: int, fields: Sequence[str] | None) -> tuple[ListQuery, bool]:
+           limit: int, fields: Sequence[str] | None, within: Within | None) -> tuple[ListQuery, bool]:
     keys = output.select_keys(plan, access, fields)
     if fields is None:
         keys = tuple(k for k in keys if k not in plan.lines)
-    where = filtering.filter_where(uow, plan, filter_text)
     sort_keys = query.parse_sort(uow, plan, access, sort)
+    where = list_where(uow, plan, filter_text, [k.name for k in sort_keys], within)
     cols, shape = _columns(plan, keys)
     sort_at = _sort_columns(cols, sort_keys)
-    base = query.base_select(uow, plan, access, cols).where(query.where_all(where))
+    base = query.base_select(uow, plan, access, cols).where(query.where_all(*where))
     stmt = base.order_by(*query.order_by(sort_keys)).limit(limit + 1)
     spec = filtering.cursor_spec(sort_keys, filter_text)
     return ListQuery(keys, base, stmt, sort_keys, spec, shape, sort_at), _static(uow, plan, filter_text)
+
+
+def list_where(uow: UnitOfWork, plan: EntityPlan, filter_text: str | None, sorted_by: Sequence[str] = (),
+               within: Within | None = None) -> Any:
+    """The WHERE parts of a list or count besides the row scope: the filter, the set it is confined to,
+    and -- when the filter or sort reads a masked field -- no row where that field is masked
+    (:func:`engine.runtime.records.masking.exclusion`)."""
+    where = filtering.filter_where(uow, plan, filter_text)
+    parts = [where] if where is not None else []
+    if within is not None:
+        parts.append(within.clause)
+    if masking.active(uow, plan.name):
+        names = set(sorted_by)
+        if where is not None:
+            names |= exprs.fields_used(filtering.compiled_filter(uow, plan, filter_text or ""))
+        hidden = masking.exclusion(uow, plan.name, names)
+        if hidden is not None:
+            parts.append(hidden)
+    return parts
 
 
 def _sort_columns(cols: list[Any], sort_keys: Sequence[SortKey]) -> tuple[int, ...]:

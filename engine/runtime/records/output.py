@@ -9,7 +9,7 @@ from sqlalchemy import select
 
 from engine.errors import BadRequest
 from engine.runtime.engine_tables import crm_users
-from engine.runtime.records import rows
+from engine.runtime.records import masking, rows
 from engine.runtime.records.query import base_select
 from engine.runtime.records.write_plan import EntityPlan
 from engine.runtime.security import Access
@@ -108,7 +108,9 @@ def _targets(uow: UnitOfWork, target: str, ids: set[int]) -> dict[int, dict[str,
     keys = visible_keys(plan, access)
     stmt = base_select(uow, plan, access, list(plan.table.c)).where(plan.table.c.id.in_(sorted(ids)))
     readers = pick(plan.readers, keys)
-    return {row.id: {k: get(row._mapping) for k, get in readers} for row in uow.conn.execute(stmt)}
+    found = {row.id: {k: get(row._mapping) for k, get in readers} for row in uow.conn.execute(stmt)}
+    masking.apply(uow, target, list(found.values()))
+    return found
 
 
 def _users(uow: UnitOfWork, ids: set[int]) -> dict[int, dict[str, Any]]:

@@ -18,6 +18,7 @@ workflows.  Writes run the pipeline in this fixed order (docs/records.md):
 from __future__ import annotations
 
 import builtins
+import dataclasses
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -26,7 +27,7 @@ from sqlalchemy import func, select
 
 from engine.errors import BadRequest, NotFound, PermissionDenied, VersionConflict
 from engine.runtime import audit
-from engine.runtime.records import filtering, journal, listing, output, persist, query, rows
+from engine.runtime.records import journal, listing, masking, output, persist, query, rows
 from engine.runtime.records.pipeline import WritePipeline, open_entity
 from engine.runtime.records.steps import Action
 from engine.runtime.records.write_plan import EntityPlan
@@ -76,7 +77,9 @@ class RecordService:
 
     def _out(self, plan: EntityPlan, access: Access, record: Mapping[str, Any]) -> dict[str, Any]:
         keys = self.uow.state.memo("visible_keys", (plan.name, access), lambda: output.visible_keys(plan, access))
-        return {k: record.get(k) for k in keys}
+        out = {k: record.get(k) for k in keys}
+        masking.apply(self.uow, plan.name, [out])
+        return out
 
     # ------------------------------------------------------------------ create
 
@@ -111,20 +114,24 @@ class RecordService:
         keys = output.select_keys(plan, access, fields)
         _row, record = self._load(plan, access, record_id, action="read")
         out = {k: record.get(k) for k in keys}
+        masking.apply(self.uow, plan.name, [out])
         output.expand(self.uow, plan, access, [out], expand)
         return out
 
     def list(self, entity: str, *, filter: str | None = None, sort: str | None = None, limit: int = 50,
              cursor: str | None = None, fields: Sequence[str] | None = None, expand: Sequence[str] | None = None,
-             count: bool = False) -> Page:
+             count: bool = False, within: listing.Within | None = None) -> Page:
         """A page of live records the actor may read, matching ``filter`` (an expression), in ``sort`` order.
 
         Lines are returned only when named in ``fields``.  BadRequest for a
-        bad filter, sort, cursor, field or limit.
+        bad filter, sort, cursor, field or limit.  ``within`` confines the list to a set of records
+        *instead of* the actor's row scope (a pool's unclaimed records, listed by the pool service
+        after it checked the caller's membership); field rules and masks still apply.
         """
         plan, access = open_entity(self.uow, entity, "read")
         limit = query.clamp_limit(limit)
-        lq = listing.list_query(self.uow, plan, access, filter_text=filter, sort=sort, limit=limit, fields=fields)
+        lq = listing.list_query(self.uow, plan, access, filter_text=filter, sort=sort, limit=limit, fields=fields,
+                                within=within)
         stmt = lq.stmt
         if cursor is not None:
             values = query.decode_cursor(cursor, lq.spec, lq.sort_keys)
@@ -137,14 +144,18 @@ class RecordService:
         items = [shape(r) for r in page]
         if plan.lines:
             output.attach_lines(self.uow, plan, items, lq.keys)
+        masking.apply(self.uow, plan.name, items)
         output.expand(self.uow, plan, access, items, expand)
         nxt = query.encode_cursor(lq.spec, [page[-1][i] for i in lq.sort_at]) if more and page else None
-        total = self._count(plan, access, filtering.filter_where(self.uow, plan, filter)) if count else None
+        total = self._count(plan, access, filter, within) if count else None
         return Page(items, nxt, total)
 
-    def _count(self, plan: EntityPlan, access: Access, where: Any) -> int:
+    def _count(self, plan: EntityPlan, access: Access, filter: str | None, within: listing.Within | None) -> int:
+        where = listing.list_where(self.uow, plan, filter, (), within)
+        if within is not None:
+            access = dataclasses.replace(access, read="all")
         stmt = query.base_select(self.uow, plan, access, [func.count()]).select_from(plan.table)
-        return int(self.uow.conn.execute(stmt.where(query.where_all(where))).scalar_one())
+        return int(self.uow.conn.execute(stmt.where(query.where_all(*where))).scalar_one())
 
     def history(self, entity: str, record_id: int) -> builtins.list[audit.AuditEntry]:
         """The record's audit trail, oldest first, without fields hidden from the actor."""
@@ -154,8 +165,9 @@ class RecordService:
         except NotFound:
             self._load(plan, access, record_id, action="read", deleted=True)
         hidden = access.hidden | {plan.currency_keys[h] for h in access.hidden if h in plan.currency_keys}
-        return audit.history(self.uow.conn, plan.name, record_id, hidden=hidden,
-                             renames=self.uow.state.renames.get(plan.name))
+        entries = audit.history(self.uow.conn, plan.name, record_id, hidden=hidden,
+                                renames=self.uow.state.renames.get(plan.name))
+        return masking.history(self.uow, plan.name, record_id, entries)
 
     # ------------------------------------------------------------------ update
 
