@@ -61,8 +61,8 @@ def test_update_a_plain_key_option(write_ws) -> None:
 
 
 def test_whole_list_replacement_still_replaces(write_ws) -> None:
-    ws = _edit_status(write_ws, "    default: open\n    options: [open, closed]\n")
-    assert _status_keys(ws) == ["open", "closed"]
+    ws = _edit_status(write_ws, "    default: open\n    options: [open, closed, converted]\n")
+    assert _status_keys(ws) == ["open", "closed", "converted"]  # (pools and conversion use 'converted')
 
 
 def test_industry_and_workspace_both_edit(tmp_path: Path, write_ws) -> None:
@@ -72,9 +72,9 @@ def test_industry_and_workspace_both_edit(tmp_path: Path, write_ws) -> None:
     (ind / "entities" / "lead.yaml").write_text(
         "entity: lead\nextend: true\nfields:\n  status:\n    options: {add: [trial], after: working}\n", "utf-8")
     ws = write_ws({"entities/lead.yaml": "entity: lead\nextend: true\nfields:\n  status:\n"
-                                         "    options: {add: [pilot], after: trial, remove: [converted]}\n"
-                                         "    replace: {converted: qualified}\n"}, extends="../ind")
-    assert _status_keys(ws) == ["new", "working", "trial", "pilot", "qualified", "unqualified"]
+                                         "    options: {add: [pilot], after: trial, remove: [unqualified]}\n"
+                                         "    replace: {unqualified: new}\n"}, extends="../ind")
+    assert _status_keys(ws) == ["new", "working", "trial", "pilot", "qualified", "converted"]
 
 
 # --------------------------------------------------------------------------- errors
