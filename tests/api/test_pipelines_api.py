@@ -110,10 +110,11 @@ def test_the_live_server_refuses_it_too(env: Env) -> None:
     try:
         opp = _at_needs_analysis(env)
         url = f"{base}/records/opportunity/{opp['id']}"
-        patched = requests.patch(url, json={"stage": "proposal"}, timeout=10,
-                                 headers=env.h("rep1", **{"If-Match": str(opp["version"])}))
+        patched = requests.patch(url, json={"stage": "proposal"}, timeout=10,  # no keep-alive left at shutdown
+                                 headers=env.h("rep1", **{"If-Match": str(opp["version"]), "Connection": "close"}))
         assert patched.status_code == 422 and patched.json()["error"]["details"]["missing"] == ["budget_range"]
-        moved = requests.post(f"{url}/transition", json={"stage": "proposal"}, headers=env.h("rep1"), timeout=10)
+        moved = requests.post(f"{url}/transition", json={"stage": "proposal"}, timeout=10,
+                              headers=env.h("rep1", Connection="close"))
         assert moved.status_code == 422 and moved.json()["error"]["code"] == "stage_gate"
     finally:
         server.close()
