@@ -104,18 +104,29 @@ def test_the_live_server_refuses_it_too(env: Env) -> None:
     from waitress.server import create_server
 
     server = create_server(env.api.app, host="127.0.0.1", port=free_port(), threads=4)
-    thread = threading.Thread(target=server.run, daemon=True)
+    stopping = threading.Event()
+
+    def serve() -> None:
+        try:
+            server.run()
+        except OSError:  # waitress's loop may poll a socket close() just shut: only then is it expected
+            if not stopping.is_set():
+                raise
+
+    thread = threading.Thread(target=serve, daemon=True)
     thread.start()
     base = f"http://127.0.0.1:{server.effective_port}/api/v1"
     try:
         opp = _at_needs_analysis(env)
         url = f"{base}/records/opportunity/{opp['id']}"
-        patched = requests.patch(url, json={"stage": "proposal"}, timeout=10,
-                                 headers=env.h("rep1", **{"If-Match": str(opp["version"])}))
+        patched = requests.patch(url, json={"stage": "proposal"}, timeout=10,  # no keep-alive left at shutdown
+                                 headers=env.h("rep1", **{"If-Match": str(opp["version"]), "Connection": "close"}))
         assert patched.status_code == 422 and patched.json()["error"]["details"]["missing"] == ["budget_range"]
-        moved = requests.post(f"{url}/transition", json={"stage": "proposal"}, headers=env.h("rep1"), timeout=10)
+        moved = requests.post(f"{url}/transition", json={"stage": "proposal"}, timeout=10,
+                              headers=env.h("rep1", Connection="close"))
         assert moved.status_code == 422 and moved.json()["error"]["code"] == "stage_gate"
     finally:
+        stopping.set()
         server.close()
         thread.join(timeout=5)
 
@@ -220,10 +231,12 @@ def test_an_activity_stamps_its_opportunity_and_account(env: Env) -> None:
     opp = _opportunity(env)
     when = env.clock.now() - dt.timedelta(hours=3)
     create(env.client, env.api, "rep1", "activity", {"subject": "现场拜访", "type": "visit", "opportunity": opp["id"],
-                                                     "account": opp["account"], "occurred_at": when.isoformat()})
+                                                     "account": opp["account"], "occurred_at": when.isoformat(),
+                                                     "next_step": "发送报价", "next_step_date": "2026-02-01"})
     got = env.client.get(f"/api/v1/records/opportunity/{opp['id']}", headers=env.h("rep1")).get_json()
     account = env.client.get(f"/api/v1/records/account/{opp['account']}", headers=env.h("rep1")).get_json()
     assert got["last_activity_at"] == account["last_activity_at"] == when.isoformat()
+    assert (got["next_step"], got["next_step_date"]) == ("发送报价", "2026-02-01")  # where the record has them
 
 
 def test_handover_is_for_admins(env: Env) -> None:
