@@ -114,9 +114,14 @@ def crm_read_masks(workspace: Workspace) -> list[Any]:
     Arguments: ``workspace``, the compiled revision.  Returns objects with
     ``name``, ``applies_to(entity) -> bool`` and ``mask(uow, entity,
     records)``, which changes the record dicts in place (replacing a value
-    with its masked form) before they leave the read path.  When: on every
-    get, list, search and export of a record of an entity it applies to,
-    after the row scope and the hidden-field rules.  Order: by name.
+    with its masked form) before they leave the read path; optionally
+    ``fields(entity)`` with ``masked_rows(uow, entity, fields)`` (an SQL
+    condition: lists filtered or sorted on those fields leave such rows out)
+    and ``mask_history(uow, entity, record_id, entries)``.  When: resolved
+    once per revision; run on every get, list, reference expansion, write
+    result and history of a record of an entity it applies to, after the row
+    scope and the hidden-field rules, for every actor but the system
+    (:mod:`engine.runtime.records.masking`).  Order: by name.
     """
     return []
 

@@ -240,8 +240,8 @@ def test_scheduled_kinds_keep_one_pending_run(applied: str) -> None:
     rt = Runtime.open(applied, clock=clock)
     try:
         worker = Worker(rt, "w")
-        # every scheduled kind (this test's and the engine's own, e.g. the nightly scoring refresh) gets
-        # its next run queued once
+        # every scheduled kind gets its next run queued once: the fixture's tick and the engine's own
+        # (the nightly scoring refresh, the hourly pool recycling)
         recurring = sum(1 for k in rt.state.host.job_kinds().values() if getattr(k, "schedule", None))
         assert worker.run_once().scheduled == recurring and worker.run_once().scheduled == 0
         clock.advance(minutes=4)  # the 5-minute mark
