@@ -17,6 +17,7 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -124,22 +125,42 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+@contextmanager
+def serving(app: Any, *, threads: int = 8) -> Iterator[str]:
+    """Serve ``app`` with waitress on 127.0.0.1 and a free port in a thread; yields the base URL.
+
+    Waitress has no stop call: ``close()`` shuts its sockets under the running loop, which may then poll
+    one of them and raise.  Only that error, once closing began, is expected; any other still fails.
+    """
+    from waitress.server import create_server
+
+    server = create_server(app, host="127.0.0.1", port=free_port(), threads=threads)
+    stopping = threading.Event()
+
+    def run() -> None:
+        try:
+            server.run()
+        except (OSError, ValueError):
+            if not stopping.is_set():
+                raise
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    port = int(server.effective_port)
+    _wait_until_up(port)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        stopping.set()
+        server.close()
+        thread.join(timeout=5)
+
+
 @pytest.fixture(scope="module")
 def live_server(api_env: ApiEnv) -> Iterator[str]:
     """Base URL of a waitress server (8 threads) of the API on 127.0.0.1; stopped after the module."""
-    from waitress.server import create_server
-
-    server = create_server(api_env.app, host="127.0.0.1", port=free_port(), threads=8)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    port = int(server.effective_port)
-    base = f"http://127.0.0.1:{port}"
-    _wait_until_up(port)
-    try:
+    with serving(api_env.app) as base:
         yield base
-    finally:
-        server.close()
-        thread.join(timeout=5)
 
 
 def _wait_until_up(port: int) -> None:

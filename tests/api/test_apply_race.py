@@ -30,7 +30,7 @@ from engine.runtime.db import make_engine
 from engine.runtime.runtime import Runtime
 from engine.runtime.schema.apply import apply
 from engine.runtime.schema.diff import format_plan
-from tests.api.conftest import free_port
+from tests.api.conftest import serving
 from tests.api.test_live import http_json
 
 LEAD = """
@@ -74,8 +74,6 @@ class Live:
 
 @pytest.fixture
 def live(db_url: str, tmp_path: Path) -> Iterator[Live]:
-    from waitress.server import create_server
-
     engine = make_engine(db_url)
     try:
         apply(engine, write_ws(tmp_path / "v1"), author="t", message="v1")
@@ -86,14 +84,10 @@ def live(db_url: str, tmp_path: Path) -> Iterator[Live]:
         users.create_user(uow, "rep", roles=["sales"])
         token = users.create_token(uow, "rep", "race")
     app = create_app(runtime, max_requests_per_user=None)
-    server = create_server(app, host="127.0.0.1", port=free_port(), threads=8)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
     try:
-        yield Live(f"http://127.0.0.1:{server.effective_port}", token, runtime, db_url)
+        with serving(app) as base:
+            yield Live(base, token, runtime, db_url)
     finally:
-        server.close()
-        thread.join(timeout=5)
         runtime.close()
 
 

@@ -13,9 +13,7 @@ from __future__ import annotations
 
 import random
 import shutil
-import socket
 import threading
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,7 +30,7 @@ from engine.runtime.engine_tables import crm_pool_log
 from engine.runtime.jobs.worker import Worker
 from engine.runtime.runtime import Runtime
 from engine.runtime.sales import pools
-from tests.api.conftest import apply_folder_quietly, free_port
+from tests.api.conftest import apply_folder_quietly, serving
 from tests.api.test_live import http_json
 from tests.conftest import fresh_database
 
@@ -80,8 +78,6 @@ def _people(runtime: Any) -> dict[str, str]:
 @pytest.fixture(scope="module", params=["sqlite", "postgresql"])
 def env(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory,
         manufacturing_folder: Path) -> Iterator[PoolEnv]:
-    from waitress.server import create_server
-
     folder = tmp_path_factory.mktemp("pools") / "acme"
     shutil.copytree(manufacturing_folder, folder)
     (folder / "pools").mkdir(exist_ok=True)
@@ -90,29 +86,12 @@ def env(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
         apply_folder_quietly(folder, url)
         clock = FixedClock()
         runtime = Runtime.open(url, clock=clock)
-        server = None
         try:
             tokens = _people(runtime)
-            app = create_app(runtime)
-            server = create_server(app, host="127.0.0.1", port=free_port(), threads=8)
-            threading.Thread(target=server.run, daemon=True).start()
-            port = int(server.effective_port)
-            _wait(port)
-            yield PoolEnv(url, runtime, clock, f"http://127.0.0.1:{port}", tokens)
+            with serving(create_app(runtime)) as base:
+                yield PoolEnv(url, runtime, clock, base, tokens)
         finally:
-            if server is not None:
-                server.close()
             runtime.close()
-
-
-def _wait(port: int) -> None:
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        with socket.socket() as s:
-            if s.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.05)
-    raise RuntimeError(f"server on port {port} did not start")
 
 
 def _pooled(env: PoolEnv, pool: str, n: int, **values: Any) -> list[int]:

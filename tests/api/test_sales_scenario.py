@@ -17,7 +17,6 @@ rule before a run; the holder is warned 2 days ahead and after 7 days without fo
 from __future__ import annotations
 
 import shutil
-import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,7 +30,7 @@ from engine.runtime import users
 from engine.runtime.context import Actor, FixedClock
 from engine.runtime.jobs.worker import Worker
 from engine.runtime.runtime import Runtime
-from tests.api.conftest import _wait_until_up, apply_folder_quietly, free_port
+from tests.api.conftest import apply_folder_quietly, serving
 from tests.api.test_live import http_json
 from tests.conftest import fresh_database
 
@@ -73,8 +72,6 @@ class Scene:
 @pytest.fixture(scope="module", params=["sqlite", "postgresql"])
 def scene(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory,
           manufacturing_folder: Path) -> Iterator[Scene]:
-    from waitress.server import create_server
-
     folder = tmp_path_factory.mktemp("scenario") / "acme"
     shutil.copytree(manufacturing_folder, folder)
     (folder / "routing.yaml").write_text(ROUTING, "utf-8")
@@ -82,7 +79,6 @@ def scene(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFacto
         apply_folder_quietly(folder, url)
         clock = FixedClock()
         runtime = Runtime.open(url, clock=clock)
-        server = None
         try:
             tokens, ids = {}, {}
             with runtime.unit(Actor.system()) as uow:
@@ -96,14 +92,9 @@ def scene(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFacto
                     ids[name] = users.create_user(uow, name, roles=["sales"], team="east_sales", manager="boss")
                 for name in ("boss", "admin", *SENIORS, *EAST):
                     tokens[name] = users.create_token(uow, name, "scenario")
-            server = create_server(create_app(runtime), host="127.0.0.1", port=free_port(), threads=8)
-            threading.Thread(target=server.run, daemon=True).start()
-            port = int(server.effective_port)
-            _wait_until_up(port)
-            yield Scene(runtime, clock, f"http://127.0.0.1:{port}", tokens, ids)
+            with serving(create_app(runtime)) as base:
+                yield Scene(runtime, clock, base, tokens, ids)
         finally:
-            if server is not None:
-                server.close()
             runtime.close()
 
 

@@ -286,7 +286,7 @@ def test_recycle_warns_two_days_ahead_then_returns_the_lead_as_previewed(world: 
     with world.unit("carol", readonly=True) as uow:
         [ahead] = pools.preview(uow, "east_pool")
         assert [(c.id, c.rule.index) for c in ahead.warnings] == [(lead, 1)] and ahead.returns == []
-    assert worker.run_once().done == 1
+    assert worker.run_once().done >= 1  # the recycle run (and the nightly scoring refresh, when due)
     worker.run_once()
     warnings = [n for n in notes(world, "alice") if n.kind == "pool_recycle_warning"]
     assert [n.record_id for n in warnings] == [lead]
