@@ -240,3 +240,21 @@ def test_a_block_rule_refuses_a_duplicate_with_409(block_env: ApiEnv) -> None:
     renamed = client.patch(f"/api/v1/records/contact/{first['id']}", json={"title": "经理"},
                            headers=block_env.headers("rep1", **{"If-Match": str(first["version"])}))
     assert renamed.status_code == 200
+
+
+def test_merge_repoints_lines_through_their_parent(api_env: ApiEnv, client: Any) -> None:
+    t = _rng.randrange(10**8)
+    admin = api_env.headers("admin")
+    keep = create(client, api_env, "admin", "product", {"code": f"P-{t}", "name": "数控车床"})
+    drop = create(client, api_env, "admin", "product", {"code": f"P-{t}-dup", "name": "数控车床 (重复)"})
+    account = create(client, api_env, "admin", "account", {"name": f"报价客户{t}"})
+    quote = create(client, api_env, "admin", "quote", {"account": account["id"], "lines": [
+        {"product": drop["id"], "quantity": 2, "unit_price": 1000},
+        {"product": keep["id"], "quantity": 1, "unit_price": 500}]})
+    resp = client.post(f"/api/v1/records/product/{keep['id']}/merge", json={"loser": drop["id"]}, headers=admin)
+    assert resp.status_code == 200, resp.get_json()
+    assert [k for k in resp.get_json()["repointed"] if k.endswith(".product")] and \
+        sum(resp.get_json()["repointed"].values()) == 1
+    lines = client.get(f"/api/v1/records/quote/{quote['id']}", headers=admin).get_json()["lines"]
+    assert [line["product"] for line in lines] == [keep["id"], keep["id"]]
+    assert [float(line["amount"]) for line in lines] == [2000.0, 500.0]  # the lines are otherwise unchanged

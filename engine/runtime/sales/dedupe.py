@@ -95,7 +95,7 @@ class DedupeStep:
         pairs = record_pairs(self.idx.sources[entity], record, self.idx.region)
         existing = stored_pairs(conn, entity, rid) if ctx.action != "create" else None
         write_pairs(conn, entity, rid, pairs, existing=existing)
-        if ctx.action in ("create", "update"):
+        if ctx.action in ("create", "update") and not ctx.bulk:  # a bulk write has no one to tell
             self._note(ctx.uow, entity, record)
 
     def _note(self, uow: UnitOfWork, entity: str, record: Mapping[str, Any]) -> None:
