@@ -59,6 +59,8 @@ def populate(runtime: Any, *, seed: int = 2026, scale: int = 1) -> DemoResult:
     for name in REPS:
         with runtime.unit(_actor(runtime, name)) as uow:
             _populate_rep(uow, rng, scale, made)
+    with runtime.unit(Actor.system()) as uow:
+        _fill_pools(uow, rng, scale, made)
     return DemoResult(admin_user_id=admin_id, created=made)
 
 
@@ -106,6 +108,21 @@ def _populate_rep(uow: Any, rng: random.Random, scale: int, made: dict[str, int]
         lead = _create(svc, "lead", _lead_values(rng), made)
         if rng.random() < 0.5:
             _create(svc, "activity", _activity_values(rng, "lead", lead), made)
+
+
+def _fill_pools(uow: Any, rng: random.Random, scale: int, made: dict[str, int]) -> None:
+    """Leads from a purchased list, waiting unclaimed in the lead pools (east ones in ``east_pool``, the
+    others in ``general_pool``) for the reps to claim; nothing when the workspace has no such pools."""
+    pools = {name for name, obj in uow.workspace.objects_of("pool").items() if obj.data.get("entity") == "lead"}
+    if not pools:
+        return
+    for _ in range(12 * scale):
+        values = {**_lead_values(rng), "source": "purchased_list"}
+        pool = "east_pool" if values.get("region") == "east" and "east_pool" in pools else "general_pool"
+        if pool not in pools:
+            pool = sorted(pools)[0]
+        uow.records.create("lead", {**values, "pool": pool}, bypass_readonly=True)
+        made["lead"] = made.get("lead", 0) + 1
 
 
 def _create(svc: Any, entity: str, values: dict[str, Any], made: dict[str, int]) -> int:

@@ -25,6 +25,7 @@ from engine.dsl.model import Workspace
 from engine.dsl.sales.dedupe import DedupeRule
 from engine.runtime.sales.dedupe_keys import (
     DedupeIndex,
+    KeysPlanStep,
     Match,
     best_first,
     drop_pairs,
@@ -117,6 +118,11 @@ def _serialise(conn: Connection, rule: DedupeRule, record: Mapping[str, Any], re
         if value is not None:
             digest = hashlib.blake2b(f"{key.kind}\0{value}".encode(), digest_size=8).digest()
             conn.execute(select(func.pg_advisory_xact_lock(int.from_bytes(digest, "big", signed=True))))
+
+
+def plan_steps(workspace: Workspace) -> list[Any]:
+    """Keys stored again at apply for the entities whose rules changed."""
+    return [KeysPlanStep()]
 
 
 def write_steps(workspace: Workspace) -> list[Any]:

@@ -223,28 +223,88 @@ def best_first(found: Iterable[Match]) -> list[Match]:
 
 
 def rebuild(uow: UnitOfWork, entity: str | None = None, *, chunk: int = 5000) -> dict[str, int]:
-    """Recompute every stored key of ``entity`` (default: every entity the rules read), e.g. after a rule
-    changed or data was loaded behind the record service; returns entity -> keys stored."""
+    """Recompute every stored key of ``entity`` (default: every entity the rules read), e.g. after data was
+    loaded behind the record service; returns entity -> keys stored.  (A change of the rules rebuilds the
+    keys it affects at apply: :class:`KeysPlanStep`.)"""
     idx = index(uow)
     names = [entity] if entity is not None else list(idx.sources)
-    out: dict[str, int] = {}
-    for name in names:
-        sources = idx.sources.get(name, ())
-        plan = uow.state.plan(name)
-        uow.conn.execute(delete(K).where(K.c.entity == name))
-        t, count, last = plan.table, 0, 0
-        from engine.runtime.records import rows
+    return {name: rebuild_entity(uow.conn, idx, uow.state.plan(name), chunk=chunk) for name in names}
 
-        while True:
-            batch = uow.conn.execute(select(t).where(t.c.deleted_at.is_(None), t.c.id > last)
-                                     .order_by(t.c.id).limit(chunk)).all()
-            if not batch:
-                break
-            params = [{"entity": name, "record_id": r.id, "kind": k, "key": v, "value": full} for r in batch
-                      for k, v, full in record_pairs(sources, rows.read(plan.readers, r._mapping), idx.region)]
-            if params:
-                uow.conn.execute(insert(K), params)
-            count += len(params)
-            last = batch[-1].id
-        out[name] = count
-    return out
+
+def rebuild_entity(conn: Connection, idx: DedupeIndex, plan: Any, *, chunk: int = 5000) -> int:
+    """Store again every key of the live records of ``plan``'s entity (in the caller's transaction)."""
+    from engine.runtime.records import rows
+
+    name = plan.name
+    sources = idx.sources.get(name, ())
+    conn.execute(delete(K).where(K.c.entity == name))
+    t, count, last = plan.table, 0, 0
+    while True:
+        batch = conn.execute(select(t).where(t.c.deleted_at.is_(None), t.c.id > last)
+                             .order_by(t.c.id).limit(chunk)).all()
+        if not batch:
+            break
+        params = [{"entity": name, "record_id": r.id, "kind": k, "key": v, "value": full} for r in batch
+                  for k, v, full in record_pairs(sources, rows.read(plan.readers, r._mapping), idx.region)]
+        if params:
+            conn.execute(insert(K), params)
+        count += len(params)
+        last = batch[-1].id
+    return count
+
+
+# --------------------------------------------------------------------------- rules changed: keys at apply
+
+KEYS_STEP = "dedupe_keys"
+
+
+def keys_fingerprint(sources: Sequence[KeySource], region: str | None) -> str:
+    """What the stored keys of one entity depend on: its key sources and the phone region."""
+    import hashlib
+
+    text = repr((sorted(repr(s) for s in sources), region))
+    return hashlib.sha256(text.encode()).hexdigest()[:32]
+
+
+class KeysPlanStep:
+    """Stores the duplicate keys of every record of an entity again at apply when the rules that read it
+    changed (new keys, other fields or normalisers, another phone region) -- otherwise the records that
+    were there before a new rule would never be found as duplicates.  The plan names the entity and how
+    many records it reads."""
+
+    name = KEYS_STEP
+
+    def fingerprints(self, workspace: Workspace) -> dict[str, str]:
+        idx = index_of(workspace)
+        return {f"dedupe/{e}": keys_fingerprint(srcs, idx.region) for e, srcs in idx.sources.items()}
+
+    def plan(self, pctx: Any) -> list[Any]:
+        from sqlalchemy import func
+
+        from engine.runtime.schema.model import Change
+
+        out = []
+        for key, fp in self.fingerprints(pctx.new).items():
+            entity = key.partition("/")[2]
+            if pctx.old_fingerprints.get(key) == fp:
+                continue  # the same rules: the stored keys are right, no scan
+            if pctx.old is None or entity not in pctx.old.entities or pctx.conn is None:
+                continue  # a table this plan creates has no rows yet
+            rows = None
+            if pctx.holds(entity):
+                t = pctx.new_schema.tables[entity]
+                rows = int(pctx.conn.execute(select(func.count()).select_from(t).where(
+                    t.c.deleted_at.is_(None))).scalar_one())
+            out.append(Change("feature_data", entity, f"store the duplicate keys of {entity} again", rows=rows,
+                              note="its duplicate rules changed", details={"step": KEYS_STEP, "entity": entity}))
+        return out
+
+    def apply(self, actx: Any, change: Any) -> None:
+        from engine.runtime.records.write_plan import build_plans
+
+        entity = change.details["entity"]
+        idx = index_of(actx.workspace)
+        if entity not in idx.sources:
+            return
+        plans = build_plans(actx.workspace, actx.schema)
+        actx.done[f"dedupe/{entity}"] = rebuild_entity(actx.conn, idx, plans[entity])
