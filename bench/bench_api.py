@@ -18,6 +18,7 @@ not the thing measured).
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import os
 import random
 import statistics
@@ -98,7 +99,10 @@ def _rate(fn: Callable[[int], None], n: int) -> float:
 
 
 def _lead_body(i: int) -> dict[str, Any]:
-    return {"company": f"Bench Co {i}", "phone": f"138{i:08d}", "industry": INDUSTRIES[i % 6],
+    # distinct company names, as an import of real prospects has: "Bench Co 1", "Bench Co 12", ... would all
+    # be fuzzy duplicates of each other, and every create would describe a dozen matches
+    name = hashlib.blake2b(str(i).encode(), digest_size=6).hexdigest()
+    return {"company": f"{name} Machining", "phone": f"138{i:08d}", "industry": INDUSTRIES[i % 6],
             "region": REGIONS[i % 4], "status": "new"}
 
 

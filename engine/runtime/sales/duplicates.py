@@ -13,7 +13,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from engine.errors import DuplicateFound
 from engine.runtime.records import rows
@@ -60,47 +60,77 @@ def title_of(uow: UnitOfWork, entity: str, record: Mapping[str, Any], hidden: fr
 
 
 def describe(uow: UnitOfWork, found: Sequence[Match]) -> Report:
-    """The caller's view of ``found`` (one item per record, with every key it matched by)."""
+    """The caller's view of ``found`` (one item per record, with every key it matched by), best first.
+
+    Only the best-scored records the caller may read are read in full (for their titles); the others
+    are counted -- a name shared by hundreds of records costs two counts, not hundreds of rows."""
     grouped: dict[tuple[str, int], list[Match]] = {}
     for m in found:
         grouped.setdefault((m.entity, m.record_id), []).append(m)
+    order = sorted(grouped, key=lambda k: -max(m.score for m in grouped[k]))
     by_entity: dict[str, list[int]] = {}
-    for entity, rid in grouped:
+    for entity, rid in order:
         by_entity.setdefault(entity, []).append(rid)
     seen: dict[tuple[str, int], str] = {}
-    hidden = 0
+    hidden = visible = 0
     for entity, ids in by_entity.items():
-        titles, others = _visible(uow, entity, ids)
+        titles, readable, others = _visible(uow, entity, ids, MAX_LISTED)
         seen.update({(entity, rid): t for rid, t in titles.items()})
         hidden += others
+        visible += readable
     items: list[dict[str, Any]] = []
-    for (entity, rid), ms in grouped.items():
+    for (entity, rid) in order:
         if (entity, rid) not in seen:
             continue
+        ms = grouped[(entity, rid)]
         items.append({"entity": entity, "id": rid, "title": seen[(entity, rid)],
                       "score": max(m.score for m in ms), "action": ms[0].action,
                       "matched_by": [{"rule": m.rule, "kind": m.kind, "fields": list(m.fields), "score": m.score}
                                      for m in ms]})
     items.sort(key=lambda i: -i["score"])
-    hidden += max(0, len(items) - MAX_LISTED)
+    hidden += max(0, visible - MAX_LISTED)
     return Report(items[:MAX_LISTED], hidden)
 
 
-def _visible(uow: UnitOfWork, entity: str, ids: list[int]) -> tuple[dict[int, str], int]:
-    """id -> title of the live records among ``ids`` the caller may read, and how many live others there are."""
+#: ids whose rows are read at once when titling the best matches
+_TITLE_CHUNK = 2 * MAX_LISTED
+
+
+def _visible(uow: UnitOfWork, entity: str, ids: list[int], want: int) -> tuple[dict[int, str], int, int]:
+    """Titles of the first ``want`` live records among ``ids`` (best first) the caller may read, how many of
+    ``ids`` the caller may read in all, and how many live others there are."""
     plan = uow.state.plan(entity)
     t = plan.table
     live = t.c.deleted_at.is_(None)
     access = uow.guard.access(entity)
     titles: dict[int, str] = {}
-    if access.read != "none":
-        scope = uow.guard.scope_clause(t, access.read)
-        stmt = select(t).where(t.c.id.in_(ids), live)
-        for row in uow.conn.execute(stmt.where(scope) if scope is not None else stmt):
-            titles[row.id] = title_of(uow, entity, rows.read(plan.readers, row._mapping), access.hidden)
-    rest = [i for i in ids if i not in titles]
-    others = len(uow.conn.execute(select(t.c.id).where(t.c.id.in_(rest), live)).all()) if rest else 0
-    return titles, others
+    if access.read == "none":
+        others = int(uow.conn.execute(select(func.count()).select_from(t).where(t.c.id.in_(ids), live)).scalar_one())
+        return titles, 0, others
+    scope = uow.guard.scope_clause(t, access.read)
+    readable_ids: set[int] = set()
+    read_all = True
+    for start in range(0, len(ids), _TITLE_CHUNK):
+        chunk = ids[start:start + _TITLE_CHUNK]
+        stmt = select(t).where(t.c.id.in_(chunk), live)
+        found = {row.id: row for row in uow.conn.execute(stmt.where(scope) if scope is not None else stmt)}
+        readable_ids.update(found)
+        for rid in chunk:
+            row = found.get(rid)
+            if row is not None and len(titles) < want:
+                titles[rid] = title_of(uow, entity, rows.read(plan.readers, row._mapping), access.hidden)
+        if len(titles) >= want and start + _TITLE_CHUNK < len(ids):
+            read_all = False
+            break
+    if read_all:  # every id was looked at: count the live ones the caller may not read
+        rest = [i for i in ids if i not in readable_ids]
+        others = len(uow.conn.execute(select(t.c.id).where(t.c.id.in_(rest), live)).all()) if rest else 0
+        return titles, len(readable_ids), others
+    where = [t.c.id.in_(ids), live]
+    total = int(uow.conn.execute(select(func.count()).select_from(t).where(*where)).scalar_one())
+    readable = total if scope is None else int(uow.conn.execute(
+        select(func.count()).select_from(t).where(*where, scope)).scalar_one())
+    return titles, readable, total - readable
 
 
 def refusal(uow: UnitOfWork, entity: str, found: Sequence[Match]) -> DuplicateFound:
