@@ -38,6 +38,10 @@ from engine.api.jsonenc import encode_body
 
 REGIONS = ("east", "north", "south", "west")
 INDUSTRIES = ("manufacturing", "services", "it", "finance", "education", "other")
+#: what company names end with (a fuzzy key's blocking keys are its first and last characters: names that
+#: all end alike make every create score the most candidates -- see docs/dedupe.md)
+SUFFIXES = ("Machining", "Castings", "Robotics", "Plastics", "Electronics", "Valves", "Textiles", "Foods",
+            "Metals", "Packaging", "Motor Parts", "Automation", "Chemicals", "Tools", "Instruments", "Optics")
 
 
 def _setup(folder: Path, url: str | None = None) -> tuple[Any, Any, str]:
@@ -102,7 +106,7 @@ def _lead_body(i: int) -> dict[str, Any]:
     # distinct company names, as an import of real prospects has: "Bench Co 1", "Bench Co 12", ... would all
     # be fuzzy duplicates of each other, and every create would describe a dozen matches
     name = hashlib.blake2b(str(i).encode(), digest_size=6).hexdigest()
-    return {"company": f"{name} Machining", "phone": f"138{i:08d}", "industry": INDUSTRIES[i % 6],
+    return {"company": f"{name} {SUFFIXES[i % len(SUFFIXES)]}", "phone": f"138{i:08d}", "industry": INDUSTRIES[i % 6],
             "region": REGIONS[i % 4], "status": "new"}
 
 
