@@ -30,13 +30,31 @@ def phone_normaliser(region: str | None, *, keep_as_typed: bool) -> Callable[[st
     expected = _expected(region)
 
     def normalise(text: str) -> str:
-        number = _parse(text, region, expected)
-        if keep_as_typed:
-            return text
-        e164 = phonenumbers.format_number(number, PhoneNumberFormat.E164)
-        return f"{e164};ext={number.extension}" if number.extension else e164
+        e164 = _e164(text, region, expected)
+        return text if keep_as_typed else e164
 
     return normalise
+
+
+#: (text, region) -> E.164 form: a write parses its phone once for the field, and the duplicate keys and
+#: later reads of the stored E.164 text find it here (a valid number's E.164 form is its own normal form)
+_E164_CACHE: dict[tuple[str, str | None], str] = {}
+_E164_CACHE_MAX = 4096
+
+
+def _e164(text: str, region: str | None, expected: str) -> str:
+    key = (text, region)
+    hit = _E164_CACHE.get(key)
+    if hit is not None:
+        return hit
+    number = _parse(text, region, expected)
+    e164 = phonenumbers.format_number(number, PhoneNumberFormat.E164)
+    out = f"{e164};ext={number.extension}" if number.extension else e164
+    if len(_E164_CACHE) >= _E164_CACHE_MAX:
+        _E164_CACHE.clear()
+    _E164_CACHE[key] = out
+    _E164_CACHE[(out, region)] = out
+    return out
 
 
 def _parse(text: str, region: str | None, expected: str) -> PhoneNumber:
