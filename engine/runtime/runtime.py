@@ -330,10 +330,12 @@ class UnitOfWork:
         unit's actor.  Callers check their own rule first, and keep the block to the write itself.
         """
         self._elevated += 1
+        seen, self.visible_ids = self.visible_ids, {}  # what the system may see is not what the actor may
         try:
             yield self
         finally:
             self._elevated -= 1
+            self.visible_ids = seen
 
     def write_steps(self, entity: str) -> tuple[Any, ...]:
         """The write steps for ``entity``: the revision's plugin steps and the runtime's own, in run order

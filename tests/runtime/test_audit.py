@@ -83,3 +83,18 @@ def test_an_elevated_write_passes_the_permission_checks_and_still_names_the_acto
     with world.unit("admin", readonly=True) as uow:
         hist = uow.records.history("deal", d["id"])
     assert [(e.actor, e.new) for e in hist if e.field == "name"] == [("dave", "taken")]
+
+
+def test_references_an_elevated_write_saw_are_not_visible_to_the_actor_afterwards(world: World) -> None:
+    """The system may see alice's account inside the block; dave still may not once it ended (the unit's
+    cache of visible references is the actor's own)."""
+    with world.unit("alice") as uow:
+        account = uow.records.create("account", {"name": "Alice's"})["id"]
+        deal = uow.records.create("deal", {"name": "hers"})["id"]
+    with world.unit("dave") as uow:
+        with uow.elevated():
+            uow.records.update("deal", deal, {"account": account}, expected_version=None)
+        with pytest.raises(ValidationFailed) as refused:
+            uow.records.create("deal", {"name": "mine", "account": account})
+        assert "not visible to you" in str(refused.value.details["account"])
+
