@@ -34,11 +34,30 @@ class RawInsert:
     processors: tuple[Processor, ...]
     #: ``COPY table (columns) FROM STDIN`` on PostgreSQL with psycopg (faster than executemany), else None
     copy_sql: str | None = None
+    #: ``sql`` with ``RETURNING id`` on PostgreSQL (SQLite gives the new id as the cursor's ``lastrowid``)
+    returning_sql: str | None = None
 
     def process(self, name: str, value: Any) -> Any:
         """``value`` as Core would bind it to column ``name``."""
         proc = self.processors[self.columns.index(name)]
         return proc(value) if proc is not None else value
+
+    def run_one(self, conn: Connection, row: tuple[Any, ...]) -> int:
+        """Insert one ready (processed) row in the unit's transaction; its new ``id``.  A driver error is
+        raised as SQLAlchemy's (IntegrityError...), as ``conn.execute`` would."""
+        dbapi = conn.connection.dbapi_connection
+        assert dbapi is not None
+        base_error = conn.dialect.loaded_dbapi.Error
+        sql = self.returning_sql or self.sql
+        try:
+            cur: Any = dbapi.cursor()
+            try:
+                cur.execute(sql, row)
+                return int(cur.fetchone()[0] if self.returning_sql else cur.lastrowid)
+            finally:
+                cur.close()
+        except base_error as e:
+            raise DBAPIError.instance(sql, row, e, base_error) from e
 
     def run(self, conn: Connection, rows: Sequence[tuple[Any, ...]]) -> None:
         """One executemany (COPY on PostgreSQL) of ready tuples (already processed), in the unit's transaction."""
@@ -79,4 +98,5 @@ def _build(conn: Connection, table: Table, columns: tuple[str, ...]) -> RawInser
     procs = tuple(table.c[c].type._cached_bind_processor(dialect) for c in columns)
     copy_sql = f"COPY {prep.format_table(table)} ({names}) FROM STDIN" \
         if dialect.name == "postgresql" and dialect.driver == "psycopg" else None
-    return RawInsert(sql, columns, procs, copy_sql)
+    returning = f"{sql} RETURNING id" if dialect.name == "postgresql" else None
+    return RawInsert(sql, columns, procs, copy_sql, returning)

@@ -19,6 +19,7 @@ from engine.dsl.model import JSON_COLUMN
 from engine.errors import RecordError, UniqueViolation, ValidationFailed, VersionConflict
 from engine.runtime import sequences
 from engine.runtime.engine_tables import crm_users
+from engine.runtime.rawsql import raw_insert
 from engine.runtime.records import rows
 from engine.runtime.records.write_plan import EntityPlan
 from engine.runtime.storage import _index_name
@@ -119,16 +120,17 @@ def row_for_insert(plan: EntityPlan, record: Mapping[str, Any], stamp: Mapping[s
 
 
 def insert_one(uow: UnitOfWork, plan: EntityPlan, row: Mapping[str, Any]) -> int:
-    """Insert one row; returns its id (UniqueViolation names the field)."""
-    stmt = uow.state.memo("insert", plan.name, lambda: insert(plan.table))
+    """Insert one row; returns its id (UniqueViolation names the field).
+
+    Through the driver with Core's own bind processors (:class:`~engine.runtime.rawsql.RawInsert`): the
+    statement text and processors are worked out once per column set, not per row -- this runs on every
+    create."""
+    raw = raw_insert(uow.state, uow.conn, plan.table, tuple(row))
+    values = tuple([proc(v) if proc is not None else v for proc, v in zip(raw.processors, row.values(), strict=True)])
     try:
-        result = uow.conn.execute(stmt, dict(row))
+        return raw.run_one(uow.conn, values)
     except IntegrityError as e:
         raise integrity_error(plan, e) from e
-    key = result.inserted_primary_key
-    if key is None:
-        raise RecordError(f"the database returned no id for the new {plan.name}", code="no_id")
-    return int(key[0])
 
 
 def reserve_ids(uow: UnitOfWork, plan: EntityPlan, count: int) -> list[int]:

@@ -25,6 +25,7 @@ from engine.dsl.model import Workspace
 from engine.dsl.sales.dedupe import DedupeRule
 from engine.runtime.sales.dedupe_keys import (
     DedupeIndex,
+    KeyMemo,
     KeysPlanStep,
     Match,
     best_first,
@@ -93,16 +94,17 @@ class DedupeStep:
             return
         if ctx.action == "update" and not self._changed(entity, record, old):
             return
-        pairs = record_pairs(self.idx.sources[entity], record, self.idx.region)
+        memo: KeyMemo = {}
+        pairs = record_pairs(self.idx.sources[entity], record, self.idx.region, memo)
         existing = stored_pairs(conn, entity, rid) if ctx.action != "create" else None
         write_pairs(conn, entity, rid, pairs, existing=existing)
         if ctx.action in ("create", "update") and not ctx.bulk:  # a bulk write has no one to tell
-            self._note(ctx.uow, entity, record)
+            self._note(ctx.uow, entity, record, memo)
 
-    def _note(self, uow: UnitOfWork, entity: str, record: Mapping[str, Any]) -> None:
+    def _note(self, uow: UnitOfWork, entity: str, record: Mapping[str, Any], memo: KeyMemo) -> None:
         rules = [r for r in self.idx.rules.get(entity, ()) if r.action != "block"]
         found = [m for r in rules for m in rule_matches(uow.conn, self.idx, r, record,
-                                                        exclude=(entity, record["id"]))]
+                                                        exclude=(entity, record["id"]), memo=memo)]
         if found:
             report = describe(uow, best_first(found))
             uow.notes.setdefault((entity, record["id"]), {}).update(report.as_note())

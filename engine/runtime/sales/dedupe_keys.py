@@ -15,7 +15,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from rapidfuzz import fuzz, process
-from sqlalchemy import Connection, and_, bindparam, delete, insert, literal, or_, select, union_all
+from sqlalchemy import Connection, and_, delete, insert, or_, select
+from sqlalchemy.exc import DBAPIError
 
 from engine.dsl.model import Workspace
 from engine.dsl.sales.dedupe import DedupeRule, KeySource, MatchKey
@@ -58,8 +59,8 @@ class DedupeIndex:
     rules: Mapping[str, tuple[DedupeRule, ...]] = field(default_factory=dict)
     sources: Mapping[str, tuple[KeySource, ...]] = field(default_factory=dict)
     region: str | None = None
-    #: rule name -> the one statement looking up all its keys (:func:`lookup_statement`)
-    statements: Mapping[str, Any] = field(default_factory=dict)
+    #: (rule, shape, placeholder) -> the SQL text looking up the rule's keys (:func:`lookup_sql`), filled on use
+    statements: dict[tuple[str, tuple[tuple[int, int, int], ...], str], str] = field(default_factory=dict)
 
 
 def index_of(workspace: Workspace) -> DedupeIndex:
@@ -74,8 +75,7 @@ def index_of(workspace: Workspace) -> DedupeIndex:
         for src in rule.sources:
             sources.setdefault(src.entity, {})[src] = None
     return DedupeIndex({k: tuple(v) for k, v in rules.items()}, {k: tuple(v) for k, v in sources.items()},
-                       workspace.phone_region,
-                       {r.name: lookup_statement(r) for rs in rules.values() for r in rs})
+                       workspace.phone_region)
 
 
 def index(uow: UnitOfWork) -> DedupeIndex:
@@ -86,9 +86,20 @@ def index(uow: UnitOfWork) -> DedupeIndex:
 # --------------------------------------------------------------------------- keys of a record
 
 
+#: (fields, normalisers) -> key value, for one record: its keys are stored and looked up in the same write
+KeyMemo = dict[tuple[Sequence[str], Sequence[str]], "str | None"]
+
+
 def key_value(fields: Sequence[str], normalisers: Sequence[str], values: Mapping[str, Any],
-              region: str | None) -> str | None:
-    """The normalised key of ``values`` for a key of ``fields``; None when a field gives no key."""
+              region: str | None, memo: KeyMemo | None = None) -> str | None:
+    """The normalised key of ``values`` for a key of ``fields``; None when a field gives no key.  ``memo``
+    (one per record) keeps the keys worked out already."""
+    if memo is not None:
+        memo_key = (fields, normalisers)
+        if memo_key in memo:
+            return memo[memo_key]
+        memo[memo_key] = found = key_value(fields, normalisers, values, region)
+        return found
     parts = []
     for name, how in zip(fields, normalisers, strict=True):
         part = normalise(how, values.get(name), region=region)
@@ -98,12 +109,13 @@ def key_value(fields: Sequence[str], normalisers: Sequence[str], values: Mapping
     return PART_SEPARATOR.join(parts)[:MAX_KEY]
 
 
-def record_pairs(sources: Iterable[KeySource], record: Mapping[str, Any], region: str | None) -> set[Pair]:
+def record_pairs(sources: Iterable[KeySource], record: Mapping[str, Any], region: str | None,
+                 memo: KeyMemo | None = None) -> set[Pair]:
     """Every (kind, key, value) row ``record`` should have: its keys and, for fuzzy ones, their blocking keys
     (each carrying the whole key as its value)."""
     out: set[Pair] = set()
     for src in sources:
-        value = key_value(src.fields, src.normalisers, record, region)
+        value = key_value(src.fields, src.normalisers, record, region, memo)
         if value is None:
             continue
         out.add((src.kind, value, None))
@@ -128,9 +140,11 @@ def write_pairs(conn: Connection, entity: str, record_id: int, pairs: set[Pair],
         conn.execute(delete(K).where(K.c.entity == entity, K.c.record_id == record_id,
                                      or_(*(and_(K.c.kind == k, K.c.key == v) for k, v, _ in gone))))
     new = pairs - have if existing is not None else pairs
-    if new:
-        conn.execute(insert(K), [{"entity": entity, "record_id": record_id, "kind": k, "key": v, "value": full}
-                                 for k, v, full in new])
+    if new:  # straight to the driver: plain text and int columns need no bind processing
+        mark = _mark(conn)
+        conn.exec_driver_sql(f"INSERT INTO {K.name} (entity, record_id, kind, key, value) "
+                             f"VALUES ({mark}, {mark}, {mark}, {mark}, {mark})",
+                             [(entity, record_id, k, v, full) for k, v, full in new])
 
 
 def drop_pairs(conn: Connection, entity: str, record_id: int) -> None:
@@ -158,41 +172,72 @@ def matches(uow: UnitOfWork, entity: str, values: Mapping[str, Any], *, against:
     return best_first(found)
 
 
-def lookup_statement(rule: DedupeRule) -> Any:
-    """One ``UNION ALL`` of a lookup per key of ``rule`` (a single round trip), each read from the covering
-    index ``ix_crm_dedupe_keys_lookup``: equal keys by ``(kind, key)``, a fuzzy key's candidates by its
-    blocking keys (with their whole key, ``value``).  Values are bound per call: ``v<i>`` (the key),
-    ``b<i>`` (blocking keys), ``e<i>`` (the entities looked in)."""
+def lookup_sql(rule: DedupeRule, shape: tuple[tuple[int, int, int], ...], mark: str) -> str:
+    """The driver-level SQL of one lookup of ``rule``'s keys: a ``UNION ALL`` of one query per key that has a
+    value (a single round trip), each served by the covering index ``ix_crm_dedupe_keys_lookup`` -- equal
+    keys by ``(kind, key)``, a fuzzy key's candidates by its blocking keys (with their whole key, ``value``).
+
+    ``shape``: per looked-up key, ``(key index, number of key values, number of entities)``; ``mark`` the
+    driver's placeholder.  The parameters go in text order: per key its kind, its values, its entities.
+    Plain text with fixed placeholders (no expanding parameters to render per call, no Core compile):
+    the statement runs on every create and update of a checked record."""
     parts = []
-    for i, key in enumerate(rule.keys):
-        entities = K.c.entity.in_(bindparam(f"e{i}", expanding=True))
-        if key.fuzzy is None:
-            q = select(literal(i).label("k"), K.c.entity, K.c.record_id, K.c.value).where(
-                K.c.kind == key.kind, K.c.key == bindparam(f"v{i}", type_=K.c.key.type), entities).limit(EXACT_LIMIT)
-        else:
-            q = select(literal(i).label("k"), K.c.entity, K.c.record_id, K.c.value).where(
-                K.c.kind == key.kind + BLOCK_SUFFIX, K.c.key.in_(bindparam(f"b{i}", expanding=True)),
-                entities).limit(FUZZY_CANDIDATES)
-        parts.append(select(q.subquery()))  # LIMIT inside UNION ALL needs a subquery on SQLite
-    return union_all(*parts) if len(parts) > 1 else parts[0]
+    for i, n_values, n_entities in shape:
+        key = rule.keys[i]
+        limit = EXACT_LIMIT if key.fuzzy is None else FUZZY_CANDIDATES
+        values = ", ".join([mark] * n_values)
+        entities = ", ".join([mark] * n_entities)
+        parts.append(f"SELECT * FROM (SELECT {i} AS k, entity, record_id, value FROM {K.name} "
+                     f"WHERE kind = {mark} AND key IN ({values}) AND entity IN ({entities}) LIMIT {limit}) AS q{i}")
+    return " UNION ALL ".join(parts)
+
+
+def fetch_all(conn: Connection, sql: str, params: tuple[Any, ...]) -> list[tuple[Any, ...]]:
+    """The rows of ``sql`` as plain tuples, read on the unit's own driver connection (in its transaction):
+    a lookup returns up to a few hundred candidates, and building SQLAlchemy rows for them cost more than
+    the query.  A driver error is raised as SQLAlchemy's, as ``conn.execute`` would."""
+    dbapi = conn.connection.dbapi_connection
+    assert dbapi is not None
+    base_error = conn.dialect.loaded_dbapi.Error
+    try:
+        cur: Any = dbapi.cursor()
+        try:
+            cur.execute(sql, params)
+            return cur.fetchall()  # type: ignore[no-any-return]
+        finally:
+            cur.close()
+    except base_error as e:
+        raise DBAPIError.instance(sql, params, e, base_error) from e
+
+
+def _mark(conn: Connection) -> str:
+    return "?" if conn.dialect.paramstyle == "qmark" else "%s"
 
 
 def rule_matches(conn: Connection, idx: DedupeIndex, rule: DedupeRule, values: Mapping[str, Any], *,
-                 against: Sequence[str] | None = None, exclude: tuple[str, int | None] | None = None) -> list[Match]:
-    """The matches of ``values`` by one rule's keys (one statement)."""
+                 against: Sequence[str] | None = None, exclude: tuple[str, int | None] | None = None,
+                 memo: KeyMemo | None = None) -> list[Match]:
+    """The matches of ``values`` by one rule's keys (one statement, see :func:`lookup_sql`)."""
     wanted: dict[int, str] = {}
-    params: dict[str, Any] = {}
+    shape: list[tuple[int, int, int]] = []
+    params: list[Any] = []
     for i, key in enumerate(rule.keys):
         entities = [e for e in rule.searched(key) if against is None or e in against]
-        value = key_value(key.fields, key.normalisers, values, idx.region) if entities else None
-        if value is not None:
-            wanted[i] = value
-        params[f"e{i}"] = entities if value is not None else []
-        params[f"v{i}" if key.fuzzy is None else f"b{i}"] = \
-            value if key.fuzzy is None else (list(block_keys(value)) if value is not None else [])
+        value = key_value(key.fields, key.normalisers, values, idx.region, memo) if entities else None
+        if value is None:
+            continue
+        wanted[i] = value
+        looked = [value] if key.fuzzy is None else list(block_keys(value))
+        shape.append((i, len(looked), len(entities)))
+        params += [key.kind if key.fuzzy is None else key.kind + BLOCK_SUFFIX, *looked, *entities]
     if not wanted:
         return []
-    rows = conn.execute(idx.statements[rule.name], params).all()
+    mark = _mark(conn)
+    memo = (rule.name, tuple(shape), mark)
+    sql = idx.statements.get(memo)
+    if sql is None:
+        sql = idx.statements[memo] = lookup_sql(rule, tuple(shape), mark)
+    rows = fetch_all(conn, sql, tuple(params))
     out: list[Match] = []
     for i, value in wanted.items():
         key = rule.keys[i]
