@@ -134,10 +134,17 @@ class _Reader:
         self.scope = scope
         self.flow_timeout = flow_timeout
         self.ok = True
+        self.errors = 0
+        self._report = scope.report
+        scope.report = self._counted
+
+    def _counted(self, error: ConfigError) -> None:
+        self.ok = False
+        self.errors += 1
+        self._report(error)
 
     def fail(self, error: ConfigError) -> None:
-        self.ok = False
-        self.scope.report(error)
+        self._counted(error)
 
     def refuse(self, el: Element, why: str | None = None) -> None:
         self.fail(UnsupportedBpmn(f"{el.describe()}: {why or _WHY.get(el.tag) or 'this element is not supported'}",
@@ -166,9 +173,8 @@ class _Reader:
         self.scope.add_variables(self._form_variables(proc))
         out.variables.update({k: v for k, v in self.scope.variables.items()})
         lanes = self._lanes(proc)
-        nodes = {c.get("id"): c for c in proc.children if c.ns == BPMN and c.tag in _NODES}
-        for el in proc.iter():
-            self._check_element(el, proc)
+        nodes = {c.get("id"): c for c in proc.children if c.ns == BPMN and c.tag != "sequenceFlow" and c.get("id")}
+        self._check_tree(proc)
         for child in proc.children:
             if child.ns != BPMN:
                 continue
@@ -200,9 +206,21 @@ class _Reader:
             elif child.ns == BPMN and child.tag not in _DEFINITIONS:
                 self.refuse(child)
 
-    def _check_element(self, el: Element, proc: Element) -> None:
-        if el is proc:
-            return
+    def _check_tree(self, proc: Element) -> None:
+        """Every element below ``proc``; nothing below a refused element is reported again."""
+        todo = list(reversed(proc.children))
+        while todo:
+            el = todo.pop()
+            if self._check_element(el):
+                todo.extend(reversed(el.children))
+
+    def _check_element(self, el: Element) -> bool:
+        """Report ``el`` if it is refused (then False: its children are not looked at)."""
+        before = self.errors
+        self._check_one(el)
+        return self.errors == before
+
+    def _check_one(self, el: Element) -> None:
         if el.ns == BPMN:
             if el.tag in _WHY or (el.tag not in _NODES and el.tag not in _HARMLESS):
                 self.refuse(el)
@@ -253,13 +271,17 @@ class _Reader:
         sid = el.get("id") or ""
         props = self._props(el)
         where = el.location
+        before = self.errors
         assignees = self._assignees(el, props, out)
         lane_name, lane_el = lanes.get(sid, (None, None))
-        if not assignees and lane_name is not None and lane_el is not None:
+        if not assignees and self.errors == before and lane_name is not None and lane_el is not None:
             if self.scope.check_role(lane_name, lane_el.location, f"lane {lane_name!r} of {el.describe()}"):
                 assignees.append(Assignee("role", lane_name, location=lane_el.location))
             else:
                 self.ok = False
+                return None
+        if not assignees and self.errors > before:
+            return None
         if not assignees:
             if el.tag == "manualTask":
                 owner = self.scope.assignee("owner", where)
@@ -425,7 +447,8 @@ class _Reader:
                 continue
             if not text:
                 continue
-            compiled = self.scope.condition(juel.translate(text), cond.location, where=cond.location)
+            translated = juel.translate(text)
+            compiled = self.scope.condition(translated, cond.location, where=cond.location, shown=text)
             if compiled is None:
                 self.ok = False
             else:

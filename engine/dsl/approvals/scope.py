@@ -59,8 +59,10 @@ class FlowScope:
         return seen, ws
 
     def condition(self, text: str, location: SourceLocation | None, *, quote_offset: int = 0,
-                  where: SourceLocation | None = None, what: str = "condition") -> CompiledExpression | None:
-        """``text`` compiled as a boolean condition; ``where`` relocates errors (a BPMN element)."""
+                  where: SourceLocation | None = None, shown: str | None = None) -> CompiledExpression | None:
+        """``text`` compiled as a boolean condition; ``where`` relocates errors (a BPMN element), ``shown``
+        is the text as the file wrote it (JUEL) when ``text`` is its translation."""
+        what = "condition" if shown is None or shown == text else f"condition {shown!r}, read as"
         return self._compile(text, location, "boolean", quote_offset, where, what)
 
     def value(self, text: str, location: SourceLocation | None, expected: str | None = None, *,
