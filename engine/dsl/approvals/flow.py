@@ -13,6 +13,7 @@ document (labels aside): a new digest is a new version of the flow.
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 import difflib
 import hashlib
 import json
@@ -80,8 +81,9 @@ class _FlowCompiler:
             built = self._shorthand(timeout)
         else:
             built = self._bpmn(timeout)
-        if built is None:
-            return None
+        if built is None:  # reported; the rest is still checked, so one run shows every problem
+            self.ok = False
+            built = ("", self.doc.name, self.doc.loc.file, BpmnFlow(self.doc.name))
         xml, process_id, source, read = built
         flow = ApprovalFlow(
             name=name, entity=entity.name, label=label_of(d.get("label"), name), trigger=trigger,
@@ -149,9 +151,16 @@ class _FlowCompiler:
             return None
         return Assignee(kind, str(value), location=loc)
 
+    def _duration(self, text: str, path: tuple[Any, ...]) -> dt.timedelta | None:
+        found = parse_short(text)
+        if found is None:
+            self.fail(SchemaViolation(f"{text!r} is not a duration", location=self.at(*path),
+                                      code="schema_duration", hint="write minutes, hours, days or weeks: 30m, 48h, 3d, 2w"))
+        return found
+
     def _timeout(self, raw: Mapping[str, Any], path: tuple[Any, ...]) -> Timeout | None:
-        after = parse_short(raw["after"])
-        remind = parse_short(raw["remind_every"]) if raw.get("remind_every") else None
+        after = self._duration(raw["after"], (*path, "after"))
+        remind = self._duration(raw["remind_every"], (*path, "remind_every")) if raw.get("remind_every") else None
         then = raw.get("then", "remind")
         escalate: tuple[Assignee, ...] = ()
         if isinstance(then, Mapping):
@@ -186,8 +195,6 @@ class _FlowCompiler:
                 step = self._step(raw, ("steps", i), timeout, None, seen)
                 if step is not None:
                     items.append(SeqItem(step, when))
-        if not self.ok:
-            return None
         out = BpmnFlow(self.doc.name)
         gen = generate(self.doc.name, str(label_of(self.data.get("label"), self.doc.name).get("en", self.doc.name)),
                        items)
@@ -324,8 +331,8 @@ class _FlowCompiler:
         return self.scope.value(text, loc, expected)
 
     def _check_stage(self, key: str, path: tuple[Any, ...]) -> None:
-        pipelines = [p for p in self.ctx.objects.get("pipeline", {}).values()
-                     if getattr(p, "entity", None) == self.entity.name]
+        pipelines = [o.compiled for o in self.ctx.objects.get("pipeline", {}).values()
+                     if getattr(o.compiled, "entity", None) == self.entity.name]
         if not pipelines:
             self.fail(SchemaViolation(f"approval {self.doc.name!r} moves a stage, but {self.entity.name} has no "
                                       "pipeline",

@@ -81,7 +81,9 @@ class FlowScope:
                  variables: Mapping[str, str] = frozen_map()) -> CompiledExpression | None:
         """``text`` compiled as an assignee expression: it must give a user, a username or a user id."""
         compiled = self._compile(text, location, None, quote_offset, where, "assignee", variables)
-        if compiled is not None and compiled.expr_type.kind not in ASSIGNEE_KINDS:
+        kind = compiled.expr_type if compiled is not None else None
+        if compiled is not None and kind is not None and (kind.kind not in ASSIGNEE_KINDS or
+                                                          (kind.kind == "number" and not kind.integral)):
             self.report(ExpressionTypeError(
                 f"assignee {text!r} gives a {compiled.expr_type}, not a user",
                 location=where or location,
