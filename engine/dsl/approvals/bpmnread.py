@@ -229,7 +229,7 @@ class _Reader:
             elif el.tag == "intermediateThrowEvent" and any(c.tag.endswith("EventDefinition") for c in el.children):
                 self.refuse(el, "throw events with a definition are not supported")
             elif el.tag in ("boundaryEvent", "intermediateCatchEvent") and \
-                    not el.find_all(BPMN, "timerEventDefinition"):
+                    not el.find_all(BPMN, "timerEventDefinition") and not any(c.tag in _WHY for c in el.children):
                 self.refuse(el, "only timer events are supported here")
             return
         if el.tag in ("script", "preScript", "postScript"):
