@@ -104,10 +104,10 @@ def test_conditions_translate_juel_and_may_read_form_variables(write_ws: WriteWs
 <bpmn:sequenceFlow id="f1" sourceRef="s" targetRef="review" />
 <bpmn:sequenceFlow id="f2" sourceRef="review" targetRef="g" />
 <bpmn:sequenceFlow id="f3" sourceRef="g" targetRef="yes">
-  <bpmn:conditionExpression xsi:type="bpmn:tFormalExpression">${clarified &amp;&amp; amount gt 1000}</bpmn:conditionExpression>
+  <bpmn:conditionExpression>${clarified &amp;&amp; amount gt 1000}</bpmn:conditionExpression>
 </bpmn:sequenceFlow>
 <bpmn:sequenceFlow id="f4" sourceRef="g" targetRef="no">
-  <bpmn:conditionExpression xsi:type="bpmn:tFormalExpression">  ${!clarified || reason == 'late'}  </bpmn:conditionExpression>
+  <bpmn:conditionExpression>  ${!clarified || reason == 'late'}  </bpmn:conditionExpression>
 </bpmn:sequenceFlow>
 """)
     flow = flow_of(folder, "a")
@@ -168,7 +168,8 @@ REFUSED = [
                          "\n<bpmn:conditionExpression>${approval == 'ok'}</bpmn:conditionExpression>"
                          "</bpmn:sequenceFlow>", (5, 1),
      "condition \"${approval == 'ok'}\", read as \"approval == 'ok'\": unknown field 'approval'"),
-    ("call activity", '<bpmn:callActivity id="x" calledElement="other" />', (4, 1), "callActivity 'x': call activities"),
+    ("call activity", '<bpmn:callActivity id="x" calledElement="other" />', (4, 1),
+     "callActivity 'x': call activities"),
     ("service task with no action", '<bpmn:serviceTask id="x" />', (4, 1), "serviceTask 'x': names no engine action"),
 ]
 
@@ -219,7 +220,8 @@ def test_the_real_files_that_must_run_compile(write_ws: WriteWs, file: str) -> N
         assert [a.describe() for a in flow.steps["assignReviewer"].assignees] == ["user demo"]
         review = flow.steps["reviewInvoice"]
         # ${reviewer}: a task-data variable the first decision sets (a username)
-        assert [a.describe() for a in review.assignees] == ["reviewer"] and flow.extra["variables"] == {"reviewer": "string"}
+        assert [a.describe() for a in review.assignees] == ["reviewer"]
+        assert flow.extra["variables"] == {"reviewer": "string"}
         assert review.timeout is not None and review.timeout.after == dt.timedelta(days=2)
     else:
         assert flow.timers == {'"PT10M"': "PT10M"}
@@ -239,6 +241,7 @@ def test_the_other_real_files_fail_only_with_located_messages_naming_the_element
         assert tag in e.message or "lane" in e.message or "condition" in e.message, (str(e), tag)
     messages = " ".join(e.message for e in errors)
     if file.startswith("camunda_invoice"):
-        assert "dataStoreReference 'DataStoreReference_1'" in messages and "businessRuleTask 'assignApprover'" in messages
+        assert "dataStoreReference 'DataStoreReference_1'" in messages
+        assert "businessRuleTask 'assignApprover'" in messages
     else:
         assert "scriptTask 'Activity_GetReviewers'" in messages

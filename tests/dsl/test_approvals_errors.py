@@ -57,9 +57,11 @@ def test_steps_and_bpmn_are_exclusive_and_one_is_needed(write_ws: WriteWs) -> No
 
 
 def test_a_missing_bpmn_file_is_located_at_the_bpmn_value(write_ws: WriteWs) -> None:
-    errors = errors_of(write_ws({"approvals/a.yaml": "approval: a\nentity: quote\nbpmn: flows/none.bpmn\nprocess: p\n"}))
+    yaml = "approval: a\nentity: quote\nbpmn: flows/none.bpmn\nprocess: p\n"
+    errors = errors_of(write_ws({"approvals/a.yaml": yaml}))
     assert [where(e) for e in errors] == [("a.yaml", 3, 7)]
-    assert "no BPMN file 'flows/none.bpmn'" in errors[0].message and "relative to this YAML file" in (errors[0].hint or "")
+    assert "no BPMN file 'flows/none.bpmn'" in errors[0].message and errors[0].code == "bpmn_missing"
+    assert "relative to this YAML file" in (errors[0].hint or "")
 
 
 def test_unknown_entity_stage_flow_and_status_field(write_ws: WriteWs) -> None:

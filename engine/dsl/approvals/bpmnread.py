@@ -42,18 +42,12 @@ from engine.dsl.approvals.scope import FORM_TYPES, FlowScope
 from engine.dsl.approvals.xmltree import Element, parse
 from engine.dsl.expressions import CompiledExpression
 from engine.dsl.model import frozen_map
-from engine.errors import ConfigError, SchemaViolation, SourceLocation
+from engine.errors import ConfigError, SchemaViolation, SourceLocation, UnsupportedBpmn
 
 BPMN = "http://www.omg.org/spec/BPMN/20100524/MODEL"
 CAMUNDA = "http://camunda.org/schema/1.0/bpmn"
 DI_NAMESPACES = ("http://www.omg.org/spec/BPMN/20100524/DI", "http://www.omg.org/spec/DD/20100524/DC",
                  "http://www.omg.org/spec/DD/20100524/DI")
-
-
-class UnsupportedBpmn(ConfigError):
-    """An element of a BPMN file the engine does not run."""
-
-    code = "bpmn_unsupported"
 
 
 #: flow elements of a process that run, and the child elements each may hold

@@ -32,7 +32,7 @@ from engine.dsl.expressions import CompiledExpression
 from engine.dsl.kinds import KindSpec
 from engine.dsl.model import Entity, frozen_map
 from engine.dsl.yamlsrc import locate, plain
-from engine.errors import ConfigError, SchemaViolation, SourceLocation, UnknownReference
+from engine.errors import BpmnError, ConfigError, SchemaViolation, SourceLocation, UnknownReference
 
 if TYPE_CHECKING:
     from engine.dsl.compile_context import CompileContext
@@ -155,7 +155,8 @@ class _FlowCompiler:
         found = parse_short(text)
         if found is None:
             self.fail(SchemaViolation(f"{text!r} is not a duration", location=self.at(*path),
-                                      code="schema_duration", hint="write minutes, hours, days or weeks: 30m, 48h, 3d, 2w"))
+                                      code="schema_duration",
+                                      hint="write minutes, hours, days or weeks: 30m, 48h, 3d, 2w"))
         return found
 
     def _timeout(self, raw: Mapping[str, Any], path: tuple[Any, ...]) -> Timeout | None:
@@ -280,10 +281,10 @@ class _FlowCompiler:
         f = self.ctx.files.get(key) if key else None
         if f is None or rel.startswith("/"):
             near = [k.rsplit("/", 1)[-1] for k in self.ctx.files if k.endswith(".bpmn")]
-            self.fail(SchemaViolation(f"approval {self.doc.name!r}: no BPMN file {rel!r} beside {loc.file}",
-                                      location=loc, code="bpmn_missing",
-                                      hint="the path is relative to this YAML file" +
-                                           (f" (BPMN files found: {', '.join(near)})" if near else "")))
+            self.fail(BpmnError(f"approval {self.doc.name!r}: no BPMN file {rel!r} beside {loc.file}",
+                                location=loc, code="bpmn_missing",
+                                hint="the path is relative to this YAML file" +
+                                     (f" (BPMN files found: {', '.join(near)})" if near else "")))
             return None
         return f.text, f.display
 

@@ -12,15 +12,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from xml.parsers import expat
 
-from engine.errors import ConfigError, SourceLocation
+from engine.errors import BpmnSyntaxError, SourceLocation
 
 QName = tuple[str, str]
-
-
-class BpmnSyntaxError(ConfigError):
-    """A BPMN file that is not well-formed XML."""
-
-    code = "bpmn_syntax"
 
 
 @dataclass(eq=False)
