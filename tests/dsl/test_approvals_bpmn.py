@@ -174,6 +174,10 @@ REFUSED = [
     ("call activity", '<bpmn:callActivity id="x" calledElement="other" />', (4, 1),
      "callActivity 'x': call activities"),
     ("service task with no action", '<bpmn:serviceTask id="x" />', (4, 1), "serviceTask 'x': names no engine action"),
+    ("misspelt crm property", '<bpmn:userTask id="x" camunda:assignee="li"><bpmn:extensionElements>'
+                              '<camunda:properties>\n<camunda:property name="crm:mdoe" value="all" />'
+                              "</camunda:properties></bpmn:extensionElements></bpmn:userTask>", (5, 1),
+     "userTask 'x': unknown property 'crm:mdoe'"),
 ]
 
 

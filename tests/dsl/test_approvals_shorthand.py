@@ -159,3 +159,17 @@ def test_a_later_layer_extends_a_flow(write_ws: WriteWs) -> None:
     assert flow.steps["vp"].timeout == flow.timeout
     # what the base layer said and the workspace did not stays
     assert flow.editable_while_pending == ("notes",) and flow.trigger.when is not None
+
+
+def test_a_stage_action_names_a_stage_of_the_pipeline(write_ws: WriteWs) -> None:
+    flow = flow_of(write_ws({"approvals/o.yaml": """\
+        approval: big_deal
+        entity: opportunity
+        trigger: {on: [update], when: "amount > 1000000"}
+        steps: [{name: director, assignee: {role: sales_director}}]
+        on_approved: [{stage: negotiation}]
+        on_rejected: [{stage: lost}]
+        """}), "big_deal")
+    assert [(a.kind, a.stage) for a in (*flow.on_approved, *flow.on_rejected)] == [("stage", "negotiation"),
+                                                                                  ("stage", "lost")]
+    assert flow.status_field is None  # opportunity has no approval_status

@@ -334,14 +334,18 @@ class _FlowCompiler:
         return self.scope.value(text, loc, expected)
 
     def _check_stage(self, key: str, path: tuple[Any, ...]) -> None:
+        """A ``stage:`` action's key: a stage of the entity's pipeline, else an option of its ``stage`` picklist."""
         pipelines = [o.compiled for o in self.ctx.objects.get("pipeline", {}).values()
                      if getattr(o.compiled, "entity", None) == self.entity.name]
-        if not pipelines:
-            self.fail(SchemaViolation(f"approval {self.doc.name!r} moves a stage, but {self.entity.name} has no "
-                                      "pipeline",
-                                      location=self.at(*path), hint="add a pipeline: for the entity, or use set:"))
-            return
         keys = [s.key for p in pipelines for s in p.stages]
+        stage_field = self.entity.fields.get("stage")
+        if not pipelines and stage_field is not None and stage_field.type == "picklist":
+            keys = list(stage_field.option_keys)
+        elif not pipelines:
+            self.fail(SchemaViolation(f"approval {self.doc.name!r} moves a stage, but {self.entity.name} has no "
+                                      "pipeline", location=self.at(*path),
+                                      hint="add a pipeline: for the entity, or use set:"))
+            return
         if key not in keys:
             self.scope.unknown(f"approval {self.doc.name!r} moves to unknown stage {key!r} "
                                f"(stages: {', '.join(keys)})", self.at(*path), key, keys)
