@@ -264,3 +264,21 @@ def test_python_in_a_condition_is_refused_as_such(write_ws: WriteWs) -> None:
     assert [where(e) for e in errors] == [("a.bpmn", 5, 55)]
     assert "is not in the expression language" in errors[0].message
     assert "never Python" in (errors[0].hint or "") and errors[0].code.startswith("expression_")
+
+
+def test_a_stored_revision_keeps_the_bpmn_file_and_compiles_without_the_folder(write_ws: WriteWs) -> None:
+    from engine.dsl.compiler import compile_bundle, compile_folder
+    from engine.dsl.layers import discover, to_bundle
+
+    folder = write_ws({})
+    bundle = to_bundle(discover(folder), "acme")
+    assert "base/approvals/flows/contract_risk.bpmn" in bundle["files"]
+    stored = compile_bundle(bundle).objects_of("approval")["contract_risk"].compiled
+    assert stored.digest == compile_folder(folder).objects_of("approval")["contract_risk"].compiled.digest
+    assert stored.source == "base/approvals/flows/contract_risk.bpmn"
+
+
+def test_an_assignee_is_one_of_user_role_team(write_ws: WriteWs) -> None:
+    errors = errors_of(write_ws({"approvals/a.yaml": "approval: a\nentity: quote\n"
+                                                     "steps: [{name: m, assignee: {role: legal, user: li}}]\n"}))
+    assert len(errors) == 1 and where(errors[0])[:2] == ("a.yaml", 3)
