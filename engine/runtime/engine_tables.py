@@ -285,8 +285,9 @@ crm_approval_tasks = Table(
     _id(),
     Column("instance_id", BigInteger, ForeignKey("crm_approval_instances.id"), nullable=False),
     Column("step", String(200), nullable=False),
-    #: the SpiffWorkflow task (uuid) this row decides: a step run again (退回) has new rows
-    Column("wf_task", String(36), nullable=False),
+    #: ``<SpiffWorkflow task uuid>/<round>``: the workflow task this row decides; a step run again (退回)
+    #: has rows of a new round
+    Column("wf_task", String(64), nullable=False),
     Column("assignee_id", BigInteger, ForeignKey("crm_users.id"), nullable=False),
     #: waiting, ready, approved, rejected, reassigned, cancelled
     Column("status", String(20), nullable=False),

@@ -86,7 +86,7 @@ class Run:
 
     def complete_step(self, wf_task: str, approved: bool, approvals: int, rejections: int, step: str) -> None:
         """Finish the workflow task ``wf_task`` with the step's decision and run the engine on."""
-        task = self.ready_tasks().get(wf_task)
+        task = self.ready_tasks().get(wf_task.split("/", 1)[0])
         if task is None:  # task.run() does not check the state: never run a task that is not READY
             raise Conflict(f"step {step!r} is not waiting for a decision", code="not_ready")
         task.set_data(approved=approved, step=step, approvals=approvals, rejections=rejections)
@@ -133,16 +133,28 @@ class Run:
                             **({"finished_at": self.uow.clock.now()} if self.status != "pending" else {}))
 
     def _sync_rows(self) -> None:
+        """Cancel open rows of tasks the workflow left; open rows for a READY task that has none open.
+
+        A row's ``wf_task`` is ``<workflow task id>/<round>``: a task run again (退回 resets the workflow
+        to it, keeping its id) gets a new round, so earlier decisions do not count again."""
         ready = self.ready_tasks() if self.status == "pending" else {}
         rows = store.tasks_of(self.uow.conn, self.instance_id)
+        rounds: dict[str, set[str]] = {}
+        open_keys: dict[str, str] = {}
         for row in rows:
-            if row.status in rules.OPEN and row.wf_task not in ready:
-                store.set_task(self.uow, row.id, status="cancelled", decided_at=self.uow.clock.now())
-        known = {r.wf_task for r in rows}
-        for wf_task, task in ready.items():
-            if wf_task not in known:
-                self._open_step(wf_task, task)
-            self.refresh_readiness(wf_task)
+            wf_id = row.wf_task.split("/", 1)[0]
+            rounds.setdefault(wf_id, set()).add(row.wf_task)
+            if row.status in rules.OPEN:
+                if wf_id not in ready:
+                    store.set_task(self.uow, row.id, status="cancelled", decided_at=self.uow.clock.now())
+                else:
+                    open_keys[wf_id] = row.wf_task
+        for wf_id, task in ready.items():
+            key = open_keys.get(wf_id)
+            if key is None:
+                key = f"{wf_id}/{len(rounds.get(wf_id, ())) + 1}"
+                self._open_step(key, task)
+            self.refresh_readiness(key)
 
     def step_of(self, name: str) -> ApprovalStep:
         found = self.flow.steps.get(name)

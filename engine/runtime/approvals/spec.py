@@ -61,9 +61,16 @@ class ParsedFlow:
     process_id: str
     spec: Any
     subprocess_specs: Mapping[str, Any]
-    #: the JSON form of ``spec`` / ``subprocess_specs`` (what ``crm_approval_specs`` stores)
-    spec_dict: Mapping[str, Any]
-    subprocess_dicts: Mapping[str, Any]
+    #: the JSON text of ``spec`` / ``subprocess_specs`` (what ``crm_approval_specs`` stores); text, because
+    #: SpiffWorkflow's ``from_dict`` changes the dicts it is given: each use parses a fresh copy
+    spec_text: str
+    subprocess_text: str
+
+    def spec_dict(self) -> dict[str, Any]:
+        return json.loads(self.spec_text)  # type: ignore[no-any-return]
+
+    def subprocess_dicts(self) -> dict[str, Any]:
+        return json.loads(self.subprocess_text)  # type: ignore[no-any-return]
 
 
 def flow_digest(flow: ApprovalFlow) -> str:
@@ -95,8 +102,8 @@ def _parse(digest: str, process_id: str, xml: str, source: str) -> ParsedFlow:
 
 def _parsed_from(digest: str, process_id: str, spec: Any, subs: Mapping[str, Any]) -> ParsedFlow:
     s = serializer()
-    return ParsedFlow(digest, process_id, spec, dict(subs), s.to_dict(spec),
-                      {k: s.to_dict(v) for k, v in subs.items()})
+    return ParsedFlow(digest, process_id, spec, dict(subs), json.dumps(s.to_dict(spec), default=str),
+                      json.dumps({k: s.to_dict(v) for k, v in subs.items()}, default=str))
 
 
 def from_spec_json(digest: str, data: Mapping[str, Any]) -> ParsedFlow:
@@ -144,7 +151,7 @@ def serializer() -> BpmnWorkflowSerializer:
 
 def spec_json(p: ParsedFlow) -> dict[str, Any]:
     """The JSON form of a parsed flow, as ``crm_approval_specs.spec`` stores it."""
-    return {"format": STATE_FORMAT, "spec": p.spec_dict, "subprocess_specs": dict(p.subprocess_dicts)}
+    return {"format": STATE_FORMAT, "spec": p.spec_dict(), "subprocess_specs": p.subprocess_dicts()}
 
 
 def new_workflow(p: ParsedFlow, engine: FlowScriptEngine) -> BpmnWorkflow:
@@ -165,9 +172,9 @@ def restore(state: Mapping[str, Any], p: ParsedFlow, engine: FlowScriptEngine) -
     """The workflow stored as ``state`` (see :func:`dump`), with ``engine`` attached."""
     state = migrate_state(state)
     s = serializer()
-    dct = dict(state["workflow"])
-    dct["spec"] = p.spec_dict
-    dct["subprocess_specs"] = p.subprocess_dicts
+    dct = json.loads(json.dumps(state["workflow"]))  # from_dict changes what it reads
+    dct["spec"] = p.spec_dict()
+    dct["subprocess_specs"] = p.subprocess_dicts()
     wf = s.from_dict(dct)
     wf.script_engine = engine  # dropped by deserialization: re-attach every time
     return wf
