@@ -90,7 +90,13 @@ def _open_task(uow: UnitOfWork, task_id: int) -> tuple[Any, runner.Run]:
 
 
 def _replayed(uow: UnitOfWork, key: str | None) -> bool:
-    return key is not None and store.decision_by_key(uow.conn, key) is not None
+    """Whether the actor already made a request with this idempotency key."""
+    return key is not None and store.decision_by_key(uow.conn, scoped(uow, key)) is not None
+
+
+def scoped(uow: UnitOfWork, key: str | None) -> str | None:
+    """An idempotency key as stored: one actor's keys never collide with another's."""
+    return None if key is None else f"{uow.actor.user_id}:{key}"[:200]
 
 
 # --------------------------------------------------------------------------- deciding
@@ -109,7 +115,7 @@ def complete(uow: UnitOfWork, task_id: int, decision: str, *, comment: str | Non
     now = uow.clock.now()
     status = "approved" if decision == "approve" else "rejected"
     store.set_task(uow, row.id, status=status, decided_at=now, decided_by=uow.actor.user_id)
-    store.record_decision(uow, run.instance_id, decision, task=row, comment=comment, key=key)
+    store.record_decision(uow, run.instance_id, decision, task=row, comment=comment, key=scoped(uow, key))
     advance(run, row)
     run.settle()
     return run.instance_id
@@ -151,7 +157,7 @@ def reassign(uow: UnitOfWork, task_id: int, to: Any, *, comment: str | None = No
                             status="ready", seq=row.seq, added_by=row.added_by, position=row.position,
                             group_mode=row.group_mode, reassigned_from=row.id, due_at=row.due_at,
                             remind_at=row.remind_at)
-    store.record_decision(uow, run.instance_id, "reassign", task=row, comment=comment, key=key,
+    store.record_decision(uow, run.instance_id, "reassign", task=row, comment=comment, key=scoped(uow, key),
                           data={"to": target, "task": new_id})
     run.newly_ready.append(new_id)
     run.settle()
@@ -175,7 +181,7 @@ def add_signer(uow: UnitOfWork, task_id: int, users_: Sequence[Any], *, position
     added = [store.add_task(uow, instance_id=row.instance_id, step=row.step, wf_task=row.wf_task, assignee_id=uid,
                             status="waiting", seq=0, added_by=row.id, position=position, group_mode=mode,
                             due_at=row.due_at, remind_at=row.remind_at) for uid in ids]
-    store.record_decision(uow, run.instance_id, "add_signer", task=row, comment=comment, key=key,
+    store.record_decision(uow, run.instance_id, "add_signer", task=row, comment=comment, key=scoped(uow, key),
                           data={"users": ids, "position": position, "mode": mode, "tasks": added})
     run.refresh_readiness(row.wf_task)
     run.settle()
@@ -191,7 +197,8 @@ def return_to(uow: UnitOfWork, task_id: int, to: str, *, comment: str | None = N
     if _replayed(uow, key):
         return int(store.task(uow.conn, task_id).instance_id)
     row, run = _open_task(uow, task_id)
-    store.record_decision(uow, run.instance_id, "return", task=row, comment=comment, key=key, data={"to": to})
+    store.record_decision(uow, run.instance_id, "return", task=row, comment=comment, key=scoped(uow, key),
+                          data={"to": to})
     if to == "submitter":
         outcome.finish(run, "returned", comment=comment)
     else:
@@ -215,7 +222,7 @@ def withdraw(uow: UnitOfWork, instance_id: int, *, comment: str | None = None, k
     if store.approver_acted(uow.conn, instance_id):
         raise Conflict("an approver has already acted: the approval can no longer be withdrawn",
                        code="already_acted")
-    store.record_decision(uow, instance_id, "withdraw", comment=comment, key=key)
+    store.record_decision(uow, instance_id, "withdraw", comment=comment, key=scoped(uow, key))
     outcome.finish(run, "withdrawn", comment=comment)
     run.settle()
     return instance_id
