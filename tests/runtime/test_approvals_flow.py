@@ -74,9 +74,8 @@ def record(aw: ApprovalWorld, qid: int) -> dict[str, Any]:
 
 
 def refused(aw: ApprovalWorld, who: str, fn: Any, *args: Any, **kw: Any) -> EngineError:
-    with pytest.raises(EngineError) as info:
-        with aw.unit(who) as uow:
-            fn(uow, *args, **kw)
+    with pytest.raises(EngineError) as info, aw.unit(who) as uow:
+        fn(uow, *args, **kw)
     return info.value
 
 
@@ -122,9 +121,8 @@ def test_rejection_resets_the_discount_and_unlocks_the_record(aw: ApprovalWorld)
     aw.use(discount_flow(aw))
     qid = quote(aw, discount_rate=0.4)
     instance = submit(aw, qid)
-    with pytest.raises(RecordLocked) as locked:
-        with aw.unit("alice") as uow:
-            uow.records.update("quote", qid, {"discount_rate": 0.5}, expected_version=None)
+    with pytest.raises(RecordLocked) as locked, aw.unit("alice") as uow:
+        uow.records.update("quote", qid, {"discount_rate": 0.5}, expected_version=None)
     assert locked.value.details["fields"] == ["discount_rate"]
     with aw.unit("alice") as uow:  # a field the flow leaves open
         uow.records.update("quote", qid, {"notes": "call back"}, expected_version=None)
