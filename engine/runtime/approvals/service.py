@@ -91,7 +91,8 @@ def _open_task(uow: UnitOfWork, task_id: int) -> tuple[Any, runner.Run]:
 
 def _replayed(uow: UnitOfWork, key: str | None) -> bool:
     """Whether the actor already made a request with this idempotency key."""
-    return key is not None and store.decision_by_key(uow.conn, scoped(uow, key)) is not None
+    stored = scoped(uow, key)
+    return stored is not None and store.decision_by_key(uow.conn, stored) is not None
 
 
 def scoped(uow: UnitOfWork, key: str | None) -> str | None:

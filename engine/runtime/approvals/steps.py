@@ -59,7 +59,8 @@ class ApprovalGuard:
                      old: Mapping[str, Any] | None) -> None:
         uow = ctx.uow
         rid = old.get("id") if old is not None else None
-        if rid is not None and ctx.action in ("update", "delete") and not outcome.is_own_write(uow, entity, rid):
+        if old is not None and rid is not None and ctx.action in ("update", "delete") \
+                and not outcome.is_own_write(uow, entity, rid):
             _check_lock(uow, entity, self.by_entity[entity], ctx, record, old)
         if ctx.action in ("create", "update") and not (rid is not None and outcome.is_own_write(uow, entity, rid)):
             starting = [f for f in self.by_entity[entity] if _should_start(uow, f, ctx, record, old)]

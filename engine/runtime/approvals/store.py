@@ -26,6 +26,13 @@ INST, T, D = crm_approval_instances, crm_approval_tasks, crm_approval_decisions
 APPROVER_ACTS = frozenset({"approve", "reject", "reassign", "add_signer", "return", "auto_approve", "auto_reject"})
 
 
+def new_id(result: Any) -> int:
+    """The id an INSERT made."""
+    key = result.inserted_primary_key
+    assert key is not None
+    return int(key[0])
+
+
 def ensure_spec(uow: UnitOfWork, digest: str, flow: str, process: str, spec: Mapping[str, Any]) -> None:
     """Store the spec of a flow version once (the first instance of the version stores it)."""
     s = crm_approval_specs
@@ -67,7 +74,7 @@ def new_instance(uow: UnitOfWork, *, flow: str, digest: str, entity: str, record
     result = uow.conn.execute(insert(INST).values(
         flow=flow, spec_digest=digest, entity=entity, record_id=record_id, status="pending",
         submitter_id=submitter_id, state={}, version=1, created_at=now, updated_at=now))
-    return int(result.inserted_primary_key[0])
+    return new_id(result)
 
 
 def save_instance(uow: UnitOfWork, instance_id: int, **values: Any) -> None:
@@ -97,7 +104,7 @@ def rule_rows(rows: Sequence[Any]) -> list[rules.Row]:
 
 def add_task(uow: UnitOfWork, **values: Any) -> int:
     result = uow.conn.execute(insert(T).values(created_at=uow.clock.now(), **values))
-    return int(result.inserted_primary_key[0])
+    return new_id(result)
 
 
 def set_task(uow: UnitOfWork, task_id: int, **values: Any) -> None:
@@ -114,7 +121,7 @@ def record_decision(uow: UnitOfWork, instance_id: int, decision: str, *, task: A
         instance_id=instance_id, task_id=task.id if task is not None else None,
         step=task.step if task is not None else None, actor_id=actor, on_behalf_of=behalf, decision=decision,
         comment=comment, data=dict(data) if data else None, at=uow.clock.now(), idempotency_key=key))
-    return int(result.inserted_primary_key[0])
+    return new_id(result)
 
 
 def decision_by_key(conn: Connection, key: str) -> Any:

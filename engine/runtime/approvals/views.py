@@ -109,9 +109,9 @@ def add_delegation(uow: UnitOfWork, *, delegate: Any, starts_at: dt.datetime, en
     if ends_at <= starts_at:
         raise BadRequest("ends_at must be after starts_at", code="bad_request", details={"ends_at": ["is too early"]})
     d = crm_delegations
-    new_id = uow.conn.execute(insert(d).values(user_id=uid, delegate_id=other, starts_at=starts_at, ends_at=ends_at,
-                                               created_at=uow.clock.now())).inserted_primary_key[0]
-    return {"id": int(new_id), "user_id": uid, "delegate_id": other, "starts_at": starts_at, "ends_at": ends_at}
+    made = store.new_id(uow.conn.execute(insert(d).values(
+        user_id=uid, delegate_id=other, starts_at=starts_at, ends_at=ends_at, created_at=uow.clock.now())))
+    return {"id": made, "user_id": uid, "delegate_id": other, "starts_at": starts_at, "ends_at": ends_at}
 
 
 def delegations(uow: UnitOfWork) -> list[dict[str, Any]]:
