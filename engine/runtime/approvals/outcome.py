@@ -109,9 +109,7 @@ def apply_actions(uow: UnitOfWork, run: Run, actions: Sequence[Action], *, statu
             move(uow, run.entity, run.record_id, action.stage)
     for action in actions:
         if action.kind == "start" and action.flow is not None:
-            from engine.runtime.approvals import service
-
-            service.start_flow(uow, action.flow, run.record_id, submitter_id=run.submitter_id)
+            run.start_other(action.flow)
 
 
 def write(uow: UnitOfWork, entity: str, record_id: int, values: Mapping[str, Any]) -> None:

@@ -28,7 +28,7 @@ from SpiffWorkflow.util.task import TaskState  # type: ignore[import-untyped]
 
 from engine.dsl.approvals.model import ApprovalFlow, ApprovalStep
 from engine.errors import Conflict, NoAssignee, WorkflowTextRefused
-from engine.runtime.approvals import assignees, notices, rules, spec, store
+from engine.runtime.approvals import assignees, notices, outcome, rules, spec, store
 from engine.runtime.approvals.script import FlowEnvironment, FlowScriptEngine
 from engine.runtime.sales.recordctx import eval_context, read_record
 
@@ -120,8 +120,6 @@ class Run:
 
     def settle(self) -> None:
         """Sync task rows with the workflow, plan timers, finish when completed, write the state."""
-        from engine.runtime.approvals import outcome
-
         self._sync_rows()
         next_timer = self._plan_timers()
         if self.wf.is_completed() and self.status == "pending":
@@ -155,6 +153,10 @@ class Run:
                 key = f"{wf_id}/{len(rounds.get(wf_id, ())) + 1}"
                 self._open_step(key, task)
             self.refresh_readiness(key)
+
+    def start_other(self, name: str) -> int:
+        """An outcome's ``start`` action: flow ``name`` on the same record, for the same submitter."""
+        return start_flow(self.uow, name, self.record_id, submitter_id=self.submitter_id)
 
     def step_of(self, name: str) -> ApprovalStep:
         found = self.flow.steps.get(name)
@@ -243,6 +245,19 @@ def start(uow: UnitOfWork, flow: ApprovalFlow, record_id: int, *, submitter_id: 
     store.record_decision(uow, instance_id, "submit")
     run.wf.do_engine_steps()
     return run
+
+
+def start_flow(uow: UnitOfWork, name: str, record_id: int, *, submitter_id: int | None) -> int:
+    """Start flow ``name`` on the record (status field set to pending, CC told); the instance id."""
+    flow = flow_named(uow, name)
+    run = start(uow, flow, record_id, submitter_id=submitter_id)
+    status = outcome.status_values(uow, flow.entity, flow.status_field, "pending")
+    record = read_record(uow, flow.entity, record_id) or {}
+    if status and any(record.get(k) != v for k, v in status.items()):
+        outcome.write(uow, flow.entity, record_id, status)
+    run.settle()
+    notices.cc(uow, run, "start")
+    return run.instance_id
 
 
 def load(uow: UnitOfWork, instance_id: int) -> Run:

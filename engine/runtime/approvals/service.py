@@ -16,9 +16,8 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import select
 
 from engine.errors import BadRequest, Conflict, NotFound, PermissionDenied
-from engine.runtime.approvals import notices, outcome, rules, runner, store
+from engine.runtime.approvals import outcome, rules, runner, store
 from engine.runtime.engine_tables import crm_users
-from engine.runtime.sales.recordctx import read_record
 
 if TYPE_CHECKING:
     from engine.runtime.runtime import UnitOfWork
@@ -32,16 +31,8 @@ GROUP_MODES = ("any", "all")
 
 
 def start_flow(uow: UnitOfWork, name: str, record_id: int, *, submitter_id: int | None) -> int:
-    """Start flow ``name`` on the record (status field set to pending, CC told); the instance id."""
-    flow = runner.flow_named(uow, name)
-    run = runner.start(uow, flow, record_id, submitter_id=submitter_id)
-    status = outcome.status_values(uow, flow.entity, flow.status_field, "pending")
-    record = read_record(uow, flow.entity, record_id) or {}
-    if status and any(record.get(k) != v for k, v in status.items()):
-        outcome.write(uow, flow.entity, record_id, status)
-    run.settle()
-    notices.cc(uow, run, "start")
-    return run.instance_id
+    """Start flow ``name`` on the record (see :func:`engine.runtime.approvals.runner.start_flow`)."""
+    return runner.start_flow(uow, name, record_id, submitter_id=submitter_id)
 
 
 def submit(uow: UnitOfWork, entity: str, record_id: int, flow: str | None = None) -> int:
