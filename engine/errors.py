@@ -146,6 +146,25 @@ class LayerError(ConfigError):
     code = "layer_error"
 
 
+class BpmnError(ConfigError):
+    """An approval flow's BPMN file that cannot run: missing, not well-formed, or using what the engine
+    does not run (located at ``file.bpmn:line:col`` of the element)."""
+
+    code = "bpmn_error"
+
+
+class BpmnSyntaxError(BpmnError):
+    """A BPMN file that is not well-formed XML."""
+
+    code = "bpmn_syntax"
+
+
+class UnsupportedBpmn(BpmnError):
+    """An element of a BPMN file the engine does not run (a script task, a data store, ...)."""
+
+    code = "bpmn_unsupported"
+
+
 class ConfigErrors(ConfigError):
     """Several configuration errors found in one pass (reported together)."""
 

@@ -1,4 +1,5 @@
-"""The built-in kinds: the manifests, ``entity``, ``role`` and the sales process's (:mod:`engine.dsl.sales`).
+"""The built-in kinds: the manifests, ``entity``, ``role``, the sales process's (:mod:`engine.dsl.sales`) and
+``approval`` (:mod:`engine.dsl.approvals`).
 
 They are ordinary :class:`~engine.dsl.kinds.KindSpec` values with compile
 functions, registered through the plugin manager's default plugin exactly
@@ -12,6 +13,7 @@ from collections.abc import Callable, Mapping, Sequence
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
+from engine.dsl.approvals import approval_kinds
 from engine.dsl.compile_context import CompileContext
 from engine.dsl.compile_entity import EntityCompiler, label_of
 from engine.dsl.kinds import KindSpec
@@ -95,4 +97,5 @@ def builtin_kinds() -> list[KindSpec]:
         KindSpec("role", "role.json", "what a role may do with entities and fields", compile=compile_roles,
                  order=20, target="roles"),
         *sales_kinds(),
+        *approval_kinds(),
     ]

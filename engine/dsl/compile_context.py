@@ -10,6 +10,7 @@ from engine.errors import ConfigError
 
 if TYPE_CHECKING:
     from engine.dsl.extensions import Extensions
+    from engine.dsl.layers import LayerFile
     from engine.dsl.model import Entity, Role
 
 
@@ -26,3 +27,5 @@ class CompileContext:
     roles: dict[str, Role] = field(default_factory=dict)
     #: kind -> name -> compiled object, for the kinds compiled so far (entity and role included)
     objects: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: every file of every layer by bundle key (side files such as an approval's ``.bpmn`` included)
+    files: dict[str, LayerFile] = field(default_factory=dict)

@@ -60,6 +60,7 @@ def compile_layers(layers: Sequence[Layer], *, extensions: Extensions | None = N
     _check_plugins(loaded, ext, report)
     _check_phone_region(loaded, report)
     ctx = CompileContext(ext, report, settings)
+    ctx.files.update({f.key: f for layer in layers for f in layer.files})
     _compile_kinds(loaded, ext, ctx)
     raise_collected(errors)
     ws = Workspace(

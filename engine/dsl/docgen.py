@@ -8,12 +8,13 @@ from __future__ import annotations
 
 from typing import Any
 
+from engine.dsl.approvals import approval_kinds
 from engine.dsl.sales import sales_kinds
 from engine.dsl.schemacheck import load_schema
 
-#: the kinds documented, in this order: the manifests, entity, role, then the sales process's kinds
+#: the kinds documented, in this order: the manifests, entity, role, the sales process's kinds, approval
 KINDS = ("workspace", "industry", "entity", "role",
-         *(k.name for k in sales_kinds() if isinstance(k.schema, str)))
+         *(k.name for k in [*sales_kinds(), *approval_kinds()] if isinstance(k.schema, str)))
 
 
 def _type_text(spec: dict[str, Any]) -> str:

@@ -24,6 +24,9 @@ from engine.errors import LayerError, SourceLocation
 
 MANIFESTS = ("workspace.yaml", "industry.yaml")
 YAML_SUFFIXES = (".yaml", ".yml")
+#: files a document may name beside the YAML (an approval's ``bpmn:``): kept in the layer and the bundle so a
+#: stored revision compiles without the folder, but not read as YAML documents
+SIDE_SUFFIXES = (".bpmn",)
 BUNDLE_FORMAT = 1
 MAX_DEPTH = 10
 
@@ -122,7 +125,7 @@ def _yaml_files(folder: Path) -> list[Path]:
     out: list[Path] = []
     for dirpath, dirnames, filenames in os.walk(folder):
         dirnames[:] = sorted(d for d in dirnames if not d.startswith(".") and d not in ("__pycache__",))
-        out.extend(Path(dirpath) / f for f in sorted(filenames) if f.endswith(YAML_SUFFIXES))
+        out.extend(Path(dirpath) / f for f in sorted(filenames) if f.endswith(YAML_SUFFIXES + SIDE_SUFFIXES))
     return sorted(out, key=lambda p: p.relative_to(folder).as_posix())
 
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from engine.dsl.kinds import KindRegistry, ListMerge
-from engine.dsl.layers import Layer, LayerFile
+from engine.dsl.layers import SIDE_SUFFIXES, Layer, LayerFile
 from engine.dsl.listedit import edit_list, is_list_edit
 from engine.dsl.schemacheck import check_document
 from engine.dsl.yamlsrc import YamlDocument, YList, YMap, load_text, located_copy
@@ -77,6 +77,8 @@ def load_layers(layers: Sequence[Layer], kinds: KindRegistry) -> LoadedConfig:
         if layer.manifest is not None:
             manifests.extend(_read_file(layer.manifest, layer.name, kinds, errors, manifest=True))
         for f in layer.files:
+            if f.key.endswith(SIDE_SUFFIXES):
+                continue
             docs.extend(_read_file(f, layer.name, kinds, errors, manifest=False))
     raise_collected(errors)
     merged = merge_documents(docs, kinds, errors)
