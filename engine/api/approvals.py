@@ -97,7 +97,8 @@ def inbox() -> Response:
 def complete(task_id: str) -> Response:
     body = _body("decision")
     with gateway.unit(runtime(), g.principal) as uow:
-        iid = service.complete(uow, _id(task_id), body["decision"], comment=_comment(body), key=_key())
+        iid = service.complete(uow, _id(task_id), body["decision"], comment=_comment(body), key=_key(),
+                               data=body.get("data"))
         return _instance(uow, iid)
 
 
@@ -237,7 +238,8 @@ def _paths(_ws: Any) -> dict[str, Any]:
                     apidoc.query_param("cursor", _STR)])},
         "/approvals/tasks/{task_id}/complete": action(
             "completeApprovalTask", "Approve or reject (403 not yours, 409 not ready)",
-            _obj(decision={"enum": ["approve", "reject"]}, comment=_STR) | {"required": ["decision"]}),
+            _obj(decision={"enum": ["approve", "reject"]}, comment=_STR, data=apidoc.FREE)
+            | {"required": ["decision"]}),
         "/approvals/tasks/{task_id}/reassign": action(
             "reassignApprovalTask", "转交: hand the task to another user",
             _obj(to={"type": ["string", "integer"]}, comment=_STR) | {"required": ["to"]}),

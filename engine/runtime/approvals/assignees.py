@@ -44,10 +44,12 @@ def _by_expression(uow: UnitOfWork, assignee: Assignee, record: Mapping[str, Any
         value = assignee.expression.evaluate(record, eval_context(uow, None))
     except ExpressionEvalError:
         return []
-    if value is None:
+    if value is None or isinstance(value, bool):
         return []
-    active = uow.conn.execute(select(crm_users.c.active).where(crm_users.c.id == int(value))).scalar()
-    return [int(value)] if active else []
+    u = crm_users
+    col = u.c.username if isinstance(value, str) else u.c.id  # "any expression of a user or a username"
+    found = uow.conn.execute(select(u.c.id).where(col == value, u.c.active.is_(True))).scalar()
+    return [int(found)] if found is not None else []
 
 
 def resolve_all(uow: UnitOfWork, assignees: Iterable[Assignee], record: Mapping[str, Any]) -> list[int]:

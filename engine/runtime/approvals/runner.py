@@ -29,7 +29,7 @@ from SpiffWorkflow.util.task import TaskState  # type: ignore[import-untyped]
 from engine.dsl.approvals.model import ApprovalFlow, ApprovalStep
 from engine.errors import Conflict, NoAssignee, WorkflowTextRefused
 from engine.runtime.approvals import assignees, notices, outcome, rules, spec, store
-from engine.runtime.approvals.script import FlowEnvironment, FlowScriptEngine
+from engine.runtime.approvals.script import FlowEnvironment, FlowScriptEngine, flow_values
 from engine.runtime.sales.recordctx import eval_context, read_record
 
 if TYPE_CHECKING:
@@ -70,6 +70,8 @@ class Run:
         self.wf: Any = None
         #: rows that became ready during this unit (notified once, at settle)
         self.newly_ready: list[int] = []
+        #: an outcome decided without the workflow reaching an end (a shorthand step's rejection)
+        self.forced: str | None = None
 
     def record(self) -> Mapping[str, Any]:
         """The record's stored values (read at every evaluation: an outcome write may have changed it)."""
@@ -84,13 +86,23 @@ class Run:
         """wf task id (text) -> READY manual task."""
         return {str(t.id): t for t in self.wf.get_tasks(state=TaskState.READY, manual=True)}
 
-    def complete_step(self, wf_task: str, approved: bool, approvals: int, rejections: int, step: str) -> None:
-        """Finish the workflow task ``wf_task`` with the step's decision and run the engine on."""
+    def complete_step(self, wf_task: str, approved: bool, step: str,
+                      data: Mapping[str, Any] | None = None) -> None:
+        """Finish the workflow task ``wf_task`` with the step's decision and run the engine on.
+
+        ``approvals``/``rejections`` count the instance's decided steps so far.  A rejected step of a
+        shorthand flow ends the instance at once, rejected, whatever else runs in parallel (a parallel
+        group's branches all go to its join; the shorthand's rule is that one rejection rejects)."""
         task = self.ready_tasks().get(wf_task.split("/", 1)[0])
         if task is None:  # task.run() does not check the state: never run a task that is not READY
             raise Conflict(f"step {step!r} is not waiting for a decision", code="not_ready")
-        task.set_data(approved=approved, step=step, approvals=approvals, rejections=rejections)
+        approvals = int(task.data.get("approvals") or 0) + (1 if approved else 0)
+        rejections = int(task.data.get("rejections") or 0) + (0 if approved else 1)
+        task.set_data(**dict(data or {}), approved=approved, step=step, approvals=approvals, rejections=rejections)
         task.run()
+        if not approved and self.flow.shorthand:
+            self.forced = "rejected"
+            return
         self.wf.do_engine_steps()
 
     def reset_to(self, step: str) -> None:
@@ -120,6 +132,8 @@ class Run:
 
     def settle(self) -> None:
         """Sync task rows with the workflow, plan timers, finish when completed, write the state."""
+        if self.forced is not None and self.status == "pending":
+            outcome.finish(self, self.forced)
         self._sync_rows()
         next_timer = self._plan_timers()
         if self.wf.is_completed() and self.status == "pending":
@@ -167,7 +181,7 @@ class Run:
 
     def _open_step(self, wf_task: str, task: Any) -> None:
         step = self.step_of(task.task_spec.name)
-        users = assignees.resolve_all(self.uow, step.assignees, self.record())
+        users = assignees.resolve_all(self.uow, step.assignees, flow_values(self.flow, self.record(), task.data))
         if not users:
             raise NoAssignee(
                 f"step {step.id!r} of approval {self.flow.name!r} has no active approver for "

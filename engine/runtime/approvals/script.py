@@ -26,6 +26,23 @@ from engine.errors import WorkflowTextRefused
 RecordReader = Callable[[], Mapping[str, Any]]
 
 
+def variables_of(flow: ApprovalFlow) -> Mapping[str, str]:
+    """The variables the flow's expressions may read besides the record: :data:`FLOW_VARIABLES` and the
+    task-data variables of a BPMN file's forms (``flow.extra["variables"]``)."""
+    extra = flow.extra.get("variables") or {}
+    return {**FLOW_VARIABLES, **extra}
+
+
+def flow_values(flow: ApprovalFlow, record: Mapping[str, Any], data: Mapping[str, Any]) -> dict[str, Any]:
+    """What an expression of the flow reads: the task data's variables (unset: 0 for the counts, else
+    null) under the record's fields (a field of the entity wins over a variable of the same name)."""
+    values: dict[str, Any] = {}
+    for name, kind in variables_of(flow).items():
+        values[name] = data.get(name, 0 if kind == "integer" and name in FLOW_VARIABLES else None)
+    values.update(record)
+    return values
+
+
 class FlowEnvironment(BasePythonScriptEngineEnvironment):  # type: ignore[misc]
     """Evaluation of one flow's texts over its record (see the module docstring).
 
@@ -43,10 +60,7 @@ class FlowEnvironment(BasePythonScriptEngineEnvironment):  # type: ignore[misc]
         text = expression if isinstance(expression, str) else str(expression)
         compiled = self.flow.expressions.get(text)
         if compiled is not None:
-            values = {**self.record(), **{k: context.get(k) for k in FLOW_VARIABLES if k in context}}
-            for name, kind in FLOW_VARIABLES.items():
-                values.setdefault(name, 0 if kind == "integer" else None)
-            return compiled.evaluate(values, self.ctx)
+            return compiled.evaluate(flow_values(self.flow, self.record(), context), self.ctx)
         timer = self.flow.timers.get(text) or self.flow.timers.get(text.strip())
         if timer is not None:
             return timer.strip().strip("\"'")

@@ -15,9 +15,10 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import select
 
-from engine.errors import BadRequest, Conflict, NotFound, PermissionDenied
+from engine.errors import BadRequest, Conflict, ExpressionEvalError, NotFound, PermissionDenied
 from engine.runtime.approvals import outcome, rules, runner, store
 from engine.runtime.engine_tables import crm_users
+from engine.runtime.sales.recordctx import eval_context, read_record
 
 if TYPE_CHECKING:
     from engine.runtime.runtime import UnitOfWork
@@ -50,7 +51,21 @@ def submit(uow: UnitOfWork, entity: str, record_id: int, flow: str | None = None
                          details={"flow": sorted(f.name for f in flows)})
     if uow.actor.user_id is not None and not uow.actor.is_admin:
         uow.guard.require(entity, "update")
-    return start_flow(uow, flows[0].name, record_id, submitter_id=uow.actor.user_id)
+    chosen = flows[0]
+    if "submit" not in chosen.trigger.on:
+        raise Conflict(f"approval flow {chosen.name!r} starts on {', '.join(chosen.trigger.on)}, not on submit",
+                       code="submit_not_allowed", hint="add submit to the flow's trigger.on")
+    when = chosen.trigger.when
+    if when is not None:
+        record = read_record(uow, entity, record_id) or {}
+        try:
+            holds = bool(when.evaluate(record, eval_context(uow, None)))
+        except ExpressionEvalError:
+            holds = False
+        if not holds:
+            raise Conflict(f"the record does not need approval {chosen.name!r}: {when.source} does not hold",
+                           code="trigger_not_met", details={"when": when.source})
+    return start_flow(uow, chosen.name, record_id, submitter_id=uow.actor.user_id)
 
 
 # --------------------------------------------------------------------------- authority
@@ -95,8 +110,11 @@ def scoped(uow: UnitOfWork, key: str | None) -> str | None:
 
 
 def complete(uow: UnitOfWork, task_id: int, decision: str, *, comment: str | None = None,
-             key: str | None = None) -> int:
-    """Approve or reject one task; the instance id.  The step completes by its mode (:mod:`.rules`)."""
+             key: str | None = None, data: Mapping[str, Any] | None = None) -> int:
+    """Approve or reject one task; the instance id.  The step completes by its mode (:mod:`.rules`).
+
+    ``data``: values of the flow's task-data variables (a BPMN file's form fields, e.g. the reviewer an
+    "assign reviewer" task names), set on the workflow task when the step completes."""
     if decision not in DECISIONS:
         raise BadRequest("decision must be approve or reject", code="bad_decision",
                          details={"decision": [f"is {decision!r}; use approve or reject"]})
@@ -107,10 +125,29 @@ def complete(uow: UnitOfWork, task_id: int, decision: str, *, comment: str | Non
     now = uow.clock.now()
     status = "approved" if decision == "approve" else "rejected"
     store.set_task(uow, row.id, status=status, decided_at=now, decided_by=uow.actor.user_id)
-    store.record_decision(uow, run.instance_id, decision, task=row, comment=comment, key=scoped(uow, key))
-    advance(run, row)
+    clean = _task_data(run, data)
+    store.record_decision(uow, run.instance_id, decision, task=row, comment=comment, key=scoped(uow, key),
+                          data={"values": clean} if clean else None)
+    advance(run, row, clean)
     run.settle()
     return run.instance_id
+
+
+def _task_data(run: runner.Run, data: Mapping[str, Any] | None) -> dict[str, Any]:
+    """``data`` checked against the flow's task-data variables (plain values only)."""
+    if not data:
+        return {}
+    if not isinstance(data, Mapping):
+        raise BadRequest("data must be an object of variable values", code="bad_request")
+    allowed = dict(run.flow.extra.get("variables") or {})
+    unknown = sorted(k for k in data if k not in allowed)
+    if unknown:
+        raise BadRequest(f"flow {run.flow.name!r} has no variable {unknown[0]!r}", code="unknown_variable",
+                         details={"data": [f"use {', '.join(sorted(allowed)) or 'no variables'}"]})
+    bad = sorted(k for k, v in data.items() if not isinstance(v, (str, int, float, bool, type(None))))
+    if bad:
+        raise BadRequest(f"variable {bad[0]!r} must be text, a number, true/false or null", code="bad_request")
+    return dict(data)
 
 
 def _same_decision(uow: UnitOfWork, row: Any, decision: str) -> bool:
@@ -119,7 +156,7 @@ def _same_decision(uow: UnitOfWork, row: Any, decision: str) -> bool:
     return bool(row.status == done and row.decided_by == uow.actor.user_id)
 
 
-def advance(run: runner.Run, row: Any) -> None:
+def advance(run: runner.Run, row: Any, data: Mapping[str, Any] | None = None) -> None:
     """After a row changed: finish the step when the rules say it is decided, else re-plan who is ready."""
     step = run.step_of(row.step)
     rows = store.tasks_of(run.uow.conn, run.instance_id, row.wf_task)
@@ -131,9 +168,7 @@ def advance(run: runner.Run, row: Any) -> None:
     for r in rows:
         if r.status in rules.OPEN:
             store.set_task(run.uow, r.id, status="cancelled", decided_at=now)
-    approvals = sum(1 for r in rows if r.status == "approved" or (r.id == row.id and row.status == "approved"))
-    rejections = sum(1 for r in rows if r.status == "rejected")
-    run.complete_step(row.wf_task, result == "approved", approvals, rejections, step.id)
+    run.complete_step(row.wf_task, result == "approved", step.id, data)
 
 
 def reassign(uow: UnitOfWork, task_id: int, to: Any, *, comment: str | None = None, key: str | None = None) -> int:
