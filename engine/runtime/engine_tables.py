@@ -252,6 +252,8 @@ crm_approval_specs = Table(
     Column("process", String(200), nullable=False),
     #: {"format", "spec", "subprocess_specs"}: SpiffWorkflow's serialized spec
     Column("spec", JsonType, nullable=False),
+    #: the revision whose compiled flow this version is (its conditions and steps run the old instances)
+    Column("revision_id", BigInteger, nullable=True),
     Column("created_at", UtcDateTime, nullable=False),
 )
 

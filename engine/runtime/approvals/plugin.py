@@ -7,7 +7,7 @@ from typing import Any
 
 from engine.dsl.model import Workspace
 from engine.plugins import hookimpl
-from engine.runtime.approvals import steps, timers
+from engine.runtime.approvals import steps, timers, versions
 
 
 @hookimpl
@@ -18,5 +18,11 @@ def crm_write_steps(workspace: Workspace) -> list[Any]:
 
 @hookimpl
 def crm_job_kinds() -> list[Any]:
-    """``approvals.timers``: timeouts, reminders, escalations and BPMN timers."""
-    return timers.job_kinds()
+    """``approvals.timers`` (timeouts, reminders, escalations, BPMN timers) and ``approvals.migrate``."""
+    return [*timers.job_kinds(), *versions.job_kinds()]
+
+
+@hookimpl
+def crm_plan_steps(workspace: Workspace) -> list[Any]:
+    """``approvals.versions``: running instances on older flow versions, and their migration."""
+    return versions.plan_steps(workspace)

@@ -28,7 +28,7 @@ from SpiffWorkflow.util.task import TaskState  # type: ignore[import-untyped]
 
 from engine.dsl.approvals.model import ApprovalFlow, ApprovalStep
 from engine.errors import Conflict, NoAssignee, WorkflowTextRefused
-from engine.runtime.approvals import assignees, notices, outcome, rules, spec, store
+from engine.runtime.approvals import assignees, notices, oldflows, outcome, rules, spec, store
 from engine.runtime.approvals.script import FlowEnvironment, FlowScriptEngine, flow_values
 from engine.runtime.sales.recordctx import eval_context, read_record
 
@@ -279,11 +279,12 @@ def load(uow: UnitOfWork, instance_id: int) -> Run:
     row = store.instance(uow.conn, instance_id, lock=True)
     flow = flow_named(uow, row.flow)
     parsed = spec.parsed(flow)
-    if parsed.digest != row.spec_digest:  # an instance of an older version keeps its spec
+    if parsed.digest != row.spec_digest:  # an instance of an older version keeps its spec and its flow
         stored = store.stored_spec(uow.conn, row.spec_digest)
         if stored is None:
             raise Conflict(f"approval instance {instance_id} has lost its flow version", code="workflow_state")
-        parsed = spec.from_spec_json(row.spec_digest, stored)
+        flow = oldflows.flow_of_revision(uow, stored.revision_id, row.flow) or flow
+        parsed = spec.from_spec_json(row.spec_digest, stored.spec)
     run = Run(uow, flow, parsed, instance_id, row.entity, int(row.record_id), row.submitter_id)
     run.status = row.status
     run.wf = spec.restore(row.state, parsed, run.engine)

@@ -38,12 +38,13 @@ def ensure_spec(uow: UnitOfWork, digest: str, flow: str, process: str, spec: Map
     s = crm_approval_specs
     if uow.conn.execute(select(s.c.digest).where(s.c.digest == digest)).first() is None:
         uow.conn.execute(insert(s).values(digest=digest, flow=flow, process=process, spec=dict(spec),
-                                          created_at=uow.clock.now()))
+                                          revision_id=uow.state.revision_id, created_at=uow.clock.now()))
 
 
-def stored_spec(conn: Connection, digest: str) -> Mapping[str, Any] | None:
+def stored_spec(conn: Connection, digest: str) -> Any:
+    """The spec row of a flow version (spec, revision_id), or None."""
     s = crm_approval_specs
-    return conn.execute(select(s.c.spec).where(s.c.digest == digest)).scalar()  # type: ignore[no-any-return]
+    return conn.execute(select(s.c.spec, s.c.revision_id).where(s.c.digest == digest)).first()
 
 
 def instance(conn: Connection, instance_id: int, *, lock: bool = False) -> Any:
