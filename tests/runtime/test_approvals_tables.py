@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import event, inspect, insert, text
+from sqlalchemy import event, insert, inspect, text
 
 from engine.runtime import engine_tables
 from engine.runtime.approvals import views
