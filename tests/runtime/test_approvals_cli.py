@@ -22,7 +22,8 @@ def test_list_and_show(live: Live) -> None:
     assert "2 approvals (all)" in every.output and "approved" in every.output
     shown = runner.invoke(main, ["approvals", "show", str(first), str(live.folder), "--db", live.url])
     assert shown.exit_code == 0, shown.output
-    assert f"approval #{first}: discount on quote" in shown.output and "-- approved (submitted by alice)" in shown.output
+    assert f"approval #{first}: discount on quote" in shown.output
+    assert "-- approved (submitted by alice)" in shown.output
     lines = shown.output.splitlines()
     assert any("manager" in x and "carol" in x and "approved" in x for x in lines)
     assert [x.split()[2] for x in lines[lines.index("history:") + 1:]] == ["submit", "approve", "approved"]
