@@ -170,7 +170,7 @@ def test_an_unknown_role_shows_the_engines_message(tmp_path: Path):
     applied(tmp_path, url)
     r = crm("user", "add", "x", "--role", "salse", "acme", cwd=tmp_path, db_url=url)
     assert r.returncode == EXIT_ERROR and "unknown role 'salse' (did you mean 'sales'?)" in r.stderr, r.stderr
-    assert "admin, finance, sales" in r.stderr
+    assert "admin, finance, legal, sales" in r.stderr
     r = crm("handover", "ghost", "x", "acme", cwd=tmp_path, db_url=url)
     assert r.returncode == EXIT_ERROR and "'crm user list'" in r.stderr, r.stderr
     assert crm("user", "add", "ann", "--role", "sales", "--team", "east", "acme", cwd=tmp_path,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import xml.etree.ElementTree as ET
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -57,3 +58,57 @@ def missing_di(xml: str, process_id: str) -> list[str]:
     out = [f"shape {n}" for n in nodes if n not in shapes or shapes[n].find(f"{DC}Bounds") is None]
     out += [f"edge {f}" for f in flows if f not in edges or len(edges[f].findall(f"{DI}waypoint")) < 2]
     return out
+
+
+def run_flow(flow: ApprovalFlow, record: dict[str, Any], decisions: dict[str, bool]) -> tuple[list[str], str]:
+    """Run the flow's BPMN on SpiffWorkflow with conditions looked up in ``flow.expressions`` (never Python):
+    each ready user task is decided as ``decisions`` says; the steps decided and the end event reached
+    (``approved`` / ``rejected``, else ``end``).  ``eval`` and ``exec`` fail for the whole run."""
+    import builtins
+
+    from SpiffWorkflow.bpmn.script_engine import PythonScriptEngine  # noqa: F401  (imported before exec is patched:
+    from SpiffWorkflow.bpmn.script_engine.python_environment import BasePythonScriptEngineEnvironment
+    from SpiffWorkflow.bpmn.workflow import BpmnWorkflow  # noqa: F401  importing a module runs exec)
+    from SpiffWorkflow.camunda.parser import CamundaParser  # noqa: F401
+    from SpiffWorkflow.util.task import TaskState  # noqa: F401
+
+    class Lookup(BasePythonScriptEngineEnvironment):
+        def evaluate(self, expression: str, context: dict[str, Any], external_context: Any = None) -> Any:
+            return flow.expressions[expression.strip()].evaluate({**record, **context})
+
+        def execute(self, script: str, context: Any, external_context: Any = None) -> Any:
+            raise AssertionError("no script may run")
+
+    def refuse(*args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("workflow text was run as Python")
+
+    saved = builtins.eval, builtins.exec
+    builtins.eval, builtins.exec = refuse, refuse  # type: ignore[assignment]
+    try:
+        return _drive(flow, record, decisions, Lookup)
+    finally:
+        builtins.eval, builtins.exec = saved
+
+
+def _drive(flow: ApprovalFlow, record: dict[str, Any], decisions: dict[str, bool],
+           lookup: type) -> tuple[list[str], str]:
+    from SpiffWorkflow.bpmn.script_engine import PythonScriptEngine
+    from SpiffWorkflow.bpmn.workflow import BpmnWorkflow
+    from SpiffWorkflow.util.task import TaskState
+
+    wf = BpmnWorkflow(spiff_spec(flow.bpmn_xml, flow.process_id),
+                      script_engine=PythonScriptEngine(environment=lookup()))
+    decided: list[str] = []
+    wf.do_engine_steps()
+    while not wf.is_completed():
+        ready = wf.get_tasks(state=TaskState.READY, manual=True)
+        assert ready, "the run is stuck"
+        for task in ready:
+            name = task.task_spec.name
+            decided.append(name)
+            task.set_data(approved=decisions.get(name, True), step=name)
+            task.run()
+        wf.do_engine_steps()
+    ends = [t.task_spec.name for t in wf.get_tasks(state=TaskState.COMPLETED)
+            if t.task_spec.name in ("approved", "rejected")]
+    return decided, ends[0] if ends else "end"

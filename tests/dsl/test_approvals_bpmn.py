@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from engine.dsl.approvals.model import ApprovalFlow
-from tests.dsl.approvals_helpers import errors_of, flow_of, missing_di, spiff_spec, where
+from tests.dsl.approvals_helpers import errors_of, flow_of, missing_di, run_flow, where
 from tests.dsl.conftest import WriteWs
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -40,7 +40,10 @@ def test_the_shipped_contract_risk_file_compiles_with_lanes_as_roles() -> None:
     assert cond.evaluate({"credit_rating": "high", "payment_term_days": 30}) is False
     assert flow.expressions["${!approved}"].evaluate({"approved": False}) is True
     assert flow.trigger.when is not None and missing_di(flow.bpmn_xml, flow.process_id) == []
-    spiff_spec(flow.bpmn_xml, flow.process_id)
+    risky = {"credit_rating": "low", "payment_term_days": 30}
+    assert run_flow(flow, risky, {}) == (["legal_review"], "approved")
+    assert run_flow(flow, risky, {"legal_review": False}) == (["legal_review"], "rejected")
+    assert run_flow(flow, {"credit_rating": "high", "payment_term_days": 30}, {}) == ([], "end")
 
 
 def test_a_user_task_reads_assignees_candidates_properties_and_due_date(write_ws: WriteWs) -> None:
@@ -171,6 +174,10 @@ REFUSED = [
     ("call activity", '<bpmn:callActivity id="x" calledElement="other" />', (4, 1),
      "callActivity 'x': call activities"),
     ("service task with no action", '<bpmn:serviceTask id="x" />', (4, 1), "serviceTask 'x': names no engine action"),
+    ("misspelt crm property", '<bpmn:userTask id="x" camunda:assignee="li"><bpmn:extensionElements>'
+                              '<camunda:properties>\n<camunda:property name="crm:mdoe" value="all" />'
+                              "</camunda:properties></bpmn:extensionElements></bpmn:userTask>", (5, 1),
+     "userTask 'x': unknown property 'crm:mdoe'"),
 ]
 
 
@@ -215,7 +222,8 @@ def _real(write_ws: WriteWs, file: str, process: str) -> Path:
 def test_the_real_files_that_must_run_compile(write_ws: WriteWs, file: str) -> None:
     flow = flow_of(_real(write_ws, file, MUST_RUN[file]), "a")
     assert isinstance(flow, ApprovalFlow) and flow.bpmn_xml == (REAL / file).read_text("utf-8")
-    spiff_spec(flow.bpmn_xml, flow.process_id)
+    decided, _ = run_flow(flow, {}, {})  # to completion, every expression from flow.expressions
+    assert decided == list(flow.steps)
     if file == "camunda_reviewInvoice.bpmn":
         assert [a.describe() for a in flow.steps["assignReviewer"].assignees] == ["user demo"]
         review = flow.steps["reviewInvoice"]

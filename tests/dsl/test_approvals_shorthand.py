@@ -6,11 +6,9 @@ from __future__ import annotations
 import datetime as dt
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
 
-from engine.dsl.approvals.model import ApprovalFlow
 from engine.dsl.approvals.shorthand import REJECTED
-from tests.dsl.approvals_helpers import flow_of, missing_di, spiff_spec
+from tests.dsl.approvals_helpers import flow_of, missing_di, run_flow, spiff_spec
 from tests.dsl.conftest import WriteWs
 
 FULL = """\
@@ -118,46 +116,60 @@ def test_the_shipped_quote_discount_compiles_to_bpmn_with_a_full_diagram() -> No
 # --------------------------------------------------------------------------- a run on SpiffWorkflow
 
 
-def _run(flow: ApprovalFlow, record: dict[str, Any], decisions: dict[str, bool]) -> tuple[list[str], str]:
-    """Run the flow's BPMN on SpiffWorkflow with conditions looked up in ``flow.expressions`` (never Python):
-    each ready user task is decided as ``decisions`` says; the steps decided and the end event reached."""
-    from SpiffWorkflow.bpmn.script_engine import PythonScriptEngine
-    from SpiffWorkflow.bpmn.script_engine.python_environment import BasePythonScriptEngineEnvironment
-    from SpiffWorkflow.bpmn.workflow import BpmnWorkflow
-    from SpiffWorkflow.util.task import TaskState
-
-    class Lookup(BasePythonScriptEngineEnvironment):
-        def evaluate(self, expression: str, context: dict[str, Any], external_context: Any = None) -> Any:
-            return flow.expressions[expression.strip()].evaluate({**record, **context})
-
-        def execute(self, script: str, context: Any, external_context: Any = None) -> Any:
-            raise AssertionError("no script may run")
-
-    wf = BpmnWorkflow(spiff_spec(flow.bpmn_xml, flow.process_id),
-                      script_engine=PythonScriptEngine(environment=Lookup()))
-    decided: list[str] = []
-    wf.do_engine_steps()
-    while not wf.is_completed():
-        ready = wf.get_tasks(state=TaskState.READY, manual=True)
-        assert ready, "the run is stuck"
-        for task in ready:
-            name = task.task_spec.name
-            decided.append(name)
-            task.set_data(approved=decisions.get(name, True), step=name)
-            task.run()
-        wf.do_engine_steps()
-    ends = [t.task_spec.name for t in wf.get_tasks(state=TaskState.COMPLETED)
-            if t.task_spec.name in ("approved", "rejected")]
-    return decided, ends[0]
-
-
 def test_a_run_takes_the_steps_whose_conditions_hold() -> None:
     flow = flow_of(Path(__file__).resolve().parents[2] / "configs" / "base", "quote_discount")
     small = {"discount_rate": Decimal("0.25"), "total": Decimal(1000)}
-    assert _run(flow, small, {}) == (["manager"], "approved")
+    assert run_flow(flow, small, {}) == (["manager"], "approved")
     large = {"discount_rate": Decimal("0.4"), "total": Decimal(2_000_000)}
-    decided, end = _run(flow, large, {})
+    decided, end = run_flow(flow, large, {})
     assert decided[:2] == ["manager", "director"] and sorted(decided[2:]) == ["finance", "legal"]
     assert end == "approved"
-    assert _run(flow, large, {"manager": False}) == (["manager"], "rejected")
-    assert _run(flow, large, {"director": False}) == (["manager", "director"], "rejected")
+    assert run_flow(flow, large, {"manager": False}) == (["manager"], "rejected")
+    assert run_flow(flow, large, {"director": False}) == (["manager", "director"], "rejected")
+
+
+SMALL = """\
+    approval: q
+    entity: quote
+    label: {en: Q}
+    steps: [{name: manager, assignee: "manager_of(owner)"}]
+    """
+
+
+def test_a_changed_flow_has_a_new_digest_a_relabelled_one_does_not(write_ws: WriteWs) -> None:
+    first = flow_of(write_ws({"approvals/q.yaml": SMALL}, name="one"), "q").digest
+    relabelled = flow_of(write_ws({"approvals/q.yaml": SMALL.replace("{en: Q}", "{en: Quote}")}, name="two"), "q")
+    two_steps = SMALL.replace("]\n", ", {name: director, assignee: {role: sales_director}}]\n")
+    changed = flow_of(write_ws({"approvals/q.yaml": two_steps}, name="three"), "q")
+    assert relabelled.digest == first
+    assert list(changed.steps) == ["manager", "director"] and changed.digest != first
+
+
+def test_a_later_layer_extends_a_flow(write_ws: WriteWs) -> None:
+    folder = write_ws({"approvals/q.yaml": """\
+        approval: quote_discount
+        extend: true
+        timeout: {after: 1d, then: auto_reject}
+        steps: [{name: manager, assignee: "manager_of(owner)"}, {name: vp, assignee: {user: zhao.vp}}]
+        migrate: {director: vp}
+        """})
+    flow = flow_of(folder, "quote_discount")
+    assert list(flow.steps) == ["manager", "vp"] and flow.migrate == {"director": "vp"}
+    assert flow.timeout is not None and flow.timeout.then == "auto_reject"
+    assert flow.steps["vp"].timeout == flow.timeout
+    # what the base layer said and the workspace did not stays
+    assert flow.editable_while_pending == ("notes",) and flow.trigger.when is not None
+
+
+def test_a_stage_action_names_a_stage_of_the_pipeline(write_ws: WriteWs) -> None:
+    flow = flow_of(write_ws({"approvals/o.yaml": """\
+        approval: big_deal
+        entity: opportunity
+        trigger: {on: [update], when: "amount > 1000000"}
+        steps: [{name: director, assignee: {role: sales_director}}]
+        on_approved: [{stage: negotiation}]
+        on_rejected: [{stage: lost}]
+        """}), "big_deal")
+    assert [(a.kind, a.stage) for a in (*flow.on_approved, *flow.on_rejected)] == [("stage", "negotiation"),
+                                                                                  ("stage", "lost")]
+    assert flow.status_field is None  # opportunity has no approval_status

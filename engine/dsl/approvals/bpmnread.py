@@ -31,6 +31,7 @@ names a task-data variable holding a username.
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import get_args
@@ -94,6 +95,9 @@ _WHY = {
     "messageFlow": "message flows are not supported",
     "task": "a task with no type is not run: make it a user task (a decision) or a service task (an action)",
 }
+#: the ``crm:`` properties a task may carry (docs/approvals.md, "Conventions")
+CRM_PROPERTIES = ("crm:mode", "crm:ratio", "crm:timeout", "crm:remind_every", "crm:then", "crm:editable",
+                  "crm:team", "crm:assignees", "crm:action")
 _MODES = get_args(StepMode)
 _THEN = tuple(t for t in get_args(TimeoutThen) if t != "escalate")
 
@@ -257,8 +261,17 @@ class _Reader:
             for props in ext.children:
                 if props.tag == "properties":
                     for p in props.children:
-                        if p.tag == "property" and p.get("name"):
-                            out[p.get("name") or ""] = p.get("value") or p.text
+                        name = p.get("name") or ""
+                        if p.tag != "property" or not name:
+                            continue
+                        if name.startswith("crm:") and name not in CRM_PROPERTIES:
+                            close = difflib.get_close_matches(name, CRM_PROPERTIES, n=1)
+                            self.fail(SchemaViolation(f"{el.describe()}: unknown property {name!r}",
+                                                      location=p.location,
+                                                      hint=f"did you mean {close[0]!r}?" if close else
+                                                      f"the crm: properties are {', '.join(CRM_PROPERTIES)}"))
+                            continue
+                        out[name] = p.get("value") or p.text
         return out
 
     def _step(self, el: Element, lanes: Mapping[str, tuple[str | None, Element]], out: BpmnFlow) -> ApprovalStep | None:

@@ -38,6 +38,8 @@ if TYPE_CHECKING:
     from engine.dsl.compile_context import CompileContext
     from engine.dsl.loader import MergedDoc
 
+#: bump when the BPMN the shorthand writes changes in a way that changes how it runs (a new digest for every flow)
+SHORTHAND_VERSION = "shorthand-1"
 #: the status field a flow keeps when the entity has it and the document does not say otherwise
 STATUS_FIELD = "approval_status"
 _VALUE_TYPES = ("money", "integer", "decimal", "percent", "boolean", "date", "datetime", "string", "text")
@@ -332,14 +334,18 @@ class _FlowCompiler:
         return self.scope.value(text, loc, expected)
 
     def _check_stage(self, key: str, path: tuple[Any, ...]) -> None:
+        """A ``stage:`` action's key: a stage of the entity's pipeline, else an option of its ``stage`` picklist."""
         pipelines = [o.compiled for o in self.ctx.objects.get("pipeline", {}).values()
                      if getattr(o.compiled, "entity", None) == self.entity.name]
-        if not pipelines:
-            self.fail(SchemaViolation(f"approval {self.doc.name!r} moves a stage, but {self.entity.name} has no "
-                                      "pipeline",
-                                      location=self.at(*path), hint="add a pipeline: for the entity, or use set:"))
-            return
         keys = [s.key for p in pipelines for s in p.stages]
+        stage_field = self.entity.fields.get("stage")
+        if not pipelines and stage_field is not None and stage_field.type == "picklist":
+            keys = list(stage_field.option_keys)
+        elif not pipelines:
+            self.fail(SchemaViolation(f"approval {self.doc.name!r} moves a stage, but {self.entity.name} has no "
+                                      "pipeline", location=self.at(*path),
+                                      hint="add a pipeline: for the entity, or use set:"))
+            return
         if key not in keys:
             self.scope.unknown(f"approval {self.doc.name!r} moves to unknown stage {key!r} "
                                f"(stages: {', '.join(keys)})", self.at(*path), key, keys)
@@ -376,10 +382,20 @@ def _quote_offset(loc: SourceLocation, value: Any) -> int:
 
 
 def _with_digest(flow: ApprovalFlow, data: Any) -> ApprovalFlow:
-    body = {k: v for k, v in plain(data).items() if k not in ("label", "description", "extend")}
-    h = hashlib.sha256(flow.bpmn_xml.encode())
-    h.update(json.dumps(body, sort_keys=True, default=str, ensure_ascii=False).encode())
+    """``flow`` with its digest: of the document without its texts (labels, descriptions) and, for a BPMN
+    file, of the file; the shorthand's BPMN follows from the document and :data:`SHORTHAND_VERSION`."""
+    h = hashlib.sha256(SHORTHAND_VERSION.encode() if flow.shorthand else flow.bpmn_xml.encode())
+    h.update(json.dumps(_behaviour(plain(data)), sort_keys=True, default=str, ensure_ascii=False).encode())
     return dataclasses.replace(flow, digest=h.hexdigest()[:16])
+
+
+def _behaviour(node: Any) -> Any:
+    """``node`` without the keys that change no behaviour (``label``, ``description``, ``extend``)."""
+    if isinstance(node, dict):
+        return {k: _behaviour(v) for k, v in node.items() if k not in ("label", "description", "extend")}
+    if isinstance(node, list):
+        return [_behaviour(v) for v in node]
+    return node
 
 
 def compile_approvals(docs: Sequence[MergedDoc], ctx: CompileContext) -> dict[str, ApprovalFlow]:

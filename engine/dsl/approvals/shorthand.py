@@ -22,6 +22,7 @@ stacked; flows around a skipped step go above the row, rejections below it to ``
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from xml.sax.saxutils import escape, quoteattr
@@ -96,11 +97,8 @@ class GeneratedBpmn:
     conditions: tuple[str, ...]
 
 
-def duration_text(delta: object) -> str:
+def duration_text(delta: dt.timedelta) -> str:
     """``48h`` / ``3d`` / ``30m`` for a timedelta (the shorthand's own form, read back by the BPMN reader)."""
-    import datetime as dt
-
-    assert isinstance(delta, dt.timedelta)
     minutes = int(delta.total_seconds() // 60)
     for unit, size in (("d", 1440), ("h", 60)):
         if minutes and minutes % size == 0:
