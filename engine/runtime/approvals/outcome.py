@@ -104,9 +104,11 @@ def apply_actions(uow: UnitOfWork, run: Run, actions: Sequence[Action], *, statu
             values.update({k: e.evaluate(record, ctx) for k, e in action.values.items()})
     if values:
         write(uow, run.entity, run.record_id, values)
+        run.forget_record()
     for action in actions:
         if action.kind == "stage" and action.stage is not None:
             move(uow, run.entity, run.record_id, action.stage)
+            run.forget_record()
     for action in actions:
         if action.kind == "start" and action.flow is not None:
             run.start_other(action.flow)

@@ -72,13 +72,20 @@ class Run:
         self.newly_ready: list[int] = []
         #: an outcome decided without the workflow reaching an end (a shorthand step's rejection)
         self.forced: str | None = None
+        self._record: Mapping[str, Any] | None = None
 
     def record(self) -> Mapping[str, Any]:
-        """The record's stored values (read at every evaluation: an outcome write may have changed it)."""
-        found = read_record(self.uow, self.entity, self.record_id)
-        if found is None:
-            raise Conflict(f"{self.entity} {self.record_id} is gone", code="not_found")
-        return found
+        """The record's stored values, read once per run (:meth:`forget_record` after the flow writes it)."""
+        if self._record is None:
+            found = read_record(self.uow, self.entity, self.record_id)
+            if found is None:
+                raise Conflict(f"{self.entity} {self.record_id} is gone", code="not_found")
+            self._record = found
+        return self._record
+
+    def forget_record(self) -> None:
+        """The flow wrote the record: the next evaluation reads it again."""
+        self._record = None
 
     # ------------------------------------------------------------------ moving
 
@@ -269,6 +276,7 @@ def start_flow(uow: UnitOfWork, name: str, record_id: int, *, submitter_id: int 
     record = read_record(uow, flow.entity, record_id) or {}
     if status and any(record.get(k) != v for k, v in status.items()):
         outcome.write(uow, flow.entity, record_id, status)
+        run.forget_record()
     run.settle()
     notices.cc(uow, run, "start")
     return run.instance_id
