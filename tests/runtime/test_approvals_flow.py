@@ -370,3 +370,17 @@ def test_no_decision_in_48h_reminds_then_escalates_to_the_director(aw: ApprovalW
     assert "approval_escalated" in [n.kind for n in notes(aw, "carol")]
     act(aw, "dan")
     assert status(aw, instance) == "approved"
+
+
+def test_signers_added_after_a_task_follow_it_when_it_is_reassigned(aw: ApprovalWorld) -> None:
+    aw.use(discount_flow(aw))
+    instance = submit(aw, quote(aw, discount_rate=0.25))
+    mine = the_task(aw, "carol")
+    with aw.unit("carol") as uow:
+        service.add_signer(uow, mine, ["r2"], position="after")
+    with aw.unit("carol") as uow:
+        service.reassign(uow, mine, "bob")
+    act(aw, "bob")
+    assert status(aw, instance) == "pending" and len(inbox(aw, "r2")) == 1
+    act(aw, "r2")
+    assert status(aw, instance) == "approved"

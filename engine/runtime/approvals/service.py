@@ -184,6 +184,7 @@ def reassign(uow: UnitOfWork, task_id: int, to: Any, *, comment: str | None = No
                             status="ready", seq=row.seq, added_by=row.added_by, position=row.position,
                             group_mode=row.group_mode, reassigned_from=row.id, due_at=row.due_at,
                             remind_at=row.remind_at)
+    store.hand_over_signers(uow, row.id, new_id)
     store.record_decision(uow, run.instance_id, "reassign", task=row, comment=comment, key=scoped(uow, key),
                           data={"to": target, "task": new_id})
     run.newly_ready.append(new_id)

@@ -99,6 +99,11 @@ def tasks_of(conn: Connection, instance_id: int, wf_task: str | None = None) -> 
     return list(conn.execute(stmt.order_by(T.c.id)))
 
 
+def hand_over_signers(uow: UnitOfWork, old_id: int, new_id: int) -> None:
+    """Signers added (加签) to a reassigned task belong to the task that replaces it."""
+    uow.conn.execute(update(T).where(T.c.added_by == old_id).values(added_by=new_id))
+
+
 def rule_rows(rows: Sequence[Any]) -> list[rules.Row]:
     return [rules.Row(r.id, r.status, r.seq, r.added_by, r.position, r.group_mode) for r in rows]
 

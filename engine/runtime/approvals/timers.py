@@ -89,6 +89,7 @@ def _on_timeout(run: runner.Run, row: Any, timeout: Timeout, now: dt.datetime) -
                                 position=row.position, group_mode=row.group_mode, reassigned_from=row.id,
                                 due_at=row.due_at, escalated=True,
                                 remind_at=now + timeout.remind_every if timeout.remind_every else None)
+        store.hand_over_signers(uow, row.id, new_id)
         store.record_decision(uow, run.instance_id, "escalate", task=row, system=True,
                               data={"to": users[0], "task": new_id})
         run.newly_ready.append(new_id)
