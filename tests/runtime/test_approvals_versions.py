@@ -115,6 +115,8 @@ def live_fixture(db_url: str, tmp_path: Path) -> Iterator[Live]:
         users.create_user(uow, "alice", roles=["sales"], team="east", manager="carol")
         users.create_user(uow, "dan", roles=["sales_director"])
         users.create_user(uow, "r1", roles=["reviewer"])
+        users.create_user(uow, "r2", roles=["reviewer"])
+        users.create_user(uow, "demo", roles=["reviewer"])
     try:
         yield live
     finally:
