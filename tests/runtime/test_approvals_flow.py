@@ -384,3 +384,29 @@ def test_signers_added_after_a_task_follow_it_when_it_is_reassigned(aw: Approval
     assert status(aw, instance) == "pending" and len(inbox(aw, "r2")) == 1
     act(aw, "r2")
     assert status(aw, instance) == "approved"
+
+
+def test_two_submits_at_once_start_one_instance(aw: ApprovalWorld) -> None:
+    import threading
+
+    aw.use(discount_flow(aw))
+    qid = quote(aw, discount_rate=0.25)
+    barrier = threading.Barrier(2)
+    outcomes: list[str] = []
+
+    def go() -> None:
+        barrier.wait()
+        try:
+            submit(aw, qid)
+            outcomes.append("started")
+        except Conflict as e:
+            outcomes.append(e.code)
+
+    threads = [threading.Thread(target=go) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(outcomes) == ["approval_pending", "started"]
+    with aw.rt.engine.connect() as conn:
+        assert len(conn.execute(select(crm_approval_instances.c.id)).all()) == 1

@@ -25,6 +25,7 @@ from SpiffWorkflow.bpmn.specs.event_definitions.timer import (  # type: ignore[i
     TimerEventDefinition,
 )
 from SpiffWorkflow.util.task import TaskState  # type: ignore[import-untyped]
+from sqlalchemy import select
 
 from engine.dsl.approvals.model import ApprovalFlow, ApprovalStep
 from engine.errors import Conflict, NoAssignee, WorkflowTextRefused
@@ -252,7 +253,12 @@ def _deadline(definition: Any, text: str, now: dt.datetime) -> dt.datetime | Non
 
 
 def start(uow: UnitOfWork, flow: ApprovalFlow, record_id: int, *, submitter_id: int | None) -> Run:
-    """A new instance of ``flow`` on the record, run to its first wait state and stored (same unit)."""
+    """A new instance of ``flow`` on the record, run to its first wait state and stored (same unit).
+
+    The record's row is locked first (PostgreSQL; SQLite units write one at a time), so two submits at
+    once cannot both find no pending instance."""
+    table = uow.state.plan(flow.entity).table
+    uow.conn.execute(select(table.c.id).where(table.c.id == record_id).with_for_update())
     if store.pending_for(uow.conn, flow.entity, record_id, flow.name):
         raise Conflict(f"{flow.entity} {record_id} is already waiting for approval {flow.name!r}",
                        code="approval_pending", details={"flow": flow.name})
