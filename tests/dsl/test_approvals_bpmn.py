@@ -147,7 +147,8 @@ REFUSED = [
                     "</bpmn:scriptTask>", (4, 1), "scriptTask 'x': script tasks are not run"),
     ("python condition", '<bpmn:exclusiveGateway id="x" /><bpmn:sequenceFlow id="y" sourceRef="x" targetRef="x">'
                          "\n<bpmn:conditionExpression>__import__('os').system('ls')</bpmn:conditionExpression>"
-                         "</bpmn:sequenceFlow>", (5, 1), "condition \"__import__('os').system('ls')\""),
+                         "</bpmn:sequenceFlow>", (5, 1),
+     "condition \"__import__('os').system('ls')\" is not in the expression language"),
     ("business rule", '<bpmn:businessRuleTask id="x" camunda:decisionRef="d" />', (4, 1),
      "businessRuleTask 'x': business rule tasks (DMN decisions) are not run"),
     ("data store", '<bpmn:dataStoreReference id="x" />', (4, 1), "dataStoreReference 'x': data stores"),
@@ -253,3 +254,31 @@ def test_the_other_real_files_fail_only_with_located_messages_naming_the_element
         assert "businessRuleTask 'assignApprover'" in messages
     else:
         assert "scriptTask 'Activity_GetReviewers'" in messages
+
+
+def test_python_in_a_condition_is_refused_as_such(write_ws: WriteWs) -> None:
+    errors = errors_of(ws_with(write_ws, '<bpmn:exclusiveGateway id="x" />\n'
+                                         '<bpmn:sequenceFlow id="y" sourceRef="x" targetRef="x">'
+                                         "<bpmn:conditionExpression>${__import__('os').listdir('/')}"
+                                         "</bpmn:conditionExpression></bpmn:sequenceFlow>\n"))
+    assert [where(e) for e in errors] == [("a.bpmn", 5, 55)]
+    assert "is not in the expression language" in errors[0].message
+    assert "never Python" in (errors[0].hint or "") and errors[0].code.startswith("expression_")
+
+
+def test_a_stored_revision_keeps_the_bpmn_file_and_compiles_without_the_folder(write_ws: WriteWs) -> None:
+    from engine.dsl.compiler import compile_bundle, compile_folder
+    from engine.dsl.layers import discover, to_bundle
+
+    folder = write_ws({})
+    bundle = to_bundle(discover(folder), "acme")
+    assert "base/approvals/flows/contract_risk.bpmn" in bundle["files"]
+    stored = compile_bundle(bundle).objects_of("approval")["contract_risk"].compiled
+    assert stored.digest == compile_folder(folder).objects_of("approval")["contract_risk"].compiled.digest
+    assert stored.source == "base/approvals/flows/contract_risk.bpmn"
+
+
+def test_an_assignee_is_one_of_user_role_team(write_ws: WriteWs) -> None:
+    errors = errors_of(write_ws({"approvals/a.yaml": "approval: a\nentity: quote\n"
+                                                     "steps: [{name: m, assignee: {role: legal, user: li}}]\n"}))
+    assert len(errors) == 1 and where(errors[0])[:2] == ("a.yaml", 3)

@@ -83,6 +83,7 @@ class _FlowCompiler:
             built = self._shorthand(timeout)
         else:
             built = self._bpmn(timeout)
+        read_ok = built is not None
         if built is None:  # reported; the rest is still checked, so one run shows every problem
             self.ok = False
             built = ("", self.doc.name, self.doc.loc.file, BpmnFlow(self.doc.name))
@@ -98,7 +99,7 @@ class _FlowCompiler:
             cc=tuple(a for i, raw in enumerate(d.get("cc") or ()) if (a := self._assignee(raw, ("cc", i)))),
             timeout=timeout,
             on_approved=self._actions("on_approved"), on_rejected=self._actions("on_rejected"),
-            on_withdrawn=self._actions("on_withdrawn"), migrate=self._migrate(read.steps),
+            on_withdrawn=self._actions("on_withdrawn"), migrate=self._migrate(read.steps if read_ok else None),
             status_field=self._status_field(), shorthand=has_steps, location=self.doc.loc,
             extra=frozen_map({"variables": frozen_map(read.variables)}),
         )
@@ -351,10 +352,11 @@ class _FlowCompiler:
                                f"(stages: {', '.join(keys)})", self.at(*path), key, keys)
             self.ok = False
 
-    def _migrate(self, steps: Mapping[str, ApprovalStep]) -> Mapping[str, str]:
+    def _migrate(self, steps: Mapping[str, ApprovalStep] | None) -> Mapping[str, str]:
+        """``migrate:``; each target a step of this version (not checked when the steps could not be read)."""
         raw = self.data.get("migrate") or {}
         for old, new in raw.items():
-            if new not in steps:
+            if steps is not None and new not in steps:
                 self.scope.unknown(f"approval {self.doc.name!r}: migrate {old!r} -> {new!r}, but this version has no "
                                    f"step {new!r} (steps: {', '.join(steps)})", self.at("migrate", old), new, steps)
                 self.ok = False

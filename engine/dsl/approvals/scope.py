@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import re
 from collections.abc import Callable, Iterable, Mapping
 
 from engine.dsl.approvals.model import FLOW_VARIABLES
@@ -23,6 +24,10 @@ Report = Callable[[ConfigError], None]
 #: the expression-language types of the BPMN form field types (camunda:formField type)
 FORM_TYPES: Mapping[str, str] = {"boolean": "boolean", "string": "string", "long": "integer", "enum": "string",
                                  "date": "datetime", "integer": "integer", "double": "decimal"}
+#: Python or Java in a BPMN expression: dunder names, method calls, import/lambda/eval/exec
+_LOOKS_LIKE_CODE = re.compile(r"__\w+|\.\s*\w+\s*\(|\b(?:import|lambda|eval|exec|getattr|open)\b")
+CODE_HINT = ("BPMN conditions and assignees are written in the expression language (docs/expressions.md), never "
+             "Python or JUEL method calls: nothing in a BPMN file is run as code")
 #: what an assignee expression may give: a user (reference), a username or a user id
 ASSIGNEE_KINDS = ("reference", "string", "number")
 
@@ -101,6 +106,9 @@ class FlowScope:
         except ExpressionError as e:
             if where is None:
                 self.report(e)
+            elif _LOOKS_LIKE_CODE.search(text):
+                self.report(type(e)(f"{what} {text!r} is not in the expression language ({e.message})",
+                                    location=where, hint=CODE_HINT))
             else:
                 self.report(type(e)(f"{what} {text!r}: {e.message}", location=where, hint=e.hint))
             return None
