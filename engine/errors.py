@@ -353,3 +353,20 @@ class Overloaded(RecordError):
     """The caller already has as many requests running as it may; retry shortly."""
 
     code = "too_many_requests"
+
+
+# --------------------------------------------------------------------------- approvals
+
+
+class WorkflowTextRefused(BadRequest):
+    """A workflow asked the approvals script engine to evaluate a text the flow did not compile, or to run
+    a script or call a service: refused (approval flows never evaluate BPMN text as Python)."""
+
+    code = "workflow_text"
+
+
+class NoAssignee(ValidationFailed):
+    """An approval step resolves to no active user (no manager, an empty role or team): the submit is
+    refused instead of leaving a stuck instance; ``details`` names the flow, the step and its assignees."""
+
+    code = "no_assignee"

@@ -28,7 +28,7 @@ from engine.runtime.types import JsonType, UtcDateTime
 #: Version of the engine tables' shape; :func:`upgrade` brings older databases to it through
 #: :data:`MIGRATIONS`.  (The PostgreSQL gate function is re-created on every upgrade and apply:
 #: see engine.runtime.markers.install.)
-ENGINE_SCHEMA_VERSION = 4
+ENGINE_SCHEMA_VERSION = 5
 SCHEMA_VERSION_KEY = "engine_schema"
 
 engine_metadata = MetaData()
@@ -240,6 +240,117 @@ crm_pool_log = Table(
 )
 
 
+# --------------------------------------------------------------------------- approvals (version 5)
+
+crm_approval_specs = Table(
+    "crm_approval_specs",
+    engine_metadata,
+    #: the flow version's digest (ApprovalFlow.digest): one parsed process spec per version, shared by its
+    #: instances (an instance's state is stored without it)
+    Column("digest", String(64), primary_key=True),
+    Column("flow", String(100), nullable=False),
+    Column("process", String(200), nullable=False),
+    #: {"format", "spec", "subprocess_specs"}: SpiffWorkflow's serialized spec
+    Column("spec", JsonType, nullable=False),
+    #: the revision whose compiled flow this version is (its conditions and steps run the old instances)
+    Column("revision_id", BigInteger, nullable=True),
+    Column("created_at", UtcDateTime, nullable=False),
+)
+
+crm_approval_instances = Table(
+    "crm_approval_instances",
+    engine_metadata,
+    _id(),
+    Column("flow", String(100), nullable=False),
+    Column("spec_digest", String(64), ForeignKey("crm_approval_specs.digest"), nullable=False),
+    Column("entity", String(100), nullable=False),
+    Column("record_id", BigInteger, nullable=False),
+    #: pending, approved, rejected, withdrawn, returned
+    Column("status", String(20), nullable=False),
+    Column("submitter_id", BigInteger, nullable=True),
+    #: {"format", "workflow"}: the SpiffWorkflow state without its spec, written with every decision
+    Column("state", JsonType, nullable=False),
+    #: bumped by every change (a decision made on a state read earlier is refused)
+    Column("version", Integer, nullable=False, default=1),
+    Column("created_at", UtcDateTime, nullable=False),
+    Column("updated_at", UtcDateTime, nullable=False),
+    Column("finished_at", UtcDateTime, nullable=True),
+    #: the earliest deadline of the workflow's BPMN timers (None: no timer waiting)
+    Column("next_timer_at", UtcDateTime, nullable=True),
+    Index("ix_crm_approval_instances_record", "entity", "record_id", "status"),
+    Index("ix_crm_approval_instances_timer", "status", "next_timer_at"),
+)
+
+crm_approval_tasks = Table(
+    "crm_approval_tasks",
+    engine_metadata,
+    _id(),
+    Column("instance_id", BigInteger, ForeignKey("crm_approval_instances.id"), nullable=False),
+    Column("step", String(200), nullable=False),
+    #: ``<SpiffWorkflow task uuid>/<round>``: the workflow task this row decides; a step run again (退回)
+    #: has rows of a new round
+    Column("wf_task", String(64), nullable=False),
+    Column("assignee_id", BigInteger, ForeignKey("crm_users.id"), nullable=False),
+    #: waiting, ready, approved, rejected, reassigned, cancelled
+    Column("status", String(20), nullable=False),
+    #: position in a sequential (依次) step; 0 for the others
+    Column("seq", Integer, nullable=False, default=0),
+    #: 加签: the row that added this signer, ``before`` or ``after`` it, and the added group's mode
+    Column("added_by", BigInteger, nullable=True),
+    Column("position", String(10), nullable=True),
+    Column("group_mode", String(10), nullable=True),
+    #: 转交: the row this one replaces
+    Column("reassigned_from", BigInteger, nullable=True),
+    Column("due_at", UtcDateTime, nullable=True),
+    Column("remind_at", UtcDateTime, nullable=True),
+    Column("reminders", Integer, nullable=False, default=0),
+    Column("escalated", Boolean, nullable=False, default=False),
+    Column("created_at", UtcDateTime, nullable=False),
+    Column("decided_at", UtcDateTime, nullable=True),
+    Column("decided_by", BigInteger, nullable=True),
+    #: the inbox: one user's open tasks, newest first, from the index alone
+    Index("ix_crm_approval_tasks_inbox", "assignee_id", "status", "id"),
+    Index("ix_crm_approval_tasks_instance", "instance_id", "id"),
+    Index("ix_crm_approval_tasks_due", "status", "remind_at"),
+)
+
+crm_approval_decisions = Table(
+    "crm_approval_decisions",
+    engine_metadata,
+    _id(),
+    Column("instance_id", BigInteger, ForeignKey("crm_approval_instances.id"), nullable=False),
+    Column("task_id", BigInteger, nullable=True),
+    Column("step", String(200), nullable=True),
+    #: who acted (None: the system, e.g. a timeout) and for whom (a delegate acting for the assignee)
+    Column("actor_id", BigInteger, nullable=True),
+    Column("on_behalf_of", BigInteger, nullable=True),
+    #: submit, approve, reject, reassign, add_signer, return, withdraw, comment, remind, escalate,
+    #: auto_approve, auto_reject, timer, approved, rejected (the outcome)
+    Column("decision", String(20), nullable=False),
+    Column("comment", Text, nullable=True),
+    Column("data", JsonType, nullable=True),
+    Column("at", UtcDateTime, nullable=False),
+    #: a retried request (same key) has no second effect
+    Column("idempotency_key", String(200), nullable=True),
+    Index("ix_crm_approval_decisions_instance", "instance_id", "id"),
+    UniqueConstraint("idempotency_key", name="uq_crm_approval_decisions_key"),
+)
+
+crm_delegations = Table(
+    "crm_delegations",
+    engine_metadata,
+    _id(),
+    #: while ``starts_at <= now < ends_at``, ``delegate_id`` may act on ``user_id``'s approval tasks
+    Column("user_id", BigInteger, ForeignKey("crm_users.id"), nullable=False),
+    Column("delegate_id", BigInteger, ForeignKey("crm_users.id"), nullable=False),
+    Column("starts_at", UtcDateTime, nullable=False),
+    Column("ends_at", UtcDateTime, nullable=False),
+    Column("created_at", UtcDateTime, nullable=False),
+    Index("ix_crm_delegations_user", "user_id", "ends_at"),
+    Index("ix_crm_delegations_delegate", "delegate_id", "ends_at"),
+)
+
+
 def stored_version(conn: Connection) -> int:
     """The engine-table version the database holds: 0 for a database without engine tables, 1 for one
     made before versions were recorded."""
@@ -275,8 +386,13 @@ def _to_v4(conn: Connection) -> None:
     the pool log) -- new tables only, made by the ``create_all`` that follows every migration."""
 
 
+def _to_v5(conn: Connection) -> None:
+    """Version 5: the approval tables (specs, instances, tasks, decisions, delegations) -- new tables only,
+    made by the ``create_all`` that follows every migration."""
+
+
 #: version N -> the migration that turns a version N-1 database into version N (one per version).
-MIGRATIONS: dict[int, Callable[[Connection], None]] = {2: _to_v2, 3: _to_v3, 4: _to_v4}
+MIGRATIONS: dict[int, Callable[[Connection], None]] = {2: _to_v2, 3: _to_v3, 4: _to_v4, 5: _to_v5}
 
 
 def check_version(conn: Connection) -> int:

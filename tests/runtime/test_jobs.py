@@ -241,12 +241,14 @@ def test_scheduled_kinds_keep_one_pending_run(applied: str) -> None:
     try:
         worker = Worker(rt, "w")
         # every scheduled kind gets its next run queued once: the fixture's tick and the engine's own
-        # (the nightly scoring refresh, the hourly pool recycling)
-        recurring = sum(1 for k in rt.state.host.job_kinds().values() if getattr(k, "schedule", None))
+        # (the nightly scoring refresh, the hourly pool recycling, the approvals' timers every 5 minutes)
+        kinds = rt.state.host.job_kinds().values()
+        recurring = sum(1 for k in kinds if getattr(k, "schedule", None))
         assert worker.run_once().scheduled == recurring and worker.run_once().scheduled == 0
         clock.advance(minutes=4)  # the 5-minute mark
         done = worker.run_once()
-        assert done.scheduled == 1 and done.done == 1  # the next one queued, then the due one ran
+        fives = sum(1 for k in kinds if getattr(k, "schedule", None) == "every 5m")  # the tick and approvals'
+        assert fives == 2 and done.scheduled == fives and done.done == fives  # the next ones queued, the due ran
         ticks = _deliveries(rt)
         assert [t["event_key"] for t in ticks] == [f"tick {clock.now().isoformat()}"]
     finally:
