@@ -233,10 +233,10 @@ def rule_matches(conn: Connection, idx: DedupeIndex, rule: DedupeRule, values: M
     if not wanted:
         return []
     mark = _mark(conn)
-    memo = (rule.name, tuple(shape), mark)
-    sql = idx.statements.get(memo)
+    statement_key = (rule.name, tuple(shape), mark)
+    sql = idx.statements.get(statement_key)
     if sql is None:
-        sql = idx.statements[memo] = lookup_sql(rule, tuple(shape), mark)
+        sql = idx.statements[statement_key] = lookup_sql(rule, tuple(shape), mark)
     rows = fetch_all(conn, sql, tuple(params))
     out: list[Match] = []
     for i, value in wanted.items():
