@@ -40,6 +40,11 @@ _TASKS_OF_WF = (select(T).where(T.c.instance_id == bindparam("b_instance"), T.c.
 _ADD_TASK = insert(T)
 _SET_TASK = update(T).where(T.c.id == bindparam("b_id"))
 _ADD_DECISION = insert(D)
+_DL = crm_delegations
+_DELEGATORS = select(_DL.c.user_id).where(_DL.c.delegate_id == bindparam("b_user"),
+                                          _DL.c.starts_at <= bindparam("b_at"), _DL.c.ends_at > bindparam("b_at"))
+_DELEGATES = select(_DL.c.delegate_id).where(_DL.c.user_id == bindparam("b_user"),
+                                             _DL.c.starts_at <= bindparam("b_at"), _DL.c.ends_at > bindparam("b_at"))
 
 
 def new_id(result: Any) -> int:
@@ -160,13 +165,9 @@ def approver_acted(conn: Connection, instance_id: int) -> bool:
 
 def delegators(conn: Connection, delegate_id: int, at: dt.datetime) -> list[int]:
     """The users ``delegate_id`` stands in for at ``at`` (their dated rules include ``at``)."""
-    d = crm_delegations
-    stmt = select(d.c.user_id).where(d.c.delegate_id == delegate_id, d.c.starts_at <= at, d.c.ends_at > at)
-    return sorted({int(r[0]) for r in conn.execute(stmt)})
+    return sorted({int(r[0]) for r in conn.execute(_DELEGATORS, {"b_user": delegate_id, "b_at": at})})
 
 
 def delegates_for(conn: Connection, user_id: int, at: dt.datetime) -> list[int]:
     """Who stands in for ``user_id`` at ``at``."""
-    d = crm_delegations
-    stmt = select(d.c.delegate_id).where(d.c.user_id == user_id, d.c.starts_at <= at, d.c.ends_at > at)
-    return sorted({int(r[0]) for r in conn.execute(stmt)})
+    return sorted({int(r[0]) for r in conn.execute(_DELEGATES, {"b_user": user_id, "b_at": at})})
