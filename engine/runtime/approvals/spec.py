@@ -173,8 +173,11 @@ def restore(state: Mapping[str, Any], p: ParsedFlow, engine: FlowScriptEngine) -
     state = migrate_state(state)
     s = serializer()
     dct = json.loads(json.dumps(state["workflow"]))  # from_dict changes what it reads
-    dct["spec"] = p.spec_dict()
-    dct["subprocess_specs"] = p.subprocess_dicts()
+    # The parsed spec objects themselves, not their JSON: the serializer's registry hands back any value
+    # that is not a dict/list unchanged, so the workflow is built on the shared spec (as
+    # :func:`new_workflow` does) instead of deserializing the whole spec again on every load.
+    dct["spec"] = p.spec
+    dct["subprocess_specs"] = dict(p.subprocess_specs)
     wf = s.from_dict(dct)
     wf.script_engine = engine  # dropped by deserialization: re-attach every time
     return wf
