@@ -161,7 +161,14 @@ def new_workflow(p: ParsedFlow, engine: FlowScriptEngine) -> BpmnWorkflow:
 
 def dump(wf: BpmnWorkflow) -> dict[str, Any]:
     """The workflow's state without its spec (the spec is stored once per digest)."""
-    dct = serializer().to_dict(wf)
+    # The serializer converts the spec too (about half its work), only for it to be dropped here: the
+    # workflow's own (per-run, unshared) spec attributes are set aside while it converts the rest.
+    spec, subs = wf.spec, wf.subprocess_specs
+    wf.spec, wf.subprocess_specs = None, {}
+    try:
+        dct = serializer().to_dict(wf)
+    finally:
+        wf.spec, wf.subprocess_specs = spec, subs
     dct.pop("spec", None)
     dct.pop("subprocess_specs", None)
     # round-trip through JSON text so the stored value is plain JSON (UUIDs, dates as text)
