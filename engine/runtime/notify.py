@@ -26,6 +26,13 @@ if TYPE_CHECKING:
 Text = Mapping[str, str]
 MAX_PAGE = 200
 
+# The INSERTs of :func:`send`, built once (per dialect for the keyed one) and run with the values as
+# parameters: building them per call (coercions, cache keys) cost more than running them.
+_INSERT = crm_notifications.insert()
+_INSERT_KEYED = {name: (ins(crm_notifications).on_conflict_do_nothing(index_elements=["dedupe_key"])
+                        .returning(crm_notifications.c.id))
+                 for name, ins in (("postgresql", pg_insert), ("sqlite", sqlite_insert))}
+
 
 @dataclass(frozen=True, slots=True)
 class Notification:
@@ -60,12 +67,10 @@ def send(uow: UnitOfWork, user_id: int | None, kind: str, text: Text, *, entity:
               "text_zh": text.get("zh"), "data": dict(data) if data else None, "created_at": uow.clock.now(),
               "dedupe_key": dedupe_key}
     if dedupe_key is None:
-        uow.conn.execute(crm_notifications.insert().values(**values))
+        uow.conn.execute(_INSERT, values)
         return True
-    dialect_insert = pg_insert if uow.conn.dialect.name == "postgresql" else sqlite_insert
-    stmt = (dialect_insert(crm_notifications).values(**values)
-            .on_conflict_do_nothing(index_elements=["dedupe_key"]).returning(crm_notifications.c.id))
-    return uow.conn.execute(stmt).first() is not None
+    stmt = _INSERT_KEYED["postgresql" if uow.conn.dialect.name == "postgresql" else "sqlite"]
+    return uow.conn.execute(stmt, values).first() is not None
 
 
 def _row(row: Any, locale: str) -> Notification:

@@ -80,9 +80,12 @@ def may_act(uow: UnitOfWork, row: Any) -> bool:
                                                                                 uow.clock.now())
 
 
-def _open_task(uow: UnitOfWork, task_id: int) -> tuple[Any, runner.Run]:
-    """The task row and its loaded run, if the actor may act on it and it waits for a decision."""
-    row = store.task(uow.conn, task_id)
+def _open_task(uow: UnitOfWork, task_id: int, row: Any = None) -> tuple[Any, runner.Run]:
+    """The task row and its loaded run, if the actor may act on it and it waits for a decision.
+
+    ``row``: the task's row as the caller read it already in this unit (not read again before the lock)."""
+    if row is None:
+        row = store.task(uow.conn, task_id)
     if not may_act(uow, row):
         raise PermissionDenied(f"approval task {task_id} is not yours to act on", code="not_assignee")
     run = runner.load(uow, row.instance_id)
@@ -121,7 +124,7 @@ def complete(uow: UnitOfWork, task_id: int, decision: str, *, comment: str | Non
     row = store.task(uow.conn, task_id)
     if _replayed(uow, key) or _same_decision(uow, row, decision):
         return int(row.instance_id)
-    row, run = _open_task(uow, task_id)
+    row, run = _open_task(uow, task_id, row)
     now = uow.clock.now()
     status = "approved" if decision == "approve" else "rejected"
     store.set_task(uow, row.id, status=status, decided_at=now, decided_by=uow.actor.user_id)

@@ -161,7 +161,14 @@ def new_workflow(p: ParsedFlow, engine: FlowScriptEngine) -> BpmnWorkflow:
 
 def dump(wf: BpmnWorkflow) -> dict[str, Any]:
     """The workflow's state without its spec (the spec is stored once per digest)."""
-    dct = serializer().to_dict(wf)
+    # The serializer converts the spec too (about half its work), only for it to be dropped here: the
+    # workflow's own (per-run, unshared) spec attributes are set aside while it converts the rest.
+    spec, subs = wf.spec, wf.subprocess_specs
+    wf.spec, wf.subprocess_specs = None, {}
+    try:
+        dct = serializer().to_dict(wf)
+    finally:
+        wf.spec, wf.subprocess_specs = spec, subs
     dct.pop("spec", None)
     dct.pop("subprocess_specs", None)
     # round-trip through JSON text so the stored value is plain JSON (UUIDs, dates as text)
@@ -173,8 +180,11 @@ def restore(state: Mapping[str, Any], p: ParsedFlow, engine: FlowScriptEngine) -
     state = migrate_state(state)
     s = serializer()
     dct = json.loads(json.dumps(state["workflow"]))  # from_dict changes what it reads
-    dct["spec"] = p.spec_dict()
-    dct["subprocess_specs"] = p.subprocess_dicts()
+    # The parsed spec objects themselves, not their JSON: the serializer's registry hands back any value
+    # that is not a dict/list unchanged, so the workflow is built on the shared spec (as
+    # :func:`new_workflow` does) instead of deserializing the whole spec again on every load.
+    dct["spec"] = p.spec
+    dct["subprocess_specs"] = dict(p.subprocess_specs)
     wf = s.from_dict(dct)
     wf.script_engine = engine  # dropped by deserialization: re-attach every time
     return wf

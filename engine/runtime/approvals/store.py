@@ -6,7 +6,7 @@ import datetime as dt
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Connection, insert, select, update
+from sqlalchemy import Connection, bindparam, insert, select, update
 
 from engine.errors import NotFound
 from engine.runtime.approvals import rules
@@ -24,6 +24,27 @@ if TYPE_CHECKING:
 INST, T, D = crm_approval_instances, crm_approval_tasks, crm_approval_decisions
 #: decisions that count as "an approver acted" (a withdraw is refused after one of them)
 APPROVER_ACTS = frozenset({"approve", "reject", "reassign", "add_signer", "return", "auto_approve", "auto_reject"})
+
+# Hot statements, built once: building ``select(...).where(...)`` per call (coercions, cache-key
+# generation) cost more than running it; a reused statement memoises its cache key, so a call only binds.
+# The bind names start with ``b_`` so they never collide with a column given as an execution parameter.
+_INSTANCE = select(INST).where(INST.c.id == bindparam("b_id"))
+_INSTANCE_LOCKED = _INSTANCE.with_for_update()
+_NEW_INSTANCE = insert(INST)
+_SAVE_INSTANCE = update(INST).where(INST.c.id == bindparam("b_id")).values(version=INST.c.version + 1)
+_TASK = select(T).where(T.c.id == bindparam("b_id"))
+_TASK_LOCKED = _TASK.with_for_update()
+_TASKS_OF = select(T).where(T.c.instance_id == bindparam("b_instance")).order_by(T.c.id)
+_TASKS_OF_WF = (select(T).where(T.c.instance_id == bindparam("b_instance"), T.c.wf_task == bindparam("b_wf"))
+                .order_by(T.c.id))
+_ADD_TASK = insert(T)
+_SET_TASK = update(T).where(T.c.id == bindparam("b_id"))
+_ADD_DECISION = insert(D)
+_DL = crm_delegations
+_DELEGATORS = select(_DL.c.user_id).where(_DL.c.delegate_id == bindparam("b_user"),
+                                          _DL.c.starts_at <= bindparam("b_at"), _DL.c.ends_at > bindparam("b_at"))
+_DELEGATES = select(_DL.c.delegate_id).where(_DL.c.user_id == bindparam("b_user"),
+                                             _DL.c.starts_at <= bindparam("b_at"), _DL.c.ends_at > bindparam("b_at"))
 
 
 def new_id(result: Any) -> int:
@@ -49,8 +70,7 @@ def stored_spec(conn: Connection, digest: str) -> Any:
 
 def instance(conn: Connection, instance_id: int, *, lock: bool = False) -> Any:
     """The instance row (NotFound when there is none); ``lock``: FOR UPDATE (PostgreSQL)."""
-    stmt = select(INST).where(INST.c.id == instance_id)
-    row = conn.execute(stmt.with_for_update() if lock else stmt).first()
+    row = conn.execute(_INSTANCE_LOCKED if lock else _INSTANCE, {"b_id": instance_id}).first()
     if row is None:
         raise NotFound(f"no approval instance {instance_id}", code="not_found")
     return row
@@ -72,7 +92,7 @@ def instances_of(conn: Connection, entity: str, record_id: int) -> list[Any]:
 def new_instance(uow: UnitOfWork, *, flow: str, digest: str, entity: str, record_id: int,
                  submitter_id: int | None) -> int:
     now = uow.clock.now()
-    result = uow.conn.execute(insert(INST).values(
+    result = uow.conn.execute(_NEW_INSTANCE, dict(
         flow=flow, spec_digest=digest, entity=entity, record_id=record_id, status="pending",
         submitter_id=submitter_id, state={}, version=1, created_at=now, updated_at=now))
     return new_id(result)
@@ -80,23 +100,20 @@ def new_instance(uow: UnitOfWork, *, flow: str, digest: str, entity: str, record
 
 def save_instance(uow: UnitOfWork, instance_id: int, **values: Any) -> None:
     """Write the instance's new state/status (``version`` bumped)."""
-    uow.conn.execute(update(INST).where(INST.c.id == instance_id)
-                     .values(version=INST.c.version + 1, updated_at=uow.clock.now(), **values))
+    uow.conn.execute(_SAVE_INSTANCE, {"b_id": instance_id, "updated_at": uow.clock.now(), **values})
 
 
 def task(conn: Connection, task_id: int, *, lock: bool = False) -> Any:
-    stmt = select(T).where(T.c.id == task_id)
-    row = conn.execute(stmt.with_for_update() if lock else stmt).first()
+    row = conn.execute(_TASK_LOCKED if lock else _TASK, {"b_id": task_id}).first()
     if row is None:
         raise NotFound(f"no approval task {task_id}", code="not_found")
     return row
 
 
 def tasks_of(conn: Connection, instance_id: int, wf_task: str | None = None) -> list[Any]:
-    stmt = select(T).where(T.c.instance_id == instance_id)
-    if wf_task is not None:
-        stmt = stmt.where(T.c.wf_task == wf_task)
-    return list(conn.execute(stmt.order_by(T.c.id)))
+    if wf_task is None:
+        return list(conn.execute(_TASKS_OF, {"b_instance": instance_id}))
+    return list(conn.execute(_TASKS_OF_WF, {"b_instance": instance_id, "b_wf": wf_task}))
 
 
 def hand_over_signers(uow: UnitOfWork, old_id: int, new_id: int) -> None:
@@ -109,12 +126,12 @@ def rule_rows(rows: Sequence[Any]) -> list[rules.Row]:
 
 
 def add_task(uow: UnitOfWork, **values: Any) -> int:
-    result = uow.conn.execute(insert(T).values(created_at=uow.clock.now(), **values))
+    result = uow.conn.execute(_ADD_TASK, {"created_at": uow.clock.now(), **values})
     return new_id(result)
 
 
 def set_task(uow: UnitOfWork, task_id: int, **values: Any) -> None:
-    uow.conn.execute(update(T).where(T.c.id == task_id).values(**values))
+    uow.conn.execute(_SET_TASK, {"b_id": task_id, **values})
 
 
 def record_decision(uow: UnitOfWork, instance_id: int, decision: str, *, task: Any = None,
@@ -123,7 +140,7 @@ def record_decision(uow: UnitOfWork, instance_id: int, decision: str, *, task: A
     """One row of the instance's history: who did what, for whom, when, with what comment."""
     actor = None if system else uow.actor.user_id
     behalf = task.assignee_id if task is not None and actor is not None and task.assignee_id != actor else None
-    result = uow.conn.execute(insert(D).values(
+    result = uow.conn.execute(_ADD_DECISION, dict(
         instance_id=instance_id, task_id=task.id if task is not None else None,
         step=task.step if task is not None else None, actor_id=actor, on_behalf_of=behalf, decision=decision,
         comment=comment, data=dict(data) if data else None, at=uow.clock.now(), idempotency_key=key))
@@ -148,13 +165,9 @@ def approver_acted(conn: Connection, instance_id: int) -> bool:
 
 def delegators(conn: Connection, delegate_id: int, at: dt.datetime) -> list[int]:
     """The users ``delegate_id`` stands in for at ``at`` (their dated rules include ``at``)."""
-    d = crm_delegations
-    stmt = select(d.c.user_id).where(d.c.delegate_id == delegate_id, d.c.starts_at <= at, d.c.ends_at > at)
-    return sorted({int(r[0]) for r in conn.execute(stmt)})
+    return sorted({int(r[0]) for r in conn.execute(_DELEGATORS, {"b_user": delegate_id, "b_at": at})})
 
 
 def delegates_for(conn: Connection, user_id: int, at: dt.datetime) -> list[int]:
     """Who stands in for ``user_id`` at ``at``."""
-    d = crm_delegations
-    stmt = select(d.c.delegate_id).where(d.c.user_id == user_id, d.c.starts_at <= at, d.c.ends_at > at)
-    return sorted({int(r[0]) for r in conn.execute(stmt)})
+    return sorted({int(r[0]) for r in conn.execute(_DELEGATES, {"b_user": user_id, "b_at": at})})

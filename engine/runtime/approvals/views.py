@@ -7,7 +7,7 @@ import datetime as dt
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import delete, insert, or_, select
+from sqlalchemy import bindparam, delete, insert, or_, select
 
 from engine.errors import BadRequest, NotFound, PermissionDenied
 from engine.runtime.approvals import runner, service, store
@@ -19,6 +19,15 @@ if TYPE_CHECKING:
 MAX_PAGE = 200
 STATUSES = ("waiting", "ready", "approved", "rejected", "reassigned", "cancelled", "open")
 
+_T, _I = crm_approval_tasks, crm_approval_instances
+#: the inbox query, built once (building it per request cost more than running it): owners and statuses
+#: as expanding parameters; a second form with the ``before`` cursor
+_INBOX = (select(_T, _I.c.flow, _I.c.entity, _I.c.record_id).join(_I, _I.c.id == _T.c.instance_id)
+          .where(_T.c.assignee_id.in_(bindparam("b_owners", expanding=True)),
+                 _T.c.status.in_(bindparam("b_wanted", expanding=True))))
+_INBOX_FIRST = _INBOX.order_by(_T.c.id.desc()).limit(bindparam("b_limit"))
+_INBOX_BEFORE = _INBOX.where(_T.c.id < bindparam("b_before")).order_by(_T.c.id.desc()).limit(bindparam("b_limit"))
+
 
 def inbox(uow: UnitOfWork, *, user_id: int, status: str = "ready", limit: int = 50,
           before: int | None = None) -> dict[str, Any]:
@@ -27,15 +36,13 @@ def inbox(uow: UnitOfWork, *, user_id: int, status: str = "ready", limit: int = 
     task status."""
     if status not in STATUSES:
         raise BadRequest(f"status must be one of {', '.join(STATUSES)}", code="bad_request")
-    t, i = crm_approval_tasks, crm_approval_instances
     owners = [user_id, *store.delegators(uow.conn, user_id, uow.clock.now())]
     wanted = ["ready", "waiting"] if status == "open" else [status]
-    stmt = (select(t, i.c.flow, i.c.entity, i.c.record_id).join(i, i.c.id == t.c.instance_id)
-            .where(t.c.assignee_id.in_(owners), t.c.status.in_(wanted)))
-    if before is not None:
-        stmt = stmt.where(t.c.id < before)
     limit = max(1, min(int(limit), MAX_PAGE))
-    rows = list(uow.conn.execute(stmt.order_by(t.c.id.desc()).limit(limit + 1)))
+    params: dict[str, Any] = {"b_owners": owners, "b_wanted": wanted, "b_limit": limit + 1}
+    if before is not None:
+        params["b_before"] = before
+    rows = list(uow.conn.execute(_INBOX_FIRST if before is None else _INBOX_BEFORE, params))
     items = [{**service.describe_task(r), "flow": r.flow, "entity": r.entity, "record_id": r.record_id,
               "on_behalf_of": r.assignee_id if r.assignee_id != user_id else None} for r in rows[:limit]]
     return {"items": items, "next": str(rows[limit - 1].id) if len(rows) > limit else None}
