@@ -16,7 +16,7 @@ write (:class:`~engine.errors.NoAssignee`): the record is not committed without 
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -59,11 +59,17 @@ class ApprovalGuard:
                      old: Mapping[str, Any] | None) -> None:
         uow = ctx.uow
         rid = old.get("id") if old is not None else None
-        if old is not None and rid is not None and ctx.action in ("update", "delete") \
-                and not outcome.is_own_write(uow, entity, rid):
-            _check_lock(uow, entity, self.by_entity[entity], ctx, record, old)
-        if ctx.action in ("create", "update") and not (rid is not None and outcome.is_own_write(uow, entity, rid)):
-            starting = [f for f in self.by_entity[entity] if _should_start(uow, f, ctx, record, old)]
+        if rid is not None and outcome.is_own_write(uow, entity, rid):
+            return  # the flow's own outcome write: neither locked nor a trigger
+        # the record's pending instances, read once for the lock and the trigger (a new record has none)
+        pending = store.pending_for(uow.conn, entity, int(rid)) \
+            if rid is not None and ctx.action in ("update", "delete") else []
+        if old is not None and pending:
+            _check_lock(uow, self.by_entity[entity], ctx, record, old, pending)
+        if ctx.action in ("create", "update"):
+            waiting = {p.flow for p in pending}
+            starting = [f for f in self.by_entity[entity]
+                        if f.name not in waiting and _should_start(uow, f, ctx, record, old)]
             uow.scratch.setdefault(PENDING_KEY, {})[id(record)] = starting
             for f in starting:
                 record.update(outcome.status_values(uow, entity, f.status_field, "pending"))
@@ -90,7 +96,7 @@ def _should_start(uow: UnitOfWork, flow: ApprovalFlow, ctx: WriteContext, record
             used = {str(n).split(".", 1)[0] for n in when.fields_used}
             if not any(record.get(k) != old.get(k) for k in used):
                 return False
-    return old is None or not store.pending_for(uow.conn, flow.entity, int(old["id"]), flow.name)
+    return True
 
 
 def _holds(expr: Any, values: Mapping[str, Any], ctx: Any) -> bool:
@@ -100,13 +106,10 @@ def _holds(expr: Any, values: Mapping[str, Any], ctx: Any) -> bool:
         return False
 
 
-def _check_lock(uow: UnitOfWork, entity: str, flows: tuple[ApprovalFlow, ...], ctx: WriteContext,
-                record: Mapping[str, Any], old: Mapping[str, Any]) -> None:
+def _check_lock(uow: UnitOfWork, flows: tuple[ApprovalFlow, ...], ctx: WriteContext,
+                record: Mapping[str, Any], old: Mapping[str, Any], pending_all: Sequence[Any]) -> None:
     locking = {f.name: f for f in flows if f.lock_record}
-    if not locking:
-        return
-    pending = [p for p in store.pending_for(uow.conn, entity, int(old["id"]))
-               if p.flow in locking]
+    pending = [p for p in pending_all if p.flow in locking]
     if not pending:
         return
     if ctx.action == "delete":
