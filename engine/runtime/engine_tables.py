@@ -28,7 +28,7 @@ from engine.runtime.types import JsonType, UtcDateTime
 #: Version of the engine tables' shape; :func:`upgrade` brings older databases to it through
 #: :data:`MIGRATIONS`.  (The PostgreSQL gate function is re-created on every upgrade and apply:
 #: see engine.runtime.markers.install.)
-ENGINE_SCHEMA_VERSION = 5
+ENGINE_SCHEMA_VERSION = 6
 SCHEMA_VERSION_KEY = "engine_schema"
 
 engine_metadata = MetaData()
@@ -391,8 +391,14 @@ def _to_v5(conn: Connection) -> None:
     made by the ``create_all`` that follows every migration."""
 
 
+def _to_v6(conn: Connection) -> None:
+    """Version 6: the records-and-people tables (nested teams, attachments, comments, search, encryption,
+    exchange rates) -- new tables are made by the ``create_all`` that follows; new columns of existing
+    tables are added here."""
+
+
 #: version N -> the migration that turns a version N-1 database into version N (one per version).
-MIGRATIONS: dict[int, Callable[[Connection], None]] = {2: _to_v2, 3: _to_v3, 4: _to_v4, 5: _to_v5}
+MIGRATIONS: dict[int, Callable[[Connection], None]] = {2: _to_v2, 3: _to_v3, 4: _to_v4, 5: _to_v5, 6: _to_v6}
 
 
 def check_version(conn: Connection) -> int:
