@@ -24,6 +24,7 @@ from engine.dsl.model import (
     ParentLink,
     frozen_map,
 )
+from engine.dsl.search import SEARCHABLE_TYPES, with_default_search
 from engine.dsl.yamlsrc import YList, YMap, locate
 from engine.errors import ConfigError, InvalidName, LayerError, SchemaViolation, SourceLocation, UnknownReference
 from engine.wording import with_article
@@ -81,6 +82,7 @@ class EntityCompiler:
         """The entity and the child entities of its ``lines`` fields."""
         check_name(self.name, "entity", self.loc, self.report)
         fields, retired = self._fields(self.data.get("fields") or YMap(), ("fields",), self.name)
+        fields = with_default_search(fields, self.data.get("title"))
         entity = Entity(
             name=self.name,
             location=self.loc,
@@ -160,7 +162,7 @@ class EntityCompiler:
             name=name, type=ftype, format=custom.name if custom is not None else None, location=loc,
             label=label_of(spec.get("label"), name),
             required=bool(spec.get("required")), unique=bool(spec.get("unique")),
-            index=bool(spec.get("index")), readonly=bool(spec.get("readonly") or spec.get("formula")),
+            index=bool(spec.get("index")), search=bool(spec.get("search")), readonly=bool(spec.get("readonly") or spec.get("formula")),
             default_expr=spec.get("default_expr"), formula=spec.get("formula"),
             expr_location=self._expr_loc(spec, path),
             min=spec.get("min"), max=spec.get("max"), max_length=spec.get("max_length"),
@@ -196,7 +198,8 @@ class EntityCompiler:
         only = {"to": ("reference",), "on_delete": ("reference", "user"), "options": ("picklist", "multi_picklist"),
                 "replace": ("picklist", "multi_picklist"), "pattern": ("auto_number",), "fields": ("lines",),
                 "max_length": tuple(STRING_TYPES), "min": tuple(NUMERIC_TYPES), "max": tuple(NUMERIC_TYPES),
-                "scale": ("decimal", "money", "percent"), "keep_as_typed": ("phone",)}
+                "scale": ("decimal", "money", "percent"), "keep_as_typed": ("phone",),
+                "search": tuple(SEARCHABLE_TYPES)}
         for prop, types in only.items():
             if prop in spec and ftype not in types:
                 problems.append((prop, f"'{prop}' does not apply to {with_article(ftype)} field",

@@ -113,6 +113,8 @@ class Field:
     required: bool = False
     unique: bool = False
     index: bool = False
+    #: read by global search (``search: true``, or a default searchable field: :mod:`engine.dsl.search`)
+    search: bool = False
     readonly: bool = False
     default: Any = None
     #: a default computed by an expression (text), e.g. ``"$today"``

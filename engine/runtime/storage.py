@@ -38,6 +38,7 @@ from sqlalchemy.sql.selectable import FromClause
 from sqlalchemy.types import TypeEngine
 
 from engine.dsl.model import JSON_COLUMN, Entity, Field, Workspace
+from engine.dsl.search import search_fields
 from engine.runtime.engine_tables import engine_metadata
 from engine.runtime.types import DecimalType, JsonType, UtcDateTime
 
@@ -258,11 +259,28 @@ def entity_indexes(table: Table, entity: Entity, dialect: str) -> list[Index]:
             out.append(Index(_index_name(table.name, field.name), expr))
         elif field.index:
             out.append(Index(_index_name(table.name, field.name), expr, *order))
+    if dialect == "postgresql":
+        out += [search_index(table, entity, field, dialect) for field in search_fields(entity)]
     for spec in entity.indexes:
         cols = [_index_part(table, entity, part, dialect) for part in spec.fields]
         name = _index_name(table.name, spec.name)
         out.append(_live_unique(name, table, *cols) if spec.unique else Index(name, *cols))
     return out
+
+
+def search_text(table: FromClause, field: Field, dialect: str) -> ColumnElement[Any]:
+    """The text search reads of a searchable field on PostgreSQL: ``lower(<value> COLLATE "C")`` -- ASCII
+    case folding, as the expression language's ``lower()`` -- the expression its trigram index holds, so
+    ``LIKE '%acm%'`` and ``icontains()`` written with it use the index."""
+    value = json_field_expr(table, field, dialect) if field.storage == "json" else table.c[field.column_name]
+    return func.lower(value.collate("C"))
+
+
+def search_index(table: Table, entity: Entity, field: Field, dialect: str) -> Index:
+    """The pg_trgm GIN index of one searchable field (substring, ``LIKE`` and similarity lookups)."""
+    label = f"{field.name}_trgm"
+    return Index(_index_name(table.name, label), search_text(table, field, dialect).label(label),
+                 postgresql_using="gin", postgresql_ops={label: "gin_trgm_ops"})
 
 
 def _sort_columns(table: Table, entity: Entity, dialect: str) -> list[Any]:

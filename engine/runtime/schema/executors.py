@@ -106,20 +106,24 @@ class ApplyContext:
         """Alembic batch operations on SQLite (table rebuild), plain operations elsewhere.
 
         SQLite cannot reflect expression indexes, so the table's indexes are
-        dropped before the rebuild and re-created from their saved SQL after it.
+        dropped before the rebuild and re-created from their saved SQL after it;
+        its triggers (the search index's, docs/search.md) go with the old table
+        and are re-created the same way.
         """
         if not self.sqlite:
             yield _Bound(self.ops, table)
             return
         saved = self.conn.execute(
-            text("SELECT name, sql FROM sqlite_master WHERE type = 'index' AND tbl_name = :t AND sql IS NOT NULL"),
+            text("SELECT type, name, sql FROM sqlite_master WHERE type IN ('index', 'trigger') AND tbl_name = :t "
+                 "AND sql IS NOT NULL ORDER BY type"),
             {"t": table},
         ).all()
-        for name, _sql in saved:
-            self.ops.drop_index(name, table_name=table)
+        for kind, name, _sql in saved:
+            if kind == "index":
+                self.ops.drop_index(name, table_name=table)
         with self.ops.batch_alter_table(table, recreate="always") as batch:
             yield batch
-        for _name, sql in saved:
+        for _kind, _name, sql in saved:
             self.conn.exec_driver_sql(sql)
 
 
@@ -194,6 +198,8 @@ def add_deferred_foreign_keys(ctx: ApplyContext) -> None:
 def do_add_index(ctx: ApplyContext, change: Change) -> None:
     table = ctx.result_schema.tables[change.entity]
     index = next(ix for ix in table.indexes if ix.name == change.details["index"])
+    if not ctx.sqlite and "gin_trgm_ops" in (index.dialect_options["postgresql"].get("ops") or {}).values():
+        ctx.ops.execute("CREATE EXTENSION IF NOT EXISTS pg_trgm")  # a search index (docs/search.md)
     ctx.ops.execute(CreateIndex(index))
     ctx.ddl_done()
 

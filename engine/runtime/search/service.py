@@ -1,0 +1,251 @@
+"""Global search: the records whose searchable fields contain a piece of text, as the actor may see them.
+
+The query is one piece of text (inner spaces collapsed), matched case-insensitively (ASCII letters, as
+the expression language's ``lower()``; Chinese has no case) as a substring of each searchable field:
+
+* SQLite: candidates from the entity's FTS5 trigram index (:mod:`engine.runtime.search.fts`) for three
+  characters or more; shorter queries read the index table with ``LIKE`` (no index: slower);
+* PostgreSQL: ``lower(field) LIKE '%text%'`` on the field's pg_trgm GIN index; when that finds fewer
+  records than asked for, a second pass adds *similar* ones (``word_similarity``, typo tolerance).
+
+Ranked: a field equal to the text first, then one starting with it, then one containing it, then
+similar ones; newest records first within a rank.  Permission-scoped like a list: live records in the
+actor's row scope, fields hidden from the actor neither searched nor returned, and a field masked by a
+read mask (a pool's hidden phone while the lead is unclaimed) not searched for that record.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import ColumnElement, and_, case, column, func, literal, literal_column, not_, or_, select, table, text
+from sqlalchemy.sql import Select
+
+from engine.dsl.expressions.functions import py_lower
+from engine.dsl.model import Field
+from engine.dsl.search import search_fields, title_fields
+from engine.errors import BadRequest
+from engine.runtime.records import listing, masking, output, query, rows
+from engine.runtime.records.pipeline import open_entity
+from engine.runtime.records.write_plan import EntityPlan
+from engine.runtime.search import fts
+from engine.runtime.security import Access
+from engine.runtime.storage import json_field_expr, search_text
+
+if TYPE_CHECKING:
+    from engine.runtime.runtime import UnitOfWork
+
+MAX_QUERY = 200
+DEFAULT_LIMIT = 20
+MAX_LIMIT = 100
+#: PostgreSQL's similar-records pass: the least ``word_similarity`` of the text to a field
+SIMILARITY = 0.4
+RANKS = ("exact", "prefix", "contains", "similar")
+_NONE = 9
+_SPACES = re.compile(r"\s+")
+_TITLE_REF = re.compile(r"\{([^}]*)\}")
+
+
+@dataclass(frozen=True, slots=True)
+class Hit:
+    """One found record: ``rank`` is an index into :data:`RANKS`; ``record`` its title and searchable
+    fields as the actor may see them (masked where a mask applies)."""
+
+    entity: str
+    id: int
+    rank: int
+    title: str
+    matched: tuple[str, ...]
+    record: dict[str, Any] = field(default_factory=dict)
+    score: float = 1.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"entity": self.entity, "id": self.id, "title": self.title, "rank": RANKS[self.rank],
+                "matched": list(self.matched), "record": self.record}
+
+
+def needle(q: Any) -> str:
+    """The query text, trimmed with inner spaces collapsed; BadRequest when empty or too long."""
+    if not isinstance(q, str) or not q.strip():
+        raise BadRequest("say what to search for: q=<text>", code="bad_request", hint="e.g. q=acme")
+    text_ = _SPACES.sub(" ", q.strip())
+    if len(text_) > MAX_QUERY:
+        raise BadRequest(f"q is too long: at most {MAX_QUERY} characters", code="bad_request")
+    return text_
+
+
+def searchable(uow: UnitOfWork, entity: str) -> tuple[Field, ...]:
+    """The fields of ``entity`` the actor's search reads (searchable and not hidden from the actor)."""
+    access = uow.guard.access(entity)
+    return tuple(f for f in search_fields(uow.state.plan(entity).entity) if f.name not in access.hidden)
+
+
+def search(uow: UnitOfWork, q: str, *, entities: Sequence[str] | None = None,
+           limit: int = DEFAULT_LIMIT) -> list[Hit]:
+    """The best ``limit`` hits across ``entities`` (default: every entity with searchable fields the actor
+    may read), best rank first."""
+    text_ = needle(q)
+    names = list(entities) if entities else [n for n, p in uow.state.plans.items() if not p.is_child
+                                             and search_fields(p.entity) and uow.guard.access(n).read != "none"]
+    hits: list[Hit] = []
+    for name in names:
+        plan, access = open_entity(uow, name, "read")
+        hits += _hits(uow, plan, access, text_, limit)
+    order = {n: i for i, n in enumerate(names)}
+    hits.sort(key=lambda h: (h.rank, -h.score, order[h.entity], -h.id))
+    return hits[:limit]
+
+
+def search_records(uow: UnitOfWork, entity: str, q: str, *, limit: int = DEFAULT_LIMIT,
+                   filter_text: str | None = None, fields: Sequence[str] | None = None,
+                   expand: Sequence[str] | None = None) -> list[dict[str, Any]]:
+    """``GET /records/<entity>?q=``: the records of ``entity`` matching ``q`` (and ``filter``), best first,
+    shaped as a list's items."""
+    text_ = needle(q)
+    plan, access = open_entity(uow, entity, "read")
+    keys = output.select_keys(plan, access, fields)
+    if fields is None:
+        keys = tuple(k for k in keys if k not in plan.lines)
+    found = _rows(uow, plan, access, text_, limit, listing.list_where(uow, plan, filter_text))
+    items = []
+    for row, _rank, _score in found:
+        record = rows.read(plan.readers, row._mapping)
+        items.append({k: record.get(k) for k in keys if k not in plan.lines})
+    if plan.lines:
+        output.attach_lines(uow, plan, items, keys)
+    masking.apply(uow, plan.name, items)
+    output.expand(uow, plan, access, items, expand)
+    return items
+
+
+# --------------------------------------------------------------------------- one entity
+
+
+def _hits(uow: UnitOfWork, plan: EntityPlan, access: Access, text_: str, limit: int) -> list[Hit]:
+    fields = searchable(uow, plan.name)
+    keys = ["id", *dict.fromkeys([*title_fields(plan.entity.title), *(f.name for f in fields)])]
+    keys = [k for k in keys if k in output.visible_keys(plan, access) or k == "id"]
+    found = _rows(uow, plan, access, text_, limit, [])
+    out: list[Hit] = []
+    records = []
+    for row, _rank, _score in found:
+        full = rows.read(plan.readers, row._mapping)
+        records.append({k: full.get(k) for k in keys})
+    plain = [dict(r) for r in records]
+    masking.apply(uow, plan.name, records)
+    low = py_lower(text_) or ""
+    for (_row, rank, score), before, after in zip(found, plain, records, strict=True):
+        matched = tuple(f.name for f in fields if after.get(f.name) == before.get(f.name)
+                        and low in (py_lower(str(before.get(f.name) or "")) or ""))
+        out.append(Hit(plan.name, int(after["id"]), rank, _title(plan, after, fields), matched, after, score))
+    return out
+
+
+def _title(plan: EntityPlan, record: dict[str, Any], fields: Sequence[Field]) -> str:
+    if plan.entity.title:
+        return _TITLE_REF.sub(lambda m: "" if record.get(m.group(1)) is None else str(record[m.group(1)]),
+                              plan.entity.title)
+    first = next((record.get(f.name) for f in fields if record.get(f.name) is not None), None)
+    return str(first) if first is not None else f"{plan.name} {record['id']}"
+
+
+def _rows(uow: UnitOfWork, plan: EntityPlan, access: Access, text_: str, limit: int,
+          where: Sequence[Any]) -> list[tuple[Any, int, float]]:
+    """(row, rank, score) of the best ``limit`` matching live rows in the actor's scope."""
+    fields = searchable(uow, plan.name)
+    if not search_fields(plan.entity):
+        raise BadRequest(f"{plan.name} has no searchable fields", code="bad_request",
+                         hint="mark fields with 'search: true' in the entity's YAML (docs/search.md)")
+    if not fields:
+        return []
+    pg = uow.conn.dialect.name == "postgresql"
+    m = _Matcher(uow, plan, text_, pg)
+    hit = or_(*(and_(m.contains(f), *m.shown(f)) for f in fields))
+    rank = m.least([m.rank(f) for f in fields])
+    stmt = query.base_select(uow, plan, access, [plan.table, rank.label("_rank")]).where(hit, *where)
+    stmt = m.restrict(stmt, fields)
+    t = plan.table
+    found = [(r, int(r._rank), 1.0) for r in uow.conn.execute(stmt.order_by(text("_rank"), t.c.id.desc())
+                                                               .limit(limit))]
+    if pg and len(found) < limit and len(text_) >= 3:
+        found += _similar(uow, m, plan, access, fields, where, [r.id for r, _, _ in found], limit - len(found))
+    return found
+
+
+def _similar(uow: UnitOfWork, m: _Matcher, plan: EntityPlan, access: Access, fields: Sequence[Field],
+             where: Sequence[Any], seen: list[int], limit: int) -> list[tuple[Any, int, float]]:
+    """PostgreSQL's typo-tolerant pass: rows with a field similar to the text (pg_trgm ``%>``, indexed)."""
+    uow.conn.execute(text("SELECT set_config('pg_trgm.word_similarity_threshold', :v, true)"),
+                     {"v": str(SIMILARITY)})
+    t = plan.table
+    hit = or_(*(and_(m.value(f).op("%>")(m.low), *m.shown(f)) for f in fields))
+    score = m.greatest([case((and_(*m.shown(f)), func.word_similarity(m.low, m.value(f))), else_=0.0)
+                        if m.shown(f) else func.word_similarity(m.low, m.value(f)) for f in fields])
+    stmt = query.base_select(uow, plan, access, [t, score.label("_score")]).where(hit, *where)
+    if seen:
+        stmt = stmt.where(t.c.id.not_in(seen))
+    rows_ = uow.conn.execute(stmt.order_by(text("_score DESC"), t.c.id.desc()).limit(limit)).all()
+    return [(r, RANKS.index("similar"), float(r._score)) for r in rows_]
+
+
+class _Matcher:
+    """The SQL pieces of one search of one entity on one database."""
+
+    def __init__(self, uow: UnitOfWork, plan: EntityPlan, text_: str, pg: bool) -> None:
+        self.uow, self.plan, self.pg = uow, plan, pg
+        self.low = py_lower(text_) or ""
+        escaped = self.low.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+        self.exact_, self.prefix_, self.contains_ = escaped, f"{escaped}%", f"%{escaped}%"
+        self.fts = None
+        if not pg and uow.state.memo("search_fts", plan.name, lambda: fts.present(uow.conn, plan.entity)):
+            fields = search_fields(plan.entity)
+            self.fts = table(fts.fts_name(plan.entity), column("rowid"), *(column(f.name) for f in fields))
+
+    def value(self, f: Field) -> ColumnElement[Any]:
+        if self.pg:
+            return search_text(self.plan.table, f, "postgresql")
+        if self.fts is not None:
+            return self.fts.c[f.name]
+        if f.storage == "json":
+            return json_field_expr(self.plan.table, f, "sqlite")
+        return self.plan.table.c[f.column_name]
+
+    def _like(self, f: Field, pattern: str) -> ColumnElement[bool]:
+        return self.value(f).like(literal(pattern), escape="\\")
+
+    def contains(self, f: Field) -> ColumnElement[bool]:
+        return self._like(f, self.contains_)
+
+    def shown(self, f: Field) -> list[ColumnElement[bool]]:
+        """The condition under which ``f`` is not masked for the actor (empty: never masked)."""
+        cond = masking.exclusion(self.uow, self.plan.name, [f.name])
+        return [cond] if cond is not None else []
+
+    def rank(self, f: Field) -> ColumnElement[Any]:
+        exact = self.value(f) == literal(self.low) if self.pg else self._like(f, self.exact_)
+        whens: list[Any] = [(not_(c), _NONE) for c in self.shown(f)]
+        whens += [(exact, 0), (self._like(f, self.prefix_), 1), (self.contains(f), 2)]
+        return case(*whens, else_=_NONE)
+
+    def least(self, parts: list[ColumnElement[Any]]) -> ColumnElement[Any]:
+        if len(parts) == 1:
+            return parts[0]
+        return func.least(*parts) if self.pg else func.min(*parts)
+
+    def greatest(self, parts: list[ColumnElement[Any]]) -> ColumnElement[Any]:
+        return parts[0] if len(parts) == 1 else func.greatest(*parts)
+
+    def restrict(self, stmt: Select[Any], fields: Sequence[Field]) -> Select[Any]:
+        """On SQLite with an index: join it, and narrow to its trigram matches when the text allows."""
+        if self.fts is None:
+            return stmt
+        stmt = stmt.join(self.fts, self.fts.c.rowid == self.plan.table.c.id)
+        if len(self.low) < 3:
+            return stmt
+        phrase = '"' + self.low.replace('"', '""') + '"'
+        quoted = '"' + fts.fts_name(self.plan.entity) + '"'
+        return stmt.where(literal_column(quoted).op("MATCH")(literal("{" + " ".join(f.name for f in fields)
+                                                                     + "} : " + phrase)))
