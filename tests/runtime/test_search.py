@@ -1,0 +1,182 @@
+"""Global search on SQLite and PostgreSQL: substrings (Chinese included), ranking, row scope, hidden fields,
+pool masking, the index following every write path, and the plan that builds it."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import text
+
+from engine.dsl.compiler import compile_folder
+from engine.errors import BadRequest
+from engine.runtime.db import make_engine
+from engine.runtime.schema.apply import apply
+from engine.runtime.schema.diff import plan
+from engine.runtime.search import service
+from tests.runtime.conftest import World, build_world, write_workspace
+from tests.runtime.pool_world import FILES, held_by, pooled
+
+#: the pool world, with the sales role not allowed to see a lead's email
+HIDDEN_EMAIL = {**FILES, "roles/roles.yaml": FILES["roles/roles.yaml"].replace(
+    "  activity: {read: own, create: true, update: own, delete: none}\n        ---\n        role: manager",
+    "  activity: {read: own, create: true, update: own, delete: none}\n"
+    "        fields:\n          lead.email: hidden\n        ---\n        role: manager", 1)}
+
+
+@pytest.fixture(name="world")
+def search_world(db_url: str, tmp_path: Path) -> Iterator[World]:
+    w = build_world(db_url, tmp_path / "ws", HIDDEN_EMAIL)
+    try:
+        yield w
+    finally:
+        w.rt.close()
+
+
+def add(world: World, user: str, *companies: str, **values: Any) -> list[int]:
+    with world.unit(user) as uow:
+        return [uow.records.create("lead", {"company": c, **values})["id"] for c in companies]
+
+
+def found(world: World, user: str, q: str, **kw: Any) -> list[tuple[str, str]]:
+    with world.unit(user, readonly=True) as uow:
+        return [(h.title, service.RANKS[h.rank]) for h in service.search(uow, q, **kw)]
+
+
+def titles(world: World, user: str, q: str) -> set[str]:
+    """The titles found as substrings (PostgreSQL's similar-records pass left out)."""
+    return {t for t, rank in found(world, user, q) if rank != "similar"}
+
+
+def test_chinese_substrings_and_case_insensitive_prefixes_ranked(world: World) -> None:
+    add(world, "admin", "苏州精密机械有限公司", "上海贸易公司", "Big Acme", "Acme Tools", "acme", "Zenith")
+    assert titles(world, "admin", "精密") == {"苏州精密机械有限公司"}  # two characters: no trigram, still found
+    assert titles(world, "admin", "精密机械") == {"苏州精密机械有限公司"}
+    assert titles(world, "admin", "公司") == {"苏州精密机械有限公司", "上海贸易公司"}
+    assert found(world, "admin", "ACM") == [("acme", "prefix"), ("Acme Tools", "prefix"), ("Big Acme", "contains")]
+    assert found(world, "admin", "Acme")[0] == ("acme", "exact")
+    assert titles(world, "admin", "100%") == set()  # LIKE wildcards in the text are literal
+    assert titles(world, "admin", "big_acme") == set()
+
+
+def test_a_rep_finds_only_what_her_row_scope_reads(world: World) -> None:
+    add(world, "alice", "Acme East")
+    add(world, "bob", "Acme Bob")
+    add(world, "dave", "Acme West")
+    assert titles(world, "alice", "acme") == {"Acme East"}
+    assert titles(world, "dave", "acme") == {"Acme West"}
+    assert titles(world, "carol", "acme") == {"Acme East", "Acme Bob"}  # manager of east: her team
+    assert titles(world, "admin", "acme") == {"Acme East", "Acme Bob", "Acme West"}
+
+
+def test_hidden_fields_are_neither_searched_nor_returned(world: World) -> None:
+    add(world, "admin", "Hidden Mail Co", email="secret@hidden-domain.cn", owner_id=world.ids["alice"])
+    with world.unit("alice", readonly=True) as uow:
+        assert [h for h in service.search(uow, "hidden-domain") if h.rank < 3] == []
+        [hit] = service.search(uow, "hidden mail")
+        assert "email" not in hit.record and hit.record["company"] == "Hidden Mail Co"
+    with world.unit("carol", readonly=True) as uow:  # the manager role does not hide it
+        [hit] = service.search(uow, "hidden-domain")
+        assert hit.matched == ("email",) and hit.record["email"] == "secret@hidden-domain.cn"
+
+
+def test_a_masked_phone_is_not_searchable_until_held(world: World) -> None:
+    [lead] = pooled(world, "east_pool", 1, phone="13912345678", company="Pooled Precision")
+    for who in ("vera", "admin", "carol"):  # masked for everyone while unclaimed, administrators too
+        assert found(world, who, "12345678") == [], who
+    with world.unit("vera", readonly=True) as uow:  # other fields still find it, with the phone masked
+        [hit] = service.search(uow, "pooled precision")
+        assert hit.record["phone"] == "+86 139****5678" and hit.matched == ("company",)
+    held_by(world, "alice", [lead])
+    with world.unit("alice", readonly=True) as uow:
+        [hit] = service.search(uow, "12345678")
+        assert hit.id == lead and hit.matched == ("phone",) and hit.record["phone"] == "+8613912345678"
+
+
+def test_the_index_follows_update_delete_and_bulk_writes(world: World) -> None:
+    [lead] = add(world, "admin", "Old Name Ltd")
+    with world.unit("admin") as uow:
+        uow.records.update("lead", lead, {"company": "New Name Ltd"}, expected_version=None)
+        ids = uow.records.create_many("lead", [{"company": f"Bulk Co {i}"} for i in range(3)])
+    assert titles(world, "admin", "old name") == set()
+    assert titles(world, "admin", "new name") == {"New Name Ltd"}
+    assert titles(world, "admin", "bulk co") == {"Bulk Co 0", "Bulk Co 1", "Bulk Co 2"}
+    with world.unit("admin") as uow:
+        uow.records.delete("lead", ids[0], expected_version=None)
+    assert titles(world, "admin", "bulk co") == {"Bulk Co 1", "Bulk Co 2"}
+    with world.unit("system") as uow:  # a restore (clearing deleted_at) brings it back at no cost
+        uow.conn.execute(text("UPDATE lead SET deleted_at = NULL WHERE id = :i"), {"i": ids[0]})
+    assert "Bulk Co 0" in titles(world, "admin", "bulk co")
+    if world.url.startswith("sqlite"):  # a hard delete behind the service leaves no index row
+        with world.unit("system") as uow:
+            uow.conn.execute(text("DELETE FROM lead WHERE id = :i"), {"i": ids[1]})
+            left = uow.conn.execute(text("SELECT count(*) FROM crm_search_lead WHERE rowid = :i"), {"i": ids[1]})
+            assert left.scalar_one() == 0
+
+
+def test_list_within_an_entity_and_bad_queries(world: World) -> None:
+    add(world, "admin", "Acme One", "Acme Two", "Other", region="east")
+    add(world, "admin", "Acme North", region="north")
+    with world.unit("admin", readonly=True) as uow:
+        items = service.search_records(uow, "lead", "acme", filter_text="region == 'east'", fields=["company"])
+        assert sorted(i["company"] for i in items) == ["Acme One", "Acme Two"]
+        assert [h.entity for h in service.search(uow, "acme", entities=["lead"], limit=2)] == ["lead", "lead"]
+        for bad in ("", "   ", "x" * 201):
+            with pytest.raises(BadRequest):
+                service.search(uow, bad)
+        with pytest.raises(BadRequest, match="no searchable fields"):
+            service.search(uow, "call", entities=["activity"])
+
+
+def test_typo_tolerance_where_the_database_allows(world: World) -> None:
+    add(world, "admin", "Acme Machinery")
+    similar = found(world, "admin", "machinary")
+    if world.url.startswith("postgresql"):
+        assert similar == [("Acme Machinery", "similar")]
+    else:  # SQLite: trigram substrings only (docs/search.md)
+        assert similar == []
+
+
+def _ws(tmp_path: Path, name: str, files: dict[str, str]) -> Any:
+    return compile_folder(write_workspace(tmp_path / name, files))
+
+
+def test_the_index_is_planned_and_follows_table_rebuilds(db_url: str, tmp_path: Path) -> None:
+    v1 = _ws(tmp_path, "v1", HIDDEN_EMAIL)
+    sqlite = db_url.startswith("sqlite")
+    lines = [c.line() for c in plan(None, v1, None, dialect="sqlite" if sqlite else "postgresql").changes]
+    if sqlite:
+        assert "~ build the search index of lead (safe, searchable: company, phone, email)" in lines
+    else:
+        assert "+ add index ix_lead_company_trgm on lead (safe)" in lines
+    # v2: only company is searchable, and narrowing it rebuilds the SQLite table (its triggers must survive)
+    v2_files = {**HIDDEN_EMAIL, "entities/lead.yaml": FILES["entities/lead.yaml"].replace(
+        "company: {type: string, required: true}", "company: {type: string, required: true, search: true, "
+                                                   "max_length: 100}")}
+    engine = make_engine(db_url)
+    try:
+        apply(engine, v1, author="t", message="v1")
+        with engine.begin() as conn:
+            conn.execute(text("INSERT INTO lead (version, created_at, updated_at, company, phone) "
+                              "VALUES (1, '2026-01-01', '2026-01-01', 'Rebuilt Precision', '+8613800000000')"))
+        again = apply(engine, v1, author="t", message="again")
+        assert again.plan.is_empty
+        v2 = _ws(tmp_path, "v2", v2_files)
+        changes = {c.kind: c.description for c in apply(engine, v2, author="t", message="v2").plan.changes}
+        assert "narrow_length" in changes
+        if sqlite:
+            assert changes["feature_data"] == "build the search index of lead"
+        else:
+            assert changes["drop_index"] in ("drop index ix_lead_phone_trgm on lead",
+                                             "drop index ix_lead_email_trgm on lead")
+    finally:
+        engine.dispose()
+    w = build_world(db_url, tmp_path / "v3", v2_files)
+    try:
+        add(w, "admin", "After Rebuild Precision")
+        assert titles(w, "admin", "precision") == {"Rebuilt Precision", "After Rebuild Precision"}
+        assert titles(w, "admin", "13800000") == set()  # phone is no longer searchable
+    finally:
+        w.rt.close()
