@@ -21,7 +21,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import ColumnElement, and_, case, column, func, literal, literal_column, not_, or_, select, table, text
+from sqlalchemy import ColumnElement, and_, case, column, func, literal, literal_column, not_, or_, table, text
 from sqlalchemy.sql import Select
 
 from engine.dsl.expressions.functions import py_lower
@@ -137,10 +137,10 @@ def _hits(uow: UnitOfWork, plan: EntityPlan, access: Access, text_: str, limit: 
     plain = [dict(r) for r in records]
     masking.apply(uow, plan.name, records)
     low = py_lower(text_) or ""
-    for (_row, rank, score), before, after in zip(found, plain, records, strict=True):
+    for (row, rank, score), before, after in zip(found, plain, records, strict=True):
         matched = tuple(f.name for f in fields if after.get(f.name) == before.get(f.name)
                         and low in (py_lower(str(before.get(f.name) or "")) or ""))
-        out.append(Hit(plan.name, int(after["id"]), rank, _title(plan, after, fields), matched, after, score))
+        out.append(Hit(plan.name, int(row.id), rank, _title(plan, after, fields), matched, after, score))
     return out
 
 
