@@ -161,6 +161,8 @@ def _list_parameters() -> list[dict[str, Any]]:
 
     return [
         q("filter", {"type": "string"}, "An expression, e.g. industry == 'manufacturing' and budget > 100000"),
+        q("q", {"type": "string", "maxLength": 200}, "Search the entity's searchable fields for this text: one "
+          "ranked page (no sort, cursor or count); see docs/search.md"),
         q("sort", {"type": "string"}, "Comma-separated fields, '-' for descending, e.g. -created_at,company"),
         q("limit", {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT, "default": DEFAULT_LIMIT}, "Page size"),
         q("cursor", {"type": "string"}, "next_cursor of the previous page"),

@@ -14,7 +14,8 @@ from flask import Blueprint, Response, current_app, g, request
 
 from engine.api import gateway, params
 from engine.api.jsonenc import encode_body
-from engine.errors import NotFound
+from engine.errors import BadRequest, NotFound
+from engine.runtime.search import service as search_service
 
 bp = Blueprint("api_v1", __name__, url_prefix="/api/v1")
 RUNTIME_KEY = "crm_runtime"
@@ -67,12 +68,26 @@ def _record_id(raw: str) -> int:
 def list_records(entity: str) -> Response:
     """A page of records: filter, sort, limit, cursor, count, fields, expand."""
     p = params.list_params(request.args)
+    if request.args.get("q") is not None:
+        return _search_list(entity, request.args["q"], p)
     with gateway.records(runtime(), g.principal, readonly=True) as svc:
         gateway.entity(svc.uow, entity)
         page = svc.list(entity, filter=p.filter, sort=",".join(p.sort) if p.sort else None, limit=p.limit,
                         cursor=p.cursor,
                         fields=p.fields, expand=p.expand, count=p.count)
     return json_response({"items": page.items, "next_cursor": page.next_cursor, "total": page.total})
+
+
+def _search_list(entity: str, q: str, p: params.ListParams) -> Response:
+    """``?q=``: the entity's records matching the text, best first (docs/search.md): one ranked page."""
+    if p.sort or p.cursor or p.count:
+        raise BadRequest("q= returns one ranked page: sort, cursor and count do not apply", code="bad_request",
+                         hint="drop them, or use filter= with icontains(field, 'text') for a sorted, paged list")
+    with gateway.records(runtime(), g.principal, readonly=True) as svc:
+        gateway.entity(svc.uow, entity)
+        items = search_service.search_records(svc.uow, entity, q, limit=p.limit, filter_text=p.filter,
+                                              fields=p.fields, expand=p.expand)
+    return json_response({"items": items, "next_cursor": None, "total": None})
 
 
 @bp.post("/records/<entity>")
