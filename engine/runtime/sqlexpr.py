@@ -50,12 +50,12 @@ from sqlalchemy import (
     true,
     type_coerce,
 )
-from sqlalchemy.sql.elements import ColumnElement
+from sqlalchemy.sql.elements import BindParameter, Cast, ColumnElement
 from sqlalchemy.types import TypeEngine
 
 from engine.dsl.expressions import CompiledExpression, ast, default_registry
 from engine.dsl.expressions.diagnostics import ExprSource
-from engine.dsl.expressions.functions import NUMBER_SCALE, TRIM_CHARS, FunctionRegistry
+from engine.dsl.expressions.functions import NUMBER_SCALE, TRIM_CHARS, FunctionRegistry, py_lower
 from engine.dsl.expressions.pycompile import maybe_null, mixed_day
 from engine.errors import ExpressionError
 from engine.runtime.engine_tables import crm_teams, crm_users
@@ -430,6 +430,27 @@ def _contains(ctx: SqlContext, a: Args) -> ColumnElement[Any]:
     return (func.strpos(a[0], a[1]) if ctx.pg else func.instr(a[0], a[1])) > 0
 
 
+def _icontains(ctx: SqlContext, a: Args) -> ColumnElement[Any]:
+    """``lower(text)`` contains ``lower(needle)`` (ASCII case folding, as :func:`_lower`).  On PostgreSQL a
+    literal needle becomes ``lower(text COLLATE "C") LIKE '%needle%'``: the expression a searchable field's
+    pg_trgm index holds (:func:`engine.runtime.storage.search_text`), so the filter can use it."""
+    hay = func.lower(a[0].collate("C")) if ctx.pg else func.lower(a[0])
+    value = _literal_text(a[1])
+    if ctx.pg and value is not None:
+        low = py_lower(value) or ""
+        pattern = low.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+        return hay.like(literal(f"%{pattern}%", Text()), escape="\\")
+    needle = func.lower(a[1].collate("C")) if ctx.pg else func.lower(a[1])
+    return (func.strpos(hay, needle) if ctx.pg else func.instr(hay, needle)) > 0
+
+
+def _literal_text(clause: ColumnElement[Any]) -> str | None:
+    """The text of a literal string argument (a bound value, cast on PostgreSQL), else None."""
+    inner = clause.clause if isinstance(clause, Cast) else clause
+    value = getattr(inner, "value", None) if isinstance(inner, BindParameter) else None
+    return value if isinstance(value, str) else None
+
+
 def _startswith(ctx: SqlContext, a: Args) -> ColumnElement[Any]:
     if ctx.pg:
         return func.left(a[0], func.char_length(a[1])) == a[1]
@@ -557,7 +578,7 @@ def _concat(ctx: SqlContext, a: Args) -> ColumnElement[Any]:
 
 
 COMMON: Mapping[str, SqlImpl] = {
-    "lower": _lower, "upper": _upper, "trim": _trim, "len": _len, "contains": _contains,
+    "lower": _lower, "upper": _upper, "trim": _trim, "len": _len, "contains": _contains, "icontains": _icontains,
     "startswith": _startswith, "endswith": _endswith, "round": _round,
     "coalesce": lambda ctx, a: func.coalesce(*a), "abs": lambda ctx, a: func.abs(a[0]),
     "min": _min_max("least", "min"), "max": _min_max("greatest", "max"),

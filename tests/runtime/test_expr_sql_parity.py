@@ -223,7 +223,7 @@ def _node_boolean(d: int) -> st.SearchStrategy[str]:
         .map(lambda t: f"({t[0]} {t[1]} [{', '.join(t[2])}])"),
         st.tuples(st.sampled_from(['"vip"', '"hot"', "stage", "name"]), st.sampled_from(["in", "not in"]),
                   st.sampled_from(["tags", "labels"])).map(" ".join),
-        st.tuples(st.sampled_from(["contains", "startswith", "endswith"]), s, s)
+        st.tuples(st.sampled_from(["contains", "icontains", "startswith", "endswith"]), s, s)
         .map(lambda t: f"{t[0]}({t[1]}, {t[2]})"),
         st.one_of(s, st.sampled_from(["tags", "labels", "budget", "due"])).map(lambda x: f"isblank({x})"),
         st.sampled_from(["stage == \"won\"", "$user == account", "account.industry != \"tech\"",
@@ -334,7 +334,9 @@ def test_python_and_sql_agree(parity: _Parity) -> None:
 
 @pytest.mark.parametrize("text", [
     "budget / 3", "budget % 7.5", "-score % 7", "rate * account.rating", "score / 0", "round(2.675, 2)",
-    'lower("ÉÀ Ab")', 'name < "é"', "days_since(met_at)", "add_months(due, 1)", "seen_at < $now",
+    'lower("ÉÀ Ab")', 'icontains(name, "AB")', 'icontains(name, "%")', 'icontains(name, "b_")',
+    'icontains("苏州精密机械", "精密")', 'icontains(name, lower(name))', 'icontains(name, null)',
+    'name < "é"', "days_since(met_at)", "add_months(due, 1)", "seen_at < $now",
     "coalesce(seen_at, met_at)", 'not ("vip" in labels)', "isblank(labels)", "account.founded > due",
     "year(seen_at) * 100 + month(seen_at)", "max(met_at, seen_at)", 'stage not in ["won", null]',
     "(if active then score else null) + 1", "flag", "not flag", "flag != true",

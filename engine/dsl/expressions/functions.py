@@ -187,6 +187,10 @@ def py_contains(s: str | None, sub: str | None) -> bool:
     return s is not None and sub is not None and sub in s
 
 
+def py_icontains(s: str | None, sub: str | None) -> bool:
+    return s is not None and sub is not None and sub.translate(_ASCII_LOWER) in s.translate(_ASCII_LOWER)
+
+
 def py_startswith(s: str | None, prefix: str | None) -> bool:
     return s is not None and prefix is not None and s.startswith(prefix)
 
@@ -340,6 +344,9 @@ def _builtins() -> Iterator[FunctionDef]:
     yield F("len", ("string|list",), "integer", py_len, "number of characters (or of list items)",
             typer=_len_typer)
     yield F("contains", ("string", "string"), "boolean", py_contains, "text contains text (case-sensitive)")
+    yield F("icontains", ("string", "string"), "boolean", py_icontains,
+            "text contains text, ignoring the case of A-Z (lower()-based; a searchable field's trigram "
+            "index serves it on PostgreSQL)")
     yield F("startswith", ("string", "string"), "boolean", py_startswith, "text starts with text")
     yield F("endswith", ("string", "string"), "boolean", py_endswith, "text ends with text")
     yield F("coalesce", ("T", "T"), "T", py_coalesce, "the first argument that is not null", variadic=True)
