@@ -151,15 +151,21 @@ def format_plan(plan: Plan, *, verbose: bool = True) -> str:
 def _folded(changes: tuple[Change, ...]) -> list[Change]:
     created = {c.entity for c in changes if c.kind == "create_table"}
     indexes: dict[str, int] = {}
+    then: dict[str, list[str]] = {}  # a feature's data step on a new table (its search index, ...)
     for c in changes:
         if c.kind == "add_index" and c.entity in created:
             indexes[c.entity] = indexes.get(c.entity, 0) + 1
+        elif c.kind == "feature_data" and c.entity in created and c.safety == "safe":
+            then.setdefault(c.entity, []).append(c.description)
     out = []
     for c in changes:
-        if c.kind == "add_index" and c.entity in created:
+        if c.kind in ("add_index", "feature_data") and c.entity in created and (
+                c.kind == "add_index" or c.description in then.get(c.entity, ())):
             continue
         if c.kind == "create_table" and indexes.get(c.entity):
             c = replace(c, note=f"{c.note}, {counted(indexes[c.entity], 'index', 'indexes')}")
+        if c.kind == "create_table" and then.get(c.entity):
+            c = replace(c, note=f"{c.note}; then {', '.join(then[c.entity])}")
         out.append(c)
     return out
 
