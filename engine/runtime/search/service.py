@@ -4,7 +4,8 @@ The query is one piece of text (inner spaces collapsed), matched case-insensitiv
 the expression language's ``lower()``; Chinese has no case) as a substring of each searchable field:
 
 * SQLite: candidates from the entity's FTS5 trigram index (:mod:`engine.runtime.search.fts`) for three
-  characters or more; shorter queries read the index table with ``LIKE`` (no index: slower);
+  characters or more; a shorter text (no trigram, no index, on either database) reads the records newest
+  first until :data:`SHORT_CANDIDATES` match, and ranks those;
 * PostgreSQL: ``lower(field) LIKE '%text%'`` on the field's pg_trgm GIN index; when that finds fewer
   records than asked for, a second pass adds *similar* ones (``word_similarity``, typo tolerance).
 
@@ -21,7 +22,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import ColumnElement, and_, case, column, func, literal, literal_column, not_, or_, table, text
+from sqlalchemy import ColumnElement, and_, case, column, func, literal, literal_column, not_, or_, select, table, text
 from sqlalchemy.sql import Select
 
 from engine.dsl.expressions.functions import py_lower
@@ -43,6 +44,8 @@ DEFAULT_LIMIT = 20
 MAX_LIMIT = 100
 #: PostgreSQL's similar-records pass: the least ``word_similarity`` of the text to a field
 SIMILARITY = 0.4
+#: a text shorter than three characters (no trigram: no index) ranks the newest this many matches only
+SHORT_CANDIDATES = 500
 RANKS = ("exact", "prefix", "contains", "similar")
 _NONE = 9
 _SPACES = re.compile(r"\s+")
@@ -168,8 +171,12 @@ def _rows(uow: UnitOfWork, plan: EntityPlan, access: Access, text_: str, limit: 
     stmt = query.base_select(uow, plan, access, [plan.table, rank.label("_rank")]).where(hit, *where)
     stmt = m.restrict(stmt, fields)
     t = plan.table
-    found = [(r, int(r._rank), 1.0) for r in uow.conn.execute(stmt.order_by(text("_rank"), t.c.id.desc())
-                                                               .limit(limit))]
+    if len(m.low) < 3:  # no trigram to look up: rank the newest matches, found by reading newest first
+        inner = stmt.order_by(t.c.id.desc()).limit(SHORT_CANDIDATES).subquery()
+        ranked = select(inner).order_by(inner.c._rank, inner.c.id.desc()).limit(limit)
+    else:
+        ranked = stmt.order_by(text("_rank"), t.c.id.desc()).limit(limit)
+    found = [(r, int(r._rank), 1.0) for r in uow.conn.execute(ranked)]
     if pg and len(found) < limit and len(text_) >= 3:
         found += _similar(uow, m, plan, access, fields, where, [r.id for r, _, _ in found], limit - len(found))
     return found
