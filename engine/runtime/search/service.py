@@ -22,7 +22,21 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import ColumnElement, and_, case, column, func, literal, literal_column, not_, or_, select, table, text
+from sqlalchemy import (
+    ColumnElement,
+    String,
+    and_,
+    bindparam,
+    case,
+    column,
+    func,
+    literal_column,
+    not_,
+    or_,
+    select,
+    table,
+    text,
+)
 from sqlalchemy.sql import Select
 
 from engine.dsl.expressions.functions import py_lower
@@ -165,51 +179,76 @@ def _rows(uow: UnitOfWork, plan: EntityPlan, access: Access, text_: str, limit: 
     if not fields:
         return []
     pg = uow.conn.dialect.name == "postgresql"
-    m = _Matcher(uow, plan, text_, pg)
-    hit = or_(*(and_(m.contains(f), *m.shown(f)) for f in fields))
-    rank = m.least([m.rank(f) for f in fields])
-    stmt = query.base_select(uow, plan, access, [plan.table, rank.label("_rank")]).where(hit, *where)
-    stmt = m.restrict(stmt, fields)
-    t = plan.table
-    if len(m.low) < 3:  # no trigram to look up: rank the newest matches, found by reading newest first
-        inner = stmt.order_by(t.c.id.desc()).limit(SHORT_CANDIDATES).subquery()
-        ranked = select(inner).order_by(inner.c._rank, inner.c.id.desc()).limit(limit)
-    else:
-        ranked = stmt.order_by(text("_rank"), t.c.id.desc()).limit(limit)
-    found = [(r, int(r._rank), 1.0) for r in uow.conn.execute(ranked)]
-    if pg and len(found) < limit and len(text_) >= 3:
-        found += _similar(uow, m, plan, access, fields, where, [r.id for r, _, _ in found], limit - len(found))
+    short = len(text_) < 3
+    stmt = _statement(uow, plan, access, fields, where, "short" if short else "long", limit)
+    params = _params(text_, fields)
+    found = [(r, int(r._rank), 1.0) for r in uow.conn.execute(stmt, params)]
+    if pg and len(found) < limit and not short:
+        uow.conn.execute(text("SELECT set_config('pg_trgm.word_similarity_threshold', :v, true)"),
+                         {"v": str(SIMILARITY)})
+        similar = _statement(uow, plan, access, fields, where, "similar", limit)
+        rows_ = uow.conn.execute(similar, {**params, "s_seen": [r.id for r, _, _ in found]}).all()
+        found += [(r, RANKS.index("similar"), float(r._score)) for r in rows_[:limit - len(found)]]
     return found
 
 
-def _similar(uow: UnitOfWork, m: _Matcher, plan: EntityPlan, access: Access, fields: Sequence[Field],
-             where: Sequence[Any], seen: list[int], limit: int) -> list[tuple[Any, int, float]]:
-    """PostgreSQL's typo-tolerant pass: rows with a field similar to the text (pg_trgm ``%>``, indexed)."""
-    uow.conn.execute(text("SELECT set_config('pg_trgm.word_similarity_threshold', :v, true)"),
-                     {"v": str(SIMILARITY)})
-    t = plan.table
-    hit = or_(*(and_(m.value(f).op("%>")(m.low), *m.shown(f)) for f in fields))
-    score = m.greatest([case((and_(*m.shown(f)), func.word_similarity(m.low, m.value(f))), else_=0.0)
-                        if m.shown(f) else func.word_similarity(m.low, m.value(f)) for f in fields])
-    stmt = query.base_select(uow, plan, access, [t, score.label("_score")]).where(hit, *where)
-    if seen:
-        stmt = stmt.where(t.c.id.not_in(seen))
-    rows_ = uow.conn.execute(stmt.order_by(text("_score DESC"), t.c.id.desc()).limit(limit)).all()
-    return [(r, RANKS.index("similar"), float(r._score)) for r in rows_]
+def _params(text_: str, fields: Sequence[Field]) -> dict[str, Any]:
+    low = py_lower(text_) or ""
+    escaped = low.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    phrase = '"' + low.replace('"', '""') + '"'
+    return {"s_low": low, "s_exact": escaped, "s_prefix": f"{escaped}%", "s_contains": f"%{escaped}%",
+            "s_match": "{" + " ".join(f.name for f in fields) + "} : " + phrase}
+
+
+def _statement(uow: UnitOfWork, plan: EntityPlan, access: Access, fields: Sequence[Field], where: Sequence[Any],
+               kind: str, limit: int) -> Any:
+    """The search statement (texts as bound parameters: :func:`_params`), memoised per revision when it
+    depends on nothing but the actor's scope (building it cost more than running it on the index)."""
+    guard = uow.guard
+    scope = (access.read, uow.actor.user_id, guard.team_ids() if access.read == "team" else None)
+    key = (plan.name, access, scope, tuple(f.name for f in fields), kind, limit, bool(masking.active(uow, plan.name)))
+
+    def build() -> Any:
+        m = _Matcher(uow, plan, uow.conn.dialect.name == "postgresql")
+        return m.similar(access, fields, where, limit) if kind == "similar" else m.ranked(
+            access, fields, where, limit, short=kind == "short")
+
+    return build() if where else uow.state.memo("search", key, build)
 
 
 class _Matcher:
     """The SQL pieces of one search of one entity on one database."""
 
-    def __init__(self, uow: UnitOfWork, plan: EntityPlan, text_: str, pg: bool) -> None:
+    def __init__(self, uow: UnitOfWork, plan: EntityPlan, pg: bool) -> None:
         self.uow, self.plan, self.pg = uow, plan, pg
-        self.low = py_lower(text_) or ""
-        escaped = self.low.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-        self.exact_, self.prefix_, self.contains_ = escaped, f"{escaped}%", f"%{escaped}%"
+        self.low = bindparam("s_low", type_=String())
         self.fts = None
         if not pg and uow.state.memo("search_fts", plan.name, lambda: fts.present(uow.conn, plan.entity)):
             fields = search_fields(plan.entity)
             self.fts = table(fts.fts_name(plan.entity), column("rowid"), *(column(f.name) for f in fields))
+
+    def ranked(self, access: Access, fields: Sequence[Field], where: Sequence[Any], limit: int, *,
+               short: bool) -> Select[Any]:
+        t = self.plan.table
+        hit = or_(*(and_(self.contains(f), *self.shown(f)) for f in fields))
+        rank = self.least([self.rank(f) for f in fields])
+        stmt = query.base_select(self.uow, self.plan, access, [t, rank.label("_rank")]).where(hit, *where)
+        stmt = self.restrict(stmt, short=short)
+        if short:  # no trigram to look up: rank the newest matches, found by reading newest first
+            inner = stmt.order_by(t.c.id.desc()).limit(SHORT_CANDIDATES).subquery()
+            return select(inner).order_by(inner.c._rank, inner.c.id.desc()).limit(limit)
+        return stmt.order_by(text("_rank"), t.c.id.desc()).limit(limit)
+
+    def similar(self, access: Access, fields: Sequence[Field], where: Sequence[Any], limit: int) -> Select[Any]:
+        """PostgreSQL's typo-tolerant pass: rows with a field similar to the text (pg_trgm ``%>``, indexed)."""
+        t = self.plan.table
+        hit = or_(*(and_(self.value(f).op("%>")(self.low), *self.shown(f)) for f in fields))
+        score = self.greatest([case((and_(*self.shown(f)), func.word_similarity(self.low, self.value(f))),
+                                    else_=0.0) if self.shown(f) else func.word_similarity(self.low, self.value(f))
+                               for f in fields])
+        stmt = query.base_select(self.uow, self.plan, access, [t, score.label("_score")]).where(hit, *where)
+        stmt = stmt.where(t.c.id.not_in(bindparam("s_seen", expanding=True)))
+        return stmt.order_by(text("_score DESC"), t.c.id.desc()).limit(limit)
 
     def value(self, f: Field) -> ColumnElement[Any]:
         if self.pg:
@@ -221,10 +260,10 @@ class _Matcher:
         return self.plan.table.c[f.column_name]
 
     def _like(self, f: Field, pattern: str) -> ColumnElement[bool]:
-        return self.value(f).like(literal(pattern), escape="\\")
+        return self.value(f).like(bindparam(pattern, type_=String()), escape="\\")
 
     def contains(self, f: Field) -> ColumnElement[bool]:
-        return self._like(f, self.contains_)
+        return self._like(f, "s_contains")
 
     def shown(self, f: Field) -> list[ColumnElement[bool]]:
         """The condition under which ``f`` is not masked for the actor (empty: never masked)."""
@@ -232,9 +271,9 @@ class _Matcher:
         return [cond] if cond is not None else []
 
     def rank(self, f: Field) -> ColumnElement[Any]:
-        exact = self.value(f) == literal(self.low) if self.pg else self._like(f, self.exact_)
+        exact = self.value(f) == self.low if self.pg else self._like(f, "s_exact")
         whens: list[Any] = [(not_(c), _NONE) for c in self.shown(f)]
-        whens += [(exact, 0), (self._like(f, self.prefix_), 1), (self.contains(f), 2)]
+        whens += [(exact, 0), (self._like(f, "s_prefix"), 1), (self.contains(f), 2)]
         return case(*whens, else_=_NONE)
 
     def least(self, parts: list[ColumnElement[Any]]) -> ColumnElement[Any]:
@@ -245,14 +284,12 @@ class _Matcher:
     def greatest(self, parts: list[ColumnElement[Any]]) -> ColumnElement[Any]:
         return parts[0] if len(parts) == 1 else func.greatest(*parts)
 
-    def restrict(self, stmt: Select[Any], fields: Sequence[Field]) -> Select[Any]:
+    def restrict(self, stmt: Select[Any], *, short: bool) -> Select[Any]:
         """On SQLite with an index: join it, and narrow to its trigram matches when the text allows."""
         if self.fts is None:
             return stmt
         stmt = stmt.join(self.fts, self.fts.c.rowid == self.plan.table.c.id)
-        if len(self.low) < 3:
+        if short:
             return stmt
-        phrase = '"' + self.low.replace('"', '""') + '"'
         quoted = '"' + fts.fts_name(self.plan.entity) + '"'
-        return stmt.where(literal_column(quoted).op("MATCH")(literal("{" + " ".join(f.name for f in fields)
-                                                                     + "} : " + phrase)))
+        return stmt.where(literal_column(quoted).op("MATCH")(bindparam("s_match", type_=String())))
