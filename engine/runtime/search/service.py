@@ -7,7 +7,8 @@ the expression language's ``lower()``; Chinese has no case) as a substring of ea
   characters or more; a shorter text (no trigram, no index, on either database) reads the records newest
   first until :data:`SHORT_CANDIDATES` match, and ranks those;
 * PostgreSQL: ``lower(field) LIKE '%text%'`` on the field's pg_trgm GIN index; when that finds fewer
-  records than asked for, a second pass adds *similar* ones (``word_similarity``, typo tolerance).
+  records than asked for and the text has a letter, a second pass adds *similar* ones
+  (``word_similarity``, typo tolerance).
 
 Ranked: a field equal to the text first, then one starting with it, then one containing it, then
 similar ones; newest records first within a rank.  Permission-scoped like a list: live records in the
@@ -183,7 +184,7 @@ def _rows(uow: UnitOfWork, plan: EntityPlan, access: Access, text_: str, limit: 
     stmt = _statement(uow, plan, access, fields, where, "short" if short else "long", limit)
     params = _params(text_, fields)
     found = [(r, int(r._rank), 1.0) for r in uow.conn.execute(stmt, params)]
-    if pg and len(found) < limit and not short:
+    if pg and len(found) < limit and not short and any(c.isalpha() for c in text_):  # not for phone digits
         uow.conn.execute(text("SELECT set_config('pg_trgm.word_similarity_threshold', :v, true)"),
                          {"v": str(SIMILARITY)})
         similar = _statement(uow, plan, access, fields, where, "similar", limit)
