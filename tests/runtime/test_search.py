@@ -180,3 +180,43 @@ def test_the_index_is_planned_and_follows_table_rebuilds(db_url: str, tmp_path: 
         assert titles(w, "admin", "13800000") == set()  # phone is no longer searchable
     finally:
         w.rt.close()
+
+
+def _explained(world: World, run: Any, marker: str) -> str:
+    """EXPLAIN of the last statement ``run`` sends that contains ``marker``."""
+    from sqlalchemy import event
+
+    seen: list[tuple[str, Any]] = []
+
+    def capture(conn: Any, cursor: Any, statement: str, params: Any, context: Any, many: bool) -> None:
+        if marker in statement:
+            seen.append((statement, params))
+
+    event.listen(world.rt.engine, "before_cursor_execute", capture)
+    try:
+        with world.unit("admin", readonly=True) as uow:
+            run(uow)
+    finally:
+        event.remove(world.rt.engine, "before_cursor_execute", capture)
+    statement, params = seen[-1]
+    sqlite = world.url.startswith("sqlite")
+    with world.rt.engine.connect() as conn:
+        if not sqlite:
+            conn.exec_driver_sql("SET enable_seqscan = off")  # a few rows: the planner would scan them
+        rows = conn.exec_driver_sql(("EXPLAIN QUERY PLAN " if sqlite else "EXPLAIN ") + statement, params).all()
+    return "\n".join(str(r[-1]) for r in rows)
+
+
+def test_searches_and_icontains_filters_use_the_trigram_indexes(world: World) -> None:
+    add(world, "admin", "Acme Precision", "Other Co")
+    plan_text = _explained(world, lambda uow: service.search(uow, "precision"), "_rank")
+    if world.url.startswith("sqlite"):
+        assert "crm_search_lead VIRTUAL TABLE INDEX" in plan_text, plan_text
+    else:
+        assert "ix_lead_company_trgm" in plan_text, plan_text
+        listed = _explained(world, lambda uow: uow.records.list("lead", filter='icontains(company, "PRECISION")'),
+                            "FROM lead")
+        assert "ix_lead_company_trgm" in listed, listed
+    with world.unit("admin", readonly=True) as uow:
+        page = uow.records.list("lead", filter='icontains(company, "PRECISION") and not icontains(company, "x%")')
+        assert [r["company"] for r in page.items] == ["Acme Precision"]
