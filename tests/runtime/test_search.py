@@ -123,7 +123,7 @@ def test_list_within_an_entity_and_bad_queries(world: World) -> None:
         items = service.search_records(uow, "lead", "acme", filter_text="region == 'east'", fields=["company"])
         assert sorted(i["company"] for i in items) == ["Acme One", "Acme Two"]
         assert [h.entity for h in service.search(uow, "acme", entities=["lead"], limit=2)] == ["lead", "lead"]
-        for bad in ("", "   ", "x" * 201):
+        for bad in ("", "   ", "x" * 201, "a\x00b"):
             with pytest.raises(BadRequest):
                 service.search(uow, bad)
         with pytest.raises(BadRequest, match="no searchable fields"):

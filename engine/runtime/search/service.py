@@ -90,6 +90,8 @@ def needle(q: Any) -> str:
     if not isinstance(q, str) or not q.strip():
         raise BadRequest("say what to search for: q=<text>", code="bad_request", hint="e.g. q=acme")
     text_ = _SPACES.sub(" ", q.strip())
+    if "\x00" in text_:
+        raise BadRequest("q holds a NUL character", code="bad_request", hint="send the text without it")
     if len(text_) > MAX_QUERY:
         raise BadRequest(f"q is too long: at most {MAX_QUERY} characters", code="bad_request")
     return text_
