@@ -282,8 +282,8 @@ def test_plan_and_apply_print_the_same_changes_in_the_same_order(tmp_path: Path,
     assert first_apply.startswith(shown.rstrip("\n")), (first_plan, first_apply)
     lines = [ln for ln in first_plan.splitlines() if ln.startswith("+ ")]
     assert all(ln.startswith("+ create table ") for ln in lines), "a first plan is one line per entity"
-    assert len(lines) == 14 and any(re.fullmatch(r"\+ create table lead \(safe, \d+ fields, \d+ indexes\)", ln)
-                                    for ln in lines), lines
+    lead_line = r"\+ create table lead \(safe, \d+ fields, \d+ indexes(; then build the search index of lead)?\)"
+    assert len(lines) == 14 and any(re.fullmatch(lead_line, ln) for ln in lines), lines
     verbose = crm("plan", "acme", "-v", cwd=tmp_path, db_url=tmp_path.as_uri().replace("file:", "sqlite:") + "/n.db")
     assert "+ add index ix_lead_wx_id on lead (safe)" in verbose.stdout, verbose.stdout
     assert crm("plan", "acme", "-v", cwd=tmp_path, db_url=db_url).returncode == 0
