@@ -61,7 +61,7 @@ def state_of(workspace: Workspace) -> DbState:
 # --------------------------------------------------------------------------- to JSON
 
 _FIELD_KEYS = ("type", "storage", "max_length", "scale", "reference", "on_delete", "index", "unique",
-               "lines_entity", "search")
+               "lines_entity")
 
 
 def field_to_dict(f: Field) -> dict[str, Any]:
@@ -72,6 +72,8 @@ def field_to_dict(f: Field) -> dict[str, Any]:
         out["options"] = list(f.option_keys)
     if f.former_names:
         out["former"] = list(f.former_names)
+    if f.search:  # only when set: snapshots of fields search does not read stay as they were
+        out["search"] = True
     return out
 
 
@@ -105,7 +107,7 @@ def field_from_dict(name: str, d: Mapping[str, Any]) -> Field:
     kwargs = {k: d[k] for k in _FIELD_KEYS if k in d}
     opts = tuple(Option(key=k) for k in d.get("options", ()))
     return Field(name=name, location=SNAPSHOT_LOCATION, options=opts, former_names=tuple(d.get("former", ())),
-                 **kwargs)
+                 search=bool(d.get("search")), **kwargs)
 
 
 def renames_of(state: DbState) -> dict[str, dict[str, str]]:
