@@ -32,6 +32,9 @@ _INSTANCE = select(INST).where(INST.c.id == bindparam("b_id"))
 _INSTANCE_LOCKED = _INSTANCE.with_for_update()
 _NEW_INSTANCE = insert(INST)
 _SAVE_INSTANCE = update(INST).where(INST.c.id == bindparam("b_id")).values(version=INST.c.version + 1)
+_PENDING = select(INST).where(INST.c.entity == bindparam("b_entity"), INST.c.record_id == bindparam("b_record"),
+                             INST.c.status == "pending").order_by(INST.c.id)
+_PENDING_OF = _PENDING.where(INST.c.flow == bindparam("b_flow"))
 _TASK = select(T).where(T.c.id == bindparam("b_id"))
 _TASK_LOCKED = _TASK.with_for_update()
 _TASKS_OF = select(T).where(T.c.instance_id == bindparam("b_instance")).order_by(T.c.id)
@@ -47,6 +50,10 @@ _DELEGATES = select(_DL.c.delegate_id).where(_DL.c.user_id == bindparam("b_user"
                                              _DL.c.starts_at <= bindparam("b_at"), _DL.c.ends_at > bindparam("b_at"))
 
 
+#: memo table of the runtime state: spec digests found stored (a spec row is never deleted)
+SPECS_SEEN = "approvals.specs_seen"
+
+
 def new_id(result: Any) -> int:
     """The id an INSERT made."""
     key = result.inserted_primary_key
@@ -57,9 +64,13 @@ def new_id(result: Any) -> int:
 def ensure_spec(uow: UnitOfWork, digest: str, flow: str, process: str, spec: Mapping[str, Any]) -> None:
     """Store the spec of a flow version once (the first instance of the version stores it)."""
     s = crm_approval_specs
-    if uow.conn.execute(select(s.c.digest).where(s.c.digest == digest)).first() is None:
-        uow.conn.execute(insert(s).values(digest=digest, flow=flow, process=process, spec=dict(spec),
-                                          revision_id=uow.state.revision_id, created_at=uow.clock.now()))
+    if uow.state.cached(SPECS_SEEN, digest):  # seen committed: specs are never deleted
+        return
+    if uow.conn.execute(select(s.c.digest).where(s.c.digest == digest)).first() is not None:
+        uow.state.store(SPECS_SEEN, digest, True)
+        return
+    uow.conn.execute(insert(s).values(digest=digest, flow=flow, process=process, spec=dict(spec),
+                                      revision_id=uow.state.revision_id, created_at=uow.clock.now()))
 
 
 def stored_spec(conn: Connection, digest: str) -> Any:
@@ -78,10 +89,9 @@ def instance(conn: Connection, instance_id: int, *, lock: bool = False) -> Any:
 
 def pending_for(conn: Connection, entity: str, record_id: int, flow: str | None = None) -> list[Any]:
     """The pending instances of one record (of ``flow`` when given)."""
-    stmt = select(INST).where(INST.c.entity == entity, INST.c.record_id == record_id, INST.c.status == "pending")
-    if flow is not None:
-        stmt = stmt.where(INST.c.flow == flow)
-    return list(conn.execute(stmt.order_by(INST.c.id)))
+    if flow is None:
+        return list(conn.execute(_PENDING, {"b_entity": entity, "b_record": record_id}))
+    return list(conn.execute(_PENDING_OF, {"b_entity": entity, "b_record": record_id, "b_flow": flow}))
 
 
 def instances_of(conn: Connection, entity: str, record_id: int) -> list[Any]:

@@ -23,7 +23,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import func, select
+from sqlalchemy import bindparam, func, select
 
 from engine.errors import BadRequest, NotFound, PermissionDenied, VersionConflict
 from engine.runtime import audit
@@ -61,11 +61,15 @@ class RecordService:
         if isinstance(record_id, bool) or not isinstance(record_id, int):
             raise NotFound(f"{plan.name} {record_id!r} not found", code="not_found")
         t = plan.table
-        stmt = select(t).where(t.c.id == record_id, t.c.deleted_at.is_not(None) if deleted else
-                               t.c.deleted_at.is_(None))
+        lock = action != "read"
         scope = self.uow.guard.scope_clause(t, access.read)
-        stmt = stmt.where(scope) if scope is not None else stmt
-        row = self.uow.conn.execute(stmt.with_for_update() if action != "read" else stmt).first()
+        if scope is None:  # the statement without a row scope is built once per entity
+            stmt = self.uow.state.memo("load_record", (plan.name, deleted, lock), lambda: _load_stmt(t, deleted, lock))
+            row = self.uow.conn.execute(stmt, {"b_id": record_id}).first()
+        else:
+            stmt = select(t).where(t.c.id == record_id, t.c.deleted_at.is_not(None) if deleted else
+                                   t.c.deleted_at.is_(None), scope)
+            row = self.uow.conn.execute(stmt.with_for_update() if lock else stmt).first()
         if row is None:
             raise NotFound(f"{plan.name} {record_id} not found", code="not_found")
         scope_name = getattr(access, action) if action in ("update", "delete") else access.read
@@ -314,3 +318,10 @@ def _snapshot(plan: EntityPlan, record: Mapping[str, Any]) -> dict[str, Any]:
     for name in plan.lines:
         out[name] = _norm_lines(record.get(name))
     return out
+
+
+def _load_stmt(t: Any, deleted: bool, lock: bool) -> Any:
+    """``SELECT`` of one record by id (bind ``b_id``), live or deleted, FOR UPDATE when ``lock``."""
+    stmt = select(t).where(t.c.id == bindparam("b_id"), t.c.deleted_at.is_not(None) if deleted else
+                           t.c.deleted_at.is_(None))
+    return stmt.with_for_update() if lock else stmt
