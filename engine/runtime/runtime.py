@@ -232,6 +232,8 @@ class Runtime:
                     raise _translated(e, self.statement_timeout) from e
                 finally:
                     set_deadline(conn, None)
+        for done in uow.committed:
+            done()
         self._deliver(uow.events)
 
     def _deliver(self, events: list[DomainEvent]) -> None:
@@ -295,6 +297,8 @@ class UnitOfWork:
         #: what write steps carry from ``before_write`` to ``after_write`` within this unit, by step name
         #: (assignment keeps the decision it made for a record until the record has its id)
         self.scratch: dict[str, Any] = {}
+        #: called, in order, once the unit's transaction committed (never after a rollback)
+        self.committed: list[Callable[[], None]] = []
 
     @property
     def clock(self) -> Clock:

@@ -28,7 +28,7 @@ from SpiffWorkflow.util.task import TaskState  # type: ignore[import-untyped]
 
 from engine.dsl.approvals.model import ApprovalFlow, ApprovalStep
 from engine.errors import Conflict, NoAssignee, WorkflowTextRefused
-from engine.runtime.approvals import assignees, notices, oldflows, outcome, rules, spec, store
+from engine.runtime.approvals import assignees, live, notices, oldflows, outcome, rules, spec, store
 from engine.runtime.approvals.script import FlowEnvironment, FlowScriptEngine, flow_values
 from engine.runtime.approvals.taskrows import TaskRows
 from engine.runtime.sales.recordctx import eval_context, read_record
@@ -67,6 +67,8 @@ class Run:
         self.record_id = record_id
         self.submitter_id = submitter_id
         self.status = "pending"
+        #: the instance row's version as this unit read or wrote it
+        self.version = 1
         self.engine = FlowScriptEngine(FlowEnvironment(flow, self.record, eval_context(uow, None)))
         self.wf: Any = None
         #: rows that became ready during this unit (notified once, at settle)
@@ -163,6 +165,9 @@ class Run:
         store.save_instance(self.uow, self.instance_id, state=spec.dump(self.wf), status=self.status,
                             next_timer_at=next_timer if self.status == "pending" else None,
                             **({"finished_at": self.uow.clock.now()} if self.status != "pending" else {}))
+        self.version += 1
+        if self.status == "pending":
+            live.keep(self.uow, self.instance_id, self.version, self.parsed.digest, self.wf)
 
     def _sync_rows(self) -> None:
         """Cancel open rows of tasks the workflow left; open rows for a READY task that has none open.
@@ -319,8 +324,13 @@ def load(uow: UnitOfWork, instance_id: int) -> Run:
         flow = oldflows.flow_of_revision(uow, stored.revision_id, row.flow) or flow
         parsed = spec.from_spec_json(row.spec_digest, stored.spec)
     run = Run(uow, flow, parsed, instance_id, row.entity, int(row.record_id), row.submitter_id)
-    run.status = row.status
-    run.wf = spec.restore(row.state, parsed, run.engine)
+    run.status, run.version = row.status, int(row.version)
+    kept = live.take(uow, instance_id, run.version, parsed.digest)
+    if kept is not None:  # as the last committed unit of this process left it (see engine.runtime.approvals.live)
+        kept.script_engine = run.engine
+        run.wf = kept
+    else:
+        run.wf = spec.restore(row.state, parsed, run.engine)
     return run
 
 
