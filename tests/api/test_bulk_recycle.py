@@ -125,6 +125,15 @@ def test_the_atomic_mode_leaves_nothing_behind_when_one_row_fails(client: Any, a
     assert resp.status_code == 409 and resp.get_json()["error"]["code"] == "unique_violation"
     assert count(client, api_env, "admin", "equipment", f"account == {account['id']}") == 0
 
+    # a row a write step refuses (a stage gate): its status and code, the row named, nothing created
+    deals = [{"name": f"{city} deal", "account": account["id"]},
+             {"name": f"{city} lost deal", "account": account["id"], "stage": "lost"}]
+    resp = call(client, api_env, "admin", "POST", "/records/opportunity/bulk", deals)
+    assert resp.status_code == 422
+    error = resp.get_json()["error"]
+    assert error["code"] == "stage_gate" and error["message"].startswith("row 1: ") and error["details"]["row"] == 1
+    assert count(client, api_env, "admin", "opportunity", f"account == {account['id']}") == 0
+
     # atomic=false: every good row is kept, the bad ones answered by index
     resp = call(client, api_env, "rep1", "POST", "/records/lead/bulk?atomic=false", rows)
     assert resp.status_code == 200
