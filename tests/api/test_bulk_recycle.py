@@ -123,6 +123,8 @@ def test_the_atomic_mode_leaves_nothing_behind_when_one_row_fails(client: Any, a
         {"serial_number": f"{serial}-2", "account": account["id"]}]
     resp = call(client, api_env, "admin", "POST", "/records/equipment/bulk", kit)
     assert resp.status_code == 409 and resp.get_json()["error"]["code"] == "unique_violation"
+    assert resp.get_json()["error"]["message"] == "1 row repeats a unique value; nothing was created"
+    assert set(resp.get_json()["error"]["details"]) == {"[5].serial_number", "hint"}
     assert count(client, api_env, "admin", "equipment", f"account == {account['id']}") == 0
 
     # a row a write step refuses (a stage gate): its status and code, the row named, nothing created
