@@ -170,7 +170,7 @@ def _count_body(done: str) -> dict[str, Any]:
 
 def _entity_ops(name: str) -> tuple[dict[str, Any], dict[str, Any]]:
     """The collection's PATCH and DELETE, and the bulk create path, of one entity."""
-    errs = apidoc.errors("400", "401", "403", "404", "409", "413", "423")
+    errs = apidoc.errors("400", "401", "403", "404", "409", "413", "423", "422", "429", "503")
     created = {"type": "object", "properties": {"created": {"type": "integer"},
                                                 "ids": {"type": "array", "items": {"type": "integer"}}}}
     per_row = {"type": "object", "properties": {
@@ -204,5 +204,6 @@ def _amend(_ws: Any, doc: dict[str, Any]) -> None:
         if "post" not in item or "patch" in item:
             continue
         collection, create = _entity_ops(name)
+        collection["patch"]["responses"].update(apidoc.errors("415"))
         item.update(collection)
         paths[f"{path}/bulk"] = create

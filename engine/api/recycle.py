@@ -47,5 +47,5 @@ def _amend(_ws: Any, doc: dict[str, Any]) -> None:
         paths[f"{base}/{{id}}/restore"] = {"post": apidoc.op(
             f"restore_{name}", name, f"Restore a deleted {name} (needs delete permission on it)",
             {"200": apidoc.json_body({"$ref": f"#/components/schemas/{name}_record"}, "The restored record"),
-             **apidoc.errors("401", "403", "404", "409", "423")},
+             **apidoc.errors("400", "401", "403", "404", "409", "422", "423", "429", "503")},
             params=[apidoc.path_param("id", {"type": "integer", "minimum": 1})])}
