@@ -15,6 +15,7 @@ from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
+from urllib.parse import quote
 
 import pytest
 from sqlalchemy import func, select
@@ -180,6 +181,20 @@ def test_a_bulk_patch_by_filter_touches_only_the_callers_permitted_rows(client: 
     resp = call(client, api_env, "rep1", "PATCH", "/records/lead", {"title": "x"})
     assert resp.status_code == 400 and resp.get_json()["error"]["code"] == "bad_filter"
     assert call(client, api_env, "rep1", "PATCH", "/records/lead?filter=nosuch == 1", {"title": "x"}).status_code == 400
+
+
+def test_a_bulk_write_cannot_probe_a_value_masked_in_a_pool(client: Any, api_env: ApiEnv):
+    city = marker()
+    with api_env.runtime.unit(Actor.system()) as uow:
+        ids = uow.records.create_many("lead", [{**lead(i, city), "region": "east", "pool": "east_pool"}
+                                               for i in range(2)], bypass_readonly=True)
+        phone = uow.records.get("lead", ids[0])["phone"]
+    by_phone = f"/records/lead?filter={quote(f'phone == {phone!r}')}"  # (a bare + in a query string is a space)
+    # the unclaimed leads' phones are masked for everyone, administrators included: a filter on it reaches none
+    assert call(client, api_env, "admin", "PATCH", by_phone, {"title": "x"}).get_json() == {"matched": 0, "updated": 0}
+    assert call(client, api_env, "admin", "DELETE", f"{by_phone}&dry_run=true").get_json()["matched"] == 0
+    assert call(client, api_env, "admin", "PATCH", f"/records/lead?filter=city == '{city}'&dry_run=true",
+                {"title": "x"}).get_json()["matched"] == 2
 
 
 def test_a_bulk_delete_by_filter_soft_deletes_what_the_caller_may_delete(client: Any, api_env: ApiEnv):
