@@ -1,8 +1,9 @@
 """Reading records: visibility, field selection, sorting, keyset pagination, counts.
 
 Every read goes through :func:`base_select`, which adds ``deleted_at IS
-NULL`` and the actor's read scope — so get, list, count and reference
-expansion can never show a record the actor may not read.
+NULL`` (``IS NOT NULL`` for the recycle bin) and the actor's read scope — so
+get, list, count and reference expansion can never show a record the actor
+may not read.
 
 Pagination is keyset on (sort keys..., id): the cursor is an opaque base64
 token holding the last row's sort values and the sort it belongs to.  Null
