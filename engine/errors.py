@@ -315,6 +315,13 @@ class UniqueViolation(RecordError):
     code = "unique_violation"
 
 
+class RestoreClash(UniqueViolation):
+    """A deleted record cannot be restored: a live record took one of its unique values since;
+    ``details["clashes"]`` names the field(s) and the record holding the value."""
+
+    code = "restore_clash"
+
+
 class GateRefused(RecordError):
     """A stage move the pipeline refuses: required fields missing, a gate expression false, a transition
     not allowed; ``details`` name the stage, the missing fields and the failed gate's message."""
@@ -341,6 +348,13 @@ class RecordLocked(RecordError):
 
 class BadRequest(RecordError):
     code = "bad_request"
+
+
+class BatchTooLarge(BadRequest):
+    """A bulk request over its limit: too many rows in one body, or a filter matching more records than one
+    request may change; ``details`` give the count and the limit."""
+
+    code = "batch_too_large"
 
 
 class QueryTimeout(RecordError):
