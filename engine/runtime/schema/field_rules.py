@@ -13,7 +13,7 @@ from sqlalchemy import String, func
 from engine.dsl.model import NUMERIC_TYPES, STRING_TYPES, Field
 from engine.runtime.schema.model import Change, fmt_rows
 from engine.runtime.schema.probes import PlanContext
-from engine.runtime.storage import column_type, to_json_value
+from engine.runtime.storage import clear_column_type, to_json_value
 from engine.wording import agreeing
 
 TEXTUAL = STRING_TYPES | {"picklist"}
@@ -32,7 +32,7 @@ def text_length(f: Field) -> int | None:
     """Maximum characters a textual field holds (None: unlimited)."""
     if f.type not in TEXTUAL:
         return None
-    ctype = column_type(f)
+    ctype = clear_column_type(f)  # an encrypted column's type follows the encryption step, not this rule
     return ctype.length if isinstance(ctype, String) else None
 
 

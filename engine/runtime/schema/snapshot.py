@@ -61,7 +61,7 @@ def state_of(workspace: Workspace) -> DbState:
 # --------------------------------------------------------------------------- to JSON
 
 _FIELD_KEYS = ("type", "storage", "max_length", "scale", "reference", "on_delete", "index", "unique",
-               "lines_entity")
+               "lines_entity", "encrypted")
 
 
 def field_to_dict(f: Field) -> dict[str, Any]:
