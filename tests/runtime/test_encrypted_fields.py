@@ -83,3 +83,35 @@ def test_equality_filter_finds_by_exact_value(w: World) -> None:
         assert [r["id"] for r in found.items] == [a]
         assert len(uow.records.list("lead", filter="id_number != 'X2'").items) == 1
         assert len(uow.records.list("lead", filter="phone is null").items) == 2
+
+
+def test_duplicates_are_found_by_exact_phone_without_a_clear_key(w: World) -> None:
+    with w.unit("admin") as uow:
+        first = uow.records.create("lead", {"company": "甲", "phone": "138 0013 8000"})["id"]
+    with w.unit("system", readonly=True) as uow:
+        hits = dedupe_keys.matches(uow, "lead", {"company": "乙", "phone": PHONE})
+    assert [m.record_id for m in hits] == [first]
+    with w.rt.engine.connect() as conn:
+        stored = [r[0] for r in conn.execute(text("SELECT key FROM crm_dedupe_keys"))]
+    assert stored and not any("13800138000" in k for k in stored)
+
+
+def test_hidden_encrypted_field_is_not_returned_and_sort_is_refused(w: World) -> None:
+    from engine.errors import BadRequest, ExpressionError
+
+    with w.unit("admin") as uow:
+        rid = uow.records.create("lead", {"company": "c", "id_number": SECRET_ID})["id"]
+    with w.unit("alice", readonly=True) as uow:
+        assert "id_number" not in uow.records.get("lead", rid)
+        assert all("id_number" not in (e.new or {}) for e in uow.records.history("lead", rid))
+        with pytest.raises(BadRequest, match="encrypted"):
+            uow.records.list("lead", sort="phone")
+    with w.unit("admin", readonly=True) as uow:
+        [created] = [e for e in uow.records.history("lead", rid) if e.action == "create"]
+        assert created.new["id_number"] == SECRET_ID
+        with pytest.raises(ExpressionError) as err:
+            uow.records.list("lead", filter="startswith(phone, '+86')")
+        assert err.value.code == "expression_encrypted_field"
+    with w.rt.engine.connect() as conn:
+        audit = " ".join(str(r[0]) + str(r[1]) for r in conn.execute(text("SELECT old_value, new_value FROM crm_audit")))
+    assert SECRET_ID not in audit
