@@ -38,6 +38,7 @@ from sqlalchemy import String, Text, func, literal_column, type_coerce
 from sqlalchemy.sql.elements import ColumnElement
 from sqlalchemy.types import TypeDecorator
 
+from engine.dsl.model import Workspace
 from engine.errors import EncryptionError, EncryptionKeyMissing
 
 ENV_KEYS = "CRM_ENCRYPTION_KEYS"
@@ -161,6 +162,13 @@ def keyring(environ: Mapping[str, str] | None = None) -> KeyRing:
         raise EncryptionKeyMissing(f"this workspace has encrypted fields, but {ENV_KEYS} is not set",
                                    hint=GENERATE_HINT)
     return parse_keys(text)
+
+
+def require_keys(workspace: Workspace) -> None:
+    """EncryptionKeyMissing (how to make a key in the hint) when ``workspace`` has encrypted fields and the
+    environment has no usable key ring -- checked when a runtime starts and before an apply."""
+    if workspace.has_encrypted_fields:
+        keyring()
 
 
 class EncryptedText(TypeDecorator[str]):

@@ -72,6 +72,7 @@ def test_a_value_is_sealed_in_the_table_and_opened_on_read(w: World) -> None:
     with w.unit("admin", readonly=True) as uow:
         got = uow.records.get("lead", rid)
     assert got["id_number"] == SECRET_ID and got["phone"] == PHONE
+    assert _leak_free(w, SECRET_ID, "13800138000")  # nor in the audit, the duplicate keys or any other table
 
 
 def test_equality_filter_finds_by_exact_value(w: World) -> None:
@@ -113,5 +114,67 @@ def test_hidden_encrypted_field_is_not_returned_and_sort_is_refused(w: World) ->
             uow.records.list("lead", filter="startswith(phone, '+86')")
         assert err.value.code == "expression_encrypted_field"
     with w.rt.engine.connect() as conn:
-        audit = " ".join(str(r[0]) + str(r[1]) for r in conn.execute(text("SELECT old_value, new_value FROM crm_audit")))
+        audit = " ".join(f"{r[0]} {r[1]}" for r in conn.execute(text("SELECT old_value, new_value FROM crm_audit")))
     assert SECRET_ID not in audit
+
+
+def _apply(folder: Path, url: str) -> Any:
+    from engine.runtime.schema.operations import apply_workspace, compile_workspace, plan_folder
+
+    report = plan_folder(folder, url)
+    apply_workspace(compile_workspace(folder), url, yes=True, allow_destructive=False, purge=False,
+                    message="enc", author="t", echo=lambda _s: None, confirm=lambda _q: True,
+                    export_dir=folder / "exports")
+    return report
+
+
+def _leak_free(w: World, *secrets: str) -> bool:
+    """Whether none of ``secrets`` is anywhere in the database (the SQLite file read as bytes, or every text
+    column of PostgreSQL dumped)."""
+    if w.url.startswith("sqlite"):
+        path = w.url.split("///", 1)[1]
+        w.rt.engine.dispose()
+        with sqlite3.connect(path) as conn:  # plain sqlite3, as anyone holding the file could
+            conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        blob = Path(path).read_bytes()
+        return not any(s.encode() in blob for s in secrets)
+    with w.rt.engine.connect() as conn:
+        tables = [r[0] for r in conn.execute(text("SELECT tablename FROM pg_tables WHERE schemaname = 'public'"))]
+        dump = " ".join(str(r) for t in tables for r in conn.execute(text(f'SELECT * FROM "{t}"')))
+    return not any(s in dump for s in secrets)
+
+
+def test_turning_encryption_on_and_off_keeps_every_value(keys: Any, db_url: str, tmp_path: Path) -> None:
+    clear = LEAD.replace("max_length: 18, encrypted: true", "max_length: 18").replace(
+        "{type: phone, encrypted: true}", "{type: phone}")
+    w = build_world(db_url, tmp_path / "ws", files(clear))
+    try:
+        with w.unit("admin") as uow:
+            ids = [uow.records.create("lead", {"company": f"c{i}", "id_number": f"{SECRET_ID[:-2]}{i:02d}",
+                                               "phone": f"1380013{i:04d}"})["id"] for i in range(3)]
+            uow.records.update("lead", ids[0], {"id_number": SECRET_ID}, expected_version=1)
+        assert not _leak_free(w, SECRET_ID)  # the check can fail: the clear value is there before
+        report = _apply(write_workspace(tmp_path / "v2", files()), w.url)
+        lines = [c.line() for c in report.plan.changes
+                 if c.kind == "feature_data" and c.details["step"] == "encryption"]
+        assert sorted(lines)[0].startswith("~ encrypt the values of lead.id_number (safe")
+        assert [c.rows for c in report.plan.changes if c.field == "id_number" and c.kind == "feature_data"] == [3]
+        w.rt.refresh()
+        assert all(crypto.key_id_of(v) == "k1" for v in _raw(w, "id_number"))
+        with w.unit("admin", readonly=True) as uow:
+            assert uow.records.get("lead", ids[0])["id_number"] == SECRET_ID
+            found = uow.records.list("lead", filter=f"id_number == '{SECRET_ID}'").items
+            assert [r["id"] for r in found] == [ids[0]]
+            history = uow.records.history("lead", ids[0])
+            assert [e.new for e in history if e.field == "id_number"] == [SECRET_ID]
+            dupes = dedupe_keys.matches(uow, "lead", {"company": "x", "phone": "+8613800130001"})
+            assert [m.record_id for m in dupes] == [ids[1]]
+        assert _leak_free(w, SECRET_ID, "13800130001")
+        _apply(write_workspace(tmp_path / "v3", files(clear)), w.url)  # and back to clear text
+        w.rt.refresh()
+        assert SECRET_ID in _raw(w, "id_number")
+        with w.unit("admin", readonly=True) as uow:
+            assert uow.records.get("lead", ids[0])["id_number"] == SECRET_ID
+            assert [e.new for e in uow.records.history("lead", ids[0]) if e.field == "id_number"] == [SECRET_ID]
+    finally:
+        w.rt.close()
