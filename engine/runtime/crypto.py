@@ -80,6 +80,16 @@ class KeyRing:
         """The blind index of ``value`` under every key of the ring (what an equality lookup matches)."""
         return [self.digest(value, k) for k in self.keys]
 
+    def tagged(self, value: str, key_id: str | None = None) -> str:
+        """``<key id>:<blind index>``: a blind index stored apart from its value (duplicate keys), so the key
+        it was made with is known (``crm keys rotate`` finds the ones to make again)."""
+        kid = key_id or self.current
+        return f"{kid}:{self.digest(value, kid)}"
+
+    def tagged_all(self, value: str) -> list[str]:
+        """:meth:`tagged` under every key of the ring."""
+        return [self.tagged(value, k) for k in self.keys]
+
     def seal(self, value: str) -> str:
         """``value`` encrypted with the current key, its blind index first (see the module docstring)."""
         key = self.current_key

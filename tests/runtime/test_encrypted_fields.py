@@ -178,3 +178,57 @@ def test_turning_encryption_on_and_off_keeps_every_value(keys: Any, db_url: str,
             assert [e.new for e in uow.records.history("lead", ids[0]) if e.field == "id_number"] == [SECRET_ID]
     finally:
         w.rt.close()
+
+
+def test_key_rotation_reseals_every_value_and_old_key_can_go(w: World, keys: pytest.MonkeyPatch,
+                                                              tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from engine.cli import main
+
+    with w.unit("admin") as uow:
+        ids = [uow.records.create("lead", {"company": f"c{i}", "id_number": f"ID{i}", "phone": f"1380013{i:04d}"})[
+            "id"] for i in range(5)]
+        uow.records.update("lead", ids[0], {"id_number": SECRET_ID}, expected_version=1)
+    runner = CliRunner()
+    made = runner.invoke(main, ["keys", "generate", "--id", "k2"])
+    assert made.exit_code == 0 and made.output.startswith("k2:")
+    assert len(crypto.parse_keys(made.output.strip()).keys) == 1
+    keys.setenv(crypto.ENV_KEYS, f"{KEY2},{KEY1}")  # the new key first; the old one still opens values
+    with w.unit("admin", readonly=True) as uow:
+        assert uow.records.get("lead", ids[0])["id_number"] == SECRET_ID
+    w.rt.close()
+    out = runner.invoke(main, ["keys", "rotate", str(tmp_path / "ws"), "--db", w.url, "--batch", "2"])
+    assert out.exit_code == 0, out.output
+    assert "lead.id_number: 5 values sealed again" in out.output and "lead: duplicate keys stored again" in out.output
+    again = runner.invoke(main, ["keys", "rotate", str(tmp_path / "ws"), "--db", w.url])
+    assert "lead.id_number: 0 values sealed again" in again.output  # resumable: nothing left to do
+    keys.setenv(crypto.ENV_KEYS, KEY2)  # the old key is gone
+    w.rt.refresh(force=True)
+    assert {crypto.key_id_of(v) for v in _raw(w, "id_number")} == {"k2"}
+    with w.unit("admin", readonly=True) as uow:
+        assert uow.records.get("lead", ids[0])["id_number"] == SECRET_ID
+        found = uow.records.list("lead", filter=f"id_number == '{SECRET_ID}'").items
+        assert [r["id"] for r in found] == [ids[0]]
+        assert [e.new for e in uow.records.history("lead", ids[0]) if e.field == "id_number"] == [SECRET_ID]
+        dupes = dedupe_keys.matches(uow, "lead", {"company": "x", "phone": "13800130003"})
+        assert [m.record_id for m in dupes] == [ids[3]]
+
+
+def test_a_missing_or_bad_key_is_a_clear_startup_error(w: World, keys: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from engine.cli import main
+    from engine.errors import EncryptionError, EncryptionKeyMissing
+    from engine.runtime.runtime import Runtime
+
+    w.rt.close()
+    keys.delenv(crypto.ENV_KEYS)
+    with pytest.raises(EncryptionKeyMissing) as err:
+        Runtime.open(w.url)
+    assert err.value.code == "encryption_key_missing" and "crm keys generate" in (err.value.hint or "")
+    out = CliRunner().invoke(main, ["apply", str(tmp_path / "ws"), "--db", w.url, "--yes"])
+    assert out.exit_code == 1 and "CRM_ENCRYPTION_KEYS is not set" in out.output and "Traceback" not in out.output
+    keys.setenv(crypto.ENV_KEYS, "k1:c2hvcnQ=")
+    with pytest.raises(EncryptionError, match="has 5 bytes, not 32"):
+        Runtime.open(w.url)

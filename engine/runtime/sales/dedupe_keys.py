@@ -137,7 +137,7 @@ def record_pairs(sources: Iterable[KeySource], record: Mapping[str, Any], region
         if value is None:
             continue
         if src.kind in blinded:
-            out.add((src.kind, crypto.keyring().digest(value), None))
+            out.add((src.kind, crypto.keyring().tagged(value), None))
             continue
         out.add((src.kind, value, None))
         if src.fuzzy:
@@ -250,7 +250,7 @@ def rule_matches(conn: Connection, idx: DedupeIndex, rule: DedupeRule, values: M
         wanted[i] = value
         exact = key.fuzzy is None or key.kind in idx.blinded
         if key.kind in idx.blinded:
-            looked = crypto.keyring().digests(value)  # under every key of the ring: found mid-rotation too
+            looked = crypto.keyring().tagged_all(value)  # under every key of the ring: found mid-rotation too
         else:
             looked = [value] if exact else list(block_keys(value))
         shape.append((i, len(looked), len(entities)))
