@@ -166,7 +166,8 @@ class _SqlBuilder:
             inner = self.contains(node)
             return not_(_coalesce_false(inner)) if node.negated else inner
         if isinstance(node, ast.IsNull):
-            operand = self._sealed_column(node.operand) if self._encrypted(node.operand) else self.value(node.operand)
+            operand = self._sealed_column(node.operand) if isinstance(node.operand, ast.Name) and self._encrypted(
+                node.operand) else self.value(node.operand)
             return operand.is_not(None) if node.negated else operand.is_(None)
         return self.raw(node)
 

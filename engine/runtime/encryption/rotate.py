@@ -66,12 +66,19 @@ def rotate(runtime: Any, *, page: int = PAGE, echo: Echo = lambda _s: None) -> R
     workspace = runtime.state.workspace
     for entity, fields in encrypted_fields(workspace).items():
         for name, column in fields:
-            report.values[f"{entity}.{name}"] = _pages(runtime, lambda conn, after, c=column, e=entity: rewrite_page(
-                conn, raw_table(e, c), c, fn, after, page=page))
-            echo(f"{entity}.{name}: {report.values[f'{entity}.{name}']} values sealed again")
+            table = raw_table(entity, column)
+
+            def column_page(conn: Any, after: int, t: Any = table, c: str = column) -> tuple[int, int | None]:
+                return rewrite_page(conn, t, c, fn, after, page=page)
+
+            report.values[f"{entity}.{name}"] = done = _pages(runtime, column_page)
+            echo(f"{entity}.{name}: {done} values sealed again")
         names = [n for n, _ in fields]
-        report.audit[entity] = _pages(runtime, lambda conn, after, e=entity, n=names: rewrite_audit(
-            conn, e, n, fn, after=after, page=page))
+
+        def audit_page(conn: Any, after: int, e: str = entity, n: list[str] = names) -> tuple[int, int | None]:
+            return rewrite_audit(conn, e, n, fn, after=after, page=page)
+
+        report.audit[entity] = _pages(runtime, audit_page)
         echo(f"{entity}: {report.audit[entity]} audit entries sealed again")
     report.dedupe = _rebuild_keys(runtime, ring)
     for entity in report.dedupe:
