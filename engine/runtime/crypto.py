@@ -181,6 +181,44 @@ def require_keys(workspace: Workspace) -> None:
         keyring()
 
 
+def encrypted_fields(workspace: Workspace) -> dict[str, frozenset[str]]:
+    """entity -> its encrypted fields (entities without any left out)."""
+    out = {}
+    for e in workspace.entities.values():
+        names = frozenset(f.name for f in e.encrypted_fields)
+        if names:
+            out[e.name] = names
+    return out
+
+
+def seal_values(values: Mapping[str, Any], names: frozenset[str] | None) -> dict[str, Any]:
+    """``values`` with those of ``names`` sealed (a list of values, e.g. an event's [old, new]: each one)."""
+    if not names or names.isdisjoint(values):
+        return dict(values)
+    ring = keyring()
+
+    def seal(v: Any) -> Any:
+        if isinstance(v, list):
+            return [seal(x) for x in v]
+        return ring.seal(str(v)) if v is not None else None
+
+    return {k: seal(v) if k in names else v for k, v in values.items()}
+
+
+def open_values(values: Mapping[str, Any], names: frozenset[str] | None) -> dict[str, Any]:
+    """The inverse of :func:`seal_values`."""
+    if not names or names.isdisjoint(values):
+        return dict(values)
+    ring = keyring()
+
+    def open_(v: Any) -> Any:
+        if isinstance(v, list):
+            return [open_(x) for x in v]
+        return ring.open(v) if isinstance(v, str) else v
+
+    return {k: open_(v) if k in names else v for k, v in values.items()}
+
+
 class EncryptedText(TypeDecorator[str]):
     """The column type of an encrypted field: seals on the way in, opens on the way out.
 

@@ -228,7 +228,8 @@ class Runtime:
                 try:
                     yield uow
                     if uow.events and state.event_handlers:  # durable: committed with the change, or not at all
-                        outbox.store(conn, uow.events, state.event_handlers, now=self.clock.now())
+                        sealed = state.memo("sealed_fields", "all", lambda: crypto.encrypted_fields(state.workspace))
+                        outbox.store(conn, uow.events, state.event_handlers, now=self.clock.now(), sealed=sealed)
                 except DBAPIError as e:
                     raise _translated(e, self.statement_timeout) from e
                 finally:

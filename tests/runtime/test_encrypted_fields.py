@@ -232,3 +232,18 @@ def test_a_missing_or_bad_key_is_a_clear_startup_error(w: World, keys: pytest.Mo
     keys.setenv(crypto.ENV_KEYS, "k1:c2hvcnQ=")
     with pytest.raises(EncryptionError, match="has 5 bytes, not 32"):
         Runtime.open(w.url)
+
+
+def test_a_stored_event_keeps_encrypted_values_sealed_until_a_handler_gets_it(keys: Any) -> None:
+    import datetime as dt
+
+    from engine.runtime.jobs import outbox
+    from engine.runtime.records.steps import DomainEvent
+
+    event = DomainEvent("updated", "lead", 7, None, dt.datetime(2026, 12, 1, tzinfo=dt.UTC),
+                        changes={"id_number": (None, SECRET_ID), "company": ("a", "b")},
+                        record={"id": 7, "company": "b", "id_number": SECRET_ID})
+    stored = outbox.event_payload(event, frozenset({"id_number"}))
+    assert SECRET_ID not in repr(stored) and stored["changes"]["company"] == ["a", "b"]
+    handed = outbox.opened(stored, {"lead": frozenset({"id_number"})})
+    assert handed["changes"]["id_number"] == [None, SECRET_ID] and handed["record"]["id_number"] == SECRET_ID

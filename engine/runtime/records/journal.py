@@ -17,7 +17,6 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Connection
 
-from engine.dsl.model import Workspace
 from engine.runtime import crypto
 from engine.runtime.audit import json_form
 from engine.runtime.engine_tables import crm_audit
@@ -58,20 +57,10 @@ def encoded(uow: UnitOfWork, at: Any, entries: Iterable[Entry]) -> tuple[RawInse
     encode = uow.state.memo("audit_json", conn.dialect.name, lambda: _json_encoder(conn, ins.processors[_NEW]))
     at_bound = ins.process("at", at)
     actor, revision = uow.actor.user_id, uow.state.revision_id
-    sealed = uow.state.memo("audit_sealed", "fields", lambda: encrypted_fields(uow.workspace))
+    sealed = uow.state.memo("audit_sealed", "fields", lambda: crypto.encrypted_fields(uow.workspace))
     if sealed:
         entries = (seal_entry(e, sealed.get(e[0])) for e in entries)
     return ins, [(e[0], e[1], e[2], e[3], encode(e[4]), encode(e[5]), actor, at_bound, revision) for e in entries]
-
-
-def encrypted_fields(workspace: Workspace) -> dict[str, frozenset[str]]:
-    """entity -> its encrypted fields (entities without any left out)."""
-    out = {}
-    for e in workspace.entities.values():
-        names = frozenset(f.name for f in e.encrypted_fields)
-        if names:
-            out[e.name] = names
-    return out
 
 
 def seal_entry(entry: Entry, fields: frozenset[str] | None) -> Entry:
