@@ -64,47 +64,34 @@ def _raw(w: World, column: str) -> list[str]:
         return [r[0] for r in conn.execute(text(f"SELECT {column} FROM lead ORDER BY id"))]
 
 
-def test_a_value_is_sealed_in_the_table_and_opened_on_read(w: World) -> None:
+def test_a_value_is_sealed_at_rest_opened_on_read_and_found_by_equality(w: World) -> None:
     with w.unit("admin") as uow:
         rid = uow.records.create("lead", {"company": "甲公司", "id_number": SECRET_ID, "phone": "13800138000"})["id"]
-    [stored] = _raw(w, "id_number")
-    assert SECRET_ID not in stored and crypto.key_id_of(stored) == "k1"
+        other = uow.records.create("lead", {"company": "乙", "id_number": "X2"})["id"]
+        bulk = uow.records.create_many("lead", [{"company": f"b{i}", "id_number": f"BULK{i}"} for i in range(3)])
+        uow.records.update_many("lead", "company == 'b2'", {"id_number": "BULK-NEW"})
+    stored = _raw(w, "id_number")
+    assert SECRET_ID not in stored[0] and {crypto.key_id_of(v) for v in stored} == {"k1"}
     with w.unit("admin", readonly=True) as uow:
         got = uow.records.get("lead", rid)
-    assert got["id_number"] == SECRET_ID and got["phone"] == PHONE
-    assert _leak_free(w, SECRET_ID, "13800138000")  # nor in the audit, the duplicate keys or any other table
+        assert got["id_number"] == SECRET_ID and got["phone"] == PHONE
+        assert [r["id"] for r in uow.records.list("lead", filter=f"id_number == '{SECRET_ID}'").items] == [rid]
+        both = uow.records.list("lead", filter="id_number in ['X2', 'BULK1', 'BULK-NEW']").items
+        assert sorted(r["id"] for r in both) == sorted([other, bulk[1], bulk[2]])
+        assert len(uow.records.list("lead", filter="id_number != 'X2'").items) == 4
+        assert len(uow.records.list("lead", filter="phone is null").items) == 4
+    assert _leak_free(w, SECRET_ID, "13800138000", "BULK1", "BULK-NEW")  # nor in the audit, duplicate keys...
 
 
-def test_equality_filter_finds_by_exact_value(w: World) -> None:
-    with w.unit("admin") as uow:
-        a = uow.records.create("lead", {"company": "a", "id_number": SECRET_ID})["id"]
-        uow.records.create("lead", {"company": "b", "id_number": "X2"})
-    with w.unit("admin", readonly=True) as uow:
-        found = uow.records.list("lead", filter=f"id_number == '{SECRET_ID}'")
-        assert [r["id"] for r in found.items] == [a]
-        assert len(uow.records.list("lead", filter="id_number != 'X2'").items) == 1
-        assert len(uow.records.list("lead", filter="phone is null").items) == 2
-
-
-def test_duplicates_are_found_by_exact_phone_without_a_clear_key(w: World) -> None:
-    with w.unit("admin") as uow:
-        first = uow.records.create("lead", {"company": "甲", "phone": "138 0013 8000"})["id"]
-    with w.unit("system", readonly=True) as uow:
-        hits = dedupe_keys.matches(uow, "lead", {"company": "乙", "phone": PHONE})
-    assert [m.record_id for m in hits] == [first]
-    with w.rt.engine.connect() as conn:
-        stored = [r[0] for r in conn.execute(text("SELECT key FROM crm_dedupe_keys"))]
-    assert stored and not any("13800138000" in k for k in stored)
-
-
-def test_hidden_encrypted_field_is_not_returned_and_sort_is_refused(w: World) -> None:
+def test_hidden_field_is_never_returned_sort_is_refused_and_duplicates_found(w: World) -> None:
     from engine.errors import BadRequest, ExpressionError
 
     with w.unit("admin") as uow:
-        rid = uow.records.create("lead", {"company": "c", "id_number": SECRET_ID})["id"]
+        rid = uow.records.create("lead", {"company": "c", "id_number": SECRET_ID, "phone": "138 0013 8000"})["id"]
     with w.unit("alice", readonly=True) as uow:
         assert "id_number" not in uow.records.get("lead", rid)
-        assert all("id_number" not in (e.new or {}) for e in uow.records.history("lead", rid))
+        assert all("id_number" not in (e.new or {}) and e.field != "id_number"
+                   for e in uow.records.history("lead", rid))
         with pytest.raises(BadRequest, match="encrypted"):
             uow.records.list("lead", sort="phone")
     with w.unit("admin", readonly=True) as uow:
@@ -113,9 +100,37 @@ def test_hidden_encrypted_field_is_not_returned_and_sort_is_refused(w: World) ->
         with pytest.raises(ExpressionError) as err:
             uow.records.list("lead", filter="startswith(phone, '+86')")
         assert err.value.code == "expression_encrypted_field"
+    with w.unit("system", readonly=True) as uow:
+        hits = dedupe_keys.matches(uow, "lead", {"company": "乙", "phone": "+86 138-0013-8000"})
+    assert [m.record_id for m in hits] == [rid]
     with w.rt.engine.connect() as conn:
-        audit = " ".join(f"{r[0]} {r[1]}" for r in conn.execute(text("SELECT old_value, new_value FROM crm_audit")))
-    assert SECRET_ID not in audit
+        stored = [r[0] for r in conn.execute(text("SELECT key FROM crm_dedupe_keys WHERE kind = 'phone'"))]
+    assert stored and all(k.startswith("k1:") and "13800138000" not in k for k in stored)
+
+
+def test_the_api_returns_the_clear_value_to_permitted_callers_only(w: World) -> None:
+    from engine.api import create_app
+    from engine.runtime import users
+    from engine.runtime.context import Actor
+
+    with w.rt.unit(Actor.system()) as uow:
+        tokens = {name: users.create_token(uow, name, "t") for name in ("admin", "alice")}
+    client = create_app(w.rt).test_client()
+
+    def auth(name: str) -> dict[str, str]:
+        return {"Authorization": f"Bearer {tokens[name]}"}
+
+    made = client.post("/api/v1/records/lead", json={"company": "丙", "id_number": SECRET_ID, "phone": "13800138000"},
+                       headers=auth("admin"))
+    assert made.status_code == 201, made.get_json()
+    rid = made.get_json()["id"]
+    assert client.get(f"/api/v1/records/lead/{rid}", headers=auth("admin")).get_json()["id_number"] == SECRET_ID
+    as_rep = client.get(f"/api/v1/records/lead/{rid}", headers=auth("alice")).get_json()
+    assert "id_number" not in as_rep and as_rep["phone"] == PHONE
+    listed = client.get("/api/v1/records/lead", query_string={"filter": f"phone == '{PHONE}'"}, headers=auth("alice"))
+    assert [r["id"] for r in listed.get_json()["items"]] == [rid]
+    bad = client.get("/api/v1/records/lead", query_string={"sort": "phone"}, headers=auth("admin"))
+    assert bad.status_code == 400 and bad.get_json()["error"]["code"] == "bad_sort"
 
 
 def _apply(folder: Path, url: str) -> Any:
