@@ -204,6 +204,9 @@ class EntityCompiler:
                                  f"remove it, or use a field type among: {', '.join(sorted(types))}"))
         if spec.get("encrypted"):
             problems += _encryption_problems(ftype, spec)
+            if path[:1] != ("fields",) or len(path) > 2:
+                problems.append(("encrypted", "a field of lines cannot be encrypted",
+                                 "keep encrypted values on the parent record"))
         if ftype == "lines" and spec.get("storage") == "json":
             problems.append(("storage", "a lines field cannot be stored as JSON", "remove 'storage: json'"))
         if "min" in spec and "max" in spec and spec["min"] > spec["max"]:

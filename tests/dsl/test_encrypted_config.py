@@ -85,3 +85,9 @@ def test_a_formula_reading_an_encrypted_field_is_refused(write_ws: WriteWs) -> N
     [err] = errors_of(write_ws({"entities/lead.yaml": text}))
     assert err.code == "expression_encrypted_field" and "stored in clear" in err.message
     assert where(err)[:2] == ("lead.yaml", 6)
+
+
+def test_a_field_of_lines_cannot_be_encrypted(write_ws: WriteWs) -> None:
+    text = LEAD + "  items:\n    type: lines\n    fields:\n      serial: {type: string, encrypted: true}\n"
+    [err] = errors_of(write_ws({"entities/lead.yaml": text}))
+    assert "a field of lines cannot be encrypted" in err.message and where(err)[:2] == ("lead.yaml", 9)
