@@ -244,5 +244,4 @@ class EncryptedText(TypeDecorator[str]):
 def digest_expr(column: ColumnElement[Any]) -> ColumnElement[Any]:
     """The blind index of an encrypted column in SQL (the text the index is built on, literal bounds so
     SQLite matches the expression index)."""
-    raw = type_coerce(column, Text())
-    return type_coerce(func.substr(raw, literal_column("1"), literal_column(str(DIGEST_CHARS))), String())
+    return type_coerce(func.substr(column, literal_column("1"), literal_column(str(DIGEST_CHARS))), String())

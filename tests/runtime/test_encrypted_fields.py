@@ -80,7 +80,36 @@ def test_a_value_is_sealed_at_rest_opened_on_read_and_found_by_equality(w: World
         assert sorted(r["id"] for r in both) == sorted([other, bulk[1], bulk[2]])
         assert len(uow.records.list("lead", filter="id_number != 'X2'").items) == 4
         assert len(uow.records.list("lead", filter="phone is null").items) == 4
+    assert "ix_lead_id_number_bidx" in _plan_of(w, f"id_number == '{SECRET_ID}'")  # an index lookup
     assert _leak_free(w, SECRET_ID, "13800138000", "BULK1", "BULK-NEW")  # nor in the audit, duplicate keys...
+
+
+def _plan_of(w: World, flt: str) -> str:
+    """The database's query plan of the list query for ``flt`` (PostgreSQL told to avoid a table scan, which
+    it would prefer on a table this small)."""
+    from sqlalchemy import event
+
+    from engine.runtime.context import Actor
+
+    seen: list[tuple[str, Any]] = []
+
+    def capture(conn: Any, cursor: Any, statement: str, params: Any, context: Any, many: bool) -> None:
+        if statement.lstrip().upper().startswith("SELECT") and "FROM lead" in statement:
+            seen.append((statement, params))
+
+    event.listen(w.rt.engine, "before_cursor_execute", capture)
+    try:
+        with w.rt.unit(Actor.system(), readonly=True) as uow:
+            uow.records.list("lead", filter=flt)
+    finally:
+        event.remove(w.rt.engine, "before_cursor_execute", capture)
+    statement, params = seen[-1]
+    sqlite = w.rt.engine.dialect.name == "sqlite"
+    with w.rt.engine.connect() as conn:
+        if not sqlite:
+            conn.exec_driver_sql("SET enable_seqscan = off")
+        rows = conn.exec_driver_sql(("EXPLAIN QUERY PLAN " if sqlite else "EXPLAIN ") + statement, params).all()
+    return "\n".join(str(r[-1]) for r in rows)
 
 
 def test_hidden_field_is_never_returned_sort_is_refused_and_duplicates_found(w: World) -> None:
