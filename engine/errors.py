@@ -280,6 +280,21 @@ class PortInUse(EngineError):
     code = "port_unavailable"
 
 
+# --------------------------------------------------------------------------- encrypted fields
+
+
+class EncryptionError(EngineError):
+    """Encrypted fields: a key of ``CRM_ENCRYPTION_KEYS`` is malformed or unknown, a value does not open."""
+
+    code = "encryption_error"
+
+
+class EncryptionKeyMissing(EncryptionError):
+    """The workspace has encrypted fields but ``CRM_ENCRYPTION_KEYS`` is not set."""
+
+    code = "encryption_key_missing"
+
+
 # --------------------------------------------------------------------------- records / run time
 
 

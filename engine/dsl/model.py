@@ -67,6 +67,8 @@ FIELD_TYPES: Mapping[str, str] = MappingProxyType(
 )
 NUMERIC_TYPES = frozenset({"integer", "decimal", "money", "percent"})
 STRING_TYPES = frozenset({"string", "text", "email", "phone", "url", "auto_number"})
+#: field types that may be ``encrypted: true``
+ENCRYPTABLE_TYPES = frozenset({"string", "text", "email", "phone", "url"})
 
 
 def text_in(label: Label, locale: str, fallback: str) -> str:
@@ -145,6 +147,8 @@ class Field:
     format: str | None = None
     #: a phone field stores the number as typed (still validated) instead of its E.164 form
     keep_as_typed: bool = False
+    #: stored encrypted at rest (a sealed text with its blind index; see engine.runtime.crypto)
+    encrypted: bool = False
     #: names the field had before renames, oldest first (kept by the planner's schema snapshot; a
     #: compiled workspace leaves it empty)
     former_names: tuple[str, ...] = ()
@@ -215,6 +219,10 @@ class Entity:
     @property
     def json_fields(self) -> tuple[Field, ...]:
         return tuple(f for f in self.fields.values() if f.stored and f.storage == "json")
+
+    @property
+    def encrypted_fields(self) -> tuple[Field, ...]:
+        return tuple(f for f in self.fields.values() if f.encrypted)
 
 
 @dataclass(frozen=True, slots=True)
@@ -290,3 +298,8 @@ class Workspace:
 
     def objects_of(self, kind: str) -> Mapping[str, ConfigObject]:
         return self.objects.get(kind, frozen_map())
+
+    @property
+    def has_encrypted_fields(self) -> bool:
+        """Whether any entity has a field stored encrypted (the runtime then needs the key ring)."""
+        return any(f.encrypted for e in self.entities.values() for f in e.fields.values())

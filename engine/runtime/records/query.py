@@ -93,6 +93,10 @@ def _sort_key(uow: UnitOfWork, plan: EntityPlan, access: Access, part: str) -> S
         if f.type in _UNSORTABLE_TYPES:
             raise BadRequest(f"cannot sort by {name!r} ({with_article(f.type)} field)", code="bad_sort",
                              details={"sort": [f"{name} is not sortable"]})
+        if f.encrypted:
+            raise BadRequest(f"cannot sort by {name!r}: it is stored encrypted", code="bad_sort",
+                             details={"sort": [f"{name} is encrypted, so not sortable"]},
+                             hint="sort by another field; an encrypted field can only be filtered by equality")
         expr = uow.schema.field_expr(plan.name, name)
         if f.type == "picklist":
             return SortKey(name, desc, option_position(expr, f.option_keys), not f.required, "integer")

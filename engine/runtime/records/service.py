@@ -176,7 +176,8 @@ class RecordService:
             self._load(plan, access, record_id, action="read", deleted=True)
         hidden = access.hidden | {plan.currency_keys[h] for h in access.hidden if h in plan.currency_keys}
         entries = audit.history(self.uow.conn, plan.name, record_id, hidden=hidden,
-                                renames=self.uow.state.renames.get(plan.name))
+                                renames=self.uow.state.renames.get(plan.name),
+                                encrypted=[f.name for f in plan.entity.encrypted_fields])
         return masking.history(self.uow, plan.name, record_id, entries)
 
     # ------------------------------------------------------------------ update
