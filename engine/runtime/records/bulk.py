@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import Select, func, select, update
 from sqlalchemy.exc import IntegrityError
 
-from engine.errors import BadRequest, RecordError, UniqueViolation, ValidationFailed
+from engine.errors import BadRequest, RecordError, ValidationFailed
 from engine.runtime.records import fastsql, journal, listing, persist, query, rows
 from engine.runtime.records.pipeline import WritePipeline, open_entity
 from engine.runtime.records.write_plan import EntityPlan
@@ -37,43 +37,6 @@ if TYPE_CHECKING:
 
 MAX_ERROR_ROWS = 50
 CHUNK = 900
-
-
-def create_many(svc: RecordService, entity: str, rows_: Sequence[Mapping[str, Any]], *,
-                bypass_readonly: bool = False) -> list[int]:
-    """See :meth:`RecordService.create_many`."""
-    from engine.runtime.records import rowwise
-
-    p = WritePipeline(svc.uow, entity, "create", bypass_readonly=bypass_readonly, bulk=True)
-    require_rows(rows_)
-    records = _validated(p, rows_)
-    try:
-        with rowwise.savepoint(svc.uow):  # on a refusal the unit stays usable to find the rows (PostgreSQL)
-            return insert_validated(p, records)
-    except UniqueViolation as e:
-        raise _clashing_rows(svc, entity, rows_, e, bypass_readonly=bypass_readonly) from e
-
-
-def _clashing_rows(svc: RecordService, entity: str, rows_: Sequence[Mapping[str, Any]], error: UniqueViolation, *,
-                   bypass_readonly: bool) -> UniqueViolation:
-    """``error`` with the clashing rows named ``[i].field``: the rows are tried one by one in a savepoint that
-    is rolled back (only after a refused batch, so the fast path pays nothing)."""
-    from engine.runtime.records import rowwise
-
-    uow = svc.uow
-    mark = len(uow.events)
-    nested = uow.conn.begin_nested()
-    try:
-        outcome = rowwise.create_each(svc, entity, rows_, bypass_readonly=bypass_readonly)
-    finally:
-        nested.rollback()
-        del uow.events[mark:]
-    clashes = {i: e for i, e in outcome.errors.items() if e.code == error.code}
-    if not clashes:
-        return error
-    return UniqueViolation(f"{agreeing(len(clashes), 'row', 'repeat a unique value')}; nothing was created",
-                           code=error.code, hint=error.hint,
-                           details={f"[{i}].{k}": v for i, e in clashes.items() for k, v in e.details.items()})
 
 
 def insert_validated(p: WritePipeline, records: list[dict[str, Any]]) -> list[int]:
@@ -109,7 +72,7 @@ def require_rows(rows_: Any) -> None:
         raise BadRequest("rows must be a list of records", code="bad_rows")
 
 
-def _validated(p: WritePipeline, rows_: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+def validated(p: WritePipeline, rows_: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
     """Every row through stages 2-6; all problems of up to MAX_ERROR_ROWS rows reported together."""
     out: list[dict[str, Any]] = []
     problems: dict[str, list[str]] = {}

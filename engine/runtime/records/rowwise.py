@@ -24,9 +24,10 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from engine.errors import RecordError
+from engine.errors import RecordError, UniqueViolation
 from engine.runtime.records import bulk
 from engine.runtime.records.pipeline import WritePipeline, open_entity
+from engine.wording import agreeing
 
 if TYPE_CHECKING:
     from engine.runtime.records.service import RecordService
@@ -148,3 +149,36 @@ def _each(uow: UnitOfWork, record_ids: Sequence[int], write: Callable[[int], Any
             ids.append(None)
             errors[i] = RowError.of(e, record_id=rid)
     return BulkOutcome(tuple(ids), errors)
+
+
+def create_many(svc: RecordService, entity: str, rows_: Sequence[Mapping[str, Any]], *,
+                bypass_readonly: bool = False) -> list[int]:
+    """See :meth:`RecordService.create_many`."""
+    p = WritePipeline(svc.uow, entity, "create", bypass_readonly=bypass_readonly, bulk=True)
+    bulk.require_rows(rows_)
+    records = bulk.validated(p, rows_)
+    try:
+        with savepoint(svc.uow):  # on a refusal the unit stays usable to find the rows (PostgreSQL)
+            return bulk.insert_validated(p, records)
+    except UniqueViolation as e:
+        raise _clashing_rows(svc, entity, rows_, e, bypass_readonly=bypass_readonly) from e
+
+
+def _clashing_rows(svc: RecordService, entity: str, rows_: Sequence[Mapping[str, Any]], error: UniqueViolation, *,
+                   bypass_readonly: bool) -> UniqueViolation:
+    """``error`` with the clashing rows named ``[i].field``: the rows are tried one by one in a savepoint that
+    is rolled back (only after a refused batch, so the fast path pays nothing)."""
+    uow = svc.uow
+    mark = len(uow.events)
+    nested = uow.conn.begin_nested()
+    try:
+        outcome = create_each(svc, entity, rows_, bypass_readonly=bypass_readonly)
+    finally:
+        nested.rollback()
+        del uow.events[mark:]
+    clashes = {i: e for i, e in outcome.errors.items() if e.code == error.code}
+    if not clashes:
+        return error
+    return UniqueViolation(f"{agreeing(len(clashes), 'row', 'repeat a unique value')}; nothing was created",
+                           code=error.code, hint=error.hint,
+                           details={f"[{i}].{k}": v for i, e in clashes.items() for k, v in e.details.items()})

@@ -252,7 +252,7 @@ class RecordService:
         Every row is validated first (ValidationFailed details are keyed
         ``[i].field``); then one executemany without RETURNING inserts them.
         """
-        from engine.runtime.records.bulk import create_many
+        from engine.runtime.records.rowwise import create_many
 
         return create_many(self, entity, rows_, bypass_readonly=bypass_readonly)
 
