@@ -55,9 +55,10 @@ def fields_used(compiled: Any) -> frozenset[str]:
 
 
 def make_context(*, user_id: int | None, now: dt.datetime, old: Mapping[str, Any] | None,
-                 ref: RefLoader | None, users: UserLoader | None = None) -> Any:
-    """The evaluation context of one write (``$user``, ``$today``, ``$now``, ``old``, references, users)."""
-    return EvalContext(user_id=user_id, today=now.date(), now=now, old=old, ref=ref, users=users)
+                 ref: RefLoader | None, users: UserLoader | None = None, rates: Any = None) -> Any:
+    """The evaluation context of one write (``$user``, ``$today``, ``$now``, ``old``, references, users,
+    exchange rates for ``convert()``)."""
+    return EvalContext(user_id=user_id, today=now.date(), now=now, old=old, ref=ref, users=users, rates=rates)
 
 
 def evaluate(compiled: Any, record: Mapping[str, Any], ctx: Any) -> Any:

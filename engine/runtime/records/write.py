@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import select
 
 from engine.errors import ExpressionEvalError, ValidationFailed
-from engine.runtime import users
+from engine.runtime import exchange_rates, users
 from engine.runtime.records import exprs, persist, rows
 from engine.runtime.records.coerce import BadValue, coerce_currency
 from engine.runtime.records.steps import Action, WriteContext
@@ -239,7 +239,7 @@ class Writer:
         if old is None and self._new_ctx is not None:
             return self._new_ctx
         ctx = exprs.make_context(user_id=self.uow.actor.user_id, now=self._now, old=old, ref=self._ref,
-                                 users=self._user)
+                                 users=self._user, rates=exchange_rates.resolver(self.uow.conn))
         if old is None:
             self._new_ctx = ctx
         return ctx
