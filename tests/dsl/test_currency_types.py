@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 from engine.dsl.expressions import compile_expression
-from engine.errors import ConfigError, ConfigErrors, ExpressionTypeError
 from engine.dsl.model import Workspace
+from engine.errors import ConfigError, ConfigErrors, ExpressionTypeError
 from engine.plugins.host import compile_folder
 
 ENTITY = """
