@@ -17,26 +17,18 @@ import io
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
-from functools import cache
 from typing import Any
 
 from sqlalchemy import Connection, Date, Float, Numeric, and_, case, cast, func, literal, or_, select, type_coerce
 from sqlalchemy.sql.elements import ColumnElement
 
+from engine.dsl.currencies import iso_codes
 from engine.dsl.expressions.functions import NUMBER_SCALE, quantize
 from engine.errors import BadRequest, InvalidCurrency, MissingExchangeRate
 from engine.runtime.engine_tables import crm_exchange_rates as rates_table
 
 #: largest rate accepted (the column keeps 14 digits before the point)
 MAX_RATE = Decimal("1e13")
-
-
-@cache
-def iso_codes() -> frozenset[str]:
-    """Every ISO 4217 currency code (from the ``pycountry`` data)."""
-    import pycountry
-
-    return frozenset(c.alpha_3 for c in pycountry.currencies)
 
 
 def currency_code(value: Any, *, where: str = "currency") -> str:

@@ -17,6 +17,8 @@ from engine.errors import BadRequest, InvalidCurrency, MissingExchangeRate, Vali
 from engine.runtime import exchange_rates as rates
 from engine.runtime.currency import totals
 from engine.runtime.sqlexpr import to_sql
+from engine.plugins.host import compile_folder as host_compile
+from tests.runtime import conftest as runtime_conftest
 from tests.runtime.conftest import FILES, World, build_world
 
 PIPELINE = """
@@ -31,12 +33,15 @@ PIPELINE = """
 """
 DEAL = FILES["entities/deal.yaml"].replace("          assignee: {type: user}\n", (
     "          assignee: {type: user}\n          probability: {type: percent}\n"
-    "          lost_reason: {type: picklist, options: [price]}\n"))
+    "          lost_reason: {type: picklist, options: [price]}\n"
+    "          net_usd: {type: money, formula: \"convert(amount, 'USD')\"}\n"))
 NOW = dt.datetime(2026, 12, 10, 9, 0, tzinfo=dt.UTC)
 
 
 @pytest.fixture(name="world")
-def world_fixture(db_url: str, tmp_path: Path) -> Iterator[World]:
+def world_fixture(db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[World]:
+    # compiled with the plugin host (as crm apply does), so the feature's convert() is known
+    monkeypatch.setattr(runtime_conftest, "compile_folder", lambda folder: host_compile(folder)[0])
     w = build_world(db_url, tmp_path / "ws", {**FILES, "entities/deal.yaml": DEAL,
                                                       "pipelines/deals.yaml": PIPELINE})
     w.clock.set(NOW)
@@ -203,3 +208,15 @@ def test_a_missing_rate_names_the_pair_and_the_day(world: World) -> None:
         totals.money_totals(uow, "deal", "amount", as_of="2026-11-30", filter_text="name == 'a'")
     assert early.value.details == {"from": "USD", "to": "CNY", "date": "2026-11-30"}
 
+
+
+def test_a_money_formula_keeps_the_currency_it_was_computed_in(world: World) -> None:
+    _set(world, "USD", "CNY", "7.0", "2026-11-01")
+    usd = _deal(world, "u", "new", "100", "USD")
+    cny = _deal(world, "c", "new", "700", "CNY")
+    with world.unit("alice", readonly=True) as uow:
+        u, c = uow.records.get("deal", usd), uow.records.get("deal", cny)
+    assert (u["net"], u["net_currency"], u["net_usd"], u["net_usd_currency"]) == (
+        Decimal("100.00"), "USD", Decimal("100.00"), "USD")
+    assert (c["net"], c["net_currency"], c["net_usd"], c["net_usd_currency"]) == (
+        Decimal("700.00"), "CNY", Decimal("100.00"), "USD")

@@ -16,8 +16,8 @@ from collections.abc import Callable, Mapping
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
+from engine.dsl.currencies import iso_codes
 from engine.dsl.model import Field
-from engine.runtime.exchange_rates import iso_codes
 from engine.runtime.records.bad_value import BadValue as BadValue  # re-exported: callers catch coerce.BadValue
 from engine.runtime.storage import _STRING_LENGTHS, DEFAULT_STRING_LENGTH
 

@@ -222,6 +222,9 @@ class Writer:
                 record[name] = self.plan.coercers[name](value)
             except BadValue as e:
                 errors.setdefault(prefix + name, []).append(f"formula result {e}")
+            key = self.plan.currency_keys.get(name)
+            if key is not None and record.get(name) is not None:
+                record[key] = exprs.result_currency(compiled, record) or record.get(key)
         for name, key in self.plan.currency_keys.items():
             if record.get(name) is not None and not record.get(key):
                 record[key] = self._currency
