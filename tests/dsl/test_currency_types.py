@@ -91,3 +91,14 @@ def test_bad_convert_calls_are_located_errors(tmp_path: Path, formula: str, code
     err = _error(tmp_path, formula)
     assert (err.code, err.location is not None and err.location.line) == (code, 10)
     assert message in err.message
+
+
+def test_the_workspace_currency_must_be_an_iso_4217_code(tmp_path: Path) -> None:
+    _compile(tmp_path, "amount")
+    (tmp_path / "workspace.yaml").write_text("workspace: acme\ncurrency: RMB\n", encoding="utf-8")
+    with pytest.raises(ConfigError) as e:
+        compile_folder(tmp_path)
+    err = e.value
+    assert err.code == "schema_violation" and "currency 'RMB' is not an ISO 4217 currency code" in err.message
+    assert err.location is not None and (Path(err.location.file).name, err.location.line) == ("workspace.yaml", 2)
+    assert err.hint is not None and "the Chinese yuan is CNY" in err.hint

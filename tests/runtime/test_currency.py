@@ -4,6 +4,7 @@ totals and the pipeline forecast in the workspace currency at a chosen day, miss
 from __future__ import annotations
 
 import datetime as dt
+import random
 from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
@@ -118,6 +119,8 @@ EXPRESSIONS = [
     "convert(amount, 'CNY') + convert(budget, 'CNY')",
     "convert(convert(amount, 'USD'), 'CNY')",
     "convert(amount, 'CNY') > 1000",
+    "convert(budget, 'JPY', close_date)",
+    "if convert(amount, 'USD', close_date) is null then 0 else convert(amount, 'USD', close_date)",
 ]
 
 
@@ -125,14 +128,24 @@ def test_convert_agrees_in_python_and_sql(world: World) -> None:
     _set(world, "USD", "CNY", "7.0", "2026-11-01")
     _set(world, "USD", "CNY", "7.25", "2026-12-01")
     _set(world, "JPY", "USD", "0.0067", "2026-01-01")
-    rows = [("a", "100.10", "USD", {"budget": "5", "budget_currency": "JPY", "close_date": "2026-11-15"}),
+    _set(world, "JPY", "USD", "0.0071", "2026-06-30")
+    _set(world, "CNY", "JPY", "21.5", "2026-03-01")
+    rows: list[tuple[str, str | None, str, dict[str, Any]]] = [("a", "100.10", "USD", {"budget": "5", "budget_currency": "JPY", "close_date": "2026-11-15"}),
             ("b", "1000", "CNY", {"budget": "30", "budget_currency": "USD", "close_date": "2026-12-02"}),
             ("c", "12345.67", "JPY", {"due_at": "2026-11-30T23:59:00Z", "close_date": "2025-01-01",
                                        "budget": "1", "budget_currency": "USD"}),
             ("d", None, "USD", {"due_at": "2026-12-01T00:00:00Z"}), ("e", "0.01", "USD", {}),
             ("f", "77", "EUR", {"budget": "2", "budget_currency": "CNY"})]
+    rng = random.Random(12)
+    for i in range(30):  # and random ones: currencies with and without rates, nulls, days before any rate
+        day = dt.date(2025, 12, 1) + dt.timedelta(days=rng.randint(0, 400))
+        extra = {"close_date": rng.choice([None, day.isoformat()]),
+                 "budget": rng.choice([None, str(Decimal(rng.randint(0, 10**7)).scaleb(-2))]),
+                 "budget_currency": rng.choice(["CNY", "USD", "JPY", "EUR"])}
+        rows.append((f"r{i}", rng.choice([None, str(Decimal(rng.randint(0, 10**7)).scaleb(-2))]),
+                     rng.choice(["CNY", "USD", "JPY", "EUR"]), extra))
     for name, amount, cur, extra in rows:
-        _deal(world, name, "new", amount, cur, **extra)
+        _deal(world, name, "new", amount, cur, **{k: v for k, v in extra.items() if v is not None})
     ws, schema = world.rt.state.workspace, world.rt.state.schema
     table = schema.table("deal")
     for text in EXPRESSIONS:
