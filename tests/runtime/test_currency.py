@@ -15,10 +15,10 @@ from sqlalchemy import select
 
 from engine.dsl.expressions import EvalContext, compile_expression
 from engine.errors import BadRequest, InvalidCurrency, MissingExchangeRate, ValidationFailed
+from engine.plugins.host import compile_folder as host_compile
 from engine.runtime import exchange_rates as rates
 from engine.runtime.currency import totals
 from engine.runtime.sqlexpr import to_sql
-from engine.plugins.host import compile_folder as host_compile
 from tests.runtime import conftest as runtime_conftest
 from tests.runtime.conftest import FILES, World, build_world
 
