@@ -130,7 +130,8 @@ def test_convert_agrees_in_python_and_sql(world: World) -> None:
     _set(world, "JPY", "USD", "0.0067", "2026-01-01")
     _set(world, "JPY", "USD", "0.0071", "2026-06-30")
     _set(world, "CNY", "JPY", "21.5", "2026-03-01")
-    rows: list[tuple[str, str | None, str, dict[str, Any]]] = [("a", "100.10", "USD", {"budget": "5", "budget_currency": "JPY", "close_date": "2026-11-15"}),
+    rows: list[tuple[str, str | None, str, dict[str, Any]]] = [
+            ("a", "100.10", "USD", {"budget": "5", "budget_currency": "JPY", "close_date": "2026-11-15"}),
             ("b", "1000", "CNY", {"budget": "30", "budget_currency": "USD", "close_date": "2026-12-02"}),
             ("c", "12345.67", "JPY", {"due_at": "2026-11-30T23:59:00Z", "close_date": "2025-01-01",
                                        "budget": "1", "budget_currency": "USD"}),
