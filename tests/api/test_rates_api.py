@@ -57,6 +57,10 @@ def test_the_forecast_adds_cny_and_usd_in_cny_at_the_dated_rate(api_env: ApiEnv,
         "CNY", "2026-11-15", "qualification", 2, "1700.00")
     december = _forecast(client, api_env, "rep2", as_of="2026-12-05", currency="USD").get_json()
     assert december["currency"] == "USD" and december["stages"][0]["amount"] == "238.89"  # 1000 / 7.2 + 100
+    listed = client.get("/api/v1/records/opportunity", query_string={
+        "filter": "convert(amount, 'CNY') < 800", "fields": "name"}, headers=api_env.headers("rep2"))
+    assert listed.status_code == 200, listed.get_json()
+    assert [r["name"] for r in listed.get_json()["items"]] == ["Line USD"]  # 100 USD is 700 or 720 CNY today
     rep3 = _forecast(client, api_env, "rep3", as_of="2026-11-15").get_json()
     assert rep3["stages"][0]["count"] == 0  # another rep's deals are not in their forecast
 
