@@ -39,11 +39,15 @@ DEAL = FILES["entities/deal.yaml"].replace("          assignee: {type: user}\n",
 NOW = dt.datetime(2026, 12, 10, 9, 0, tzinfo=dt.UTC)
 
 
+ACCOUNT = FILES["entities/account.yaml"].replace("          secret_note: {type: string}\n", (
+    "          secret_note: {type: string}\n          revenue: {type: money}\n"))
+
+
 @pytest.fixture(name="world")
 def world_fixture(db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[World]:
     # compiled with the plugin host (as crm apply does), so the feature's convert() is known
     monkeypatch.setattr(runtime_conftest, "compile_folder", lambda folder: host_compile(folder)[0])
-    w = build_world(db_url, tmp_path / "ws", {**FILES, "entities/deal.yaml": DEAL,
+    w = build_world(db_url, tmp_path / "ws", {**FILES, "entities/deal.yaml": DEAL, "entities/account.yaml": ACCOUNT,
                                                       "pipelines/deals.yaml": PIPELINE})
     w.clock.set(NOW)
     try:
@@ -120,6 +124,7 @@ EXPRESSIONS = [
     "convert(convert(amount, 'USD'), 'CNY')",
     "convert(amount, 'CNY') > 1000",
     "convert(budget, 'JPY', close_date)",
+    "convert(account.revenue, 'CNY', close_date)",
     "if convert(amount, 'USD', close_date) is null then 0 else convert(amount, 'USD', close_date)",
 ]
 
@@ -137,12 +142,17 @@ def test_convert_agrees_in_python_and_sql(world: World) -> None:
                                        "budget": "1", "budget_currency": "USD"}),
             ("d", None, "USD", {"due_at": "2026-12-01T00:00:00Z"}), ("e", "0.01", "USD", {}),
             ("f", "77", "EUR", {"budget": "2", "budget_currency": "CNY"})]
+    with world.unit("alice") as uow:
+        accounts = [uow.records.create("account", {"name": f"acc {c}", "revenue": "1000",
+                                                   "revenue_currency": c})["id"] for c in ("USD", "JPY", "CNY")]
+    rows[0][3]["account"] = accounts[0]
     rng = random.Random(12)
     for i in range(30):  # and random ones: currencies with and without rates, nulls, days before any rate
         day = dt.date(2025, 12, 1) + dt.timedelta(days=rng.randint(0, 400))
         extra = {"close_date": rng.choice([None, day.isoformat()]),
                  "budget": rng.choice([None, str(Decimal(rng.randint(0, 10**7)).scaleb(-2))]),
-                 "budget_currency": rng.choice(["CNY", "USD", "JPY", "EUR"])}
+                 "budget_currency": rng.choice(["CNY", "USD", "JPY", "EUR"]),
+                 "account": rng.choice([None, *accounts])}
         rows.append((f"r{i}", rng.choice([None, str(Decimal(rng.randint(0, 10**7)).scaleb(-2))]),
                      rng.choice(["CNY", "USD", "JPY", "EUR"]), extra))
     for name, amount, cur, extra in rows:
@@ -154,7 +164,8 @@ def test_convert_agrees_in_python_and_sql(world: World) -> None:
         clause = to_sql(compiled, schema, "deal", today=NOW.date(), now=NOW)
         with world.unit("system", readonly=True) as uow:
             sql = dict(uow.conn.execute(select(table.c.name, clause).order_by(table.c.id)).all())
-            ctx = EvalContext(now=NOW, rates=rates.resolver(uow.conn))
+            ctx = EvalContext(now=NOW, rates=rates.resolver(uow.conn),
+                              ref=lambda entity, rid: uow.records.get(entity, rid))
             py = {r["name"]: compiled.evaluate(r, ctx) for r in uow.records.list("deal", limit=50).items}
         for name in py:
             assert _same(py[name], sql[name]), (text, name, py[name], sql[name])
