@@ -399,3 +399,19 @@ class NoAssignee(ValidationFailed):
     refused instead of leaving a stuck instance; ``details`` names the flow, the step and its assignees."""
 
     code = "no_assignee"
+
+
+# --------------------------------------------------------------------------- currencies
+
+
+class InvalidCurrency(BadRequest):
+    """A currency code that is not an ISO 4217 code (``CNY``, ``USD``, ``EUR``...)."""
+
+    code = "invalid_currency"
+
+
+class MissingExchangeRate(Conflict):
+    """A sum or a conversion needs an exchange rate that is not in the table on or before its date;
+    ``details`` names ``from``, ``to`` and ``date``."""
+
+    code = "missing_exchange_rate"

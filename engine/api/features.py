@@ -16,13 +16,14 @@ from engine.api import (
     notifications,
     pipelines,
     pools,
+    rates,
     recycle,
     scoring,
 )
 from engine.api.views import bp
 
 CHILDREN = (notifications.bp, pipelines.bp, handover.bp, scoring.bp, assignment.bp, dedupe.bp, conversion.bp,
-            pools.bp, approvals.bp, bulk.bp, recycle.bp)
+            pools.bp, approvals.bp, bulk.bp, recycle.bp, rates.bp)
 
 for _child in CHILDREN:
     bp.register_blueprint(_child)

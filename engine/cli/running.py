@@ -384,7 +384,7 @@ def expression_value(runtime: Any, entity: str, compiled: Any, record_id: int) -
     """The value of a compiled expression on one record, read through the record service as the system."""
     from engine.dsl.expressions import EvalContext
     from engine.errors import NotFound
-    from engine.runtime import users
+    from engine.runtime import exchange_rates, users
     from engine.runtime.context import Actor
 
     with runtime.unit(Actor.system(), readonly=True) as uow:
@@ -398,7 +398,8 @@ def expression_value(runtime: Any, entity: str, compiled: Any, record_id: int) -
 
         now = runtime.clock.now()
         ctx = EvalContext(user_id=None, now=now, today=now.date(), ref=ref,
-                          users=lambda uid: users.directory_entry(uow.conn, uid))
+                          users=lambda uid: users.directory_entry(uow.conn, uid),
+                          rates=exchange_rates.resolver(uow.conn))
         return compiled.evaluate(record, ctx)
 
 

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from engine.dsl.compile_context import CompileContext
+from engine.dsl.currencies import iso_codes
 from engine.dsl.extensions import Extensions, default_extensions
 from engine.dsl.kinds import KindSpec
 from engine.dsl.layers import Layer, discover, from_bundle, to_bundle
@@ -59,6 +60,7 @@ def compile_layers(layers: Sequence[Layer], *, extensions: Extensions | None = N
     settings = _settings(loaded)
     _check_plugins(loaded, ext, report)
     _check_phone_region(loaded, report)
+    _check_currency(loaded, report)
     ctx = CompileContext(ext, report, settings)
     ctx.files.update({f.key: f for layer in layers for f in layer.files})
     _compile_kinds(loaded, ext, ctx)
@@ -162,6 +164,17 @@ def _check_phone_region(loaded: LoadedConfig, report: Callable[[ConfigError], No
                 location=locate(doc.data, ("phone_region",)),
                 hint="use an ISO 3166-1 alpha-2 code such as CN, US, GB, DE"
                      + (" (the United Kingdom is GB)" if code == "UK" else "")))
+
+
+def _check_currency(loaded: LoadedConfig, report: Callable[[ConfigError], None]) -> None:
+    """``currency`` must be an ISO 4217 code (the schema only checks its form)."""
+    for doc in loaded.manifests:
+        code = doc.data.get("currency")
+        if isinstance(code, str) and code not in iso_codes():
+            report(SchemaViolation(f"currency {code!r} is not an ISO 4217 currency code",
+                                   location=locate(doc.data, ("currency",)),
+                                   hint="use a three-letter code such as CNY, USD or EUR"
+                                        + (" (the Chinese yuan is CNY)" if code == "RMB" else "")))
 
 
 def _compile_kinds(loaded: LoadedConfig, ext: Extensions, ctx: CompileContext) -> None:

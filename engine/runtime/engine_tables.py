@@ -9,6 +9,7 @@ from sqlalchemy import (
     Boolean,
     Column,
     Connection,
+    Date,
     ForeignKey,
     Index,
     Integer,
@@ -23,7 +24,7 @@ from sqlalchemy import (
 from sqlalchemy.schema import CreateColumn
 
 from engine.errors import DatabaseNotReady
-from engine.runtime.types import JsonType, UtcDateTime
+from engine.runtime.types import DecimalType, JsonType, UtcDateTime
 
 #: Version of the engine tables' shape; :func:`upgrade` brings older databases to it through
 #: :data:`MIGRATIONS`.  (The PostgreSQL gate function is re-created on every upgrade and apply:
@@ -348,6 +349,24 @@ crm_delegations = Table(
     Column("created_at", UtcDateTime, nullable=False),
     Index("ix_crm_delegations_user", "user_id", "ends_at"),
     Index("ix_crm_delegations_delegate", "delegate_id", "ends_at"),
+)
+
+# --------------------------------------------------------------------------- multi-currency (version 6)
+
+crm_exchange_rates = Table(
+    "crm_exchange_rates",
+    engine_metadata,
+    _id(),
+    #: 1 unit of ``from_currency`` is worth ``rate`` units of ``to_currency`` from ``rate_date`` on
+    #: (until a later row of the same pair); lookups take the latest row on or before their date
+    Column("from_currency", String(3), nullable=False),
+    Column("to_currency", String(3), nullable=False),
+    Column("rate_date", Date, nullable=False),
+    Column("rate", DecimalType(24, 10), nullable=False),
+    Column("set_by", BigInteger, nullable=True),
+    Column("set_at", UtcDateTime, nullable=False),
+    Column("source", String(40), nullable=True),
+    UniqueConstraint("from_currency", "to_currency", "rate_date", name="uq_crm_exchange_rates_pair_date"),
 )
 
 

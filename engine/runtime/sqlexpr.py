@@ -57,6 +57,7 @@ from engine.dsl.expressions import CompiledExpression, ast, default_registry
 from engine.dsl.expressions.diagnostics import ExprSource
 from engine.dsl.expressions.functions import NUMBER_SCALE, TRIM_CHARS, FunctionRegistry
 from engine.dsl.expressions.pycompile import maybe_null, mixed_day
+from engine.dsl.model import JSON_COLUMN
 from engine.errors import ExpressionError
 from engine.runtime import crypto
 from engine.runtime.engine_tables import crm_teams, crm_users
@@ -314,6 +315,8 @@ class _SqlBuilder:
             return user_attribute(self._user_ref(b), b.field)
         if self._encrypted(node):
             raise self._refuse(node)
+        if b.scope == "record" and b.field_type == "currency":
+            return currency_expr(self.schema, self.schema.table(self.entity), self.entity, b.field)
         if b.scope == "record":
             table = self.schema.table(self.entity)
             clause = table.c[b.field] if b.field_type == "standard" else self.schema.field_expr(self.entity, b.field)
@@ -334,6 +337,8 @@ class _SqlBuilder:
         ref_id = self.schema.field_expr(self.entity, b.via)
         if b.field_type == "standard":
             inner: ColumnElement[Any] = target.c[b.field]
+        elif b.field_type == "currency":
+            inner = currency_expr(self.schema, target, b.entity, b.field)
         else:
             field = self.schema.workspace.entities[b.entity].fields[b.field]
             inner = json_field_expr(target, field, self.schema.dialect) if field.storage == "json" else (
@@ -394,6 +399,17 @@ class _SqlBuilder:
         ctx = SqlContext(self.ctx.dialect, self.ctx.today, self.ctx.now, self.ctx.user,
                          tuple(a.type for a in node.args if a.type is not None), node.type)
         return impl(ctx, args)
+
+
+def currency_expr(schema: Schema, table: Any, entity: str, key: str) -> ColumnElement[Any]:
+    """The currency code ``<money field>_currency`` of ``table`` (a row of ``entity``), whatever the storage."""
+    money = schema.workspace.entities[entity].fields[key.removesuffix("_currency")]
+    if money.storage != "json":
+        return type_coerce(table.c[key], String())
+    col = table.c[JSON_COLUMN]
+    if schema.dialect == "postgresql":
+        return type_coerce(col.op("->>")(literal_column(f"'{key}'")), String())
+    return type_coerce(func.json_extract(col, literal_column(f"'$.{key}'")), String())
 
 
 def user_attribute(user_id: ColumnElement[Any], name: str) -> ColumnElement[Any]:

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import bindparam, select
 
-from engine.runtime import users
+from engine.runtime import exchange_rates, users
 from engine.runtime.records import exprs, rows
 
 if TYPE_CHECKING:
@@ -18,7 +18,8 @@ def eval_context(uow: UnitOfWork, old: Mapping[str, Any] | None) -> Any:
     """An expression context for the unit (user, clock, ``old``, one-hop references, the user directory)."""
     return exprs.make_context(user_id=uow.actor.user_id, now=uow.clock.now(), old=old,
                               ref=lambda entity, rid: read_record(uow, entity, rid),
-                              users=lambda uid: users.directory_entry(uow.conn, uid))
+                              users=lambda uid: users.directory_entry(uow.conn, uid),
+                              rates=exchange_rates.resolver(uow.conn))
 
 
 def read_record(uow: UnitOfWork, entity: str, record_id: int, *, lock: bool = False) -> Mapping[str, Any] | None:
