@@ -97,7 +97,7 @@ def file_store(uow: UnitOfWork) -> FileStore:
                                  hint="install the plugin that provides it and enable it in workspace.yaml")
         return factory.open(settings, uow.runtime)
 
-    return uow.state.memo("file_store", settings, make)  # type: ignore[no-any-return]
+    return uow.state.memo("file_store", settings.store, make)  # type: ignore[no-any-return]
 
 
 def upload(uow: UnitOfWork, entity: str, record_id: int, name: str | None, stream: BinaryIO) -> dict[str, Any]:
