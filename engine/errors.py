@@ -384,6 +384,27 @@ class Overloaded(RecordError):
     code = "too_many_requests"
 
 
+# --------------------------------------------------------------------------- attachments
+
+
+class FileTooLarge(BadRequest):
+    """An uploaded file is larger than ``attachments.max_size`` of workspace.yaml allows."""
+
+    code = "file_too_large"
+
+
+class FileTypeRefused(BadRequest):
+    """An uploaded file's type (sniffed from its bytes) is not in ``attachments.allowed_types``."""
+
+    code = "file_type_refused"
+
+
+class FileStoreError(EngineError):
+    """The file store cannot be opened or used (no folder configured, not writable, unknown store)."""
+
+    code = "file_store"
+
+
 # --------------------------------------------------------------------------- approvals
 
 

@@ -32,6 +32,8 @@ STATUS_BY_ERROR: tuple[tuple[type[E.EngineError], int], ...] = (
     (E.Conflict, 409),
     (E.GateRefused, 422),
     (E.BatchTooLarge, 413),
+    (E.FileTooLarge, 413),
+    (E.FileTypeRefused, 415),
     (E.RecordLocked, 423),
     (E.ValidationFailed, 400),
     (E.BadRequest, 400),
@@ -39,6 +41,7 @@ STATUS_BY_ERROR: tuple[tuple[type[E.EngineError], int], ...] = (
     (E.ConfigError, 400),  # an expression in ``filter``/``sort`` that does not parse or type-check
     (E.DatabaseNotReady, 503),
     (E.QueryTimeout, 503),
+    (E.FileStoreError, 503),
     (E.Overloaded, 429),
 )
 #: Statuses whose answer tells the client when to try again.

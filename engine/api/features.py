@@ -10,6 +10,7 @@ from engine.api import (
     approvals,
     assignment,
     bulk,
+    collab,
     conversion,
     dedupe,
     handover,
@@ -23,7 +24,7 @@ from engine.api import (
 from engine.api.views import bp
 
 CHILDREN = (notifications.bp, pipelines.bp, handover.bp, scoring.bp, assignment.bp, dedupe.bp, conversion.bp,
-            pools.bp, approvals.bp, bulk.bp, recycle.bp, rates.bp)
+            pools.bp, approvals.bp, bulk.bp, recycle.bp, rates.bp, collab.bp)
 
 for _child in CHILDREN:
     bp.register_blueprint(_child)

@@ -262,6 +262,32 @@ class ConfigObject:
     compiled: Any = None
 
 
+#: What attachments accept by default (docs/attachments.md): documents, images, text and zip archives.
+DEFAULT_ATTACHMENT_TYPES: tuple[str, ...] = (
+    "application/pdf", "image/png", "image/jpeg", "image/gif", "image/webp", "text/plain", "text/csv",
+    "application/msword", "application/vnd.ms-excel", "application/vnd.ms-powerpoint",
+    "application/vnd.openxmlformats-officedocument.wordprocessingml.document",
+    "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
+    "application/vnd.openxmlformats-officedocument.presentationml.presentation",
+    "application/vnd.oasis.opendocument.text", "application/vnd.oasis.opendocument.spreadsheet",
+    "application/zip",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class AttachmentSettings:
+    """``attachments:`` of workspace.yaml: the size limit, the accepted types and the file store."""
+
+    max_size: int = 25 * 1000 * 1000
+    allowed_types: tuple[str, ...] = DEFAULT_ATTACHMENT_TYPES
+    #: the file store's name: ``local`` or one a plugin registers (``crm_file_stores``)
+    store: str = "local"
+    #: the local store's folder (None: beside the SQLite database; ``CRM_FILES_DIR`` overrides it)
+    path: str | None = None
+    #: settings a plugin's store reads (bucket, endpoint...)
+    options: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
+
+
 @dataclass(frozen=True, slots=True)
 class Workspace:
     """Everything one customer's configuration declares, compiled."""
@@ -291,6 +317,8 @@ class Workspace:
     functions: Any = None
     #: plugin field types by name (:class:`engine.dsl.extensions.FieldTypeDef`), for ``Field.format``
     field_types: Mapping[str, Any] = field(default_factory=frozen_map)
+    #: ``attachments:`` of workspace.yaml
+    attachments: AttachmentSettings = field(default_factory=AttachmentSettings)
 
     def entity(self, name: str) -> Entity:
         """The entity called ``name``; KeyError if there is none."""

@@ -26,6 +26,7 @@ DEFAULT_PLUGINS = (
     "engine.runtime.approvals.plugin",
     "engine.runtime.encryption.plugin",
     "engine.runtime.currency.plugin",
+    "engine.runtime.collab.plugin",
 )
 hookimpl = pluggy.HookimplMarker(hookspecs.PROJECT)
 
@@ -99,6 +100,11 @@ class PluginHost:
 
     def api_blueprints(self, runtime: Any) -> list[Any]:
         return self._collect("crm_api_blueprints", runtime=runtime)
+
+    def file_stores(self) -> dict[str, Any]:
+        """The file store kinds by name (``local`` is the collaboration feature's; ValueError on a name
+        defined twice)."""
+        return _by_name(self._collect("crm_file_stores"), "file store")
 
     def cli_commands(self) -> list[Any]:
         return self._collect("crm_cli_commands")

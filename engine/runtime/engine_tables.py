@@ -370,6 +370,49 @@ crm_exchange_rates = Table(
 )
 
 
+# --------------------------------------------------------------------------- attachments and comments (version 6)
+
+crm_files = Table(
+    "crm_files",
+    engine_metadata,
+    _id(),
+    #: the record the file is attached to
+    Column("entity", String(100), nullable=False),
+    Column("record_id", BigInteger, nullable=False),
+    #: the sanitised file name (no folders, no control characters)
+    Column("name", String(255), nullable=False),
+    #: sniffed from the bytes, never the client's word
+    Column("content_type", String(200), nullable=False),
+    Column("size", BigInteger, nullable=False),
+    Column("sha256", String(64), nullable=False),
+    #: the file store that holds the bytes (``local``, or a plugin's) and the key it holds them under
+    Column("store", String(50), nullable=False),
+    Column("storage_key", String(300), nullable=False),
+    Column("created_by", BigInteger, nullable=True),
+    Column("created_at", UtcDateTime, nullable=False),
+    Column("deleted_by", BigInteger, nullable=True),
+    Column("deleted_at", UtcDateTime, nullable=True),
+    Index("ix_crm_files_record", "entity", "record_id", "id"),
+)
+
+crm_comments = Table(
+    "crm_comments",
+    engine_metadata,
+    _id(),
+    #: the record commented on
+    Column("entity", String(100), nullable=False),
+    Column("record_id", BigInteger, nullable=False),
+    Column("author_id", BigInteger, nullable=True),
+    Column("body", Text, nullable=False),
+    #: ids of the users the body mentions (``@username``) who were notified
+    Column("mentions", JsonType, nullable=True),
+    Column("created_at", UtcDateTime, nullable=False),
+    Column("edited_at", UtcDateTime, nullable=True),
+    Column("deleted_at", UtcDateTime, nullable=True),
+    Index("ix_crm_comments_record", "entity", "record_id", "id"),
+)
+
+
 def stored_version(conn: Connection) -> int:
     """The engine-table version the database holds: 0 for a database without engine tables, 1 for one
     made before versions were recorded."""
