@@ -21,7 +21,7 @@ log = logging.getLogger(__name__)
 ENTRY_POINT_GROUP = "crm_engine.plugins"
 #: The engine's own features, registered after the built-in plugin in every host (Datasette's
 #: DEFAULT_PLUGINS): named by module so this package does not import the runtime that implements them.
-DEFAULT_PLUGINS = ("engine.runtime.sales.plugin", "engine.runtime.approvals.plugin")
+DEFAULT_PLUGINS = ("engine.runtime.sales.plugin", "engine.runtime.approvals.plugin", "engine.runtime.people.plugin")
 hookimpl = pluggy.HookimplMarker(hookspecs.PROJECT)
 
 

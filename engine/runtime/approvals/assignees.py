@@ -14,7 +14,8 @@ from sqlalchemy import select
 
 from engine.dsl.approvals.model import Assignee
 from engine.errors import ExpressionEvalError
-from engine.runtime.engine_tables import crm_teams, crm_users
+from engine.runtime import teams
+from engine.runtime.engine_tables import crm_users
 from engine.runtime.sales.recordctx import eval_context
 
 if TYPE_CHECKING:
@@ -31,9 +32,7 @@ def resolve(uow: UnitOfWork, assignee: Assignee, record: Mapping[str, Any]) -> l
         rows = uow.conn.execute(select(u.c.id, u.c.roles).where(u.c.active.is_(True)).order_by(u.c.id))
         return [int(r[0]) for r in rows if assignee.value in (r[1] or ())]
     if assignee.kind == "team":
-        stmt = (select(u.c.id).join(crm_teams, crm_teams.c.id == u.c.team_id)
-                .where(crm_teams.c.name == assignee.value, u.c.active.is_(True)).order_by(u.c.id))
-        return [int(r[0]) for r in uow.conn.execute(stmt)]
+        return [uid for uid, _name in teams.direct_members(uow.conn, assignee.value)]
     return _by_expression(uow, assignee, record)
 
 
