@@ -6,11 +6,22 @@ Each module holds one feature's views on its own blueprint and registers its Ope
 
 from __future__ import annotations
 
-from engine.api import approvals, assignment, conversion, dedupe, handover, notifications, pipelines, pools, scoring
+from engine.api import (
+    approvals,
+    assignment,
+    conversion,
+    dedupe,
+    handover,
+    notifications,
+    people,
+    pipelines,
+    pools,
+    scoring,
+)
 from engine.api.views import bp
 
 CHILDREN = (notifications.bp, pipelines.bp, handover.bp, scoring.bp, assignment.bp, dedupe.bp, conversion.bp,
-            pools.bp, approvals.bp)
+            pools.bp, approvals.bp, people.bp)
 
 for _child in CHILDREN:
     bp.register_blueprint(_child)

@@ -59,6 +59,18 @@ def show_user(conn: Any, user: users.UserRef, now: Any) -> dict[str, Any]:
             "locked_until": locked, "tokens": len(tokens), "created_at": row.created_at}
 
 
+def create_user(uow: UnitOfWork, username: str, *, roles: Sequence[str], team: str | int | None = None,
+                manager: users.UserRef | None = None, password: str | None = None, display_name: str = "",
+                email: str | None = None) -> dict[str, Any]:
+    """A new active user (see :func:`engine.runtime.users.create_user`); audited; returns it as shown."""
+    if email is not None:
+        _text(email, "email", 254)
+    uid = users.create_user(uow, username, roles=roles, team=team, manager=manager, password=password,
+                            display_name=_text(display_name, "display_name", 200), email=email)
+    audit(uow, "crm_users", uid, "create", {"username": (None, username), "roles": (None, list(roles))})
+    return show_user(uow.conn, uid, uow.clock.now())
+
+
 def update_user(uow: UnitOfWork, user: users.UserRef, *, roles: Sequence[str] | None = None,
                 team: Any = UNSET, manager: Any = UNSET, display_name: str | None = None,
                 email: Any = UNSET) -> dict[str, Any]:
@@ -277,3 +289,18 @@ def revoke(uow: UnitOfWork, prefix: str) -> int:
         for tid in ids:
             audit(uow, "crm_api_tokens", tid, "revoke", {})
     return len(ids)
+
+
+def rotate_token(uow: UnitOfWork, user: users.UserRef, name: str) -> tuple[str, int]:
+    """A new token ``name`` for ``user`` that replaces (revokes) the user's active tokens of that name, so a
+    repeated ``crm demo`` leaves one valid admin token instead of piling them up; (token, revoked count)."""
+    uid = users.user_id(uow.conn, user)
+    t = crm_api_tokens
+    ids = [int(i) for i in uow.conn.execute(select(t.c.id).where(t.c.user_id == uid, t.c.name == name,
+                                                                 t.c.revoked_at.is_(None))).scalars()]
+    if ids:
+        uow.conn.execute(update(t).where(t.c.id.in_(ids)).values(revoked_at=uow.clock.now()))
+        markers.bump_auth(uow.conn)
+        for tid in ids:
+            audit(uow, "crm_api_tokens", tid, "revoke", {})
+    return users.create_token(uow, uid, name), len(ids)

@@ -25,6 +25,7 @@ from sqlalchemy import select
 
 from engine.dsl.model import Workspace
 from engine.errors import TransferRefused
+from engine.runtime import teams
 from engine.runtime.engine_tables import crm_users
 
 if TYPE_CHECKING:
@@ -88,10 +89,19 @@ def check(uow: Any, entity: str, record_id: Any, target: int | None) -> None:
         raise TransferRefused(f"your role may not give records to others (transfer: none): {what} cannot go "
                               f"to {who}", details=details,
                               hint="ask a manager or an administrator to reassign it")
-    if target is None or int(target) not in uow.guard.team_members():
+    if target is None or int(target) not in _team_people(uow, actor):
         raise TransferRefused(f"your role may give records only to members of your team (transfer: own_team): "
                               f"{who} is not in your team, so {what} cannot go to them", details=details,
                               hint="choose a colleague of your team, or ask a manager or an administrator")
+
+
+def _team_people(uow: Any, actor: Actor) -> frozenset[int]:
+    """Who the actor's ``team`` scope covers -- read for the actor itself: inside a pool's elevated write the
+    unit's guard is the system's."""
+    guard = uow.guard
+    if guard.actor.user_id == actor.user_id:
+        return frozenset(guard.team_members())
+    return teams.member_ids(uow.conn, teams.teams_of(uow.conn, actor.user_id, actor.team_id))
 
 
 def _username(uow: Any, uid: int | None) -> str:
