@@ -6,7 +6,6 @@ from __future__ import annotations
 import datetime as dt
 
 import pytest
-from conftest import World
 from sqlalchemy import select
 
 from engine.dsl.model import Role, Workspace, frozen_map
@@ -16,6 +15,7 @@ from engine.runtime.context import Actor
 from engine.runtime.engine_tables import crm_api_tokens
 from engine.runtime.people import admin, transfer
 from tests.conftest import TEST_LOCATION
+from tests.runtime.conftest import World
 
 
 @pytest.mark.parametrize(("password", "problem"), [

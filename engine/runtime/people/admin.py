@@ -201,7 +201,8 @@ def set_parent(uow: UnitOfWork, team: str | int, parent: str | int | None) -> No
     pid = users.team_id(uow.conn, parent) if parent is not None else None
     nodes = teams.tree(uow.conn)
     if pid is not None and (pid == tid or tid in teams.above(nodes, pid)):
-        raise ValidationFailed(f"team {nodes[pid].name!r} is inside {nodes[tid].name!r}: it cannot hold it",
+        raise ValidationFailed(f"team {nodes[tid].name!r} cannot go inside {nodes[pid].name!r}, which is inside it "
+                               "(that would make a loop)",
                                details={"parent": ["would make a loop"]}, hint="choose a team above or beside it")
     old = nodes[tid].parent_id
     if old != pid:
