@@ -249,23 +249,32 @@ def authenticate_password(conn: Connection, workspace: Workspace, username: str,
     """
     now = now or dt.datetime.now(dt.UTC)
     row = conn.execute(select(crm_users).where(crm_users.c.username == username)).first()
-    if row is not None:
-        until = passwords.locked_until(conn, row.id, now)
-        if until is not None:
-            raise AccountLocked(f"too many wrong passwords: login is locked until {until:%Y-%m-%d %H:%M} UTC",
-                                hint="wait, or ask an administrator to set a new password (crm user set-password)")
-    if row is None or not row.active or not verify_password(password, row.password_hash):
-        if row is not None and row.password_hash:
-            with conn.engine.begin() as own:
-                until = passwords.record_failure(own, row.id, now)
-            if until is not None:
-                raise AccountLocked(f"too many wrong passwords: login is locked until {until:%Y-%m-%d %H:%M} UTC",
-                                    hint="wait, or ask an administrator to set a new password")
+    if row is None or not row.password_hash:
         raise AuthenticationRequired("wrong username or password", code="unauthenticated")
-    if passwords.locked_until(conn, row.id, now) is None and _has_failures(conn, row.id):
-        with conn.engine.begin() as own:
+    # the login state is read and written on its own connection: the caller's may hold an older snapshot
+    with conn.engine.connect() as own:
+        own.execution_options(sqlite_immediate=True)
+        with own.begin():
+            until, actor = _login(own, row, workspace, password, now)
+    if actor is not None:
+        return actor
+    if until is not None:
+        raise AccountLocked(f"too many wrong passwords: login is locked until {until:%Y-%m-%d %H:%M} UTC",
+                            hint="wait, or ask an administrator to set a new password (crm user set-password)")
+    raise AuthenticationRequired("wrong username or password", code="unauthenticated")
+
+
+def _login(own: Connection, row: Any, workspace: Workspace, password: str, now: dt.datetime
+           ) -> tuple[dt.datetime | None, Actor | None]:
+    """(lockout end, None) for a refused login -- counted -- or (None, the actor) for a good one."""
+    until = passwords.locked_until(own, row.id, now)
+    if until is not None:
+        return until, None
+    if row.active and verify_password(password, row.password_hash):
+        if _has_failures(own, row.id):
             passwords.clear(own, row.id)
-    return _actor(row, workspace)
+        return None, _actor(row, workspace)
+    return passwords.record_failure(own, row.id, now), None
 
 
 def _has_failures(conn: Connection, uid: int) -> bool:

@@ -272,3 +272,54 @@ def _audit(env: People, table: str, action: str) -> bool:
     with env.runtime.engine.connect() as conn:
         return conn.execute(select(crm_audit.c.id).where(crm_audit.c.entity == table,
                                                          crm_audit.c.action == action)).first() is not None
+
+
+def test_crm_serve_workers_refuse_a_revoked_token_and_a_deactivated_user_on_the_next_request(people: People) -> None:
+    """``crm serve --workers 2``: every worker has the tokens cached; a revoke and a deactivation made by
+    another process are refused by whichever worker answers next."""
+    import http.client
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from tests.api.conftest import free_port
+
+    with people.runtime.unit(Actor.system()) as uow:
+        users.create_user(uow, "served", roles=["sales"], team="east")
+        revoked, deactivated = users.create_token(uow, "rep_e1", "served"), users.create_token(uow, "served", "t")
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "engine.cli", "serve", str(people.folder), "--port", str(port),
+                             "--workers", "2"], env={**os.environ, "CRM_DATABASE_URL": people.url},
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+    def status(token: str) -> int:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        try:
+            conn.request("GET", "/api/v1/meta", headers={"Authorization": f"Bearer {token}"})
+            resp = conn.getresponse()
+            resp.read()
+            return int(resp.status)
+        finally:
+            conn.close()
+
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                first = status(revoked)
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.2)
+        assert first == 200
+        assert {status(t) for t in (revoked, deactivated) for _ in range(8)} == {200}  # cached in both workers
+        c = people.app.test_client()
+        assert c.post(f"/api/v1/tokens/{revoked[:12]}/revoke", headers=people.h("admin")).status_code == 200
+        assert c.post("/api/v1/users/served/deactivate", headers=people.h("admin")).status_code == 200
+        assert {status(t) for t in (revoked, deactivated) for _ in range(8)} == {401}
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.communicate(timeout=60)
