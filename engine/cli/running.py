@@ -206,15 +206,16 @@ def user() -> None:
 def user_add(name: str, roles: tuple[str, ...], team: str | None, manager: str | None, password: bool,
              directory: str | None, db_url: str | None) -> None:
     """Add user NAME with role(s) R, optionally in team T under manager M."""
-    from engine.runtime import users
     from engine.runtime.context import Actor
+    from engine.runtime.people import admin
 
     secret = click.prompt("password", hide_input=True, confirmation_prompt=True) if password else None
     with open_runtime(directory, db_url) as runtime, runtime.unit(Actor.system()) as uow:
         if team is not None and not _team_exists(uow, team):
-            users.create_team(uow, team)
+            admin.create_team(uow, team)
             click.echo(f"created team {team!r}")
-        created = users.create_user(uow, name, roles=list(roles), team=team, manager=manager, password=secret)
+        created = admin.create_user(uow, name, roles=list(roles), team=team, manager=manager,
+                                    password=secret)["id"]
     click.echo(f"created user {name!r} (id {created}) with {'role' if len(roles) == 1 else 'roles'} "
                f"{', '.join(roles)}")
 
