@@ -322,6 +322,19 @@ class AuthenticationRequired(RecordError):
     code = "unauthenticated"
 
 
+class TransferRefused(PermissionDenied):
+    """An ``owner_id`` change the actor's roles do not allow (``transfer: none | own_team``); the message
+    names the rule and the user the record was to go to."""
+
+    code = "transfer_refused"
+
+
+class AccountLocked(AuthenticationRequired):
+    """Password logins of a user are refused for a while after repeated failures."""
+
+    code = "account_locked"
+
+
 class VersionConflict(RecordError):
     code = "version_conflict"
 

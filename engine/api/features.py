@@ -15,6 +15,7 @@ from engine.api import (
     dedupe,
     handover,
     notifications,
+    people,
     pipelines,
     pools,
     rates,
@@ -24,7 +25,7 @@ from engine.api import (
 from engine.api.views import bp
 
 CHILDREN = (notifications.bp, pipelines.bp, handover.bp, scoring.bp, assignment.bp, dedupe.bp, conversion.bp,
-            pools.bp, approvals.bp, bulk.bp, recycle.bp, rates.bp, collab.bp)
+            pools.bp, approvals.bp, bulk.bp, recycle.bp, rates.bp, collab.bp, people.bp)
 
 for _child in CHILDREN:
     bp.register_blueprint(_child)

@@ -245,6 +245,8 @@ class Role:
     permissions: Mapping[str, EntityPermission] = field(default_factory=frozen_map)
     #: (entity, field) -> "hidden" | "readonly"
     field_rules: Mapping[tuple[str, str], str] = field(default_factory=frozen_map)
+    #: to whom the role's users may give records (``owner_id``): "none" | "own_team" | "all"
+    transfer: str = "all"
 
 
 @dataclass(frozen=True, slots=True)

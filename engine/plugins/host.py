@@ -27,6 +27,7 @@ DEFAULT_PLUGINS = (
     "engine.runtime.encryption.plugin",
     "engine.runtime.currency.plugin",
     "engine.runtime.collab.plugin",
+    "engine.runtime.people.plugin",
 )
 hookimpl = pluggy.HookimplMarker(hookspecs.PROJECT)
 

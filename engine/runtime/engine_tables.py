@@ -69,6 +69,8 @@ crm_teams = Table(
     Column("name", String(100), nullable=False, unique=True),
     Column("manager_id", BigInteger, nullable=True),
     Column("created_at", UtcDateTime, nullable=False),
+    #: the team this one is part of (a director's team holds the managers' teams); version 6
+    Column("parent_id", BigInteger, nullable=True),
 )
 
 crm_users = Table(
@@ -413,6 +415,31 @@ crm_comments = Table(
 )
 
 
+# --------------------------------------------------------------------------- people: teams, logins (version 6)
+
+crm_team_members = Table(
+    "crm_team_members",
+    engine_metadata,
+    _id(),
+    #: a user may belong to several teams besides their main one (``crm_users.team_id``)
+    Column("team_id", BigInteger, ForeignKey("crm_teams.id"), nullable=False),
+    Column("user_id", BigInteger, ForeignKey("crm_users.id"), nullable=False),
+    Column("created_at", UtcDateTime, nullable=False),
+    UniqueConstraint("team_id", "user_id", name="uq_crm_team_members"),
+    Index("ix_crm_team_members_user", "user_id"),
+)
+
+crm_login_failures = Table(
+    "crm_login_failures",
+    engine_metadata,
+    #: consecutive failed password logins of one user, and the lockout they caused
+    Column("user_id", BigInteger, ForeignKey("crm_users.id"), primary_key=True, autoincrement=False),
+    Column("failures", Integer, nullable=False),
+    Column("last_failed_at", UtcDateTime, nullable=False),
+    Column("locked_until", UtcDateTime, nullable=True),
+)
+
+
 def stored_version(conn: Connection) -> int:
     """The engine-table version the database holds: 0 for a database without engine tables, 1 for one
     made before versions were recorded."""
@@ -457,6 +484,7 @@ def _to_v6(conn: Connection) -> None:
     """Version 6: the records-and-people tables (nested teams, attachments, comments, search, encryption,
     exchange rates) -- new tables are made by the ``create_all`` that follows; new columns of existing
     tables are added here."""
+    _add_column(conn, "crm_teams", "parent_id")  # people: nested teams
 
 
 #: version N -> the migration that turns a version N-1 database into version N (one per version).

@@ -14,7 +14,8 @@ from sqlalchemy import bindparam, select
 
 from engine.dsl.approvals.model import Assignee
 from engine.errors import ExpressionEvalError
-from engine.runtime.engine_tables import crm_teams, crm_users
+from engine.runtime import teams
+from engine.runtime.engine_tables import crm_users
 from engine.runtime.sales.recordctx import eval_context
 
 if TYPE_CHECKING:
@@ -26,8 +27,6 @@ _u = crm_users
 _BY_NAME = select(_u.c.id).where(_u.c.username == bindparam("b_name"), _u.c.active.is_(True))
 _BY_ID = select(_u.c.id).where(_u.c.id == bindparam("b_id"), _u.c.active.is_(True))
 _ROLES = select(_u.c.id, _u.c.roles).where(_u.c.active.is_(True)).order_by(_u.c.id)
-_TEAM = (select(_u.c.id).join(crm_teams, crm_teams.c.id == _u.c.team_id)
-         .where(crm_teams.c.name == bindparam("b_team"), _u.c.active.is_(True)).order_by(_u.c.id))
 #: ``uow.scratch`` key: the active users' roles, read once per unit
 ROLES_KEY = "approvals.active_roles"
 
@@ -42,7 +41,7 @@ def resolve(uow: UnitOfWork, assignee: Assignee, record: Mapping[str, Any]) -> l
             roles = uow.scratch[ROLES_KEY] = [(int(r[0]), tuple(r[1] or ())) for r in uow.conn.execute(_ROLES)]
         return [uid for uid, held in roles if assignee.value in held]
     if assignee.kind == "team":
-        return [int(r[0]) for r in uow.conn.execute(_TEAM, {"b_team": assignee.value})]
+        return [uid for uid, _name in teams.direct_members(uow.conn, assignee.value)]
     return _by_expression(uow, assignee, record)
 
 
