@@ -280,6 +280,21 @@ class PortInUse(EngineError):
     code = "port_unavailable"
 
 
+# --------------------------------------------------------------------------- encrypted fields
+
+
+class EncryptionError(EngineError):
+    """Encrypted fields: a key of ``CRM_ENCRYPTION_KEYS`` is malformed or unknown, a value does not open."""
+
+    code = "encryption_error"
+
+
+class EncryptionKeyMissing(EncryptionError):
+    """The workspace has encrypted fields but ``CRM_ENCRYPTION_KEYS`` is not set."""
+
+    code = "encryption_key_missing"
+
+
 # --------------------------------------------------------------------------- records / run time
 
 
@@ -307,12 +322,32 @@ class AuthenticationRequired(RecordError):
     code = "unauthenticated"
 
 
+class TransferRefused(PermissionDenied):
+    """An ``owner_id`` change the actor's roles do not allow (``transfer: none | own_team``); the message
+    names the rule and the user the record was to go to."""
+
+    code = "transfer_refused"
+
+
+class AccountLocked(AuthenticationRequired):
+    """Password logins of a user are refused for a while after repeated failures."""
+
+    code = "account_locked"
+
+
 class VersionConflict(RecordError):
     code = "version_conflict"
 
 
 class UniqueViolation(RecordError):
     code = "unique_violation"
+
+
+class RestoreClash(UniqueViolation):
+    """A deleted record cannot be restored: a live record took one of its unique values since;
+    ``details["clashes"]`` names the field(s) and the record holding the value."""
+
+    code = "restore_clash"
 
 
 class GateRefused(RecordError):
@@ -343,6 +378,13 @@ class BadRequest(RecordError):
     code = "bad_request"
 
 
+class BatchTooLarge(BadRequest):
+    """A bulk request over its limit: too many rows in one body, or a filter matching more records than one
+    request may change; ``details`` give the count and the limit."""
+
+    code = "batch_too_large"
+
+
 class QueryTimeout(RecordError):
     """A unit of work ran past its time limit and was stopped (nothing it did was kept)."""
 
@@ -353,6 +395,27 @@ class Overloaded(RecordError):
     """The caller already has as many requests running as it may; retry shortly."""
 
     code = "too_many_requests"
+
+
+# --------------------------------------------------------------------------- attachments
+
+
+class FileTooLarge(BadRequest):
+    """An uploaded file is larger than ``attachments.max_size`` of workspace.yaml allows."""
+
+    code = "file_too_large"
+
+
+class FileTypeRefused(BadRequest):
+    """An uploaded file's type (sniffed from its bytes) is not in ``attachments.allowed_types``."""
+
+    code = "file_type_refused"
+
+
+class FileStoreError(EngineError):
+    """The file store cannot be opened or used (no folder configured, not writable, unknown store)."""
+
+    code = "file_store"
 
 
 # --------------------------------------------------------------------------- approvals
@@ -370,3 +433,19 @@ class NoAssignee(ValidationFailed):
     refused instead of leaving a stuck instance; ``details`` names the flow, the step and its assignees."""
 
     code = "no_assignee"
+
+
+# --------------------------------------------------------------------------- currencies
+
+
+class InvalidCurrency(BadRequest):
+    """A currency code that is not an ISO 4217 code (``CNY``, ``USD``, ``EUR``...)."""
+
+    code = "invalid_currency"
+
+
+class MissingExchangeRate(Conflict):
+    """A sum or a conversion needs an exchange rate that is not in the table on or before its date;
+    ``details`` names ``from``, ``to`` and ``date``."""
+
+    code = "missing_exchange_rate"

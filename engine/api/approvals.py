@@ -152,7 +152,20 @@ def comment(instance_id: str) -> Response:
 def instance(instance_id: str) -> Response:
     """Status, steps, every task (who is waiting) and the decision history of one approval."""
     with gateway.unit(runtime(), g.principal, readonly=True) as uow:
-        return _instance(uow, _id(instance_id, "approval"))
+        return json_response(views.instance(uow, _id(instance_id, "approval"), with_diagram=True))
+
+
+#: an SVG opened on its own runs nothing and loads nothing
+SVG_HEADERS = {"Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'",
+               "X-Content-Type-Options": "nosniff"}
+
+
+@bp.get("/approvals/instances/<instance_id>/diagram.svg")
+def instance_diagram(instance_id: str) -> Response:
+    """The flow drawn as SVG from its BPMN diagram, the steps waiting now, approved and rejected marked."""
+    with gateway.unit(runtime(), g.principal, readonly=True) as uow:
+        svg = views.diagram_svg(uow, _id(instance_id, "approval"))
+    return Response(svg, mimetype="image/svg+xml", headers=SVG_HEADERS)
 
 
 def _when(body: dict[str, Any], key: str) -> dt.datetime:
@@ -259,7 +272,12 @@ def _paths(_ws: Any) -> dict[str, Any]:
             body=_obj(comment=_STR) | {"required": ["comment"]}, params=inst)},
         "/approvals/instances/{instance_id}": {"get": apidoc.op(
             "getApproval", "approvals", "One approval: steps, tasks, who is waiting, history",
-            {"200": apidoc.json_body(_INSTANCE, "The approval"), **apidoc.errors("401", "404")}, params=inst)},
+            {"200": apidoc.json_body(_INSTANCE, "The approval (with its diagram as SVG)"),
+             **apidoc.errors("401", "404")}, params=inst)},
+        "/approvals/instances/{instance_id}/diagram.svg": {"get": apidoc.op(
+            "getApprovalDiagram", "approvals", "The flow drawn from its BPMN diagram, the current step marked",
+            {"200": {"description": "The diagram", "content": {"image/svg+xml": {"schema": _STR}}},
+             **apidoc.errors("401", "404")}, params=inst)},
         "/approvals/delegations": {
             "post": apidoc.op("addDelegation", "approvals", "Out of office: a delegate acts on your tasks in dates",
                               {"201": apidoc.json_body(apidoc.FREE, "The rule"), **apidoc.errors("400", "401", "403")},

@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from flask import Flask, Response, current_app
+from flask import Flask, Response, current_app, request
 from sqlalchemy.exc import OperationalError
 from werkzeug.exceptions import HTTPException
 
@@ -31,6 +31,9 @@ STATUS_BY_ERROR: tuple[tuple[type[E.EngineError], int], ...] = (
     (E.DuplicateFound, 409),
     (E.Conflict, 409),
     (E.GateRefused, 422),
+    (E.BatchTooLarge, 413),
+    (E.FileTooLarge, 413),
+    (E.FileTypeRefused, 415),
     (E.RecordLocked, 423),
     (E.ValidationFailed, 400),
     (E.BadRequest, 400),
@@ -38,6 +41,7 @@ STATUS_BY_ERROR: tuple[tuple[type[E.EngineError], int], ...] = (
     (E.ConfigError, 400),  # an expression in ``filter``/``sort`` that does not parse or type-check
     (E.DatabaseNotReady, 503),
     (E.QueryTimeout, 503),
+    (E.FileStoreError, 503),
     (E.Overloaded, 429),
 )
 #: Statuses whose answer tells the client when to try again.
@@ -108,7 +112,7 @@ def _http_error(error: HTTPException) -> Response:
     code = (error.name or "error").lower().replace(" ", "_")
     message = error.description or error.name or "error"
     if status == 413:
-        limit = current_app.config.get("MAX_CONTENT_LENGTH")
+        limit = request.max_content_length  # the app's limit, or a route's own (the bulk create's is larger)
         message = f"the request body is larger than the limit of {limit} bytes"
         code = "payload_too_large"
     resp = error_response(status, code, message)

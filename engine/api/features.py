@@ -9,19 +9,25 @@ from __future__ import annotations
 from engine.api import (
     approvals,
     assignment,
+    bulk,
+    collab,
     conversion,
     dedupe,
     handover,
     notifications,
+    people,
     pipelines,
     pools,
+    rates,
+    recycle,
     scoring,
     search,
 )
 from engine.api.views import bp
 
 CHILDREN = (notifications.bp, pipelines.bp, handover.bp, scoring.bp, assignment.bp, dedupe.bp, conversion.bp,
-            pools.bp, approvals.bp, search.bp)
+            pools.bp, approvals.bp, bulk.bp, recycle.bp, rates.bp, collab.bp, people.bp,
+            search.bp)
 
 for _child in CHILDREN:
     bp.register_blueprint(_child)

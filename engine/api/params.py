@@ -109,6 +109,14 @@ def parse_json_text(text: str) -> Any:
 
 def json_object(request: Request) -> dict[str, Any]:
     """The request body as a JSON object, or a 4xx error saying what is wrong with it."""
+    data = json_body(request)
+    if not isinstance(data, dict):
+        raise PayloadError(f"the body must be a JSON object of field values, not {type(data).__name__}")
+    return data
+
+
+def json_body(request: Request) -> Any:
+    """The request body as any JSON value (object, array...), or a 4xx error saying what is wrong with it."""
     mimetype = request.mimetype or ""
     if mimetype != "application/json" and not mimetype.endswith("+json"):
         raise UnsupportedMediaType(f"send the body as application/json (got {mimetype or 'no content type'!r})",
@@ -118,10 +126,7 @@ def json_object(request: Request) -> dict[str, Any]:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as e:
         raise PayloadError(f"the body is not valid UTF-8 (byte {e.start})", details={"position": e.start}) from e
-    data = parse_json_text(text)
-    if not isinstance(data, dict):
-        raise PayloadError(f"the body must be a JSON object of field values, not {type(data).__name__}")
-    return data
+    return parse_json_text(text)
 
 
 def if_match_version(request: Request, *, required: bool) -> int | None:
@@ -204,3 +209,12 @@ def list_params(args: Any) -> ListParams:
 def record_params(args: Any) -> tuple[tuple[str, ...] | None, tuple[str, ...]]:
     """``fields`` and ``expand`` of a single-record GET."""
     return _name_list(args, "fields", _FIELD_NAME), _name_list(args, "expand", _FIELD_NAME) or ()
+
+
+def deleted_arg(args: Any) -> bool:
+    """``deleted=only`` (the recycle bin) -> True; absent or ``deleted=exclude`` -> False; 400 otherwise."""
+    raw = (args.get("deleted") or "exclude").strip().lower()
+    if raw not in ("only", "exclude"):
+        raise ValidationFailed("deleted must be 'only' or 'exclude'",
+                               details={"deleted": [f"must be only (deleted records) or exclude, got {raw[:40]!r}"]})
+    return raw == "only"

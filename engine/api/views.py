@@ -66,15 +66,20 @@ def _record_id(raw: str) -> int:
 
 @bp.get("/records/<entity>")
 def list_records(entity: str) -> Response:
-    """A page of records: filter, sort, limit, cursor, count, fields, expand."""
+    """A page of records: filter, sort, limit, cursor, count, fields, expand; ``deleted=only``: the recycle bin."""
     p = params.list_params(request.args)
+    deleted = params.deleted_arg(request.args)
     if request.args.get("q") is not None:
+        if deleted:
+            raise BadRequest("q= searches live records: it does not search the recycle bin", code="bad_request",
+                             hint="drop deleted=only, or list the recycle bin with filter=")
         return _search_list(entity, request.args["q"], p)
     with gateway.records(runtime(), g.principal, readonly=True) as svc:
         gateway.entity(svc.uow, entity)
         page = svc.list(entity, filter=p.filter, sort=",".join(p.sort) if p.sort else None, limit=p.limit,
                         cursor=p.cursor,
-                        fields=p.fields, expand=p.expand, count=p.count)
+                        fields=p.fields, expand=p.expand, count=p.count,
+                        deleted=deleted)
     return json_response({"items": page.items, "next_cursor": page.next_cursor, "total": page.total})
 
 

@@ -17,7 +17,19 @@ from __future__ import annotations
 
 import click
 
-from engine.cli import approvals, config, dedupe, flows, pools, running, scoring  # noqa: F401  (each adds its commands to the group)
+from engine.cli import (  # noqa: F401  (each adds its commands to the group)
+    approvals,
+    config,
+    dedupe,
+    flows,
+    keys,
+    people,
+    pools,
+    rates,
+    recycle,
+    running,
+    scoring,
+)
 from engine.cli.base import db_option, db_url_for, friendly_errors, main, workspace_dir
 
 __all__ = ["add_plugin_commands", "db_option", "db_url_for", "friendly_errors", "main", "workspace_dir"]

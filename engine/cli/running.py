@@ -158,8 +158,8 @@ def demo(directory: str, host: str, port: int, seed: int, no_serve: bool, worker
     from engine.cli.text import plan_report, workspace_summary
     from engine.demo_data import ADMIN, populate
     from engine.dsl.scaffold import init_workspace
-    from engine.runtime import users
     from engine.runtime.context import Actor
+    from engine.runtime.people import admin
     from engine.runtime.schema.operations import apply_workspace, compile_workspace
 
     folder = Path(directory).resolve()
@@ -179,7 +179,10 @@ def demo(directory: str, host: str, port: int, seed: int, no_serve: bool, worker
         else:
             click.echo("demo data: " + ", ".join(f"{n} {e}" for e, n in sorted(result.created.items())))
         with runtime.unit(Actor.system()) as uow:
-            token = users.create_token(uow, ADMIN, "demo")
+            token, replaced = admin.rotate_token(uow, ADMIN, "demo")
+        if replaced:
+            click.echo(f"revoked the earlier demo admin {'token' if replaced == 1 else 'tokens'} "
+                       "(one is valid at a time)")
         click.echo(TOKEN_LABEL)
         click.echo(token)
     if not no_serve:
@@ -203,15 +206,16 @@ def user() -> None:
 def user_add(name: str, roles: tuple[str, ...], team: str | None, manager: str | None, password: bool,
              directory: str | None, db_url: str | None) -> None:
     """Add user NAME with role(s) R, optionally in team T under manager M."""
-    from engine.runtime import users
     from engine.runtime.context import Actor
+    from engine.runtime.people import admin
 
     secret = click.prompt("password", hide_input=True, confirmation_prompt=True) if password else None
     with open_runtime(directory, db_url) as runtime, runtime.unit(Actor.system()) as uow:
         if team is not None and not _team_exists(uow, team):
-            users.create_team(uow, team)
+            admin.create_team(uow, team)
             click.echo(f"created team {team!r}")
-        created = users.create_user(uow, name, roles=list(roles), team=team, manager=manager, password=secret)
+        created = admin.create_user(uow, name, roles=list(roles), team=team, manager=manager,
+                                    password=secret)["id"]
     click.echo(f"created user {name!r} (id {created}) with {'role' if len(roles) == 1 else 'roles'} "
                f"{', '.join(roles)}")
 
@@ -292,12 +296,12 @@ def token_create(name: str, label: str, expires: str | None, directory: str | No
 @db_option
 @friendly_errors
 def token_revoke(prefix: str, directory: str | None, db_url: str | None) -> None:
-    """Revoke the tokens starting with PREFIX (the first 12 characters identify one); effective at once."""
-    from engine.runtime import users
+    """Revoke the tokens starting with PREFIX (8+ characters; 'crm token list' shows them); effective at once."""
     from engine.runtime.context import Actor
+    from engine.runtime.people import admin
 
     with open_runtime(directory, db_url) as runtime, runtime.unit(Actor.system()) as uow:
-        count = users.revoke_token(uow, prefix)
+        count = admin.revoke(uow, prefix)
     if not count:
         raise click.ClickException(f"no active token starts with {prefix[:12]!r}")
     them = "it" if count == 1 else "them"
@@ -384,7 +388,7 @@ def expression_value(runtime: Any, entity: str, compiled: Any, record_id: int) -
     """The value of a compiled expression on one record, read through the record service as the system."""
     from engine.dsl.expressions import EvalContext
     from engine.errors import NotFound
-    from engine.runtime import users
+    from engine.runtime import exchange_rates, users
     from engine.runtime.context import Actor
 
     with runtime.unit(Actor.system(), readonly=True) as uow:
@@ -398,7 +402,8 @@ def expression_value(runtime: Any, entity: str, compiled: Any, record_id: int) -
 
         now = runtime.clock.now()
         ctx = EvalContext(user_id=None, now=now, today=now.date(), ref=ref,
-                          users=lambda uid: users.directory_entry(uow.conn, uid))
+                          users=lambda uid: users.directory_entry(uow.conn, uid),
+                          rates=exchange_rates.resolver(uow.conn))
         return compiled.evaluate(record, ctx)
 
 

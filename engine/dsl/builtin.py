@@ -73,7 +73,7 @@ def _role(doc: MergedDoc, entities: Mapping[str, Entity], report: Callable[[Conf
         else:
             rules[(ent, fld)] = rule
     return Role(doc.name, doc.loc, label_of(data.get("label"), doc.name), admin,
-                frozen_map(perms), frozen_map(rules))
+                frozen_map(perms), frozen_map(rules), str(data.get("transfer", "all")))
 
 
 def unknown(report: Callable[[ConfigError], None], message: str, loc: Any, name: str,

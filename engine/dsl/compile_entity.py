@@ -11,6 +11,7 @@ from typing import Any
 
 from engine.dsl.listedit import LIST_EDIT
 from engine.dsl.model import (
+    ENCRYPTABLE_TYPES,
     MAX_NAME,
     NUMERIC_TYPES,
     RESERVED_NAMES,
@@ -172,7 +173,7 @@ class EntityCompiler:
             renamed_from=spec.get("renamed_from"), options=options,
             replace=frozen_map(spec.get("replace") or {}), on_delete=spec.get("on_delete", "restrict"),
             storage=spec.get("storage", "column"), pattern=spec.get("pattern"),
-            keep_as_typed=bool(spec.get("keep_as_typed")),
+            keep_as_typed=bool(spec.get("keep_as_typed")), encrypted=bool(spec.get("encrypted")),
         )
         if ftype == "reference":
             kwargs["reference"] = spec.get("to")
@@ -205,6 +206,14 @@ class EntityCompiler:
             if prop in spec and ftype not in types:
                 problems.append((prop, f"'{prop}' does not apply to {with_article(ftype)} field",
                                  f"remove it, or use a field type among: {', '.join(sorted(types))}"))
+        if spec.get("encrypted"):
+            problems += _encryption_problems(ftype, spec)
+            if path[:1] != ("fields",) or len(path) > 2:
+                problems.append(("encrypted", "a field of lines cannot be encrypted",
+                                 "keep encrypted values on the parent record"))
+            if spec.get("search"):
+                problems.append(("search", "an encrypted field cannot be searched (its stored value is sealed)",
+                                 "remove 'search: true': exact lookups of an encrypted field use its blind index"))
         if ftype == "lines" and spec.get("storage") == "json":
             problems.append(("storage", "a lines field cannot be stored as JSON", "remove 'storage: json'"))
         if "min" in spec and "max" in spec and spec["min"] > spec["max"]:
@@ -326,6 +335,11 @@ class EntityCompiler:
                     self.report(UnknownReference(f"index {raw['name']!r} names unknown field {fname!r}",
                                                  location=self._loc(("indexes", i, "fields", j)),
                                                  hint=_close(fname, fields)))
+                elif fname in fields and fields[fname].encrypted:
+                    self.report(SchemaViolation(
+                        f"index {raw['name']!r} names field {fname!r}, which is encrypted: an index over "
+                        "encrypted values serves no query", location=self._loc(("indexes", i, "fields", j)),
+                        hint="leave it out: an encrypted field always has its own index for equality lookups"))
             out.append(IndexSpec(raw["name"], tuple(raw["fields"]), bool(raw.get("unique"))))
         return tuple(out)
 
@@ -338,9 +352,28 @@ class EntityCompiler:
     def _check_sort(self, entity: Entity) -> None:
         for i, part in enumerate(self.data.get("default_sort") or ()):
             name = part.lstrip("-")
+            if name in entity.fields and entity.fields[name].encrypted:
+                self.report(SchemaViolation(
+                    f"default_sort names field {name!r}, which is encrypted: encrypted values cannot be sorted",
+                    location=self._loc(("default_sort", i)), hint="sort by another field"))
             if name not in entity.fields and name not in STANDARD_COLUMNS:
                 self.report(UnknownReference(f"default_sort names unknown field {name!r}",
                                              location=self._loc(("default_sort", i)), hint=_close(name, entity.fields)))
+
+
+def _encryption_problems(ftype: str, spec: YMap) -> list[tuple[str, str, str]]:
+    """Why ``encrypted: true`` cannot apply to a field of ``ftype`` declared as ``spec`` (property, message, hint)."""
+    if ftype not in ENCRYPTABLE_TYPES:
+        return [("encrypted", f"{with_article(ftype)} field cannot be encrypted",
+                 f"encrypt a text-like field only: {', '.join(sorted(ENCRYPTABLE_TYPES))}")]
+    out = []
+    for prop, why in (("unique", "an encrypted value cannot be checked for uniqueness by the database"),
+                      ("formula", "a formula field is computed, not stored as typed"),
+                      ("storage", "an encrypted field is stored in its own column")):
+        if spec.get(prop) and not (prop == "storage" and spec.get(prop) == "column"):
+            out.append((prop, f"'{prop}' does not go with 'encrypted: true': {why}",
+                        f"remove '{prop}', or remove 'encrypted'"))
+    return out
 
 
 def _close(name: str, choices: Mapping[str, Any] | list[str]) -> str:

@@ -19,11 +19,12 @@ from pathlib import Path
 from typing import Any
 
 from engine.dsl.compile_context import CompileContext
+from engine.dsl.currencies import iso_codes
 from engine.dsl.extensions import Extensions, default_extensions
 from engine.dsl.kinds import KindSpec
 from engine.dsl.layers import Layer, discover, from_bundle, to_bundle
 from engine.dsl.loader import LoadedConfig, load_layers
-from engine.dsl.model import ConfigObject, Field, Workspace, frozen_map
+from engine.dsl.model import AttachmentSettings, ConfigObject, Field, Workspace, frozen_map
 from engine.dsl.rowsize import row_size_warnings
 from engine.dsl.yamlsrc import load_text, locate, plain
 from engine.errors import ConfigError, InvalidName, SchemaViolation, UnknownPlugin, raise_collected
@@ -59,6 +60,7 @@ def compile_layers(layers: Sequence[Layer], *, extensions: Extensions | None = N
     settings = _settings(loaded)
     _check_plugins(loaded, ext, report)
     _check_phone_region(loaded, report)
+    _check_currency(loaded, report)
     ctx = CompileContext(ext, report, settings)
     ctx.files.update({f.key: f for layer in layers for f in layer.files})
     _compile_kinds(loaded, ext, ctx)
@@ -73,7 +75,7 @@ def compile_layers(layers: Sequence[Layer], *, extensions: Extensions | None = N
         sources=frozen_map(to_bundle(layers, settings["name"])["files"]),
         content_hash=content_hash(layers),
         warnings=tuple(row_size_warnings(ctx.entities.values())),
-        functions=ext.functions, field_types=ext.field_types,
+        functions=ext.functions, field_types=ext.field_types, attachments=settings["attachments"],
     )
     compiled: dict[tuple[Any, ...], Any] = {}
     for run_pass in passes if passes is not None else default_passes():
@@ -128,7 +130,35 @@ def _settings(loaded: LoadedConfig) -> dict[str, Any]:
                 out[key] = data[key]
         if doc.kind == "workspace":
             out["plugins"] = list(data.get("plugins") or [])
+            out["attachments"] = attachment_settings(data.get("attachments") or {})
+    out.setdefault("attachments", AttachmentSettings())
     return out
+
+
+_SIZE_UNITS = {"": 1, "B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "KIB": 2**10, "MIB": 2**20, "GIB": 2**30}
+
+
+def parse_size(value: int | str) -> int:
+    """Bytes of a size written as a whole number or as ``25MB``, ``512 KB``, ``1GiB`` (the schema checked its
+    form); ValueError for anything else."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    text = str(value).strip().upper()
+    number = text.rstrip("KMGIB ")
+    unit = text[len(number):].strip()
+    if unit not in _SIZE_UNITS or not number:
+        raise ValueError(f"{value!r} is not a size")
+    return int(float(number) * _SIZE_UNITS[unit])
+
+
+def attachment_settings(data: Mapping[str, Any]) -> AttachmentSettings:
+    """``attachments:`` of workspace.yaml (schema-checked) as settings; defaults for what it leaves out."""
+    base = AttachmentSettings()
+    return AttachmentSettings(
+        max_size=parse_size(data["max_size"]) if "max_size" in data else base.max_size,
+        allowed_types=tuple(str(t) for t in data["allowed_types"]) if "allowed_types" in data else base.allowed_types,
+        store=str(data.get("store", base.store)), path=str(data["path"]) if data.get("path") else None,
+        options=frozen_map(plain(data.get("options") or {})))
 
 
 def _check_plugins(loaded: LoadedConfig, ext: Extensions, report: Callable[[ConfigError], None]) -> None:
@@ -162,6 +192,17 @@ def _check_phone_region(loaded: LoadedConfig, report: Callable[[ConfigError], No
                 location=locate(doc.data, ("phone_region",)),
                 hint="use an ISO 3166-1 alpha-2 code such as CN, US, GB, DE"
                      + (" (the United Kingdom is GB)" if code == "UK" else "")))
+
+
+def _check_currency(loaded: LoadedConfig, report: Callable[[ConfigError], None]) -> None:
+    """``currency`` must be an ISO 4217 code (the schema only checks its form)."""
+    for doc in loaded.manifests:
+        code = doc.data.get("currency")
+        if isinstance(code, str) and code not in iso_codes():
+            report(SchemaViolation(f"currency {code!r} is not an ISO 4217 currency code",
+                                   location=locate(doc.data, ("currency",)),
+                                   hint="use a three-letter code such as CNY, USD or EUR"
+                                        + (" (the Chinese yuan is CNY)" if code == "RMB" else "")))
 
 
 def _compile_kinds(loaded: LoadedConfig, ext: Extensions, ctx: CompileContext) -> None:

@@ -32,7 +32,21 @@ def compile_entity_expressions(ws: Workspace, report: Report) -> dict[Key, Compi
                 if text:
                     _add(out, (kind, entity.name, field.name), report, text, entity, ws,
                          _expected(field), field.expr_location)
+                    _no_encrypted_reads(out.get((kind, entity.name, field.name)), entity, field, kind, report)
     return out
+
+
+def _no_encrypted_reads(compiled: CompiledExpression | None, entity: Entity, field: Field, kind: str,
+                        report: Report) -> None:
+    """A formula or default reading an encrypted field would store what it derives in clear: refused."""
+    if compiled is None:
+        return
+    read = sorted(n for n in compiled.fields_used if (f := entity.fields.get(n)) is not None and f.encrypted)
+    if read:
+        report(ExpressionError(
+            f"the {kind} of field {entity.name}.{field.name} reads {', '.join(read)}, which is encrypted: its result "
+            "would be stored in clear", code="expression_encrypted_field", location=field.expr_location,
+            hint="compute it from other fields, or drop 'encrypted: true'"))
 
 
 def _expected(field: Field) -> str:

@@ -67,6 +67,8 @@ FIELD_TYPES: Mapping[str, str] = MappingProxyType(
 )
 NUMERIC_TYPES = frozenset({"integer", "decimal", "money", "percent"})
 STRING_TYPES = frozenset({"string", "text", "email", "phone", "url", "auto_number"})
+#: field types that may be ``encrypted: true``
+ENCRYPTABLE_TYPES = frozenset({"string", "text", "email", "phone", "url"})
 
 
 def text_in(label: Label, locale: str, fallback: str) -> str:
@@ -147,6 +149,8 @@ class Field:
     format: str | None = None
     #: a phone field stores the number as typed (still validated) instead of its E.164 form
     keep_as_typed: bool = False
+    #: stored encrypted at rest (a sealed text with its blind index; see engine.runtime.crypto)
+    encrypted: bool = False
     #: names the field had before renames, oldest first (kept by the planner's schema snapshot; a
     #: compiled workspace leaves it empty)
     former_names: tuple[str, ...] = ()
@@ -218,6 +222,10 @@ class Entity:
     def json_fields(self) -> tuple[Field, ...]:
         return tuple(f for f in self.fields.values() if f.stored and f.storage == "json")
 
+    @property
+    def encrypted_fields(self) -> tuple[Field, ...]:
+        return tuple(f for f in self.fields.values() if f.encrypted)
+
 
 @dataclass(frozen=True, slots=True)
 class EntityPermission:
@@ -239,6 +247,8 @@ class Role:
     permissions: Mapping[str, EntityPermission] = field(default_factory=frozen_map)
     #: (entity, field) -> "hidden" | "readonly"
     field_rules: Mapping[tuple[str, str], str] = field(default_factory=frozen_map)
+    #: to whom the role's users may give records (``owner_id``): "none" | "own_team" | "all"
+    transfer: str = "all"
 
 
 @dataclass(frozen=True, slots=True)
@@ -254,6 +264,32 @@ class ConfigObject:
     location: SourceLocation
     data: Mapping[str, Any]
     compiled: Any = None
+
+
+#: What attachments accept by default (docs/attachments.md): documents, images, text and zip archives.
+DEFAULT_ATTACHMENT_TYPES: tuple[str, ...] = (
+    "application/pdf", "image/png", "image/jpeg", "image/gif", "image/webp", "text/plain", "text/csv",
+    "application/msword", "application/vnd.ms-excel", "application/vnd.ms-powerpoint",
+    "application/vnd.openxmlformats-officedocument.wordprocessingml.document",
+    "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
+    "application/vnd.openxmlformats-officedocument.presentationml.presentation",
+    "application/vnd.oasis.opendocument.text", "application/vnd.oasis.opendocument.spreadsheet",
+    "application/zip",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class AttachmentSettings:
+    """``attachments:`` of workspace.yaml: the size limit, the accepted types and the file store."""
+
+    max_size: int = 25 * 1000 * 1000
+    allowed_types: tuple[str, ...] = DEFAULT_ATTACHMENT_TYPES
+    #: the file store's name: ``local`` or one a plugin registers (``crm_file_stores``)
+    store: str = "local"
+    #: the local store's folder (None: beside the SQLite database; ``CRM_FILES_DIR`` overrides it)
+    path: str | None = None
+    #: settings a plugin's store reads (bucket, endpoint...)
+    options: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
 
 
 @dataclass(frozen=True, slots=True)
@@ -285,6 +321,8 @@ class Workspace:
     functions: Any = None
     #: plugin field types by name (:class:`engine.dsl.extensions.FieldTypeDef`), for ``Field.format``
     field_types: Mapping[str, Any] = field(default_factory=frozen_map)
+    #: ``attachments:`` of workspace.yaml
+    attachments: AttachmentSettings = field(default_factory=AttachmentSettings)
 
     def entity(self, name: str) -> Entity:
         """The entity called ``name``; KeyError if there is none."""
@@ -292,3 +330,8 @@ class Workspace:
 
     def objects_of(self, kind: str) -> Mapping[str, ConfigObject]:
         return self.objects.get(kind, frozen_map())
+
+    @property
+    def has_encrypted_fields(self) -> bool:
+        """Whether any entity has a field stored encrypted (the runtime then needs the key ring)."""
+        return any(f.encrypted for e in self.entities.values() for f in e.fields.values())

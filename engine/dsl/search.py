@@ -25,7 +25,7 @@ def title_fields(title: str | None) -> tuple[str, ...]:
 
 
 def _default_candidate(field: Field, titled: tuple[str, ...]) -> bool:
-    if field.type not in SEARCHABLE_TYPES or not field.stored:
+    if field.type not in SEARCHABLE_TYPES or not field.stored or field.encrypted:
         return False
     return field.name in titled or field.name == "name" or field.type in ("phone", "email")
 
@@ -40,5 +40,7 @@ def with_default_search(fields: Mapping[str, Field], title: str | None) -> dict[
 
 
 def search_fields(entity: Entity) -> tuple[Field, ...]:
-    """The searchable fields of ``entity``, in declaration order."""
-    return tuple(f for f in entity.fields.values() if f.search and f.stored and f.type in SEARCHABLE_TYPES)
+    """The searchable fields of ``entity``, in declaration order (never an encrypted one: its stored value is
+    sealed text, which no substring index can serve -- its exact lookups go through the blind index)."""
+    return tuple(f for f in entity.fields.values()
+                 if f.search and f.stored and f.type in SEARCHABLE_TYPES and not f.encrypted)

@@ -192,6 +192,20 @@ def crm_cli_commands() -> list[Any]:
 
 
 @hookspec
+def crm_file_stores() -> list[Any]:
+    """Places attachment bytes can be kept, besides the built-in ``local`` folder (an S3-compatible bucket).
+
+    Arguments: none.  Returns objects with ``name`` and ``open(settings, runtime)`` returning a file store
+    (:class:`engine.runtime.collab.stores.FileStore`: ``name``, ``put(key, stream) -> size``,
+    ``open(key) -> stream``, ``delete(key)``); ``settings`` is the workspace's ``attachments:``
+    (``settings.options`` holds the store's own settings).  When: the first attachment read or written
+    under a revision whose ``attachments.store`` names the store; the store is kept for the revision.
+    Order: a name defined twice is an error (``local`` is the engine's own).
+    """
+    return []
+
+
+@hookspec
 def crm_admin_views(runtime: Any) -> list[Any]:
     """Views the admin UI shows (``/admin``).
 

@@ -21,7 +21,15 @@ log = logging.getLogger(__name__)
 ENTRY_POINT_GROUP = "crm_engine.plugins"
 #: The engine's own features, registered after the built-in plugin in every host (Datasette's
 #: DEFAULT_PLUGINS): named by module so this package does not import the runtime that implements them.
-DEFAULT_PLUGINS = ("engine.runtime.sales.plugin", "engine.runtime.approvals.plugin", "engine.runtime.search.plugin")
+DEFAULT_PLUGINS = (
+    "engine.runtime.sales.plugin",
+    "engine.runtime.approvals.plugin",
+    "engine.runtime.encryption.plugin",
+    "engine.runtime.currency.plugin",
+    "engine.runtime.collab.plugin",
+    "engine.runtime.people.plugin",
+    "engine.runtime.search.plugin",
+)
 hookimpl = pluggy.HookimplMarker(hookspecs.PROJECT)
 
 
@@ -94,6 +102,11 @@ class PluginHost:
 
     def api_blueprints(self, runtime: Any) -> list[Any]:
         return self._collect("crm_api_blueprints", runtime=runtime)
+
+    def file_stores(self) -> dict[str, Any]:
+        """The file store kinds by name (``local`` is the collaboration feature's; ValueError on a name
+        defined twice)."""
+        return _by_name(self._collect("crm_file_stores"), "file store")
 
     def cli_commands(self) -> list[Any]:
         return self._collect("crm_cli_commands")

@@ -66,11 +66,13 @@ def json_form(value: Any) -> Any:
 
 
 def history(conn: Connection, entity: str, record_id: int, *,
-            hidden: Iterable[str] = (), renames: Mapping[str, str] | None = None) -> list[AuditEntry]:
+            hidden: Iterable[str] = (), renames: Mapping[str, str] | None = None,
+            encrypted: Iterable[str] = ()) -> list[AuditEntry]:
     """Every audit entry of one record, oldest first; entries of ``hidden`` fields are left out
     and hidden keys are removed from whole-record snapshots.  ``renames`` (former field name ->
     current name) shows entries written before a rename under the field's current name."""
     hidden_set = frozenset(hidden)
+    sealed = frozenset(encrypted) - hidden_set
     renamed = dict(renames or {})
     a, u = crm_audit, crm_users
     stmt = (select(a, u.c.username).outerjoin(u, u.c.id == a.c.actor_id)
@@ -85,8 +87,23 @@ def history(conn: Connection, entity: str, record_id: int, *,
             old, new = _renamed_keys(old, renamed), _renamed_keys(new, renamed)
         if isinstance(new, dict) and r.field is None and hidden_set:
             new = {k: v for k, v in new.items() if k not in hidden_set}
+        if sealed:  # encrypted fields' values are sealed in the journal: opened only once hidden ones are gone
+            old, new = _opened(old, name, sealed), _opened(new, name, sealed)
         out.append(AuditEntry(r.id, r.action, name, old, new, r.actor_id, r.username, r.at, r.revision_id))
     return out
+
+
+def _opened(value: Any, name: str | None, sealed: frozenset[str]) -> Any:
+    """An audit value with the sealed values of encrypted fields opened (``name``: the entry's field, None
+    for a whole-record snapshot)."""
+    from engine.runtime import crypto
+
+    if name is not None:
+        return crypto.keyring().open(value) if name in sealed and isinstance(value, str) else value
+    if isinstance(value, dict) and not sealed.isdisjoint(value):
+        ring = crypto.keyring()
+        return {k: ring.open(v) if k in sealed and isinstance(v, str) else v for k, v in value.items()}
+    return value
 
 
 def _renamed_keys(value: Any, renamed: Mapping[str, str]) -> Any:

@@ -9,6 +9,7 @@ from sqlalchemy import (
     Boolean,
     Column,
     Connection,
+    Date,
     ForeignKey,
     Index,
     Integer,
@@ -23,7 +24,7 @@ from sqlalchemy import (
 from sqlalchemy.schema import CreateColumn
 
 from engine.errors import DatabaseNotReady
-from engine.runtime.types import JsonType, UtcDateTime
+from engine.runtime.types import DecimalType, JsonType, UtcDateTime
 
 #: Version of the engine tables' shape; :func:`upgrade` brings older databases to it through
 #: :data:`MIGRATIONS`.  (The PostgreSQL gate function is re-created on every upgrade and apply:
@@ -68,6 +69,8 @@ crm_teams = Table(
     Column("name", String(100), nullable=False, unique=True),
     Column("manager_id", BigInteger, nullable=True),
     Column("created_at", UtcDateTime, nullable=False),
+    #: the team this one is part of (a director's team holds the managers' teams); version 6
+    Column("parent_id", BigInteger, nullable=True),
 )
 
 crm_users = Table(
@@ -350,6 +353,92 @@ crm_delegations = Table(
     Index("ix_crm_delegations_delegate", "delegate_id", "ends_at"),
 )
 
+# --------------------------------------------------------------------------- multi-currency (version 6)
+
+crm_exchange_rates = Table(
+    "crm_exchange_rates",
+    engine_metadata,
+    _id(),
+    #: 1 unit of ``from_currency`` is worth ``rate`` units of ``to_currency`` from ``rate_date`` on
+    #: (until a later row of the same pair); lookups take the latest row on or before their date
+    Column("from_currency", String(3), nullable=False),
+    Column("to_currency", String(3), nullable=False),
+    Column("rate_date", Date, nullable=False),
+    Column("rate", DecimalType(24, 10), nullable=False),
+    Column("set_by", BigInteger, nullable=True),
+    Column("set_at", UtcDateTime, nullable=False),
+    Column("source", String(40), nullable=True),
+    UniqueConstraint("from_currency", "to_currency", "rate_date", name="uq_crm_exchange_rates_pair_date"),
+)
+
+
+# --------------------------------------------------------------------------- attachments and comments (version 6)
+
+crm_files = Table(
+    "crm_files",
+    engine_metadata,
+    _id(),
+    #: the record the file is attached to
+    Column("entity", String(100), nullable=False),
+    Column("record_id", BigInteger, nullable=False),
+    #: the sanitised file name (no folders, no control characters)
+    Column("name", String(255), nullable=False),
+    #: sniffed from the bytes, never the client's word
+    Column("content_type", String(200), nullable=False),
+    Column("size", BigInteger, nullable=False),
+    Column("sha256", String(64), nullable=False),
+    #: the file store that holds the bytes (``local``, or a plugin's) and the key it holds them under
+    Column("store", String(50), nullable=False),
+    Column("storage_key", String(300), nullable=False),
+    Column("created_by", BigInteger, nullable=True),
+    Column("created_at", UtcDateTime, nullable=False),
+    Column("deleted_by", BigInteger, nullable=True),
+    Column("deleted_at", UtcDateTime, nullable=True),
+    Index("ix_crm_files_record", "entity", "record_id", "id"),
+)
+
+crm_comments = Table(
+    "crm_comments",
+    engine_metadata,
+    _id(),
+    #: the record commented on
+    Column("entity", String(100), nullable=False),
+    Column("record_id", BigInteger, nullable=False),
+    Column("author_id", BigInteger, nullable=True),
+    Column("body", Text, nullable=False),
+    #: ids of the users the body mentions (``@username``) who were notified
+    Column("mentions", JsonType, nullable=True),
+    Column("created_at", UtcDateTime, nullable=False),
+    Column("edited_at", UtcDateTime, nullable=True),
+    Column("deleted_at", UtcDateTime, nullable=True),
+    Index("ix_crm_comments_record", "entity", "record_id", "id"),
+)
+
+
+# --------------------------------------------------------------------------- people: teams, logins (version 6)
+
+crm_team_members = Table(
+    "crm_team_members",
+    engine_metadata,
+    _id(),
+    #: a user may belong to several teams besides their main one (``crm_users.team_id``)
+    Column("team_id", BigInteger, ForeignKey("crm_teams.id"), nullable=False),
+    Column("user_id", BigInteger, ForeignKey("crm_users.id"), nullable=False),
+    Column("created_at", UtcDateTime, nullable=False),
+    UniqueConstraint("team_id", "user_id", name="uq_crm_team_members"),
+    Index("ix_crm_team_members_user", "user_id"),
+)
+
+crm_login_failures = Table(
+    "crm_login_failures",
+    engine_metadata,
+    #: consecutive failed password logins of one user, and the lockout they caused
+    Column("user_id", BigInteger, ForeignKey("crm_users.id"), primary_key=True, autoincrement=False),
+    Column("failures", Integer, nullable=False),
+    Column("last_failed_at", UtcDateTime, nullable=False),
+    Column("locked_until", UtcDateTime, nullable=True),
+)
+
 
 def stored_version(conn: Connection) -> int:
     """The engine-table version the database holds: 0 for a database without engine tables, 1 for one
@@ -395,6 +484,7 @@ def _to_v6(conn: Connection) -> None:
     """Version 6: the records-and-people tables (nested teams, attachments, comments, search, encryption,
     exchange rates) -- new tables are made by the ``create_all`` that follows; new columns of existing
     tables are added here."""
+    _add_column(conn, "crm_teams", "parent_id")  # people: nested teams
 
 
 #: version N -> the migration that turns a version N-1 database into version N (one per version).

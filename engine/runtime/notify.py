@@ -14,10 +14,9 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Connection, func, select, update
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from engine.errors import BadRequest, NotFound
+from engine.runtime import rawsql
 from engine.runtime.engine_tables import crm_notifications
 
 if TYPE_CHECKING:
@@ -26,12 +25,6 @@ if TYPE_CHECKING:
 Text = Mapping[str, str]
 MAX_PAGE = 200
 
-# The INSERTs of :func:`send`, built once (per dialect for the keyed one) and run with the values as
-# parameters: building them per call (coercions, cache keys) cost more than running them.
-_INSERT = crm_notifications.insert()
-_INSERT_KEYED = {name: (ins(crm_notifications).on_conflict_do_nothing(index_elements=["dedupe_key"])
-                        .returning(crm_notifications.c.id))
-                 for name, ins in (("postgresql", pg_insert), ("sqlite", sqlite_insert))}
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,10 +60,9 @@ def send(uow: UnitOfWork, user_id: int | None, kind: str, text: Text, *, entity:
               "text_zh": text.get("zh"), "data": dict(data) if data else None, "created_at": uow.clock.now(),
               "dedupe_key": dedupe_key}
     if dedupe_key is None:
-        uow.conn.execute(_INSERT, values)
+        rawsql.insert_one(uow.state, uow.conn, crm_notifications, values)
         return True
-    stmt = _INSERT_KEYED["postgresql" if uow.conn.dialect.name == "postgresql" else "sqlite"]
-    return uow.conn.execute(stmt, values).first() is not None
+    return rawsql.insert_one_new(uow.state, uow.conn, crm_notifications, values, "dedupe_key") is not None
 
 
 def _row(row: Any, locale: str) -> Notification:

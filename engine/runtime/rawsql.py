@@ -100,3 +100,94 @@ def _build(conn: Connection, table: Table, columns: tuple[str, ...]) -> RawInser
         if dialect.name == "postgresql" and dialect.driver == "psycopg" else None
     returning = f"{sql} RETURNING id" if dialect.name == "postgresql" else None
     return RawInsert(sql, columns, procs, copy_sql, returning)
+
+
+# --------------------------------------------------------------------------- single-row writes
+
+
+def insert_one(state: State, conn: Connection, table: Table, values: dict[str, Any]) -> int:
+    """``INSERT`` one row of ``values`` (every column it needs given: Core's Python-side column defaults
+    are not applied here) through the driver; its new ``id``."""
+    ri = raw_insert(state, conn, table, tuple(values))
+    row = tuple(v if p is None else p(v) for p, v in zip(ri.processors, values.values(), strict=True))
+    return ri.run_one(conn, row)
+
+
+def insert_one_new(state: State, conn: Connection, table: Table, values: dict[str, Any], key: str) -> int | None:
+    """Like :func:`insert_one`, but ``ON CONFLICT (key) DO NOTHING``: the new id, or None when a row with
+    the same ``key`` exists already."""
+    stmt = _keyed(state, conn, table, tuple(values), key)
+    row = tuple(v if p is None else p(v) for p, v in zip(stmt.processors, values.values(), strict=True))
+    cur = _run(conn, stmt.sql, row)
+    try:
+        got = cur.fetchone()
+    finally:
+        cur.close()
+    return int(got[0]) if got is not None else None
+
+
+def update_by_id(state: State, conn: Connection, table: Table, row_id: int, values: dict[str, Any], *,
+                 bump_version: bool = False) -> int:
+    """``UPDATE table SET values [, version = version + 1] WHERE id = row_id`` through the driver; the
+    number of rows changed."""
+    stmt = _updater(state, conn, table, tuple(values), bump_version)
+    row = (*(v if p is None else p(v) for p, v in zip(stmt.processors, values.values(), strict=True)), row_id)
+    cur = _run(conn, stmt.sql, row)
+    try:
+        return int(cur.rowcount)
+    finally:
+        cur.close()
+
+
+@dataclass(frozen=True, slots=True)
+class _Statement:
+    sql: str
+    processors: tuple[Processor, ...]
+
+
+def _mark(conn: Connection) -> str:
+    style = conn.dialect.paramstyle
+    if style == "qmark":
+        return "?"
+    if style in ("format", "pyformat"):
+        return "%s"
+    raise NotImplementedError(f"paramstyle {style!r}")  # pragma: no cover - only SQLite and psycopg
+
+
+def _keyed(state: State, conn: Connection, table: Table, columns: tuple[str, ...], key: str) -> _Statement:
+    def build() -> _Statement:
+        prep = conn.dialect.identifier_preparer
+        marks = ", ".join([_mark(conn)] * len(columns))
+        sql = (f"INSERT INTO {prep.format_table(table)} ({', '.join(prep.quote(c) for c in columns)}) "
+               f"VALUES ({marks}) ON CONFLICT ({prep.quote(key)}) DO NOTHING RETURNING id")
+        return _Statement(sql, tuple(table.c[c].type._cached_bind_processor(conn.dialect) for c in columns))
+
+    return state.memo("raw_keyed_insert", (table.name, columns, key, conn.dialect.name), build)  # type: ignore[no-any-return]
+
+
+def _updater(state: State, conn: Connection, table: Table, columns: tuple[str, ...], bump: bool) -> _Statement:
+    def build() -> _Statement:
+        prep = conn.dialect.identifier_preparer
+        mark = _mark(conn)
+        sets = [f"{prep.quote(c)} = {mark}" for c in columns]
+        if bump:
+            sets.append(f"{prep.quote('version')} = {prep.quote('version')} + 1")
+        sql = f"UPDATE {prep.format_table(table)} SET {', '.join(sets)} WHERE {prep.quote('id')} = {mark}"
+        return _Statement(sql, tuple(table.c[c].type._cached_bind_processor(conn.dialect) for c in columns))
+
+    return state.memo("raw_update", (table.name, columns, bump, conn.dialect.name), build)  # type: ignore[no-any-return]
+
+
+def _run(conn: Connection, sql: str, row: tuple[Any, ...]) -> Any:
+    """A driver cursor that ran ``sql`` with ``row`` in the unit's transaction (driver errors raised as
+    SQLAlchemy's, as ``conn.execute`` raises them); the caller closes it."""
+    dbapi = conn.connection.dbapi_connection
+    assert dbapi is not None
+    base_error = conn.dialect.loaded_dbapi.Error
+    cur: Any = dbapi.cursor()
+    try:
+        cur.execute(sql, row)
+    except base_error as e:
+        cur.close()
+        raise DBAPIError.instance(sql, row, e, base_error) from e
+    return cur

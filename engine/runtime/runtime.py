@@ -33,7 +33,7 @@ from engine.dsl.model import Workspace
 if TYPE_CHECKING:
     from engine.plugins import PluginHost
 from engine.errors import DatabaseNotReady, EngineError, QueryTimeout
-from engine.runtime import markers
+from engine.runtime import crypto, markers
 from engine.runtime.context import Actor, Clock, SystemClock
 from engine.runtime.db import is_timeout, make_engine, require_file, set_deadline
 from engine.runtime.jobs import outbox, queue
@@ -84,6 +84,7 @@ class State:
         """
         from engine.plugins import PluginHost
 
+        crypto.require_keys(workspace)  # every server, worker and command that opens a runtime
         schema = build_schema(workspace, dialect)
         host = host or PluginHost()
         return cls(workspace, schema, build_plans(workspace, schema), revision_id, host,
@@ -227,11 +228,14 @@ class Runtime:
                 try:
                     yield uow
                     if uow.events and state.event_handlers:  # durable: committed with the change, or not at all
-                        outbox.store(conn, uow.events, state.event_handlers, now=self.clock.now())
+                        sealed = state.memo("sealed_fields", "all", lambda: crypto.encrypted_fields(state.workspace))
+                        outbox.store(conn, uow.events, state.event_handlers, now=self.clock.now(), sealed=sealed)
                 except DBAPIError as e:
                     raise _translated(e, self.statement_timeout) from e
                 finally:
                     set_deadline(conn, None)
+        for done in uow.committed:
+            done()
         self._deliver(uow.events)
 
     def _deliver(self, events: list[DomainEvent]) -> None:
@@ -295,6 +299,8 @@ class UnitOfWork:
         #: what write steps carry from ``before_write`` to ``after_write`` within this unit, by step name
         #: (assignment keeps the decision it made for a record until the record has its id)
         self.scratch: dict[str, Any] = {}
+        #: called, in order, once the unit's transaction committed (never after a rollback)
+        self.committed: list[Callable[[], None]] = []
 
     @property
     def clock(self) -> Clock:

@@ -5,8 +5,9 @@ scope (``none < own < team < all``) and ``create``; several roles add up (the
 widest scope wins).  Scopes become SQL clauses on ``owner_id``:
 
 * ``own``  — ``owner_id = actor``;
-* ``team`` — the owner is the actor or a member of the actor's team, or of a
-  team the actor manages;
+* ``team`` — the owner is the actor or a member (main or extra team) of one
+  of the actor's teams, of a team the actor manages, or of any team nested
+  below those (:func:`engine.runtime.teams.teams_of`);
 * ``all``  — every record.
 
 Field rules ``hidden`` / ``readonly`` apply when *every* role of the actor
@@ -23,13 +24,13 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
-from sqlalchemy import Connection, Table, false, or_, select
+from sqlalchemy import Connection, Table, false, or_
 from sqlalchemy.sql.elements import ColumnElement
 
 from engine.dsl.model import EntityPermission, Scope, Workspace, frozen_map
 from engine.errors import NotFound, PermissionDenied
+from engine.runtime import teams
 from engine.runtime.context import Actor
-from engine.runtime.engine_tables import crm_teams, crm_users
 
 SCOPE_RANK: Mapping[str, int] = {"none": 0, "own": 1, "team": 2, "all": 3}
 _RULE_RANK = {"none": 0, "readonly": 1, "hidden": 2}
@@ -138,20 +139,15 @@ class Guard:
         return acc
 
     def team_ids(self) -> frozenset[int]:
-        """The actor's own team and every team the actor manages."""
+        """The actor's teams (main and extra), every team the actor manages, and the teams below them."""
         if self._team_ids is None:
-            ids = set(self.conn.execute(select(crm_teams.c.id).where(
-                crm_teams.c.manager_id == self.actor.user_id)).scalars()) if self.actor.user_id else set()
-            if self.actor.team_id is not None:
-                ids.add(self.actor.team_id)
-            self._team_ids = frozenset(ids)
+            self._team_ids = teams.teams_of(self.conn, self.actor.user_id, self.actor.team_id)
         return self._team_ids
 
     def team_members(self) -> frozenset[int]:
         """User ids whose records ``team`` scope covers (the actor included)."""
         if self._members is None:
-            ids = set(self.conn.execute(select(crm_users.c.id).where(
-                crm_users.c.team_id.in_(self.team_ids()))).scalars()) if self.team_ids() else set()
+            ids = set(teams.member_ids(self.conn, self.team_ids()))
             if self.actor.user_id is not None:
                 ids.add(self.actor.user_id)
             self._members = frozenset(ids)
@@ -165,9 +161,9 @@ class Guard:
         if scope == "own" and self.actor.user_id is not None:
             return owner == self.actor.user_id
         if scope == "team" and self.actor.user_id is not None:
-            team = select(crm_users.c.id).where(crm_users.c.team_id.in_(self.team_ids())).scalar_subquery()
-            return or_(owner == self.actor.user_id, owner.in_(team)) if self.team_ids() else (
-                owner == self.actor.user_id)
+            if not self.team_ids():
+                return owner == self.actor.user_id
+            return or_(owner == self.actor.user_id, owner.in_(teams.members_select(self.team_ids())))
         return false()
 
     def allows(self, scope: Scope, owner_id: int | None) -> bool:

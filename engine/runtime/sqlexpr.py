@@ -57,7 +57,9 @@ from engine.dsl.expressions import CompiledExpression, ast, default_registry
 from engine.dsl.expressions.diagnostics import ExprSource
 from engine.dsl.expressions.functions import NUMBER_SCALE, TRIM_CHARS, FunctionRegistry, py_lower
 from engine.dsl.expressions.pycompile import maybe_null, mixed_day
+from engine.dsl.model import JSON_COLUMN
 from engine.errors import ExpressionError
+from engine.runtime import crypto
 from engine.runtime.engine_tables import crm_teams, crm_users
 from engine.runtime.storage import Schema, json_field_expr
 from engine.runtime.types import JsonType, UtcDateTime
@@ -165,7 +167,8 @@ class _SqlBuilder:
             inner = self.contains(node)
             return not_(_coalesce_false(inner)) if node.negated else inner
         if isinstance(node, ast.IsNull):
-            operand = self.value(node.operand)
+            operand = self._sealed_column(node.operand) if isinstance(node.operand, ast.Name) and self._encrypted(
+                node.operand) else self.value(node.operand)
             return operand.is_not(None) if node.negated else operand.is_(None)
         return self.raw(node)
 
@@ -179,6 +182,9 @@ class _SqlBuilder:
         return _coalesce_false(clause)
 
     def compare(self, op: str, left: ast.Node, right: ast.Node) -> ColumnElement[Any]:
+        if op in ("==", "!=") and (self._encrypted(left) or self._encrypted(right)):
+            name, other = (left, right) if self._encrypted(left) else (right, left)
+            return self._blind_match(name, [other], negated=op == "!=")
         lv, rv = self.value(left), self.value(right)
         if mixed_day(left, right):
             lv, rv = self._as_day(left, lv), self._as_day(right, rv)
@@ -191,12 +197,58 @@ class _SqlBuilder:
             lv = lv.collate("C")
         return {"<": lv < rv, "<=": lv <= rv, ">": lv > rv, ">=": lv >= rv}[op]
 
+    # ------------------------------------------------------------------ encrypted fields
+
+    def _encrypted(self, node: ast.Node) -> bool:
+        """Whether ``node`` is a field of the record stored encrypted (see :mod:`engine.runtime.crypto`)."""
+        if not isinstance(node, ast.Name) or node.binding is None or node.binding.scope not in ("record", "hop"):
+            return False
+        entity = self.schema.workspace.entities.get(node.binding.entity)
+        field = entity.fields.get(node.binding.field) if entity is not None else None
+        return field is not None and field.encrypted
+
+    def _sealed_column(self, node: ast.Name) -> ColumnElement[Any]:
+        b = node.binding
+        assert b is not None
+        if b.scope != "record":
+            raise self._refuse(node, "through a reference")
+        return self.schema.table(self.entity).c[b.field]
+
+    def _blind_match(self, node: ast.Node, values: Sequence[ast.Node], *, negated: bool) -> ColumnElement[Any]:
+        """``field == 'x'`` (``in [...]``, ``!=``) on an encrypted field: its blind index among the digests
+        of the literal values under every key of the ring."""
+        assert isinstance(node, ast.Name)
+        col = self._sealed_column(node)
+        texts = []
+        for v in values:
+            if not isinstance(v, ast.Literal) or (v.value is not None and not isinstance(v.value, str)):
+                raise self._refuse(node, "against a computed value")
+            if v.value is not None:
+                texts.append(v.value)
+        has_null = len(texts) < len(values)
+        ring = crypto.keyring()
+        digests = [d for t in texts for d in ring.digests(t)]
+        found = crypto.digest_expr(col).in_(digests) if digests else false()
+        if negated:
+            return or_(not_(found), col.is_(None)) if not has_null else and_(not_(found), col.is_not(None))
+        return or_(found, col.is_(None)) if has_null else found
+
+    def _refuse(self, node: ast.Name, how: str = "") -> ExpressionError:
+        what = f"compared {how}" if how else "used this way"
+        return self.source.error(
+            ExpressionError, f"`{node.dotted}` is an encrypted field: in a query it can only be compared for "
+            f"equality with literal text (`{node.dotted} == 'x'`, `in [...]`, `is null`), not {what}",
+            node.pos.offset, end=node.pos.end_offset, code="expression_encrypted_field",
+            hint="filter by equality with a literal, or evaluate this rule on the record in Python (a check)")
+
     def _as_day(self, node: ast.Node, clause: ColumnElement[Any]) -> ColumnElement[Any]:
         if node.type is None or node.type.kind != "datetime":
             return clause
         return type_coerce(_utc_day(self.ctx, clause, "datetime"), Date())
 
     def contains(self, node: ast.In) -> ColumnElement[Any]:
+        if self._encrypted(node.needle) and isinstance(node.haystack, ast.ListLit):
+            return self._blind_match(node.needle, list(node.haystack.items), negated=False)
         needle = self.value(node.needle)
         if not isinstance(node.haystack, ast.ListLit):
             return self.list_contains(self.value(node.haystack), needle)
@@ -261,6 +313,10 @@ class _SqlBuilder:
                 hint="evaluate the rule on the record being written, or compare with the current field here")
         if b.scope == "user":
             return user_attribute(self._user_ref(b), b.field)
+        if self._encrypted(node):
+            raise self._refuse(node)
+        if b.scope == "record" and b.field_type == "currency":
+            return currency_expr(self.schema, self.schema.table(self.entity), self.entity, b.field)
         if b.scope == "record":
             table = self.schema.table(self.entity)
             clause = table.c[b.field] if b.field_type == "standard" else self.schema.field_expr(self.entity, b.field)
@@ -281,6 +337,8 @@ class _SqlBuilder:
         ref_id = self.schema.field_expr(self.entity, b.via)
         if b.field_type == "standard":
             inner: ColumnElement[Any] = target.c[b.field]
+        elif b.field_type == "currency":
+            inner = currency_expr(self.schema, target, b.entity, b.field)
         else:
             field = self.schema.workspace.entities[b.entity].fields[b.field]
             inner = json_field_expr(target, field, self.schema.dialect) if field.storage == "json" else (
@@ -341,6 +399,17 @@ class _SqlBuilder:
         ctx = SqlContext(self.ctx.dialect, self.ctx.today, self.ctx.now, self.ctx.user,
                          tuple(a.type for a in node.args if a.type is not None), node.type)
         return impl(ctx, args)
+
+
+def currency_expr(schema: Schema, table: Any, entity: str, key: str) -> ColumnElement[Any]:
+    """The currency code ``<money field>_currency`` of ``table`` (a row of ``entity``), whatever the storage."""
+    money = schema.workspace.entities[entity].fields[key.removesuffix("_currency")]
+    if money.storage != "json":
+        return type_coerce(table.c[key], String())
+    col = table.c[JSON_COLUMN]
+    if schema.dialect == "postgresql":
+        return type_coerce(col.op("->>")(literal_column(f"'{key}'")), String())
+    return type_coerce(func.json_extract(col, literal_column(f"'$.{key}'")), String())
 
 
 def user_attribute(user_id: ColumnElement[Any], name: str) -> ColumnElement[Any]:

@@ -39,6 +39,7 @@ from sqlalchemy.types import TypeEngine
 
 from engine.dsl.model import JSON_COLUMN, Entity, Field, Workspace
 from engine.dsl.search import search_fields
+from engine.runtime.crypto import EncryptedText, digest_expr
 from engine.runtime.engine_tables import engine_metadata
 from engine.runtime.types import DecimalType, JsonType, UtcDateTime
 
@@ -48,7 +49,14 @@ OPTION_LENGTH = 100
 
 
 def column_type(field: Field) -> TypeEngine:
-    """The SQL type of a field stored as a real column."""
+    """The SQL type of a field stored as a real column (an encrypted field: text holding the sealed value)."""
+    if field.encrypted:
+        return EncryptedText()
+    return clear_column_type(field)
+
+
+def clear_column_type(field: Field) -> TypeEngine:
+    """The SQL type of a field's value in clear (what an encrypted field's column holds once decrypted)."""
     t = field.type
     if t in ("string", "email", "phone", "url", "auto_number"):
         return String(field.max_length or _STRING_LENGTHS.get(t, DEFAULT_STRING_LENGTH))
@@ -253,7 +261,9 @@ def entity_indexes(table: Table, entity: Entity, dialect: str) -> list[Index]:
         if not field.stored:
             continue
         expr = json_field_expr(table, field, dialect) if field.storage == "json" else table.c[field.column_name]
-        if field.unique:
+        if field.encrypted:  # equality lookups by blind index (see engine.runtime.crypto)
+            out.append(Index(_index_name(table.name, f"{field.name}_bidx"), digest_expr(expr)))
+        elif field.unique:
             out.append(_live_unique(_index_name(table.name, f"{field.name}_uq"), table, expr))
         elif field.type in ("reference", "user"):
             out.append(Index(_index_name(table.name, field.name), expr))

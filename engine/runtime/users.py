@@ -26,10 +26,17 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import Connection, Engine, insert, select, update
 
 from engine.dsl.model import Workspace
-from engine.errors import AuthenticationRequired, BadRequest, NotFound, PermissionDenied, ValidationFailed
-from engine.runtime import markers
+from engine.errors import (
+    AccountLocked,
+    AuthenticationRequired,
+    BadRequest,
+    NotFound,
+    PermissionDenied,
+    ValidationFailed,
+)
+from engine.runtime import markers, passwords
 from engine.runtime.context import Actor
-from engine.runtime.engine_tables import crm_api_tokens, crm_teams, crm_users
+from engine.runtime.engine_tables import crm_api_tokens, crm_login_failures, crm_teams, crm_users
 
 if TYPE_CHECKING:
     from engine.runtime.runtime import Runtime, UnitOfWork
@@ -43,10 +50,13 @@ UserRef = int | str
 # --------------------------------------------------------------------------- passwords
 
 
-def hash_password(password: str) -> str:
-    """A salted scrypt hash of ``password`` in a self-describing text form."""
-    if not isinstance(password, str) or len(password) < 8:
-        raise ValidationFailed("password too short", details={"password": ["must have at least 8 characters"]})
+def hash_password(password: str, *, username: str | None = None) -> str:
+    """A salted scrypt hash of ``password`` in a self-describing text form (ValidationFailed when it breaks
+    the rules of :func:`engine.runtime.passwords.problems`)."""
+    wrong = passwords.problems(password, username)
+    if wrong:
+        raise ValidationFailed("password refused: " + "; ".join(wrong), details={"password": wrong},
+                               hint="choose at least 8 characters mixing letters with digits or other characters")
     salt = secrets.token_bytes(16)
     digest = hashlib.scrypt(password.encode(), salt=salt, n=SCRYPT_N, r=SCRYPT_R, p=SCRYPT_P, dklen=32)
     return "$".join(["scrypt", str(SCRYPT_N), str(SCRYPT_R), str(SCRYPT_P), _b64(salt), _b64(digest)])
@@ -76,23 +86,30 @@ def _unb64(text: str) -> bytes:
 # --------------------------------------------------------------------------- teams and users
 
 
-def _require_admin(uow: UnitOfWork) -> None:
+def require_admin(uow: UnitOfWork) -> None:
+    """PermissionDenied unless the unit's actor is an administrator (or the system); the unit must write."""
     uow.require_writable()
     if not uow.actor.is_admin:
         raise PermissionDenied("only an administrator may manage users and teams", code="forbidden")
 
 
-def create_team(uow: UnitOfWork, name: str, *, manager: UserRef | None = None) -> int:
-    """A new team (admin only); returns its id."""
-    _require_admin(uow)
+def create_team(uow: UnitOfWork, name: str, *, manager: UserRef | None = None,
+                parent: str | int | None = None) -> int:
+    """A new team (admin only), optionally inside team ``parent``; returns its id."""
+    require_admin(uow)
+    if not isinstance(name, str) or not name.strip() or len(name) > 100:
+        raise ValidationFailed("invalid team name", details={"name": ["must be 1 to 100 characters"]})
+    if uow.conn.execute(select(crm_teams.c.id).where(crm_teams.c.name == name)).first():
+        raise ValidationFailed(f"team {name!r} exists", details={"name": ["is taken"]})
     manager_id = user_id(uow.conn, manager) if manager is not None else None
-    return _new_id(uow.conn.execute(insert(crm_teams).values(name=name, manager_id=manager_id,
+    parent_id = team_id(uow.conn, parent) if parent is not None else None
+    return _new_id(uow.conn.execute(insert(crm_teams).values(name=name, manager_id=manager_id, parent_id=parent_id,
                                                              created_at=uow.clock.now())))
 
 
 def set_team_manager(uow: UnitOfWork, team: str | int, manager: UserRef | None) -> None:
     """Make ``manager`` (or nobody) the manager of ``team``."""
-    _require_admin(uow)
+    require_admin(uow)
     manager_id = user_id(uow.conn, manager) if manager is not None else None
     uow.conn.execute(update(crm_teams).where(crm_teams.c.id == team_id(uow.conn, team))
                      .values(manager_id=manager_id))
@@ -121,13 +138,14 @@ def create_user(uow: UnitOfWork, username: str, *, roles: Sequence[str], team: s
                 manager: UserRef | None = None, password: str | None = None, display_name: str = "",
                 email: str | None = None) -> int:
     """A new active user (admin only); roles must exist in the workspace; returns the id."""
-    _require_admin(uow)
+    require_admin(uow)
     _check_user_fields(uow.workspace, username, roles)
     if uow.conn.execute(select(crm_users.c.id).where(crm_users.c.username == username)).first():
         raise ValidationFailed(f"user {username!r} exists", details={"username": ["is taken"]})
     values = {
         "username": username, "display_name": display_name or username, "email": email,
-        "password_hash": hash_password(password) if password is not None else None, "roles": list(roles),
+        "password_hash": hash_password(password, username=username) if password is not None else None,
+        "roles": list(roles),
         "team_id": team_id(uow.conn, team) if team is not None else None,
         "manager_id": user_id(uow.conn, manager) if manager is not None else None,
         "active": True, "created_at": uow.clock.now(),
@@ -183,6 +201,16 @@ def _check_user_fields(workspace: Workspace, username: str, roles: Sequence[str]
         raise ValidationFailed(f"invalid user {username!r}", details=errors)
 
 
+def check_roles(workspace: Workspace, roles: Sequence[str]) -> None:
+    """ValidationFailed unless ``roles`` is a non-empty list of the workspace's roles."""
+    if isinstance(roles, str) or not roles or not all(isinstance(r, str) for r in roles):
+        raise ValidationFailed("give at least one role (a list)", details={"roles": ["give at least one role"]})
+    unknown = [r for r in roles if r not in workspace.roles]
+    if unknown:
+        raise ValidationFailed(f"unknown role {unknown[0]!r}",
+                               details={"roles": [_unknown_role(r, workspace) for r in unknown]})
+
+
 def _unknown_role(role: str, workspace: Workspace) -> str:
     close = difflib.get_close_matches(role, list(workspace.roles), n=1)
     guess = f" (did you mean {close[0]!r}?)" if close else ""
@@ -191,7 +219,7 @@ def _unknown_role(role: str, workspace: Workspace) -> str:
 
 def deactivate_user(uow: UnitOfWork, user: UserRef) -> None:
     """The user can no longer sign in (tokens stop working); records keep their owner until handover."""
-    _require_admin(uow)
+    require_admin(uow)
     uow.conn.execute(update(crm_users).where(crm_users.c.id == user_id(uow.conn, user)).values(active=False))
     markers.bump_auth(uow.conn)
 
@@ -211,12 +239,47 @@ def _actor(row: Any, workspace: Workspace) -> Actor:
     return Actor(user_id=row.id, username=row.username, roles=roles, team_id=row.team_id, is_admin=is_admin)
 
 
-def authenticate_password(conn: Connection, workspace: Workspace, username: str, password: str) -> Actor:
-    """The Actor for a correct username and password (AuthenticationRequired otherwise)."""
+def authenticate_password(conn: Connection, workspace: Workspace, username: str, password: str,
+                          now: dt.datetime | None = None) -> Actor:
+    """The Actor for a correct username and password (AuthenticationRequired otherwise).
+
+    Every login path goes through here: :data:`~engine.runtime.passwords.MAX_FAILURES` wrong passwords in a
+    row lock the user's password login (AccountLocked) for a while, the right one included; failures are
+    counted in their own transaction, and a success clears them.
+    """
+    now = now or dt.datetime.now(dt.UTC)
     row = conn.execute(select(crm_users).where(crm_users.c.username == username)).first()
-    if row is None or not row.active or not verify_password(password, row.password_hash):
+    if row is None or not row.password_hash:
         raise AuthenticationRequired("wrong username or password", code="unauthenticated")
-    return _actor(row, workspace)
+    # the login state is read and written on its own connection: the caller's may hold an older snapshot
+    with conn.engine.connect() as own:
+        own.execution_options(sqlite_immediate=True)
+        with own.begin():
+            until, actor = _login(own, row, workspace, password, now)
+    if actor is not None:
+        return actor
+    if until is not None:
+        raise AccountLocked(f"too many wrong passwords: login is locked until {until:%Y-%m-%d %H:%M} UTC",
+                            hint="wait, or ask an administrator to set a new password (crm user set-password)")
+    raise AuthenticationRequired("wrong username or password", code="unauthenticated")
+
+
+def _login(own: Connection, row: Any, workspace: Workspace, password: str, now: dt.datetime
+           ) -> tuple[dt.datetime | None, Actor | None]:
+    """(lockout end, None) for a refused login -- counted -- or (None, the actor) for a good one."""
+    until = passwords.locked_until(own, row.id, now)
+    if until is not None:
+        return until, None
+    if row.active and verify_password(password, row.password_hash):
+        if _has_failures(own, row.id):
+            passwords.clear(own, row.id)
+        return None, _actor(row, workspace)
+    return passwords.record_failure(own, row.id, now), None
+
+
+def _has_failures(conn: Connection, uid: int) -> bool:
+    f = crm_login_failures
+    return conn.execute(select(f.c.user_id).where(f.c.user_id == uid)).first() is not None
 
 
 # --------------------------------------------------------------------------- the directory expressions read
@@ -355,7 +418,7 @@ def handover(uow: UnitOfWork, from_user: UserRef, to_user: UserRef) -> dict[str,
     to``) and event applies exactly as for any other update; the service goes
     set-based where the entity's rules allow it.
     """
-    _require_admin(uow)
+    require_admin(uow)
     src, dst = user_id(uow.conn, from_user), user_id(uow.conn, to_user)
     if not uow.conn.execute(select(crm_users.c.active).where(crm_users.c.id == dst)).scalar():
         raise BadRequest(f"user {to_user!r} is inactive", code="inactive_user", hint="hand over to an active user")

@@ -11,11 +11,14 @@ sales manager is CC'd; a contract with a low credit rating or a payment term ove
 
 from __future__ import annotations
 
+import http.client
 import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
+from xml.etree import ElementTree
 
 import pytest
 
@@ -115,6 +118,58 @@ def test_a_40_percent_quote_needs_the_manager_then_the_director(scene: Scene) ->
     assert scene.inbox("dan", qid) == []
     assert scene.decide("boss", qid)["status"] == "pending"
     assert scene.decide("dan", qid)["status"] == "approved"
+
+
+def _svg(scene: Scene, who: str, instance: int) -> tuple[int, str, dict[str, str]]:
+    parts = urlsplit(scene.base)
+    conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=60)
+    try:
+        conn.request("GET", f"/api/v1/approvals/instances/{instance}/diagram.svg",
+                     headers={"Authorization": f"Bearer {scene.tokens[who]}"})
+        resp = conn.getresponse()
+        return resp.status, resp.read().decode(), dict(resp.getheaders())
+    finally:
+        conn.close()
+
+
+def _marked(svg: str) -> dict[str, str]:
+    """Element id -> the state class its shape is drawn with (from the SVG, parsed as XML)."""
+    ns = {"s": "http://www.w3.org/2000/svg"}
+    out = {}
+    for g in ElementTree.fromstring(svg).iterfind(".//s:g", ns):
+        for shape in g:
+            cls = set((shape.get("class") or "").split())
+            state = cls & {"current", "done", "rejected"}
+            if state:
+                out[g.get("data-element") or ""] = state.pop()
+    return out
+
+
+def test_the_diagram_marks_the_step_done_and_the_step_waiting(scene: Scene) -> None:
+    qid = scene.quote(0.4)
+    scene.decide("boss", qid)
+    items = scene.ok("li", "GET", f"/records/quote/{qid}/approvals")["items"]
+    [mine] = [a for a in items if a["status"] == "pending"]
+    view = scene.ok("li", "GET", f"/approvals/instances/{mine['id']}")
+    assert _marked(view["diagram"]["svg"]) == {"manager": "done", "director": "current"}
+    status, svg, headers = _svg(scene, "li", mine["id"])
+    assert status == 200 and headers["Content-Type"].startswith("image/svg+xml")
+    assert "default-src 'none'" in headers["Content-Security-Policy"] and "<script" not in svg and "http" not in \
+        svg.replace("http://www.w3.org/2000/svg", "")  # nothing loaded from anywhere
+    assert _svg(scene, "li", 10**9)[0] == 404
+    scene.decide("dan", qid)
+    assert _marked(_svg(scene, "li", mine["id"])[1]) == {"manager": "done", "director": "done"}
+
+
+def test_the_drawn_contract_flow_is_drawn_with_its_lane(scene: Scene) -> None:
+    made = scene.ok("li", "POST", "/records/contract", {"name": "Drawn", "account": scene.account,
+                                                         "start_date": "2026-02-01", "amount": 1000,
+                                                         "payment_term_days": 100}, status=201)
+    [inst] = scene.ok("li", "GET", f"/records/contract/{made['id']}/approvals")["items"]
+    svg = scene.ok("leo", "GET", f"/approvals/instances/{inst['id']}")["diagram"]["svg"]
+    assert _marked(svg) == {"legal_review": "current"}
+    assert 'class="pool"' in svg and ">legal<" in svg.lower()
+    scene.decide("leo", int(made["id"]))
 
 
 def test_a_large_quote_needs_finance_and_legal_and_a_rejection_resets_and_unlocks(scene: Scene) -> None:

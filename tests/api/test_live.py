@@ -97,7 +97,7 @@ def test_openapi_contract(live_server: str, api_env: ApiEnv) -> None:
     schema = load_schema(live_server, api_env)
     headers = api_env.headers("admin")
     operations = [r.ok() for r in schema.get_all_operations()]
-    assert len(operations) == 2 + 6 * len(ENTITIES)
+    assert len(operations) == 2 + 10 * len(ENTITIES)  # + bulk create, PATCH / DELETE by filter, restore
     seeded = seed_records(live_server, api_env)
     calls = 0
 

@@ -57,7 +57,7 @@ def test_check_returns_typed_tree_with_bindings() -> None:
 def test_whole_numbers_are_tracked() -> None:
     assert check(parse("score * 2 % 3"), LEAD, WS).type == ast.INTEGER
     assert check(parse("score / 2"), LEAD, WS).type == ast.NUMBER
-    assert check(parse("round(budget)"), LEAD, WS).type == ast.INTEGER
+    assert check(parse("round(budget)"), LEAD, WS).type == ast.ExprType("number", integral=True, currency="budget")
 
 
 def test_usage_sets() -> None:

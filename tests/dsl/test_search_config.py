@@ -41,3 +41,11 @@ def test_search_on_a_number_is_a_located_error(write_ws) -> None:
     assert err.code == "schema_violation" and where(err) == ("s.yaml", 10, 27)
     assert err.message == "field 'rating': 'search' does not apply to an integer field"
     assert "use a field type among: auto_number, email, phone, string, text, url" in (err.hint or "")
+
+
+def test_an_encrypted_field_is_never_searched(write_ws) -> None:
+    sealed = DEFAULTS.replace("phone: {type: phone}", "phone: {type: phone, encrypted: true}")
+    assert "phone" not in _names(write_ws({"entities/s.yaml": sealed}), "supplier")
+    both = DEFAULTS.replace("phone: {type: phone}", "phone: {type: phone, encrypted: true, search: true}")
+    err = only_error(write_ws({"entities/s.yaml": both}, name="other"))
+    assert "cannot be searched" in err.message and where(err)[:2] == ("s.yaml", 8)

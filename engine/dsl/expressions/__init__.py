@@ -147,8 +147,8 @@ def _usage(checked: Node) -> dict[str, frozenset[Any]]:
     old: set[str] = set()
     variables: set[str] = set()
     for node in ast.walk(checked):
-        if isinstance(node, ast.Name) and node.binding is not None:
-            b = node.binding
+        if isinstance(node, ast.Name) and node.binding is not None and node.binding.field_type != "currency":
+            b = node.binding  # (a money value's currency is read with the value, counted there)
             if b.scope == "record":
                 fields.add(b.field)
             elif b.scope == "old":
@@ -168,6 +168,7 @@ def _usage(checked: Node) -> dict[str, frozenset[Any]]:
             "old_fields_used": frozenset(old), "variables_used": frozenset(variables)}
 
 
-_CLOCK_FUNCTIONS = {"today": "today", "now": "now", "days_since": "today"}
+#: functions that read the clock (``convert`` takes the rate of $today unless given a day)
+_CLOCK_FUNCTIONS = {"today": "today", "now": "now", "days_since": "today", "convert": "today"}
 
 

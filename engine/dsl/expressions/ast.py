@@ -34,13 +34,18 @@ class ExprType:
     ``integral`` is set on numbers known to be whole (integer fields, ``len``,
     ``+ - * %`` of whole numbers...): the back ends skip decimal rounding for
     them.  ``options`` are the allowed keys of a picklist / multi-picklist.
-    ``label`` names the field it came from, for messages.
+    ``label`` names the field it came from, for messages.  ``currency`` is set
+    on money values: where their currency comes from -- the dotted name of the
+    money field (``amount``, ``account.annual_revenue``, ``old.amount``) or
+    ``=CNY`` for a value already converted to a fixed currency; two money
+    values from different sources may not be added or compared.
     """
 
     kind: str
     integral: bool = False
     options: tuple[str, ...] | None = None
     label: str | None = None
+    currency: str | None = None
 
     def __str__(self) -> str:
         return "whole number" if self.kind == "number" and self.integral else self.kind

@@ -14,7 +14,12 @@ from typing import Any
 
 from engine.dsl.expressions import ast
 from engine.dsl.expressions.diagnostics import ExprSource, suggestion
-from engine.dsl.expressions.functions import FunctionRegistry, default_registry, unify
+from engine.dsl.expressions.functions import (
+    FunctionRegistry,
+    currency_text,
+    default_registry,
+    unify,
+)
 from engine.dsl.model import FIELD_TYPES, Entity, Field, Workspace
 from engine.errors import ExpressionError, ExpressionSyntaxError, ExpressionTypeError
 
@@ -182,7 +187,8 @@ class _Checker:
             return dataclasses.replace(node, type=t, binding=ast.Binding("record", self.entity.name, "owner_id",
                                                                          "standard"))
         field, t = self._field(node, self.entity, parts[0], "")
-        return dataclasses.replace(node, type=t, binding=ast.Binding("record", self.entity.name, parts[0], field))
+        return dataclasses.replace(node, type=_money(t, field, node.dotted),
+                                   binding=ast.Binding("record", self.entity.name, parts[0], field))
 
     def _field(self, node: ast.Name, entity: Entity, name: str, prefix: str) -> tuple[str, ast.ExprType]:
         if name in STANDARD_FIELDS and name not in entity.fields:
@@ -207,7 +213,8 @@ class _Checker:
                             "here, in a filter, formula or default, use the field without `old.`")
         name = node.parts[1]
         ftype, t = self._field(node, self.entity, name, "old.")
-        return dataclasses.replace(node, type=t, binding=ast.Binding("old", self.entity.name, name, ftype))
+        return dataclasses.replace(node, type=_money(t, ftype, node.dotted),
+                                   binding=ast.Binding("old", self.entity.name, name, ftype))
 
     def _hop(self, node: ast.Name) -> ast.Node:
         ref_name, name = node.parts
@@ -225,7 +232,7 @@ class _Checker:
         target = self.workspace.entities[ref.reference]
         ftype, t = self._field(node, target, name, f"{ref_name}.")
         binding = ast.Binding("hop", target.name, name, ftype, via=ref_name)
-        return dataclasses.replace(node, type=t, binding=binding)
+        return dataclasses.replace(node, type=_money(t, ftype, node.dotted), binding=binding)
 
     def _user_hop(self, node: ast.Name, via: str) -> ast.Node:
         ref_name, name = node.parts
@@ -248,7 +255,8 @@ class _Checker:
         assert operand.type is not None
         if operand.type.kind != "number":
             raise self.fail(operand, f"cannot negate {_article(str(operand.type))}", "expression_type_mismatch")
-        return dataclasses.replace(node, operand=operand, type=ast.ExprType("number", operand.type.integral))
+        return dataclasses.replace(node, operand=operand, type=ast.ExprType("number", operand.type.integral,
+                                                                            currency=operand.type.currency))
 
     def _boolop(self, node: ast.BoolOp) -> ast.Node:
         operands = tuple(self.boolean(o, f"each side of `{node.op}`") for o in node.operands)
@@ -271,7 +279,25 @@ class _Checker:
                 raise self.fail(side, f"`{node.op}` needs numbers, but `{self.text(side)}` is {_article(str(t))}",
                                 "expression_type_mismatch", _arith_hint(node.op, t))
         integral = lt.integral and rt.integral and node.op != "/"
-        return dataclasses.replace(node, left=left, right=right, type=ast.ExprType("number", integral))
+        currency = self.money_result(node, lt, rt)
+        return dataclasses.replace(node, left=left, right=right, type=ast.ExprType("number", integral,
+                                                                                   currency=currency))
+
+    def money_result(self, node: ast.Binary, lt: ast.ExprType, rt: ast.ExprType) -> str | None:
+        """The currency of an arithmetic result; two money values in different currencies may not meet."""
+        if lt.currency is None or rt.currency is None:
+            return lt.currency or rt.currency
+        if lt.currency != rt.currency:
+            raise self.mixed(node, lt.currency, rt.currency)
+        return None if node.op == "/" else lt.currency  # amount / amount is a plain ratio
+
+    def mixed(self, node: ast.Node, a: str, b: str) -> ExpressionError:
+        """The error for money of two currencies meeting without convert()."""
+        code = self.workspace.currency
+        return self.fail(node, f"`{self.text(node)}` mixes money in different currencies ({currency_text(a)} "
+                         f"and {currency_text(b)}), which gives a wrong number", "expression_mixed_currency",
+                         f"convert both to one currency first, e.g. convert({_plain(a)}, '{code}') "
+                         f"{getattr(node, 'op', '+')} convert({_plain(b)}, '{code}')")
 
     def _compare(self, node: ast.Binary, left: ast.Node, right: ast.Node) -> ast.Node:
         lt, rt = left.type, right.type
@@ -281,6 +307,8 @@ class _Checker:
         if not (comparable(lt, rt) or {lt.kind, rt.kind} == {"date", "datetime"}):
             raise self.fail(node, f"cannot compare {lt} with {rt}: `{self.text(node)}`", "expression_type_mismatch",
                             _compare_hint(lt, rt))
+        if lt.currency is not None and rt.currency is not None and lt.currency != rt.currency:
+            raise self.mixed(node, lt.currency, rt.currency)
         if node.op not in ("==", "!=") and lt.kind not in ORDERED_KINDS:
             raise self.fail(node, f"`{node.op}` cannot order {lt} values", "expression_type_mismatch",
                             "only numbers, texts, dates and datetimes are ordered; use == or !=")
@@ -350,6 +378,8 @@ class _Checker:
         if then.type.kind != "null" and else_.type.kind != "null" and not same_kind(then.type, else_.type):
             raise self.fail(node, f"both branches of `if` must have the same type ({then.type} and {else_.type})",
                             "expression_type_mismatch", "convert one branch, or use null for 'no value'")
+        if then.type.currency and else_.type.currency and then.type.currency != else_.type.currency:
+            raise self.mixed(node, then.type.currency, else_.type.currency)
         t = unify([then.type, else_.type])
         return dataclasses.replace(node, cond=cond, then=then, else_=else_, type=t)
 
@@ -369,7 +399,32 @@ class _Checker:
             index = e.details.get("arg") if isinstance(e.details, dict) else None
             at = args[index] if index is not None and index < len(args) else node
             raise self.fail(at, e.message, e.code, e.hint or f"use {fn.signature}") from None
+        if fn.currency_arg and args:
+            args = (args[0], self.currency_of(args[0]), *args[1:])
         return dataclasses.replace(node, args=args, type=t)
+
+    def currency_of(self, node: ast.Node) -> ast.Node:
+        """A node giving the currency code of the money value ``node`` (its ``<field>_currency``)."""
+        source = node.type.currency if node.type is not None else None
+        if source is None:
+            raise self.fail(node, f"`{self.text(node)}` is not a money value, so it has no currency to convert "
+                            "from", "expression_not_money", "convert a money field, e.g. convert(amount, 'CNY')")
+        if source.startswith("="):
+            return ast.Literal(source[1:], node.pos, ast.STRING)
+        found = next(n for n in ast.walk(node) if isinstance(n, ast.Name) and n.dotted == source)
+        assert isinstance(found, ast.Name) and found.binding is not None
+        b = found.binding
+        binding = dataclasses.replace(b, field=f"{b.field}_currency", field_type="currency")
+        return ast.Name((*found.parts[:-1], f"{found.parts[-1]}_currency"), found.pos, ast.STRING, binding)
+
+
+def _money(t: ast.ExprType, field_type: str, dotted: str) -> ast.ExprType:
+    """A money field's type carries where its currency comes from."""
+    return dataclasses.replace(t, currency=dotted) if field_type == "money" else t
+
+
+def _plain(source: str) -> str:
+    return source[1:] if source.startswith("=") else source
 
 
 def comparable(a: ast.ExprType, b: ast.ExprType) -> bool:

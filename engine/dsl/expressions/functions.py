@@ -52,7 +52,10 @@ class FunctionDef:
     parameter; ``optional`` trailing parameters may be left out.  ``returns``
     is a kind, ``"integer"`` (a whole number) or ``"T"``; ``typer`` overrides
     all of that when a signature needs more.  ``needs_ctx`` passes the
-    evaluation context first to ``python``.
+    evaluation context first to ``python``.  ``currency_arg``: the checker
+    passes the currency code of the first argument (a money value: its
+    ``<field>_currency``, or the code it was converted to) as an extra
+    argument right after it, to both back ends (``convert``).
     """
 
     name: str
@@ -65,6 +68,7 @@ class FunctionDef:
     needs_ctx: bool = False
     typer: Typer | None = None
     sql: Mapping[str, Callable[..., Any]] = field(default_factory=lambda: MappingProxyType({}))
+    currency_arg: bool = False
 
     @property
     def signature(self) -> str:
@@ -129,10 +133,27 @@ def unify(types: Sequence[ast.ExprType]) -> ast.ExprType:
         return ast.NULL
     first = real[0]
     if first.kind == "number":
-        return ast.ExprType("number", integral=all(t.integral for t in real))
+        return ast.ExprType("number", integral=all(t.integral for t in real), currency=common_currency(real))
     if first.is_stringy and any(t != first for t in real):
         return ast.STRING
     return first
+
+
+def common_currency(types: Sequence[ast.ExprType]) -> str | None:
+    """The currency source shared by the money values among ``types`` (plain numbers take any);
+    ExpressionTypeError when two money values come from different currencies."""
+    sources = list(dict.fromkeys(t.currency for t in types if t.currency is not None))
+    if len(sources) > 1:
+        raise ExpressionTypeError(
+            f"this mixes money in different currencies ({currency_text(sources[0])} and "
+            f"{currency_text(sources[1])})", code="expression_mixed_currency",
+            hint="convert the amounts to one currency first, e.g. convert(amount, 'CNY')")
+    return sources[0] if sources else None
+
+
+def currency_text(source: str) -> str:
+    """A currency source for messages: ``amount's currency`` or ``CNY``."""
+    return source[1:] if source.startswith("=") else f"{source}'s currency"
 
 
 def _result(returns: str, bound: list[ast.ExprType]) -> ast.ExprType:
@@ -320,13 +341,13 @@ def _round_typer(types: Sequence[ast.ExprType], nodes: Sequence[ast.Node]) -> as
         raise ExpressionTypeError(f"argument 1 of round() must be number, not {types[0]}",
                                   code="expression_bad_arguments", details={"arg": 0})
     if len(nodes) == 1:
-        return ast.INTEGER
+        return ast.ExprType("number", integral=True, currency=types[0].currency)
     digits = nodes[1]
     if not (isinstance(digits, ast.Literal) and type(digits.value) is int and 0 <= digits.value <= NUMBER_SCALE):
         raise ExpressionTypeError(f"the digits of round() must be a whole number from 0 to {NUMBER_SCALE}",
                                   code="expression_bad_arguments", hint="write e.g. round(amount, 2)",
                                   details={"arg": 1})
-    return ast.INTEGER if digits.value == 0 else ast.NUMBER
+    return ast.ExprType("number", integral=digits.value == 0, currency=types[0].currency)
 
 
 def _len_typer(types: Sequence[ast.ExprType], nodes: Sequence[ast.Node]) -> ast.ExprType:
@@ -382,7 +403,7 @@ def _abs_typer(types: Sequence[ast.ExprType], nodes: Sequence[ast.Node]) -> ast.
     if types[0].kind not in ("number", "null"):
         raise ExpressionTypeError(f"argument 1 of abs() must be number, not {types[0]}",
                                   code="expression_bad_arguments", details={"arg": 0})
-    return ast.ExprType("number", integral=types[0].integral)
+    return ast.ExprType("number", integral=types[0].integral, currency=types[0].currency)
 
 
 def _shift_typer(name: str) -> Typer:

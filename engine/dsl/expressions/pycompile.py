@@ -52,7 +52,9 @@ class EvalContext:
     ``account.industry``.  ``users(id)`` returns the directory entry of a
     user (a mapping with the keys of ``checker.USER_ATTRIBUTES`` and
     ``manager``, the user's manager by the rule of ``manager_of``) or None,
-    for ``owner.team`` and ``manager_of(owner)``.
+    for ``owner.team`` and ``manager_of(owner)``.  ``rates(from, to, day)``
+    returns the exchange rate of a currency pair on a day or None, for
+    ``convert()``.
     """
 
     user_id: int | None = None
@@ -61,6 +63,7 @@ class EvalContext:
     old: Mapping[str, Any] | None = None
     ref: Callable[[str, Any], Mapping[str, Any] | None] | None = None
     users: Callable[[Any], Mapping[str, Any] | None] | None = None
+    rates: Callable[[str, str, dt.date], Decimal | None] | None = None
 
     def __post_init__(self) -> None:
         now = self.now if self.now.tzinfo else self.now.replace(tzinfo=dt.UTC)

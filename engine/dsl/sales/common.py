@@ -9,6 +9,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from engine.dsl.expressions import CompiledExpression, compile_expression
+from engine.dsl.expressions.encrypted import check_sql_use
 from engine.dsl.model import Entity, Workspace, frozen_map
 from engine.dsl.yamlsrc import locate
 from engine.errors import ExpressionError, SchemaViolation, SourceLocation, UnknownReference
@@ -63,13 +64,20 @@ def partial_workspace(ctx: CompileContext) -> Workspace:
 
 
 def expression(ctx: CompileContext, ws: Workspace, entity: Entity, text: Any, loc: SourceLocation | None, *,
-               expected: str = "boolean") -> CompiledExpression | None:
-    """``text`` compiled for records of ``entity`` (a problem is reported, located, and None returned)."""
+               expected: str = "boolean", sql: str | None = None) -> CompiledExpression | None:
+    """``text`` compiled for records of ``entity`` (a problem is reported, located, and None returned).
+    ``sql`` names what runs the expression as SQL too (e.g. "a scoring rule"): an encrypted field it uses
+    other than for equality with literal text is then a located error."""
     try:
-        return compile_expression(str(text), entity, ws, expected=expected, location=loc)
+        compiled = compile_expression(str(text), entity, ws, expected=expected, location=loc)
     except ExpressionError as e:
         ctx.report(e)
         return None
+    misuse = check_sql_use(compiled, ws.entities, sql) if sql is not None else None
+    if misuse is not None:
+        ctx.report(misuse)
+        return None
+    return compiled
 
 
 def label(value: Any, fallback: str) -> Mapping[str, str]:

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from engine.dsl.compile_entity import label_of
 from engine.dsl.expressions import CompiledExpression, compile_expression
+from engine.dsl.expressions.encrypted import check_sql_use
 from engine.dsl.kinds import KindSpec
 from engine.dsl.model import Entity, Field, Label, Workspace, frozen_map
 from engine.dsl.yamlsrc import locate
@@ -285,10 +286,15 @@ class _Exprs:
 
     def compile_text(self, text: str, location: SourceLocation | None) -> CompiledExpression | None:
         try:
-            return compile_expression(text, self.entity, self.ws, expected="boolean", location=location)
+            compiled = compile_expression(text, self.entity, self.ws, expected="boolean", location=location)
         except ExpressionError as e:
             self.report(e)
             return None
+        misuse = check_sql_use(compiled, self.ws.entities, "a pool condition")
+        if misuse is not None:
+            self.report(misuse)
+            return None
+        return compiled
 
 
 def default_never_recycle(entity: Entity) -> str | None:

@@ -296,7 +296,8 @@ class _Compiler:
             self.fail(f"scoring {self.doc.name!r}: rule {i + 1} needs 'when:' (an expression) and 'points:' "
                       "(a whole number)", ("rules", i), "write {when: \"industry == 'manufacturing'\", points: 20}")
             return None
-        when = common.expression(self.ctx, self.ws, self.entity, raw["when"], locate(self.data, ("rules", i, "when")))
+        when = common.expression(self.ctx, self.ws, self.entity, raw["when"], locate(self.data, ("rules", i, "when")),
+                                 sql="a scoring rule (rescoring)")
         if when is None:
             self.ok = False
             return None
@@ -343,7 +344,8 @@ class _Compiler:
             return None
 
     def _derived(self, text: str, path: tuple[Any, ...], expected: str) -> CompiledExpression | None:
-        compiled = common.expression(self.ctx, self.ws, self.entity, text, locate(self.data, path), expected=expected)
+        compiled = common.expression(self.ctx, self.ws, self.entity, text, locate(self.data, path), expected=expected,
+                                     sql="a scoring rule (rescoring)")
         if compiled is None:
             self.ok = False
         return compiled

@@ -10,30 +10,38 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 
 from engine.dsl.approvals.model import Assignee
 from engine.errors import ExpressionEvalError
-from engine.runtime.engine_tables import crm_teams, crm_users
+from engine.runtime import teams
+from engine.runtime.engine_tables import crm_users
 from engine.runtime.sales.recordctx import eval_context
 
 if TYPE_CHECKING:
     from engine.runtime.runtime import UnitOfWork
 
 
+_u = crm_users
+# built once (a statement built per call cost more than running it)
+_BY_NAME = select(_u.c.id).where(_u.c.username == bindparam("b_name"), _u.c.active.is_(True))
+_BY_ID = select(_u.c.id).where(_u.c.id == bindparam("b_id"), _u.c.active.is_(True))
+_ROLES = select(_u.c.id, _u.c.roles).where(_u.c.active.is_(True)).order_by(_u.c.id)
+#: ``uow.scratch`` key: the active users' roles, read once per unit
+ROLES_KEY = "approvals.active_roles"
+
+
 def resolve(uow: UnitOfWork, assignee: Assignee, record: Mapping[str, Any]) -> list[int]:
     """The active users ``assignee`` names on ``record`` (by id, in a stable order)."""
-    u = crm_users
     if assignee.kind == "user":
-        rows = uow.conn.execute(select(u.c.id).where(u.c.username == assignee.value, u.c.active.is_(True)))
-        return [int(r[0]) for r in rows]
+        return [int(r[0]) for r in uow.conn.execute(_BY_NAME, {"b_name": assignee.value})]
     if assignee.kind == "role":
-        rows = uow.conn.execute(select(u.c.id, u.c.roles).where(u.c.active.is_(True)).order_by(u.c.id))
-        return [int(r[0]) for r in rows if assignee.value in (r[1] or ())]
+        roles = uow.scratch.get(ROLES_KEY)
+        if roles is None:
+            roles = uow.scratch[ROLES_KEY] = [(int(r[0]), tuple(r[1] or ())) for r in uow.conn.execute(_ROLES)]
+        return [uid for uid, held in roles if assignee.value in held]
     if assignee.kind == "team":
-        stmt = (select(u.c.id).join(crm_teams, crm_teams.c.id == u.c.team_id)
-                .where(crm_teams.c.name == assignee.value, u.c.active.is_(True)).order_by(u.c.id))
-        return [int(r[0]) for r in uow.conn.execute(stmt)]
+        return [uid for uid, _name in teams.direct_members(uow.conn, assignee.value)]
     return _by_expression(uow, assignee, record)
 
 
@@ -46,9 +54,9 @@ def _by_expression(uow: UnitOfWork, assignee: Assignee, record: Mapping[str, Any
         return []
     if value is None or isinstance(value, bool):
         return []
-    u = crm_users
-    col = u.c.username if isinstance(value, str) else u.c.id  # "any expression of a user or a username"
-    found = uow.conn.execute(select(u.c.id).where(col == value, u.c.active.is_(True))).scalar()
+    # "any expression of a user or a username"
+    found = uow.conn.execute(_BY_NAME, {"b_name": value}).scalar() if isinstance(value, str) else \
+        uow.conn.execute(_BY_ID, {"b_id": value}).scalar()
     return [int(found)] if found is not None else []
 
 

@@ -27,7 +27,7 @@ def ready(uow: UnitOfWork, run: Run, task_ids: Sequence[int]) -> None:
     """Tell each newly ready task's assignee (and whoever stands in for them today) that it waits."""
     now = uow.clock.now()
     for tid in dict.fromkeys(task_ids):
-        row = store.task(uow.conn, tid)
+        row = run.tasks.get(tid)
         if row.status != "ready":
             continue
         en = f"Approval {run.flow.name} waits for you: {run.entity} {run.record_id} (step {row.step})"

@@ -32,6 +32,9 @@ if TYPE_CHECKING:
 #: ``uow.scratch`` key: (entity, record id) pairs whose writes are the flow's own (the lock lets them
 #: through and the trigger does not start a flow on them)
 OWN_WRITES = "approvals.own_writes"
+#: ``uow.scratch`` key: (entity, record id) -> the record as the flow's own write left it (set by the
+#: approvals write step, taken by :func:`write`)
+WRITTEN = "approvals.written"
 
 
 def result_of(wf: Any) -> str:
@@ -70,9 +73,9 @@ def finish(run: Run, result: str, *, comment: str | None = None) -> None:
     uow = run.uow
     run.status = result
     now = uow.clock.now()
-    for row in store.tasks_of(uow.conn, run.instance_id):
+    for row in run.tasks:
         if row.status in rules.OPEN:
-            store.set_task(uow, row.id, status="cancelled", decided_at=now)
+            run.tasks.set(row.id, status="cancelled", decided_at=now)
     store.record_decision(uow, run.instance_id, result, comment=comment, system=True)
     actions = {"approved": run.flow.on_approved, "rejected": run.flow.on_rejected,
                "withdrawn": run.flow.on_withdrawn}.get(result, ())
@@ -103,8 +106,7 @@ def apply_actions(uow: UnitOfWork, run: Run, actions: Sequence[Action], *, statu
         if action.kind == "set":
             values.update({k: e.evaluate(record, ctx) for k, e in action.values.items()})
     if values:
-        write(uow, run.entity, run.record_id, values)
-        run.forget_record()
+        run.written(write(uow, run.entity, run.record_id, values))
     for action in actions:
         if action.kind == "stage" and action.stage is not None:
             move(uow, run.entity, run.record_id, action.stage)
@@ -114,10 +116,14 @@ def apply_actions(uow: UnitOfWork, run: Run, actions: Sequence[Action], *, statu
             run.start_other(action.flow)
 
 
-def write(uow: UnitOfWork, entity: str, record_id: int, values: Mapping[str, Any]) -> None:
-    """An update of the record made by the flow (the one write path: rules, gates and audit run)."""
+def write(uow: UnitOfWork, entity: str, record_id: int, values: Mapping[str, Any]) -> Mapping[str, Any] | None:
+    """An update of the record made by the flow (the one write path: rules, gates and audit run); the
+    record's stored values after it (None when nothing changed)."""
+    uow.scratch.get(WRITTEN, {}).pop((entity, record_id), None)
     with own_write(uow, entity, record_id):
         uow.records.update(entity, record_id, values, expected_version=None, bypass_readonly=True)
+    written: Mapping[str, Any] | None = uow.scratch.get(WRITTEN, {}).pop((entity, record_id), None)
+    return written
 
 
 def move(uow: UnitOfWork, entity: str, record_id: int, stage: str) -> None:

@@ -25,12 +25,12 @@ from SpiffWorkflow.bpmn.specs.event_definitions.timer import (  # type: ignore[i
     TimerEventDefinition,
 )
 from SpiffWorkflow.util.task import TaskState  # type: ignore[import-untyped]
-from sqlalchemy import select
 
 from engine.dsl.approvals.model import ApprovalFlow, ApprovalStep
 from engine.errors import Conflict, NoAssignee, WorkflowTextRefused
-from engine.runtime.approvals import assignees, notices, oldflows, outcome, rules, spec, store
+from engine.runtime.approvals import assignees, live, notices, oldflows, outcome, rules, spec, store
 from engine.runtime.approvals.script import FlowEnvironment, FlowScriptEngine, flow_values
+from engine.runtime.approvals.taskrows import TaskRows
 from engine.runtime.sales.recordctx import eval_context, read_record
 
 if TYPE_CHECKING:
@@ -67,6 +67,8 @@ class Run:
         self.record_id = record_id
         self.submitter_id = submitter_id
         self.status = "pending"
+        #: the instance row's version as this unit read or wrote it
+        self.version = 1
         self.engine = FlowScriptEngine(FlowEnvironment(flow, self.record, eval_context(uow, None)))
         self.wf: Any = None
         #: rows that became ready during this unit (notified once, at settle)
@@ -74,6 +76,14 @@ class Run:
         #: an outcome decided without the workflow reaching an end (a shorthand step's rejection)
         self.forced: str | None = None
         self._record: Mapping[str, Any] | None = None
+        self._tasks: TaskRows | None = None
+
+    @property
+    def tasks(self) -> TaskRows:
+        """The instance's task rows, read once per unit (every write to them goes through this object)."""
+        if self._tasks is None:
+            self._tasks = TaskRows.load(self.uow, self.instance_id)
+        return self._tasks
 
     def record(self) -> Mapping[str, Any]:
         """The record's stored values, read once per run (:meth:`forget_record` after the flow writes it)."""
@@ -87,6 +97,10 @@ class Run:
     def forget_record(self) -> None:
         """The flow wrote the record: the next evaluation reads it again."""
         self._record = None
+
+    def written(self, record: Mapping[str, Any] | None) -> None:
+        """The flow wrote the record, which now holds ``record`` (None: unknown, read it again)."""
+        self._record = record
 
     # ------------------------------------------------------------------ moving
 
@@ -151,6 +165,9 @@ class Run:
         store.save_instance(self.uow, self.instance_id, state=spec.dump(self.wf), status=self.status,
                             next_timer_at=next_timer if self.status == "pending" else None,
                             **({"finished_at": self.uow.clock.now()} if self.status != "pending" else {}))
+        self.version += 1
+        if self.status == "pending":
+            live.keep(self.uow, self.instance_id, self.version, self.parsed.digest, self.wf)
 
     def _sync_rows(self) -> None:
         """Cancel open rows of tasks the workflow left; open rows for a READY task that has none open.
@@ -158,7 +175,7 @@ class Run:
         A row's ``wf_task`` is ``<workflow task id>/<round>``: a task run again (退回 resets the workflow
         to it, keeping its id) gets a new round, so earlier decisions do not count again."""
         ready = self.ready_tasks() if self.status == "pending" else {}
-        rows = store.tasks_of(self.uow.conn, self.instance_id)
+        rows = list(self.tasks)
         rounds: dict[str, set[str]] = {}
         open_keys: dict[str, str] = {}
         for row in rows:
@@ -166,7 +183,7 @@ class Run:
             rounds.setdefault(wf_id, set()).add(row.wf_task)
             if row.status in rules.OPEN:
                 if wf_id not in ready:
-                    store.set_task(self.uow, row.id, status="cancelled", decided_at=self.uow.clock.now())
+                    self.tasks.set(row.id, status="cancelled", decided_at=self.uow.clock.now())
                 else:
                     open_keys[wf_id] = row.wf_task
         for wf_id, task in ready.items():
@@ -199,20 +216,26 @@ class Run:
         timeout = step.timeout or self.flow.timeout
         now = self.uow.clock.now()
         due = now + timeout.after if timeout is not None else None
+        seqs = [i if step.mode == "sequential" else 0 for i in range(len(users))]
+        # the rows are inserted with the status the rules give them (ids -1, -2, ... stand in for theirs)
+        wanted = rules.readiness(step.mode, [rules.Row(-1 - i, "waiting", seq) for i, seq in enumerate(seqs)])
         for i, uid in enumerate(users):
-            store.add_task(self.uow, instance_id=self.instance_id, step=step.id, wf_task=wf_task, assignee_id=uid,
-                           status="waiting", seq=i if step.mode == "sequential" else 0, due_at=due, remind_at=due)
+            status = wanted.get(-1 - i, "waiting")
+            new_id = self.tasks.add(step=step.id, wf_task=wf_task, assignee_id=uid, status=status, seq=seqs[i],
+                                    due_at=due, remind_at=due)
+            if status == "ready":
+                self.newly_ready.append(new_id)
 
     def refresh_readiness(self, wf_task: str) -> None:
         """Set the open rows of one step to ready/waiting as the rules say (new ready rows are notified)."""
-        rows = store.tasks_of(self.uow.conn, self.instance_id, wf_task)
+        rows = self.tasks.of(wf_task)
         if not rows:
             return
         wanted = rules.readiness(self.step_of(rows[0].step).mode, store.rule_rows(rows))
         for row in rows:
             target = wanted.get(row.id)
             if target is not None and target != row.status:
-                store.set_task(self.uow, row.id, status=target)
+                self.tasks.set(row.id, status=target)
                 if target == "ready":
                     self.newly_ready.append(row.id)
 
@@ -257,8 +280,9 @@ def start(uow: UnitOfWork, flow: ApprovalFlow, record_id: int, *, submitter_id: 
 
     The record's row is locked first (PostgreSQL; SQLite units write one at a time), so two submits at
     once cannot both find no pending instance."""
-    table = uow.state.plan(flow.entity).table
-    uow.conn.execute(select(table.c.id).where(table.c.id == record_id).with_for_update())
+    record = read_record(uow, flow.entity, record_id, lock=True)
+    if record is None:
+        raise Conflict(f"{flow.entity} {record_id} is gone", code="not_found")
     if store.pending_for(uow.conn, flow.entity, record_id, flow.name):
         raise Conflict(f"{flow.entity} {record_id} is already waiting for approval {flow.name!r}",
                        code="approval_pending", details={"flow": flow.name})
@@ -267,6 +291,7 @@ def start(uow: UnitOfWork, flow: ApprovalFlow, record_id: int, *, submitter_id: 
     instance_id = store.new_instance(uow, flow=flow.name, digest=parsed.digest, entity=flow.entity,
                                      record_id=record_id, submitter_id=submitter_id)
     run = Run(uow, flow, parsed, instance_id, flow.entity, record_id, submitter_id)
+    run._record, run._tasks = record, TaskRows(uow, instance_id, [])
     run.wf = spec.new_workflow(parsed, run.engine)
     run.wf.task_tree.set_data(approved=None, step=None, approvals=0, rejections=0)
     store.record_decision(uow, instance_id, "submit")
@@ -279,10 +304,9 @@ def start_flow(uow: UnitOfWork, name: str, record_id: int, *, submitter_id: int 
     flow = flow_named(uow, name)
     run = start(uow, flow, record_id, submitter_id=submitter_id)
     status = outcome.status_values(uow, flow.entity, flow.status_field, "pending")
-    record = read_record(uow, flow.entity, record_id) or {}
+    record = run.record()
     if status and any(record.get(k) != v for k, v in status.items()):
-        outcome.write(uow, flow.entity, record_id, status)
-        run.forget_record()
+        run.written(outcome.write(uow, flow.entity, record_id, status))
     run.settle()
     notices.cc(uow, run, "start")
     return run.instance_id
@@ -300,8 +324,13 @@ def load(uow: UnitOfWork, instance_id: int) -> Run:
         flow = oldflows.flow_of_revision(uow, stored.revision_id, row.flow) or flow
         parsed = spec.from_spec_json(row.spec_digest, stored.spec)
     run = Run(uow, flow, parsed, instance_id, row.entity, int(row.record_id), row.submitter_id)
-    run.status = row.status
-    run.wf = spec.restore(row.state, parsed, run.engine)
+    run.status, run.version = row.status, int(row.version)
+    kept = live.take(uow, instance_id, run.version, parsed.digest)
+    if kept is not None:  # as the last committed unit of this process left it (see engine.runtime.approvals.live)
+        kept.script_engine = run.engine
+        run.wf = kept
+    else:
+        run.wf = spec.restore(row.state, parsed, run.engine)
     return run
 
 

@@ -89,7 +89,7 @@ def _open_task(uow: UnitOfWork, task_id: int, row: Any = None) -> tuple[Any, run
     if not may_act(uow, row):
         raise PermissionDenied(f"approval task {task_id} is not yours to act on", code="not_assignee")
     run = runner.load(uow, row.instance_id)
-    row = store.task(uow.conn, task_id)  # re-read under the instance lock
+    row = run.tasks.get(task_id)  # read again under the instance lock
     if run.status != "pending":
         raise Conflict(f"the approval is {run.status}", code="approval_closed", details={"status": run.status})
     if row.status != "ready":
@@ -127,7 +127,7 @@ def complete(uow: UnitOfWork, task_id: int, decision: str, *, comment: str | Non
     row, run = _open_task(uow, task_id, row)
     now = uow.clock.now()
     status = "approved" if decision == "approve" else "rejected"
-    store.set_task(uow, row.id, status=status, decided_at=now, decided_by=uow.actor.user_id)
+    run.tasks.set(row.id, status=status, decided_at=now, decided_by=uow.actor.user_id)
     clean = _task_data(run, data)
     store.record_decision(uow, run.instance_id, decision, task=row, comment=comment, key=scoped(uow, key),
                           data={"values": clean} if clean else None)
@@ -162,7 +162,7 @@ def _same_decision(uow: UnitOfWork, row: Any, decision: str) -> bool:
 def advance(run: runner.Run, row: Any, data: Mapping[str, Any] | None = None) -> None:
     """After a row changed: finish the step when the rules say it is decided, else re-plan who is ready."""
     step = run.step_of(row.step)
-    rows = store.tasks_of(run.uow.conn, run.instance_id, row.wf_task)
+    rows = run.tasks.of(row.wf_task)
     result = rules.step_result(step.mode, step.ratio, store.rule_rows(rows))
     if result is None:
         run.refresh_readiness(row.wf_task)
@@ -170,7 +170,7 @@ def advance(run: runner.Run, row: Any, data: Mapping[str, Any] | None = None) ->
     now = run.uow.clock.now()
     for r in rows:
         if r.status in rules.OPEN:
-            store.set_task(run.uow, r.id, status="cancelled", decided_at=now)
+            run.tasks.set(r.id, status="cancelled", decided_at=now)
     run.complete_step(row.wf_task, result == "approved", step.id, data)
 
 
@@ -182,12 +182,11 @@ def reassign(uow: UnitOfWork, task_id: int, to: Any, *, comment: str | None = No
     target = active_user(uow, to, "to")
     if target == row.assignee_id:
         raise BadRequest("the task is already assigned to that user", code="same_assignee")
-    store.set_task(uow, row.id, status="reassigned", decided_at=uow.clock.now(), decided_by=uow.actor.user_id)
-    new_id = store.add_task(uow, instance_id=row.instance_id, step=row.step, wf_task=row.wf_task, assignee_id=target,
-                            status="ready", seq=row.seq, added_by=row.added_by, position=row.position,
-                            group_mode=row.group_mode, reassigned_from=row.id, due_at=row.due_at,
-                            remind_at=row.remind_at)
-    store.hand_over_signers(uow, row.id, new_id)
+    run.tasks.set(row.id, status="reassigned", decided_at=uow.clock.now(), decided_by=uow.actor.user_id)
+    new_id = run.tasks.add(step=row.step, wf_task=row.wf_task, assignee_id=target, status="ready", seq=row.seq,
+                           added_by=row.added_by, position=row.position, group_mode=row.group_mode,
+                           reassigned_from=row.id, due_at=row.due_at, remind_at=row.remind_at)
+    run.tasks.hand_over_signers(row.id, new_id)
     store.record_decision(uow, run.instance_id, "reassign", task=row, comment=comment, key=scoped(uow, key),
                           data={"to": target, "task": new_id})
     run.newly_ready.append(new_id)
@@ -209,9 +208,9 @@ def add_signer(uow: UnitOfWork, task_id: int, users_: Sequence[Any], *, position
     ids = list(dict.fromkeys(active_user(uow, u, "user") for u in users_))
     if not ids:
         raise BadRequest("name at least one user to add", code="bad_request", details={"user": ["is required"]})
-    added = [store.add_task(uow, instance_id=row.instance_id, step=row.step, wf_task=row.wf_task, assignee_id=uid,
-                            status="waiting", seq=0, added_by=row.id, position=position, group_mode=mode,
-                            due_at=row.due_at, remind_at=row.remind_at) for uid in ids]
+    added = [run.tasks.add(step=row.step, wf_task=row.wf_task, assignee_id=uid, status="waiting", seq=0,
+                           added_by=row.id, position=position, group_mode=mode, due_at=row.due_at,
+                           remind_at=row.remind_at) for uid in ids]
     store.record_decision(uow, run.instance_id, "add_signer", task=row, comment=comment, key=scoped(uow, key),
                           data={"users": ids, "position": position, "mode": mode, "tasks": added})
     run.refresh_readiness(row.wf_task)

@@ -19,6 +19,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
 from SpiffWorkflow.bpmn.parser.BpmnParser import full_tag  # type: ignore[import-untyped]
 from SpiffWorkflow.bpmn.parser.ValidationException import ValidationException  # type: ignore[import-untyped]
 from SpiffWorkflow.bpmn.serializer.workflow import BpmnWorkflowSerializer  # type: ignore[import-untyped]
@@ -142,6 +143,19 @@ class _Lru:
 #: a per-process cache (like the functools caches above): specs are immutable once parsed
 _stored = _Lru(SPEC_CACHE_SIZE)
 
+#: dates through ``default=str`` (as ``json.dumps(default=str)`` wrote them); dict keys of any type as text
+_AS_JSON = orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_NON_STR_KEYS
+
+
+
+def _plain(value: Any) -> Any:
+    """``value`` through JSON text: a plain-JSON copy (orjson; the json module for what orjson refuses,
+    such as an integer beyond 64 bits in a form's data)."""
+    try:
+        return orjson.loads(orjson.dumps(value, default=str, option=_AS_JSON))
+    except (TypeError, orjson.JSONEncodeError):
+        return json.loads(json.dumps(value, default=str))
+
 
 @functools.lru_cache(maxsize=1)
 def serializer() -> BpmnWorkflowSerializer:
@@ -171,15 +185,15 @@ def dump(wf: BpmnWorkflow) -> dict[str, Any]:
         wf.spec, wf.subprocess_specs = spec, subs
     dct.pop("spec", None)
     dct.pop("subprocess_specs", None)
-    # round-trip through JSON text so the stored value is plain JSON (UUIDs, dates as text)
-    return {"format": STATE_FORMAT, "workflow": json.loads(json.dumps(dct, default=str))}
+    # round-trip through JSON text so the stored value is plain JSON (UUIDs, dates as text, as str() gives them)
+    return {"format": STATE_FORMAT, "workflow": _plain(dct)}
 
 
 def restore(state: Mapping[str, Any], p: ParsedFlow, engine: FlowScriptEngine) -> BpmnWorkflow:
     """The workflow stored as ``state`` (see :func:`dump`), with ``engine`` attached."""
     state = migrate_state(state)
     s = serializer()
-    dct = json.loads(json.dumps(state["workflow"]))  # from_dict changes what it reads
+    dct = _plain(state["workflow"])  # a copy: from_dict changes what it reads
     # The parsed spec objects themselves, not their JSON: the serializer's registry hands back any value
     # that is not a dict/list unchanged, so the workflow is built on the shared spec (as
     # :func:`new_workflow` does) instead of deserializing the whole spec again on every load.

@@ -78,6 +78,9 @@ class ApprovalGuard:
                     old: Mapping[str, Any] | None) -> None:
         from engine.runtime.approvals import service
 
+        if old is not None and outcome.is_own_write(ctx.uow, entity, old.get("id")):
+            ctx.uow.scratch.setdefault(outcome.WRITTEN, {})[(entity, old.get("id"))] = record
+            return
         starting = ctx.uow.scratch.get(PENDING_KEY, {}).pop(id(record), ())
         for f in starting:
             service.start_flow(ctx.uow, f.name, int(record["id"]), submitter_id=ctx.uow.actor.user_id)

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import Connection, bindparam, insert, select, update
 
 from engine.errors import NotFound
+from engine.runtime import rawsql
 from engine.runtime.approvals import rules
 from engine.runtime.engine_tables import (
     crm_approval_decisions,
@@ -30,21 +31,27 @@ APPROVER_ACTS = frozenset({"approve", "reject", "reassign", "add_signer", "retur
 # The bind names start with ``b_`` so they never collide with a column given as an execution parameter.
 _INSTANCE = select(INST).where(INST.c.id == bindparam("b_id"))
 _INSTANCE_LOCKED = _INSTANCE.with_for_update()
-_NEW_INSTANCE = insert(INST)
-_SAVE_INSTANCE = update(INST).where(INST.c.id == bindparam("b_id")).values(version=INST.c.version + 1)
+_PENDING = select(INST).where(INST.c.entity == bindparam("b_entity"), INST.c.record_id == bindparam("b_record"),
+                             INST.c.status == "pending").order_by(INST.c.id)
+_PENDING_OF = _PENDING.where(INST.c.flow == bindparam("b_flow"))
 _TASK = select(T).where(T.c.id == bindparam("b_id"))
 _TASK_LOCKED = _TASK.with_for_update()
 _TASKS_OF = select(T).where(T.c.instance_id == bindparam("b_instance")).order_by(T.c.id)
 _TASKS_OF_WF = (select(T).where(T.c.instance_id == bindparam("b_instance"), T.c.wf_task == bindparam("b_wf"))
                 .order_by(T.c.id))
-_ADD_TASK = insert(T)
-_SET_TASK = update(T).where(T.c.id == bindparam("b_id"))
-_ADD_DECISION = insert(D)
+#: the columns of a task row that Core would default (the driver-level insert does not)
+_TASK_DEFAULTS = {"seq": 0, "added_by": None, "position": None, "group_mode": None, "reassigned_from": None,
+                  "due_at": None, "remind_at": None, "reminders": 0, "escalated": False, "decided_at": None,
+                  "decided_by": None}
 _DL = crm_delegations
 _DELEGATORS = select(_DL.c.user_id).where(_DL.c.delegate_id == bindparam("b_user"),
                                           _DL.c.starts_at <= bindparam("b_at"), _DL.c.ends_at > bindparam("b_at"))
 _DELEGATES = select(_DL.c.delegate_id).where(_DL.c.user_id == bindparam("b_user"),
                                              _DL.c.starts_at <= bindparam("b_at"), _DL.c.ends_at > bindparam("b_at"))
+
+
+#: memo table of the runtime state: spec digests found stored (a spec row is never deleted)
+SPECS_SEEN = "approvals.specs_seen"
 
 
 def new_id(result: Any) -> int:
@@ -57,9 +64,13 @@ def new_id(result: Any) -> int:
 def ensure_spec(uow: UnitOfWork, digest: str, flow: str, process: str, spec: Mapping[str, Any]) -> None:
     """Store the spec of a flow version once (the first instance of the version stores it)."""
     s = crm_approval_specs
-    if uow.conn.execute(select(s.c.digest).where(s.c.digest == digest)).first() is None:
-        uow.conn.execute(insert(s).values(digest=digest, flow=flow, process=process, spec=dict(spec),
-                                          revision_id=uow.state.revision_id, created_at=uow.clock.now()))
+    if uow.state.cached(SPECS_SEEN, digest):  # seen committed: specs are never deleted
+        return
+    if uow.conn.execute(select(s.c.digest).where(s.c.digest == digest)).first() is not None:
+        uow.state.store(SPECS_SEEN, digest, True)
+        return
+    uow.conn.execute(insert(s).values(digest=digest, flow=flow, process=process, spec=dict(spec),
+                                      revision_id=uow.state.revision_id, created_at=uow.clock.now()))
 
 
 def stored_spec(conn: Connection, digest: str) -> Any:
@@ -78,10 +89,9 @@ def instance(conn: Connection, instance_id: int, *, lock: bool = False) -> Any:
 
 def pending_for(conn: Connection, entity: str, record_id: int, flow: str | None = None) -> list[Any]:
     """The pending instances of one record (of ``flow`` when given)."""
-    stmt = select(INST).where(INST.c.entity == entity, INST.c.record_id == record_id, INST.c.status == "pending")
-    if flow is not None:
-        stmt = stmt.where(INST.c.flow == flow)
-    return list(conn.execute(stmt.order_by(INST.c.id)))
+    if flow is None:
+        return list(conn.execute(_PENDING, {"b_entity": entity, "b_record": record_id}))
+    return list(conn.execute(_PENDING_OF, {"b_entity": entity, "b_record": record_id, "b_flow": flow}))
 
 
 def instances_of(conn: Connection, entity: str, record_id: int) -> list[Any]:
@@ -92,15 +102,15 @@ def instances_of(conn: Connection, entity: str, record_id: int) -> list[Any]:
 def new_instance(uow: UnitOfWork, *, flow: str, digest: str, entity: str, record_id: int,
                  submitter_id: int | None) -> int:
     now = uow.clock.now()
-    result = uow.conn.execute(_NEW_INSTANCE, dict(
+    return rawsql.insert_one(uow.state, uow.conn, INST, dict(
         flow=flow, spec_digest=digest, entity=entity, record_id=record_id, status="pending",
         submitter_id=submitter_id, state={}, version=1, created_at=now, updated_at=now))
-    return new_id(result)
 
 
 def save_instance(uow: UnitOfWork, instance_id: int, **values: Any) -> None:
     """Write the instance's new state/status (``version`` bumped)."""
-    uow.conn.execute(_SAVE_INSTANCE, {"b_id": instance_id, "updated_at": uow.clock.now(), **values})
+    rawsql.update_by_id(uow.state, uow.conn, INST, instance_id, {"updated_at": uow.clock.now(), **values},
+                        bump_version=True)
 
 
 def task(conn: Connection, task_id: int, *, lock: bool = False) -> Any:
@@ -126,12 +136,13 @@ def rule_rows(rows: Sequence[Any]) -> list[rules.Row]:
 
 
 def add_task(uow: UnitOfWork, **values: Any) -> int:
-    result = uow.conn.execute(_ADD_TASK, {"created_at": uow.clock.now(), **values})
-    return new_id(result)
+    """A new task row (every column but the id given or defaulted here)."""
+    row = {**_TASK_DEFAULTS, "created_at": uow.clock.now(), **values}
+    return rawsql.insert_one(uow.state, uow.conn, T, row)
 
 
 def set_task(uow: UnitOfWork, task_id: int, **values: Any) -> None:
-    uow.conn.execute(_SET_TASK, {"b_id": task_id, **values})
+    rawsql.update_by_id(uow.state, uow.conn, T, task_id, values)
 
 
 def record_decision(uow: UnitOfWork, instance_id: int, decision: str, *, task: Any = None,
@@ -140,11 +151,10 @@ def record_decision(uow: UnitOfWork, instance_id: int, decision: str, *, task: A
     """One row of the instance's history: who did what, for whom, when, with what comment."""
     actor = None if system else uow.actor.user_id
     behalf = task.assignee_id if task is not None and actor is not None and task.assignee_id != actor else None
-    result = uow.conn.execute(_ADD_DECISION, dict(
+    return rawsql.insert_one(uow.state, uow.conn, D, dict(
         instance_id=instance_id, task_id=task.id if task is not None else None,
         step=task.step if task is not None else None, actor_id=actor, on_behalf_of=behalf, decision=decision,
         comment=comment, data=dict(data) if data else None, at=uow.clock.now(), idempotency_key=key))
-    return new_id(result)
 
 
 def decision_by_key(conn: Connection, key: str) -> Any:

@@ -59,13 +59,13 @@ def _timeouts(uow: UnitOfWork) -> int:
         t.c.status == "ready", t.c.remind_at.is_not(None), t.c.remind_at <= now).order_by(t.c.remind_at).limit(BATCH)))
     for task_id, instance_id in due:
         run = runner.load(uow, instance_id)
-        row = store.task(uow.conn, task_id)
+        row = run.tasks.get(task_id)
         if run.status != "pending" or row.status != "ready":
             continue
         step = run.flow.steps.get(row.step)
         timeout = (step.timeout if step is not None else None) or run.flow.timeout
         if timeout is None:
-            store.set_task(uow, row.id, remind_at=None)
+            run.tasks.set(row.id, remind_at=None)
             continue
         _on_timeout(run, row, timeout, now)
         run.settle()
@@ -83,13 +83,12 @@ def _on_timeout(run: runner.Run, row: Any, timeout: Timeout, now: dt.datetime) -
         if not users:
             _remind(run, row, timeout, now)
             return
-        store.set_task(uow, row.id, status="reassigned", decided_at=now)
-        new_id = store.add_task(uow, instance_id=row.instance_id, step=row.step, wf_task=row.wf_task,
-                                assignee_id=users[0], status="ready", seq=row.seq, added_by=row.added_by,
-                                position=row.position, group_mode=row.group_mode, reassigned_from=row.id,
-                                due_at=row.due_at, escalated=True,
-                                remind_at=now + timeout.remind_every if timeout.remind_every else None)
-        store.hand_over_signers(uow, row.id, new_id)
+        run.tasks.set(row.id, status="reassigned", decided_at=now)
+        new_id = run.tasks.add(step=row.step, wf_task=row.wf_task, assignee_id=users[0], status="ready",
+                               seq=row.seq, added_by=row.added_by, position=row.position, group_mode=row.group_mode,
+                               reassigned_from=row.id, due_at=row.due_at, escalated=True,
+                               remind_at=now + timeout.remind_every if timeout.remind_every else None)
+        run.tasks.hand_over_signers(row.id, new_id)
         store.record_decision(uow, run.instance_id, "escalate", task=row, system=True,
                               data={"to": users[0], "task": new_id})
         run.newly_ready.append(new_id)
@@ -98,15 +97,15 @@ def _on_timeout(run: runner.Run, row: Any, timeout: Timeout, now: dt.datetime) -
                       f"{run.entity} {run.record_id} 超时未审批，已升级", f"approval:task:{row.id}:escalated")
         return
     decision = "approved" if timeout.then == "auto_approve" else "rejected"
-    store.set_task(uow, row.id, status=decision, decided_at=now)
+    run.tasks.set(row.id, status=decision, decided_at=now)
     store.record_decision(uow, run.instance_id, timeout.then, task=row, system=True)
-    service.advance(run, store.task(uow.conn, row.id))
+    service.advance(run, row)
 
 
 def _remind(run: runner.Run, row: Any, timeout: Timeout, now: dt.datetime) -> None:
     uow = run.uow
     n = row.reminders + 1
-    store.set_task(uow, row.id, reminders=n, remind_at=now + timeout.remind_every if timeout.remind_every else None)
+    run.tasks.set(row.id, reminders=n, remind_at=now + timeout.remind_every if timeout.remind_every else None)
     store.record_decision(uow, run.instance_id, "remind", task=row, system=True, data={"reminder": n})
     notices.users(uow, run, [row.assignee_id, *store.delegates_for(uow.conn, row.assignee_id, now)],
                   "approval_reminder",

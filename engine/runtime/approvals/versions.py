@@ -157,6 +157,7 @@ def migrate(uow: UnitOfWork, instance_id: int, flow: ApprovalFlow) -> None:
     parsed = spec.parsed(flow)
     store.ensure_spec(uow, parsed.digest, flow.name, flow.process_id, spec.spec_json(parsed))
     new = runner.Run(uow, flow, parsed, instance_id, old.entity, old.record_id, old.submitter_id)
+    new.version = old.version
     new.wf = spec.new_workflow(parsed, new.engine)
     last = old.wf.last_task.data if old.wf.last_task is not None else {}
     new.wf.task_tree.set_data(approved=None, step=None, approvals=int(last.get("approvals") or 0),

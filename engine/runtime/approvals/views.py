@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import bindparam, delete, insert, or_, select
 
 from engine.errors import BadRequest, NotFound, PermissionDenied
-from engine.runtime.approvals import runner, service, store
+from engine.runtime.approvals import diagram, oldflows, runner, service, spec, store
 from engine.runtime.engine_tables import crm_approval_instances, crm_approval_tasks, crm_delegations, crm_users
 
 if TYPE_CHECKING:
@@ -56,11 +56,10 @@ def _names(uow: UnitOfWork, ids: Sequence[Any]) -> dict[int, str]:
     return {int(r.id): r.username for r in uow.conn.execute(select(u.c.id, u.c.username).where(u.c.id.in_(wanted)))}
 
 
-def instance(uow: UnitOfWork, instance_id: int) -> dict[str, Any]:
-    """One instance: status, the flow's steps, every task row and the decision history.
-
-    The submitter, the instance's assignees (and their delegates today), admins, and users who may read
-    the record see it; others get NotFound."""
+def _visible(uow: UnitOfWork, instance_id: int) -> tuple[Any, list[Any]]:
+    """The instance row and its task rows, if the actor may see the instance (else NotFound): the
+    submitter, the instance's assignees (and their delegates today), admins, and users who may read the
+    record."""
     row = store.instance(uow.conn, instance_id)
     tasks = store.tasks_of(uow.conn, instance_id)
     if not (uow.actor.is_admin or uow.actor.user_id == row.submitter_id or any(service.may_act(uow, r) for r in tasks)):
@@ -68,6 +67,33 @@ def instance(uow: UnitOfWork, instance_id: int) -> dict[str, Any]:
             uow.records.get(row.entity, int(row.record_id))
         except (NotFound, PermissionDenied) as e:
             raise NotFound(f"no approval instance {instance_id}", code="not_found") from e
+    return row, tasks
+
+
+def diagram_svg(uow: UnitOfWork, instance_id: int) -> str:
+    """The instance's flow drawn as SVG from its BPMN diagram, the steps waiting now, approved and rejected
+    marked (see :mod:`engine.runtime.approvals.diagram`); the flow of the instance's own version."""
+    row, tasks = _visible(uow, instance_id)
+    flow = _flow_of(uow, row)
+    if flow is None:
+        raise NotFound(f"approval instance {instance_id}'s flow {row.flow!r} is no longer defined", code="not_found")
+    return diagram.render(flow.bpmn_xml, flow.process_id, diagram.step_states(tasks),
+                          title=f"{flow.name}: {row.entity} {row.record_id} ({row.status})")
+
+
+def _flow_of(uow: UnitOfWork, row: Any) -> Any:
+    flow = runner.flows_of(uow).get(row.flow)
+    if flow is not None and spec.parsed(flow).digest == row.spec_digest:
+        return flow
+    stored = store.stored_spec(uow.conn, row.spec_digest)
+    older = oldflows.flow_of_revision(uow, stored.revision_id, row.flow) if stored is not None else None
+    return older or flow
+
+
+def instance(uow: UnitOfWork, instance_id: int, *, with_diagram: bool = False) -> dict[str, Any]:
+    """One instance: status, the flow's steps, every task row and the decision history (and, with
+    ``with_diagram``, the SVG of :func:`diagram_svg`).  Who may see it: :func:`_visible`."""
+    row, tasks = _visible(uow, instance_id)
     decisions = store.decisions_of(uow.conn, instance_id)
     names = _names(uow, [*(t.assignee_id for t in tasks), *(d.actor_id for d in decisions),
                          *(d.on_behalf_of for d in decisions), row.submitter_id])
@@ -85,6 +111,8 @@ def instance(uow: UnitOfWork, instance_id: int) -> dict[str, Any]:
         "history": [{"id": d.id, "task": d.task_id, "step": d.step, "decision": d.decision, "comment": d.comment,
                      "actor": names.get(d.actor_id), "actor_id": d.actor_id,
                      "on_behalf_of": names.get(d.on_behalf_of), "data": d.data, "at": d.at} for d in decisions],
+        **({"diagram": {"svg": diagram_svg(uow, instance_id),
+                        "href": f"/api/v1/approvals/instances/{instance_id}/diagram.svg"}} if with_diagram else {}),
     }
 
 

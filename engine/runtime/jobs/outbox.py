@@ -17,6 +17,7 @@ from typing import Any
 
 from sqlalchemy import Connection, select, update
 
+from engine.runtime import crypto
 from engine.runtime.audit import json_form
 from engine.runtime.engine_tables import crm_outbox
 from engine.runtime.jobs import queue
@@ -36,19 +37,39 @@ def wants(handler: Any, key: str) -> bool:
     return any(fnmatch.fnmatchcase(key, pattern) for pattern in handler.events)
 
 
-def event_payload(event: DomainEvent) -> dict[str, Any]:
-    """The JSON form of an event as it is stored and handed to a handler."""
+def event_payload(event: DomainEvent, sealed: frozenset[str] | None = None) -> dict[str, Any]:
+    """The JSON form of an event as it is stored and handed to a handler; the values of ``sealed`` fields
+    (encrypted ones) stay sealed in the stored form (:func:`opened` before a handler sees them)."""
+    changes = {k: [json_form(o), json_form(n)] for k, (o, n) in event.changes.items()}
+    record = json_form(dict(event.record)) if event.record is not None else None
+    if sealed:
+        changes = crypto.seal_values(changes, sealed)
+        record = crypto.seal_values(record, sealed) if record is not None else None
     return {"kind": event.kind, "entity": event.entity, "record_id": event.record_id, "actor_id": event.actor_id,
-            "at": event.at.isoformat(), "key": event_key(event),
-            "changes": {k: [json_form(o), json_form(n)] for k, (o, n) in event.changes.items()},
-            "record": json_form(dict(event.record)) if event.record is not None else None}
+            "at": event.at.isoformat(), "key": event_key(event), "changes": changes, "record": record}
 
 
-def store(conn: Connection, events: Iterable[DomainEvent], handlers: Sequence[Any], *, now: Any) -> int:
-    """Write the events some handler wants as outbox rows (in the caller's transaction); how many."""
+def opened(payload: Mapping[str, Any], sealed: Mapping[str, frozenset[str]]) -> dict[str, Any]:
+    """A stored event with the sealed values of its entity's encrypted fields opened."""
+    names = sealed.get(str(payload.get("entity")))
+    if not names:
+        return dict(payload)
+    out = dict(payload)
+    out["changes"] = crypto.open_values(payload.get("changes") or {}, names)
+    if payload.get("record") is not None:
+        out["record"] = crypto.open_values(payload["record"], names)
+    return out
+
+
+def store(conn: Connection, events: Iterable[DomainEvent], handlers: Sequence[Any], *, now: Any,
+          sealed: Mapping[str, frozenset[str]] | None = None) -> int:
+    """Write the events some handler wants as outbox rows (in the caller's transaction); how many.
+    ``sealed``: entity -> encrypted fields, whose values are stored sealed."""
     if not handlers:
         return 0
-    rows = [{"channel": CHANNEL, "payload": event_payload(e), "status": "pending", "attempts": 0,
+    sealed = sealed or {}
+    rows = [{"channel": CHANNEL, "payload": event_payload(e, sealed.get(e.entity)), "status": "pending",
+             "attempts": 0,
              "created_at": now} for e in events if any(wants(h, event_key(e)) for h in handlers)]
     if rows:
         conn.execute(crm_outbox.insert(), rows)

@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from engine.errors import EngineError
+from engine.runtime import crypto
 from engine.runtime.context import Actor
 from engine.runtime.jobs import outbox, queue, schedule
 
@@ -77,7 +78,8 @@ class EventDelivery:
         if handler is None:
             raise EngineError(f"no event handler {wanted!r} in the active revision (is its plugin still enabled?)",
                               code="unknown_handler")
-        handler.handle(ctx, payload.get("event") or {})
+        sealed = ctx.uow.state.memo("sealed_fields", "all", lambda: crypto.encrypted_fields(ctx.uow.workspace))
+        handler.handle(ctx, outbox.opened(payload.get("event") or {}, sealed))
 
 
 class Worker:

@@ -8,7 +8,12 @@ path on both databases; see notes/perf-baselines.md).
 ``update_many`` is one UPDATE over the matching ids when nothing per-record
 must run (no rules, formulas, lines or steps, no unique or JSON-stored field
 among the values); otherwise it updates record by record through the normal
-pipeline.  Both write the same audit rows and events as the single-record path.
+pipeline.  ``delete_many`` soft-deletes record by record through the normal
+delete.  All write the same audit rows and events as the single-record path.
+
+The records a filter reaches (:func:`matching`) are the live ones the actor may
+read *and* update (or delete), with the same mask rule as a list: a filter on a
+field masked in a row leaves that row out, so a bulk write cannot probe it.
 """
 
 from __future__ import annotations
@@ -16,27 +21,22 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import update
+from sqlalchemy import Select, func, select, update
 from sqlalchemy.exc import IntegrityError
 
-from engine.errors import BadRequest, ValidationFailed
-from engine.runtime.records import fastsql, filtering, journal, persist, query, rows
-from engine.runtime.records.pipeline import WritePipeline
+from engine.errors import BadRequest, RecordError, ValidationFailed
+from engine.runtime.records import fastsql, journal, listing, persist, query, rows
+from engine.runtime.records.pipeline import WritePipeline, open_entity
+from engine.runtime.records.write_plan import EntityPlan
+from engine.runtime.security import Access
 from engine.wording import agreeing
 
 if TYPE_CHECKING:
     from engine.runtime.records.service import RecordService
+    from engine.runtime.runtime import UnitOfWork
 
 MAX_ERROR_ROWS = 50
 CHUNK = 900
-
-
-def create_many(svc: RecordService, entity: str, rows_: Sequence[Mapping[str, Any]], *,
-                bypass_readonly: bool = False) -> list[int]:
-    """See :meth:`RecordService.create_many`."""
-    p = WritePipeline(svc.uow, entity, "create", bypass_readonly=bypass_readonly, bulk=True)
-    require_rows(rows_)
-    return insert_validated(p, _validated(p, rows_))
 
 
 def insert_validated(p: WritePipeline, records: list[dict[str, Any]]) -> list[int]:
@@ -72,7 +72,7 @@ def require_rows(rows_: Any) -> None:
         raise BadRequest("rows must be a list of records", code="bad_rows")
 
 
-def _validated(p: WritePipeline, rows_: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+def validated(p: WritePipeline, rows_: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
     """Every row through stages 2-6; all problems of up to MAX_ERROR_ROWS rows reported together."""
     out: list[dict[str, Any]] = []
     problems: dict[str, list[str]] = {}
@@ -86,10 +86,22 @@ def _validated(p: WritePipeline, rows_: Sequence[Mapping[str, Any]]) -> list[dic
             if bad_rows >= MAX_ERROR_ROWS:
                 break
             continue
+        except RecordError as e:  # a step refused the row (a duplicate, a stage gate): say which row
+            raise at_row(e, i) from None
         out.append(record)
     if problems:
         raise ValidationFailed(f"{agreeing(bad_rows, 'row', 'are invalid')}; nothing was created", details=problems)
     return out
+
+
+def at_row(error: RecordError, index: int) -> RecordError:
+    """``error`` (raised for the row at ``index`` of a batch) with the row in its message and details."""
+    details = error.details if isinstance(error.details, Mapping) else ({"details": error.details}
+                                                                         if error.details is not None else {})
+    error.message = f"row {index}: {error.message}; nothing was created"
+    error.details = {"row": index, **details}
+    error.args = (error.message,)
+    return error
 
 
 def update_many(svc: RecordService, entity: str, filter_text: str | None, values: Mapping[str, Any], *,
@@ -99,10 +111,7 @@ def update_many(svc: RecordService, entity: str, filter_text: str | None, values
     p = WritePipeline(uow, entity, "update", bypass_readonly=bypass_readonly, bulk=True)
     plan, access = p.plan, p.access
     clean = p.coerced(values)
-    where = filtering.filter_where(uow, plan, filter_text)
-    t = plan.table
-    scope = uow.guard.scope_clause(t, access.update)
-    stmt = query.base_select(uow, plan, access, list(t.c)).where(query.where_all(where, scope)).order_by(t.c.id)
+    stmt = matching(uow, plan, access, filter_text, "update", list(plan.table.c))
     if not _set_based_ok(p, clean):
         ids = [r.id for r in uow.conn.execute(stmt)]
         for rid in ids:
@@ -141,3 +150,39 @@ def _update_set_based(p: WritePipeline, olds: list[dict[str, Any]], clean: Mappi
     for rid, changes in changes_of:
         p.emit("updated", rid, changes=changes)
     return len(olds)
+
+
+def matching(uow: UnitOfWork, plan: EntityPlan, access: Access, filter_text: str | None, action: str,
+             columns: Sequence[Any]) -> Select[Any]:
+    """SELECT ``columns`` of the live records matching ``filter_text`` that the actor may read and
+    ``action`` (update / delete), in id order.  BadRequest for a bad filter."""
+    t = plan.table
+    scope = uow.guard.scope_clause(t, getattr(access, action))
+    where = listing.list_where(uow, plan, filter_text)
+    return query.base_select(uow, plan, access, columns).where(query.where_all(*where, scope)).order_by(t.c.id)
+
+
+def count_matching(svc: RecordService, entity: str, filter_text: str | None, action: str) -> int:
+    """See :meth:`RecordService.count_matching`."""
+    if action not in ("update", "delete"):
+        raise ValueError(f"count_matching counts records to update or delete, not to {action}")
+    plan, _read = open_entity(svc.uow, entity, "read")  # a dry run may count in a read-only unit
+    access = svc.uow.guard.require(entity, action)
+    stmt = matching(svc.uow, plan, access, filter_text, action, [plan.table.c.id]).order_by(None)
+    return int(svc.uow.conn.execute(select_count(stmt)).scalar_one())
+
+
+def select_count(stmt: Select[Any]) -> Select[Any]:
+    """``SELECT count(*)`` over the rows of ``stmt``."""
+    return select(func.count()).select_from(stmt.subquery())
+
+
+def delete_many(svc: RecordService, entity: str, filter_text: str | None) -> int:
+    """See :meth:`RecordService.delete_many`."""
+    uow = svc.uow
+    plan, access = open_entity(uow, entity, "delete")
+    uow.require_writable()
+    ids = [r.id for r in uow.conn.execute(matching(uow, plan, access, filter_text, "delete", [plan.table.c.id]))]
+    for rid in ids:
+        svc.delete(entity, rid)
+    return len(ids)

@@ -16,6 +16,7 @@ from collections.abc import Callable, Mapping
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
+from engine.dsl.currencies import iso_codes
 from engine.dsl.model import Field
 from engine.runtime.records.bad_value import BadValue as BadValue  # re-exported: callers catch coerce.BadValue
 from engine.runtime.storage import _STRING_LENGTHS, DEFAULT_STRING_LENGTH
@@ -377,9 +378,11 @@ def _plain_numbers(value: Any) -> Any:
 
 
 def coerce_currency(value: Any) -> str | None:
-    """A currency code: three capital letters (ISO 4217 form)."""
+    """A currency code of ISO 4217 (three capital letters such as CNY or USD)."""
     if value is None or value == "":
         return None
     if not isinstance(value, str) or len(value) != 3 or not value.isalpha() or not value.isupper():
         raise BadValue("must be a three-letter currency code such as USD")
+    if value not in iso_codes():
+        raise BadValue(f"{value!r} is not an ISO 4217 currency code (e.g. CNY, USD, EUR)")
     return value

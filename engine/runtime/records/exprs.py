@@ -55,9 +55,24 @@ def fields_used(compiled: Any) -> frozenset[str]:
 
 
 def make_context(*, user_id: int | None, now: dt.datetime, old: Mapping[str, Any] | None,
-                 ref: RefLoader | None, users: UserLoader | None = None) -> Any:
-    """The evaluation context of one write (``$user``, ``$today``, ``$now``, ``old``, references, users)."""
-    return EvalContext(user_id=user_id, today=now.date(), now=now, old=old, ref=ref, users=users)
+                 ref: RefLoader | None, users: UserLoader | None = None, rates: Any = None) -> Any:
+    """The evaluation context of one write (``$user``, ``$today``, ``$now``, ``old``, references, users,
+    exchange rates for ``convert()``)."""
+    return EvalContext(user_id=user_id, today=now.date(), now=now, old=old, ref=ref, users=users, rates=rates)
+
+
+def result_currency(compiled: Any, record: Mapping[str, Any]) -> str | None:
+    """The currency of a money formula's result on ``record``: the code ``convert()`` gave it, or the
+    currency of the record's money field it was computed from; None when unknown (one hop, ``old.``)."""
+    source = compiled.expr_type.currency
+    if source is None:
+        return None
+    if source.startswith("="):
+        return str(source[1:])
+    if "." in source:
+        return None
+    value = record.get(f"{source}_currency")
+    return str(value) if value else None
 
 
 def evaluate(compiled: Any, record: Mapping[str, Any], ctx: Any) -> Any:

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Connection
 
+from engine.runtime import crypto
 from engine.runtime.audit import json_form
 from engine.runtime.engine_tables import crm_audit
 from engine.runtime.rawsql import Processor, RawInsert, raw_insert
@@ -56,7 +57,32 @@ def encoded(uow: UnitOfWork, at: Any, entries: Iterable[Entry]) -> tuple[RawInse
     encode = uow.state.memo("audit_json", conn.dialect.name, lambda: _json_encoder(conn, ins.processors[_NEW]))
     at_bound = ins.process("at", at)
     actor, revision = uow.actor.user_id, uow.state.revision_id
+    sealed = uow.state.memo("audit_sealed", "fields", lambda: crypto.encrypted_fields(uow.workspace))
+    if sealed:
+        entries = (seal_entry(e, sealed.get(e[0])) for e in entries)
     return ins, [(e[0], e[1], e[2], e[3], encode(e[4]), encode(e[5]), actor, at_bound, revision) for e in entries]
+
+
+def seal_entry(entry: Entry, fields: frozenset[str] | None) -> Entry:
+    """``entry`` with the values of encrypted ``fields`` sealed (the audit never holds them in clear)."""
+    if not fields:
+        return entry
+    entity, rid, action, name, old, new = entry
+    if name is not None:
+        if name in fields:
+            return (entity, rid, action, name, _seal(old), _seal(new))
+        return entry
+    return (entity, rid, action, name, _seal_keys(old, fields), _seal_keys(new, fields))
+
+
+def _seal(value: Any) -> Any:
+    return crypto.keyring().seal(str(value)) if value is not None else None
+
+
+def _seal_keys(snapshot: Any, fields: frozenset[str]) -> Any:
+    if not isinstance(snapshot, Mapping) or fields.isdisjoint(snapshot):
+        return snapshot
+    return {k: _seal(v) if k in fields else v for k, v in snapshot.items()}
 
 
 def snapshot_builder(plan: EntityPlan) -> Callable[[Mapping[str, Any]], dict[str, Any]]:

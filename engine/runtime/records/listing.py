@@ -58,20 +58,23 @@ class ListQuery:
 
 
 def list_query(uow: UnitOfWork, plan: EntityPlan, access: Access, *, filter_text: str | None, sort: str | None,
-               limit: int, fields: Sequence[str] | None, within: Within | None = None) -> ListQuery:
-    """The (memoised when possible) statement of one list call; BadRequest for bad input."""
+               limit: int, fields: Sequence[str] | None, within: Within | None = None,
+               deleted: bool = False) -> ListQuery:
+    """The (memoised when possible) statement of one list call; BadRequest for bad input.
+
+    ``deleted``: list soft-deleted records (the recycle bin) instead of live ones."""
     field_key = tuple(fields) if fields is not None and not isinstance(fields, str) else fields
     if within is not None:
         access = dataclasses.replace(access, read="all")
     key: Any = (plan.name, access, field_key, filter_text, sort, limit, _scope_key(uow, access),
-                within.key if within is not None else None, bool(masking.active(uow, plan.name)))
+                within.key if within is not None else None, bool(masking.active(uow, plan.name)), deleted)
     try:
         cached = uow.state.cached("list", key)
     except TypeError:  # unhashable input: not a valid request; _build reports it
         key, cached = None, None
     if cached is not None:
         return cached  # type: ignore[no-any-return]
-    built, static = _build(uow, plan, access, filter_text, sort, limit, fields, within)
+    built, static = _build(uow, plan, access, filter_text, sort, limit, fields, within, deleted)
     if static and key is not None:
         uow.state.store("list", key, built)
     return built
@@ -86,7 +89,8 @@ def _scope_key(uow: UnitOfWork, access: Access) -> Any:
 
 
 def _build(uow: UnitOfWork, plan: EntityPlan, access: Access, filter_text: str | None, sort: str | None,
-           limit: int, fields: Sequence[str] | None, within: Within | None) -> tuple[ListQuery, bool]:
+           limit: int, fields: Sequence[str] | None, within: Within | None,
+           deleted: bool = False) -> tuple[ListQuery, bool]:
     keys = output.select_keys(plan, access, fields)
     if fields is None:
         keys = tuple(k for k in keys if k not in plan.lines)
@@ -94,7 +98,7 @@ def _build(uow: UnitOfWork, plan: EntityPlan, access: Access, filter_text: str |
     where = list_where(uow, plan, filter_text, [k.name for k in sort_keys], within)
     cols, shape = _columns(plan, keys)
     sort_at = _sort_columns(cols, sort_keys)
-    base = query.base_select(uow, plan, access, cols).where(query.where_all(*where))
+    base = query.base_select(uow, plan, access, cols, deleted=deleted).where(query.where_all(*where))
     stmt = base.order_by(*query.order_by(sort_keys)).limit(limit + 1)
     spec = filtering.cursor_spec(sort_keys, filter_text)
     return ListQuery(keys, base, stmt, sort_keys, spec, shape, sort_at), _static(uow, plan, filter_text)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 
 from engine.errors import BadRequest
 from engine.runtime.engine_tables import crm_users
@@ -65,14 +65,22 @@ def attach_lines(uow: UnitOfWork, plan: EntityPlan, records: Sequence[dict[str, 
         child = uow.state.plan(child_name)
         ckeys = [k for k in visible_keys(child, uow.guard.access(child_name))]
         by_parent: dict[int, list[dict[str, Any]]] = {i: [] for i in ids}
-        stmt = select(child.table).where(child.table.c.parent_id.in_(ids)).order_by(
-            child.table.c.parent_id, child.table.c.position)
         readers = pick(child.readers, ckeys)
-        for row in uow.conn.execute(stmt):
+        for row in _child_rows(uow, child.table, ids):
             m = row._mapping
             by_parent[row.parent_id].append({k: get(m) for k, get in readers})
         for r in records:
             r[name] = by_parent[r["id"]]
+
+
+def _child_rows(uow: UnitOfWork, table: Any, ids: Sequence[int]) -> Any:
+    """The child rows of ``ids`` by parent and position (one parent: a statement built once per table)."""
+    t = table
+    if len(ids) == 1:
+        stmt = uow.state.memo("child_rows", t.name, lambda: select(t).where(t.c.parent_id == bindparam("b_parent"))
+                              .order_by(t.c.position))
+        return uow.conn.execute(stmt, {"b_parent": ids[0]})
+    return uow.conn.execute(select(t).where(t.c.parent_id.in_(ids)).order_by(t.c.parent_id, t.c.position))
 
 
 def expand(uow: UnitOfWork, plan: EntityPlan, access: Access, records: Sequence[dict[str, Any]],

@@ -169,9 +169,10 @@ def update_row(uow: UnitOfWork, plan: EntityPlan, record_id: int, expected: int,
         cols[JSON_COLUMN] = {**(old_ext or {}), **ext}
     cols.update(stamp)
     t = plan.table
-    stmt = update(t).where(t.c.id == record_id, t.c.version == expected).values(version=t.c.version + 1, **cols)
-    try:
-        count = uow.conn.execute(stmt).rowcount
+    stmt = uow.state.memo("update_row", t.name, lambda: update(t).where(
+        t.c.id == bindparam("b_id"), t.c.version == bindparam("b_version")).values(version=t.c.version + 1))
+    try:  # the SET columns are the statement's parameters (one statement per table, compiled per column set)
+        count = uow.conn.execute(stmt, {"b_id": record_id, "b_version": expected, **cols}).rowcount
     except IntegrityError as e:
         raise integrity_error(plan, e) from e
     if count != 1:

@@ -1,8 +1,9 @@
 """Reading records: visibility, field selection, sorting, keyset pagination, counts.
 
 Every read goes through :func:`base_select`, which adds ``deleted_at IS
-NULL`` and the actor's read scope — so get, list, count and reference
-expansion can never show a record the actor may not read.
+NULL`` (``IS NOT NULL`` for the recycle bin) and the actor's read scope — so
+get, list, count and reference expansion can never show a record the actor
+may not read.
 
 Pagination is keyset on (sort keys..., id): the cursor is an opaque base64
 token holding the last row's sort values and the sort it belongs to.  Null
@@ -35,7 +36,7 @@ if TYPE_CHECKING:
 MAX_SORT_KEYS = 4
 MAX_LIMIT = 1000
 _SORTABLE_STANDARD = {"id": False, "created_at": False, "updated_at": False, "version": False,
-                      "owner_id": True, "created_by": True, "updated_by": True}
+                      "owner_id": True, "created_by": True, "updated_by": True, "deleted_at": True}
 _UNSORTABLE_TYPES = frozenset({"lines", "json", "multi_picklist", "text"})
 
 
@@ -55,13 +56,14 @@ class SortKey:
 CURSOR_KINDS = {"integer": "integer", "reference": "integer", "user": "integer", "decimal": "decimal",
                 "money": "decimal", "percent": "decimal", "date": "date", "datetime": "datetime",
                 "boolean": "boolean"}
-_STANDARD_KINDS = {"created_at": "datetime", "updated_at": "datetime"}
+_STANDARD_KINDS = {"created_at": "datetime", "updated_at": "datetime", "deleted_at": "datetime"}
 
 
-def base_select(uow: UnitOfWork, plan: EntityPlan, access: Access, columns: Sequence[Any]) -> Select[Any]:
-    """SELECT ``columns`` of live records the actor may read."""
+def base_select(uow: UnitOfWork, plan: EntityPlan, access: Access, columns: Sequence[Any], *,
+                deleted: bool = False) -> Select[Any]:
+    """SELECT ``columns`` of live records the actor may read (``deleted``: of soft-deleted records instead)."""
     t = plan.table
-    stmt = select(*columns).where(t.c.deleted_at.is_(None))
+    stmt = select(*columns).where(t.c.deleted_at.is_not(None) if deleted else t.c.deleted_at.is_(None))
     scope = uow.guard.scope_clause(t, access.read)
     return stmt.where(scope) if scope is not None else stmt
 
@@ -91,6 +93,10 @@ def _sort_key(uow: UnitOfWork, plan: EntityPlan, access: Access, part: str) -> S
         if f.type in _UNSORTABLE_TYPES:
             raise BadRequest(f"cannot sort by {name!r} ({with_article(f.type)} field)", code="bad_sort",
                              details={"sort": [f"{name} is not sortable"]})
+        if f.encrypted:
+            raise BadRequest(f"cannot sort by {name!r}: it is stored encrypted", code="bad_sort",
+                             details={"sort": [f"{name} is encrypted, so not sortable"]},
+                             hint="sort by another field; an encrypted field can only be filtered by equality")
         expr = uow.schema.field_expr(plan.name, name)
         if f.type == "picklist":
             return SortKey(name, desc, option_position(expr, f.option_keys), not f.required, "integer")

@@ -11,7 +11,7 @@ call (and, on PostgreSQL, a failed statement aborts the whole transaction:
   batch (a unique clash, a foreign key) is it rolled back to the savepoint and
   each row retried through :meth:`RecordService.create` in a savepoint of its
   own, so the clashing rows are named and the others kept;
-* ``update_each`` updates record by record, each in its own savepoint.
+* ``update_each`` / ``delete_each`` write record by record, each in its own savepoint.
 
 A rolled-back savepoint also drops the domain events its rows queued.  The
 rows that succeeded stay in the unit of work; the caller decides to commit.
@@ -19,14 +19,15 @@ rows that succeeded stay in the unit of work; the caller decides to commit.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from engine.errors import RecordError
-from engine.runtime.records import bulk, filtering, query
-from engine.runtime.records.pipeline import WritePipeline
+from engine.errors import RecordError, UniqueViolation
+from engine.runtime.records import bulk
+from engine.runtime.records.pipeline import WritePipeline, open_entity
+from engine.wording import agreeing
 
 if TYPE_CHECKING:
     from engine.runtime.records.service import RecordService
@@ -120,19 +121,64 @@ def update_each(svc: RecordService, entity: str, filter_text: str | None, values
     p = WritePipeline(uow, entity, "update", bypass_readonly=bypass_readonly, bulk=True)
     plan, access = p.plan, p.access
     p.coerced(values)  # a value wrong for every row fails the call, before any row is touched
-    t = plan.table
-    where = filtering.filter_where(uow, plan, filter_text)
-    scope = uow.guard.scope_clause(t, access.update)
-    stmt = query.base_select(uow, plan, access, [t.c.id]).where(query.where_all(where, scope)).order_by(t.c.id)
+    stmt = bulk.matching(uow, plan, access, filter_text, "update", [plan.table.c.id])
+    return _each(uow, [r.id for r in uow.conn.execute(stmt).all()],
+                 lambda rid: svc.update(entity, rid, values, expected_version=None, bypass_readonly=bypass_readonly,
+                                        audit_action=audit_action))
+
+
+def delete_each(svc: RecordService, entity: str, filter_text: str | None) -> BulkOutcome:
+    """See :meth:`RecordService.delete_each`."""
+    uow = svc.uow
+    plan, access = open_entity(uow, entity, "delete")
+    uow.require_writable()
+    stmt = bulk.matching(uow, plan, access, filter_text, "delete", [plan.table.c.id])
+    return _each(uow, [r.id for r in uow.conn.execute(stmt).all()], lambda rid: svc.delete(entity, rid))
+
+
+def _each(uow: UnitOfWork, record_ids: Sequence[int], write: Callable[[int], Any]) -> BulkOutcome:
+    """``write`` each record in a savepoint of its own; a failure is kept with its ``record_id``."""
     ids: list[int | None] = []
     errors: dict[int, RowError] = {}
-    for i, rid in enumerate(r.id for r in uow.conn.execute(stmt).all()):
+    for i, rid in enumerate(record_ids):
         try:
             with savepoint(uow):
-                svc.update(entity, rid, values, expected_version=None, bypass_readonly=bypass_readonly,
-                           audit_action=audit_action)
+                write(rid)
             ids.append(rid)
         except RecordError as e:
             ids.append(None)
             errors[i] = RowError.of(e, record_id=rid)
     return BulkOutcome(tuple(ids), errors)
+
+
+def create_many(svc: RecordService, entity: str, rows_: Sequence[Mapping[str, Any]], *,
+                bypass_readonly: bool = False) -> list[int]:
+    """See :meth:`RecordService.create_many`."""
+    p = WritePipeline(svc.uow, entity, "create", bypass_readonly=bypass_readonly, bulk=True)
+    bulk.require_rows(rows_)
+    records = bulk.validated(p, rows_)
+    try:
+        with savepoint(svc.uow):  # on a refusal the unit stays usable to find the rows (PostgreSQL)
+            return bulk.insert_validated(p, records)
+    except UniqueViolation as e:
+        raise _clashing_rows(svc, entity, rows_, e, bypass_readonly=bypass_readonly) from e
+
+
+def _clashing_rows(svc: RecordService, entity: str, rows_: Sequence[Mapping[str, Any]], error: UniqueViolation, *,
+                   bypass_readonly: bool) -> UniqueViolation:
+    """``error`` with the clashing rows named ``[i].field``: the rows are tried one by one in a savepoint that
+    is rolled back (only after a refused batch, so the fast path pays nothing)."""
+    uow = svc.uow
+    mark = len(uow.events)
+    nested = uow.conn.begin_nested()
+    try:
+        outcome = create_each(svc, entity, rows_, bypass_readonly=bypass_readonly)
+    finally:
+        nested.rollback()
+        del uow.events[mark:]
+    clashes = {i: e for i, e in outcome.errors.items() if e.code == error.code}
+    if not clashes:
+        return error
+    return UniqueViolation(f"{agreeing(len(clashes), 'row', 'repeat a unique value')}; nothing was created",
+                           code=error.code, hint=error.hint,
+                           details={f"[{i}].{k}": v for i, e in clashes.items() for k, v in e.details.items()})

@@ -19,15 +19,17 @@ from __future__ import annotations
 
 import builtins
 import dataclasses
+import datetime as dt
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import func, select
+from sqlalchemy import bindparam, func, select
 
 from engine.errors import BadRequest, NotFound, PermissionDenied, VersionConflict
 from engine.runtime import audit
-from engine.runtime.records import journal, listing, masking, output, persist, query, rows
+from engine.runtime.records import journal, listing, masking, output, persist, query, recycle, rows
 from engine.runtime.records.pipeline import WritePipeline, open_entity
 from engine.runtime.records.steps import Action
 from engine.runtime.records.write_plan import EntityPlan
@@ -61,11 +63,15 @@ class RecordService:
         if isinstance(record_id, bool) or not isinstance(record_id, int):
             raise NotFound(f"{plan.name} {record_id!r} not found", code="not_found")
         t = plan.table
-        stmt = select(t).where(t.c.id == record_id, t.c.deleted_at.is_not(None) if deleted else
-                               t.c.deleted_at.is_(None))
+        lock = action != "read"
         scope = self.uow.guard.scope_clause(t, access.read)
-        stmt = stmt.where(scope) if scope is not None else stmt
-        row = self.uow.conn.execute(stmt.with_for_update() if action != "read" else stmt).first()
+        if scope is None:  # the statement without a row scope is built once per entity
+            stmt = self.uow.state.memo("load_record", (plan.name, deleted, lock), lambda: _load_stmt(t, deleted, lock))
+            row = self.uow.conn.execute(stmt, {"b_id": record_id}).first()
+        else:
+            stmt = select(t).where(t.c.id == record_id, t.c.deleted_at.is_not(None) if deleted else
+                                   t.c.deleted_at.is_(None), scope)
+            row = self.uow.conn.execute(stmt.with_for_update() if lock else stmt).first()
         if row is None:
             raise NotFound(f"{plan.name} {record_id} not found", code="not_found")
         scope_name = getattr(access, action) if action in ("update", "delete") else access.read
@@ -120,18 +126,21 @@ class RecordService:
 
     def list(self, entity: str, *, filter: str | None = None, sort: str | None = None, limit: int = 50,
              cursor: str | None = None, fields: Sequence[str] | None = None, expand: Sequence[str] | None = None,
-             count: bool = False, within: listing.Within | None = None) -> Page:
+             count: bool = False, within: listing.Within | None = None, deleted: bool = False) -> Page:
         """A page of live records the actor may read, matching ``filter`` (an expression), in ``sort`` order.
 
         Lines are returned only when named in ``fields``.  BadRequest for a
         bad filter, sort, cursor, field or limit.  ``within`` confines the list to a set of records
         *instead of* the actor's row scope (a pool's unclaimed records, listed by the pool service
-        after it checked the caller's membership); field rules and masks still apply.
+        after it checked the caller's membership); field rules and masks still apply.  ``deleted`` lists
+        the soft-deleted records instead (the recycle bin: needs delete permission, within its row scope).
         """
         plan, access = open_entity(self.uow, entity, "read")
+        if deleted:
+            access = recycle.bin_access(plan.name, access)
         limit = query.clamp_limit(limit)
         lq = listing.list_query(self.uow, plan, access, filter_text=filter, sort=sort, limit=limit, fields=fields,
-                                within=within)
+                                within=within, deleted=deleted)
         stmt = lq.stmt
         if cursor is not None:
             values = query.decode_cursor(cursor, lq.spec, lq.sort_keys)
@@ -147,14 +156,15 @@ class RecordService:
         masking.apply(self.uow, plan.name, items)
         output.expand(self.uow, plan, access, items, expand)
         nxt = query.encode_cursor(lq.spec, [page[-1][i] for i in lq.sort_at]) if more and page else None
-        total = self._count(plan, access, filter, within) if count else None
+        total = self._count(plan, access, filter, within, deleted) if count else None
         return Page(items, nxt, total)
 
-    def _count(self, plan: EntityPlan, access: Access, filter: str | None, within: listing.Within | None) -> int:
+    def _count(self, plan: EntityPlan, access: Access, filter: str | None, within: listing.Within | None,
+               deleted: bool = False) -> int:
         where = listing.list_where(self.uow, plan, filter, (), within)
         if within is not None:
             access = dataclasses.replace(access, read="all")
-        stmt = query.base_select(self.uow, plan, access, [func.count()]).select_from(plan.table)
+        stmt = query.base_select(self.uow, plan, access, [func.count()], deleted=deleted).select_from(plan.table)
         return int(self.uow.conn.execute(stmt.where(query.where_all(*where))).scalar_one())
 
     def history(self, entity: str, record_id: int) -> builtins.list[audit.AuditEntry]:
@@ -166,7 +176,8 @@ class RecordService:
             self._load(plan, access, record_id, action="read", deleted=True)
         hidden = access.hidden | {plan.currency_keys[h] for h in access.hidden if h in plan.currency_keys}
         entries = audit.history(self.uow.conn, plan.name, record_id, hidden=hidden,
-                                renames=self.uow.state.renames.get(plan.name))
+                                renames=self.uow.state.renames.get(plan.name),
+                                encrypted=[f.name for f in plan.entity.encrypted_fields])
         return masking.history(self.uow, plan.name, record_id, entries)
 
     # ------------------------------------------------------------------ update
@@ -206,7 +217,10 @@ class RecordService:
         self._soft(entity, record_id, expected_version, deleting=True)
 
     def restore(self, entity: str, record_id: int, *, expected_version: int | None = None) -> dict[str, Any]:
-        """Undo a soft delete (needs delete permission on the record); returns the record."""
+        """Undo a soft delete (needs delete permission on the record); returns the record.
+
+        RestoreClash (a UniqueViolation) when a live record took one of its unique values since, naming
+        the field and that record.  Its history is kept, with a ``restore`` row added."""
         return self._soft(entity, record_id, expected_version, deleting=False)
 
     def _soft(self, entity: str, record_id: int, expected: int | None, *, deleting: bool) -> dict[str, Any]:
@@ -216,6 +230,8 @@ class RecordService:
         _row, old = self._load(plan, p.access, record_id, action="delete", deleted=not deleting)
         _check_version(plan, record_id, old["version"], expected)
         record = dict(old)
+        if not deleting:
+            recycle.check_restore(self.uow, plan, record)
         p.before(record, old)
         stamp = p.stamp(create=False)
         at = stamp["updated_at"]
@@ -236,7 +252,7 @@ class RecordService:
         Every row is validated first (ValidationFailed details are keyed
         ``[i].field``); then one executemany without RETURNING inserts them.
         """
-        from engine.runtime.records.bulk import create_many
+        from engine.runtime.records.rowwise import create_many
 
         return create_many(self, entity, rows_, bypass_readonly=bypass_readonly)
 
@@ -252,6 +268,26 @@ class RecordService:
 
         return update_many(self, entity, filter, values, bypass_readonly=bypass_readonly, audit_action=audit_action)
 
+    def delete_many(self, entity: str, filter: str | None) -> int:
+        """Soft-delete every record matching ``filter`` that the actor may delete, each through :meth:`delete`
+        (write steps, audit, events); all or nothing.  Returns the count."""
+        from engine.runtime.records.bulk import delete_many
+
+        return delete_many(self, entity, filter)
+
+    def count_matching(self, entity: str, filter: str | None, action: str) -> int:
+        """How many live records match ``filter`` that the actor may ``action`` ("update" or "delete"): the
+        records :meth:`update_many` / :meth:`delete_many` would reach (their dry run)."""
+        from engine.runtime.records.bulk import count_matching
+
+        return count_matching(self, entity, filter, action)
+
+    def purge_deleted(self, *, before: dt.datetime, entity: str | None, export_dir: Path, stamp: str,
+                      dry_run: bool = False) -> builtins.list[recycle.PurgeOutcome]:
+        """Delete for good the records deleted before ``before``, each exported first (administrators only;
+        see :func:`engine.runtime.records.recycle.purge_deleted`)."""
+        return recycle.purge_deleted(self.uow, before=before, entity=entity, export_dir=export_dir, stamp=stamp,
+                                     dry_run=dry_run)
 
     def create_each(self, entity: str, rows_: Sequence[Mapping[str, Any]], *,
                     bypass_readonly: bool = False) -> BulkOutcome:
@@ -275,6 +311,13 @@ class RecordService:
 
         return update_each(self, entity, filter, values, bypass_readonly=bypass_readonly,
                            audit_action=audit_action)
+
+    def delete_each(self, entity: str, filter: str | None) -> BulkOutcome:
+        """Soft-delete every record matching ``filter`` the actor may delete, each in a savepoint: one that
+        fails (locked under approval) is reported with its ``record_id`` and the others are kept."""
+        from engine.runtime.records.rowwise import delete_each
+
+        return delete_each(self, entity, filter)
 
 
 def _check_version(plan: EntityPlan, record_id: int, current: int, expected: int | None) -> None:
@@ -314,3 +357,10 @@ def _snapshot(plan: EntityPlan, record: Mapping[str, Any]) -> dict[str, Any]:
     for name in plan.lines:
         out[name] = _norm_lines(record.get(name))
     return out
+
+
+def _load_stmt(t: Any, deleted: bool, lock: bool) -> Any:
+    """``SELECT`` of one record by id (bind ``b_id``), live or deleted, FOR UPDATE when ``lock``."""
+    stmt = select(t).where(t.c.id == bindparam("b_id"), t.c.deleted_at.is_not(None) if deleted else
+                           t.c.deleted_at.is_(None))
+    return stmt.with_for_update() if lock else stmt

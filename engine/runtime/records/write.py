@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import select
 
 from engine.errors import ExpressionEvalError, ValidationFailed
-from engine.runtime import users
+from engine.runtime import exchange_rates, users
 from engine.runtime.records import exprs, persist, rows
 from engine.runtime.records.coerce import BadValue, coerce_currency
 from engine.runtime.records.steps import Action, WriteContext
@@ -222,6 +222,9 @@ class Writer:
                 record[name] = self.plan.coercers[name](value)
             except BadValue as e:
                 errors.setdefault(prefix + name, []).append(f"formula result {e}")
+            key = self.plan.currency_keys.get(name)
+            if key is not None and record.get(name) is not None:
+                record[key] = exprs.result_currency(compiled, record) or record.get(key)
         for name, key in self.plan.currency_keys.items():
             if record.get(name) is not None and not record.get(key):
                 record[key] = self._currency
@@ -239,7 +242,7 @@ class Writer:
         if old is None and self._new_ctx is not None:
             return self._new_ctx
         ctx = exprs.make_context(user_id=self.uow.actor.user_id, now=self._now, old=old, ref=self._ref,
-                                 users=self._user)
+                                 users=self._user, rates=exchange_rates.resolver(self.uow.conn))
         if old is None:
             self._new_ctx = ctx
         return ctx

@@ -29,8 +29,8 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from engine.dsl.model import Workspace, text_in
 from engine.dsl.sales.assignment import Assignment, AssignmentRule, Target, assignments_of
 from engine.errors import BadRequest, Conflict
-from engine.runtime import notify
-from engine.runtime.engine_tables import crm_assignment_cursors, crm_teams, crm_users
+from engine.runtime import notify, teams
+from engine.runtime.engine_tables import crm_assignment_cursors, crm_users
 from engine.runtime.records import journal
 from engine.runtime.sales.evaluation import eval_context
 from engine.runtime.sqlexpr import to_sql
@@ -126,11 +126,8 @@ def _resolve(uow: UnitOfWork, assignment: Assignment, target: Target, record: Ma
 
 
 def team_members(uow: UnitOfWork, team: str) -> list[tuple[int, str]]:
-    """The active members of team ``team`` (by name), in id order: (id, username)."""
-    u, t = crm_users, crm_teams
-    rows = uow.conn.execute(select(u.c.id, u.c.username).select_from(u.join(t, t.c.id == u.c.team_id))
-                            .where(t.c.name == team, u.c.active.is_(True)).order_by(u.c.id)).all()
-    return [(int(r.id), str(r.username)) for r in rows]
+    """The active members of team ``team`` (by name; main or extra team), in id order: (id, username)."""
+    return teams.direct_members(uow.conn, team)
 
 
 def next_position(uow: UnitOfWork, cursor: str) -> int:

@@ -25,6 +25,7 @@ from engine.dsl.expressions import CompiledExpression, ast
 from engine.dsl.model import Workspace
 from engine.dsl.sales.conversion import Conversion, Target
 from engine.errors import BadRequest, Conflict, ExpressionEvalError, NotFound, PermissionDenied, ValidationFailed
+from engine.runtime import exchange_rates
 from engine.runtime.records import exprs, rows
 from engine.runtime.sales.dedupe_keys import matches
 from engine.runtime.sales.duplicates import describe
@@ -199,7 +200,8 @@ def _reused(uow: UnitOfWork, conv: Conversion, target: Target, source: Mapping[s
 
 def _evaluate(uow: UnitOfWork, pairs: Any, source: Mapping[str, Any], entity: str) -> dict[str, Any]:
     """field -> value of the mapping on ``source``; an expression that fails is a 400 naming the field."""
-    ctx = exprs.make_context(user_id=uow.actor.user_id, now=uow.clock.now(), old=None, ref=None)
+    ctx = exprs.make_context(user_id=uow.actor.user_id, now=uow.clock.now(), old=None, ref=None,
+                             rates=exchange_rates.resolver(uow.conn))
     out: dict[str, Any] = {}
     for fname, value in pairs:
         try:

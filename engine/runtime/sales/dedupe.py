@@ -95,7 +95,7 @@ class DedupeStep:
         if ctx.action == "update" and not self._changed(entity, record, old):
             return
         memo: KeyMemo = {}
-        pairs = record_pairs(self.idx.sources[entity], record, self.idx.region, memo)
+        pairs = record_pairs(self.idx.sources[entity], record, self.idx.region, memo, self.idx.blinded)
         existing = stored_pairs(conn, entity, rid) if ctx.action != "create" else None
         write_pairs(conn, entity, rid, pairs, existing=existing)
         if ctx.action in ("create", "update") and not ctx.bulk:  # a bulk write has no one to tell

@@ -20,6 +20,7 @@ from sqlalchemy.exc import DBAPIError
 
 from engine.dsl.model import Workspace
 from engine.dsl.sales.dedupe import DedupeRule, KeySource, MatchKey
+from engine.runtime import crypto
 from engine.runtime.engine_tables import crm_dedupe_keys as K
 from engine.runtime.sales.normalise import MAX_KEY, block_keys, normalise
 
@@ -59,6 +60,9 @@ class DedupeIndex:
     rules: Mapping[str, tuple[DedupeRule, ...]] = field(default_factory=dict)
     sources: Mapping[str, tuple[KeySource, ...]] = field(default_factory=dict)
     region: str | None = None
+    #: key kinds read from an encrypted field somewhere: stored and looked up as blind indexes (an HMAC of the
+    #: normalised key, see :mod:`engine.runtime.crypto`), never in clear, and compared for equality only
+    blinded: frozenset[str] = frozenset()
     #: (rule, shape, placeholder) -> the SQL text looking up the rule's keys (:func:`lookup_sql`), filled on use
     statements: dict[tuple[str, tuple[tuple[int, int, int], ...], str], str] = field(default_factory=dict)
 
@@ -75,7 +79,20 @@ def index_of(workspace: Workspace) -> DedupeIndex:
         for src in rule.sources:
             sources.setdefault(src.entity, {})[src] = None
     return DedupeIndex({k: tuple(v) for k, v in rules.items()}, {k: tuple(v) for k, v in sources.items()},
-                       workspace.phone_region)
+                       workspace.phone_region, blinded_kinds(workspace, sources))
+
+
+def blinded_kinds(workspace: Workspace, sources: Mapping[str, Iterable[KeySource]]) -> frozenset[str]:
+    """The key kinds some source reads from an encrypted field (their keys are stored as blind indexes)."""
+    out = set()
+    for entity, srcs in sources.items():
+        ent = workspace.entities.get(entity)
+        if ent is None:
+            continue
+        for src in srcs:
+            if any((f := ent.fields.get(name)) is not None and f.encrypted for name in src.fields):
+                out.add(src.kind)
+    return frozenset(out)
 
 
 def index(uow: UnitOfWork) -> DedupeIndex:
@@ -110,13 +127,17 @@ def key_value(fields: Sequence[str], normalisers: Sequence[str], values: Mapping
 
 
 def record_pairs(sources: Iterable[KeySource], record: Mapping[str, Any], region: str | None,
-                 memo: KeyMemo | None = None) -> set[Pair]:
+                 memo: KeyMemo | None = None, blinded: frozenset[str] = frozenset()) -> set[Pair]:
     """Every (kind, key, value) row ``record`` should have: its keys and, for fuzzy ones, their blocking keys
-    (each carrying the whole key as its value)."""
+    (each carrying the whole key as its value).  A key of a ``blinded`` kind is its blind index under the
+    current key of the ring, with no blocking keys."""
     out: set[Pair] = set()
     for src in sources:
         value = key_value(src.fields, src.normalisers, record, region, memo)
         if value is None:
+            continue
+        if src.kind in blinded:
+            out.add((src.kind, crypto.keyring().tagged(value), None))
             continue
         out.add((src.kind, value, None))
         if src.fuzzy:
@@ -227,9 +248,13 @@ def rule_matches(conn: Connection, idx: DedupeIndex, rule: DedupeRule, values: M
         if value is None:
             continue
         wanted[i] = value
-        looked = [value] if key.fuzzy is None else list(block_keys(value))
+        exact = key.fuzzy is None or key.kind in idx.blinded
+        if key.kind in idx.blinded:
+            looked = crypto.keyring().tagged_all(value)  # under every key of the ring: found mid-rotation too
+        else:
+            looked = [value] if exact else list(block_keys(value))
         shape.append((i, len(looked), len(entities)))
-        params += [key.kind if key.fuzzy is None else key.kind + BLOCK_SUFFIX, *looked, *entities]
+        params += [key.kind if exact else key.kind + BLOCK_SUFFIX, *looked, *entities]
     if not wanted:
         return []
     mark = _mark(conn)
@@ -242,7 +267,8 @@ def rule_matches(conn: Connection, idx: DedupeIndex, rule: DedupeRule, values: M
     for i, value in wanted.items():
         key = rule.keys[i]
         mine = [r for r in rows if r[0] == i and (exclude is None or (r[1], r[2]) != exclude)]
-        hits = _scored(key, value, mine) if key.fuzzy is not None else [(r[1], r[2], value, 100.0) for r in mine]
+        fuzzy = key.fuzzy is not None and key.kind not in idx.blinded
+        hits = _scored(key, value, mine) if fuzzy else [(r[1], r[2], value, 100.0) for r in mine]
         out += [Match(e, rid, key.kind, k, score, rule.name, key.fields, rule.action) for e, rid, k, score in hits]
     return out
 
@@ -290,7 +316,8 @@ def rebuild_entity(conn: Connection, idx: DedupeIndex, plan: Any, *, chunk: int 
         if not batch:
             break
         params = [{"entity": name, "record_id": r.id, "kind": k, "key": v, "value": full} for r in batch
-                  for k, v, full in record_pairs(sources, rows.read(plan.readers, r._mapping), idx.region)]
+                  for k, v, full in record_pairs(sources, rows.read(plan.readers, r._mapping), idx.region,
+                                                 blinded=idx.blinded)]
         if params:
             conn.execute(insert(K), params)
         count += len(params)
@@ -303,11 +330,14 @@ def rebuild_entity(conn: Connection, idx: DedupeIndex, plan: Any, *, chunk: int 
 KEYS_STEP = "dedupe_keys"
 
 
-def keys_fingerprint(sources: Sequence[KeySource], region: str | None) -> str:
-    """What the stored keys of one entity depend on: its key sources and the phone region."""
+def keys_fingerprint(sources: Sequence[KeySource], region: str | None, blinded: Iterable[str] = ()) -> str:
+    """What the stored keys of one entity depend on: its key sources, the phone region and which of its kinds
+    are blind indexes (a field that becomes encrypted stores its keys again, blinded)."""
     import hashlib
 
-    text = repr((sorted(repr(s) for s in sources), region))
+    mine = sorted(set(blinded) & {s.kind for s in sources})
+    text = repr((sorted(repr(s) for s in sources), region, mine) if mine else (sorted(repr(s) for s in sources),
+                                                                               region))
     return hashlib.sha256(text.encode()).hexdigest()[:32]
 
 
@@ -321,7 +351,7 @@ class KeysPlanStep:
 
     def fingerprints(self, workspace: Workspace) -> dict[str, str]:
         idx = index_of(workspace)
-        return {f"dedupe/{e}": keys_fingerprint(srcs, idx.region) for e, srcs in idx.sources.items()}
+        return {f"dedupe/{e}": keys_fingerprint(srcs, idx.region, idx.blinded) for e, srcs in idx.sources.items()}
 
     def plan(self, pctx: Any) -> list[Any]:
         from sqlalchemy import func

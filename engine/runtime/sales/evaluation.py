@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import select
 
 from engine.dsl.expressions import EvalContext
-from engine.runtime import users
+from engine.runtime import exchange_rates, users
 from engine.runtime.records import exprs, rows
 
 if TYPE_CHECKING:
@@ -29,4 +29,5 @@ def eval_context(uow: UnitOfWork) -> EvalContext:
         return refs[(entity, record_id)]  # type: ignore[no-any-return]
 
     return exprs.make_context(user_id=uow.actor.user_id, now=uow.clock.now(), old=None, ref=ref,
-                              users=lambda uid: users.directory_entry(uow.conn, uid))
+                              users=lambda uid: users.directory_entry(uow.conn, uid),
+                              rates=exchange_rates.resolver(uow.conn))

@@ -247,6 +247,9 @@ def _refresh_formulas(uow: UnitOfWork, entity: str, record: dict[str, Any], old:
         except (ExpressionEvalError, ValueError) as e:
             raise ValidationFailed(f"invalid {entity}: {name}: cannot be computed: {e}",
                                    details={name: [f"cannot be computed: {e}"]}) from e
+        key = plan.currency_keys.get(name)
+        if key is not None and record.get(name) is not None:
+            record[key] = exprs.result_currency(compiled, record) or record.get(key)
 
 
 # --------------------------------------------------------------------------- history

@@ -25,6 +25,7 @@ from sqlalchemy.sql.elements import ColumnElement
 
 from engine.dsl.sales.pool import Pool, duration_text, pools_of
 from engine.errors import BadRequest, Conflict, NotFound, PermissionDenied
+from engine.runtime import teams
 from engine.runtime.engine_tables import crm_pool_log, crm_teams, crm_users
 from engine.runtime.sqlexpr import to_sql
 
@@ -105,17 +106,14 @@ def _teams(uow: UnitOfWork, names: set[str]) -> dict[str, int]:
 
 
 def _team_ids_of(uow: UnitOfWork, who: Any) -> frozenset[int]:
-    """The user's own team and the teams they manage."""
+    """The user's teams, the teams they manage, and the teams below those (as the ``team`` scope)."""
     if who.user_id == uow.actor.user_id:
         return uow.guard.team_ids() if not uow.guard.actor.is_system else _managed(uow, who)
     return _managed(uow, who)
 
 
 def _managed(uow: UnitOfWork, who: Any) -> frozenset[int]:
-    ids = set(uow.conn.execute(select(crm_teams.c.id).where(crm_teams.c.manager_id == who.user_id)).scalars())
-    if who.team_id is not None:
-        ids.add(who.team_id)
-    return frozenset(ids)
+    return teams.teams_of(uow.conn, who.user_id, who.team_id)
 
 
 def require(uow: UnitOfWork, pool: Pool, *, admin: bool = False) -> Standing:

@@ -5,9 +5,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 
-from engine.runtime import users
+from engine.runtime import exchange_rates, users
 from engine.runtime.records import exprs, rows
 
 if TYPE_CHECKING:
@@ -18,11 +18,20 @@ def eval_context(uow: UnitOfWork, old: Mapping[str, Any] | None) -> Any:
     """An expression context for the unit (user, clock, ``old``, one-hop references, the user directory)."""
     return exprs.make_context(user_id=uow.actor.user_id, now=uow.clock.now(), old=old,
                               ref=lambda entity, rid: read_record(uow, entity, rid),
-                              users=lambda uid: users.directory_entry(uow.conn, uid))
+                              users=lambda uid: users.directory_entry(uow.conn, uid),
+                              rates=exchange_rates.resolver(uow.conn))
 
 
-def read_record(uow: UnitOfWork, entity: str, record_id: int) -> Mapping[str, Any] | None:
-    """The stored record ``record_id`` of ``entity`` as the engine reads it (for expressions; no row scope)."""
+def read_record(uow: UnitOfWork, entity: str, record_id: int, *, lock: bool = False) -> Mapping[str, Any] | None:
+    """The stored record ``record_id`` of ``entity`` as the engine reads it (for expressions; no row scope).
+
+    ``lock``: FOR UPDATE (PostgreSQL; SQLite units write one at a time)."""
     plan = uow.state.plan(entity)
-    row = uow.conn.execute(select(plan.table).where(plan.table.c.id == record_id)).first()
+    stmt = uow.state.memo("read_record", (entity, lock), lambda: _read_stmt(plan.table, lock))
+    row = uow.conn.execute(stmt, {"b_id": record_id}).first()
     return rows.read(plan.readers, row._mapping) if row is not None else None
+
+
+def _read_stmt(table: Any, lock: bool) -> Any:
+    stmt = select(table).where(table.c.id == bindparam("b_id"))
+    return stmt.with_for_update() if lock else stmt

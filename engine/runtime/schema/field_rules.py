@@ -13,7 +13,7 @@ from sqlalchemy import String, func
 from engine.dsl.model import NUMERIC_TYPES, STRING_TYPES, Field
 from engine.runtime.schema.model import Change, fmt_rows
 from engine.runtime.schema.probes import PlanContext
-from engine.runtime.storage import column_type, to_json_value
+from engine.runtime.storage import clear_column_type, to_json_value
 from engine.wording import agreeing
 
 TEXTUAL = STRING_TYPES | {"picklist"}
@@ -32,7 +32,7 @@ def text_length(f: Field) -> int | None:
     """Maximum characters a textual field holds (None: unlimited)."""
     if f.type not in TEXTUAL:
         return None
-    ctype = column_type(f)
+    ctype = clear_column_type(f)  # an encrypted column's type follows the encryption step, not this rule
     return ctype.length if isinstance(ctype, String) else None
 
 
@@ -166,6 +166,9 @@ def _change_length(ctx: PlanContext, entity: str, old: Field, new: Field) -> Cha
     details = _details(old, from_length=before, to_length=after)
     if widen:
         return Change("widen_length", entity, desc, new.name, details=details)
+    if old.encrypted:  # the column holds sealed text: the limit is the writes' check, the database cannot count
+        return Change("narrow_length", entity, desc, new.name, details=details,
+                      note="encrypted values are not counted; writes check the new limit")
     longer = _too_long(ctx, entity, old, after)
     if longer:
         return Change("narrow_length", entity, desc, new.name, safety="blocked", rows=longer,

@@ -19,6 +19,7 @@ from engine.dsl.compare import config_changes
 from engine.dsl.layers import MANIFESTS
 from engine.dsl.model import Workspace
 from engine.errors import ConfirmationRequired, EngineError, PlanError, SchemaViolation
+from engine.runtime import crypto
 from engine.runtime.db import make_engine, require_file, sqlite_path
 from engine.runtime.schema import apply as migrate
 from engine.runtime.schema import diff as planner
@@ -182,6 +183,7 @@ def apply_workspace(ws: Workspace, url: str, *, yes: bool, allow_destructive: bo
                     describe: Describe | None = None, force: bool = False) -> ApplyResult | None:
     """Show the plan (``describe``), ask (unless ``yes``), apply in one transaction; None when nothing
     changed."""
+    crypto.require_keys(ws)  # before anything is planned or shown: a missing key is a startup error
     engine = open_engine(url)
     try:
         with engine.connect() as conn:

@@ -68,6 +68,8 @@ def field_to_dict(f: Field) -> dict[str, Any]:
     """The schema-relevant properties of a field, JSON-ready."""
     out: dict[str, Any] = {k: getattr(f, k) for k in _FIELD_KEYS}
     out["column"] = f.column_name
+    if f.encrypted:  # only when set: snapshots of workspaces without encrypted fields stay as they were
+        out["encrypted"] = True
     if f.options:
         out["options"] = list(f.option_keys)
     if f.former_names:
@@ -104,7 +106,7 @@ def snapshot(state: DbState) -> dict[str, Any]:
 
 def field_from_dict(name: str, d: Mapping[str, Any]) -> Field:
     """A Field rebuilt from :func:`field_to_dict` output (labels etc. are not kept)."""
-    kwargs = {k: d[k] for k in _FIELD_KEYS if k in d}
+    kwargs = {k: d[k] for k in (*_FIELD_KEYS, "encrypted") if k in d}
     opts = tuple(Option(key=k) for k in d.get("options", ()))
     return Field(name=name, location=SNAPSHOT_LOCATION, options=opts, former_names=tuple(d.get("former", ())),
                  search=bool(d.get("search")), **kwargs)
