@@ -23,7 +23,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Connection, Engine, insert, select, update
+from sqlalchemy import Connection, Engine, bindparam, insert, select, update
 
 from engine.dsl.model import Workspace
 from engine.errors import (
@@ -285,6 +285,13 @@ def _has_failures(conn: Connection, uid: int) -> bool:
 # --------------------------------------------------------------------------- the directory expressions read
 
 
+_u, _t = crm_users, crm_teams
+#: built once: building the statement per call cost more than running it
+_DIRECTORY = (select(_u.c.id, _u.c.display_name, _u.c.username, _u.c.team_id, _u.c.active, _u.c.manager_id,
+                     _t.c.name.label("team_name"), _t.c.manager_id.label("team_manager"))
+              .select_from(_u.outerjoin(_t, _t.c.id == _u.c.team_id)).where(_u.c.id == bindparam("b_id")))
+
+
 def directory_entry(conn: Connection, uid: Any) -> dict[str, Any] | None:
     """What expressions may read of user ``uid`` (``owner.team``, ``manager_of(owner)``), or None.
 
@@ -292,11 +299,7 @@ def directory_entry(conn: Connection, uid: Any) -> dict[str, Any] | None:
     ``manager`` -- the user's own manager, else the manager of the user's team unless that is the user
     themself, else None (the SQL form is ``engine.runtime.sqlexpr.manager_of``).
     """
-    u, t = crm_users, crm_teams
-    stmt = (select(u.c.id, u.c.display_name, u.c.username, u.c.team_id, u.c.active, u.c.manager_id,
-                   t.c.name.label("team_name"), t.c.manager_id.label("team_manager"))
-            .select_from(u.outerjoin(t, t.c.id == u.c.team_id)).where(u.c.id == uid))
-    row = conn.execute(stmt).first()
+    row = conn.execute(_DIRECTORY, {"b_id": uid}).first()
     if row is None:
         return None
     team_manager = row.team_manager if row.team_manager != row.id else None
