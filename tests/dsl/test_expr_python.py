@@ -151,9 +151,9 @@ def test_registry_is_frozen_and_copyable() -> None:
 
 def test_every_builtin_has_a_signature_and_doc() -> None:
     names = {f.name for f in default_registry()}
-    assert names == {"lower", "upper", "trim", "len", "contains", "icontains", "startswith", "endswith", "coalesce", "round",
-                     "abs", "min", "max", "today", "now", "days_between", "days_since", "add_days", "add_months",
-                     "year", "month", "isblank", "concat", "manager_of"}
+    assert names == {"lower", "upper", "trim", "len", "contains", "icontains", "startswith", "endswith", "coalesce",
+                     "round", "abs", "min", "max", "today", "now", "days_between", "days_since", "add_days",
+                     "add_months", "year", "month", "isblank", "concat", "manager_of"}
     assert all(f.doc and "->" in f.signature for f in default_registry())
 
 
