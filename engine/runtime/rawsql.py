@@ -13,6 +13,7 @@ rows (:mod:`engine.runtime.records.fastsql`) and for audit rows
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -191,3 +192,121 @@ def _run(conn: Connection, sql: str, row: tuple[Any, ...]) -> Any:
         cur.close()
         raise DBAPIError.instance(sql, row, e, base_error) from e
     return cur
+
+
+# --------------------------------------------------------------------------- prepared SELECTs
+
+
+class Query:
+    """A hot ``SELECT`` compiled once per dialect and run through the driver, its parameters and results
+    passed through Core's own bind and result processors (UtcDateTime, JSON, DecimalType...).
+
+    ``conn.execute(stmt)`` of a statement built once still costs Core a cache-key lookup, parameter
+    construction and a result proxy per call -- several times what SQLite takes to run a primary-key
+    lookup.  Rows are named tuples (``row.id``, ``row[0]``, ``row._mapping``).  Not for statements
+    with ``IN`` lists (expanding parameters: refused); literal values in the statement are bound as Core would.
+    """
+
+    __slots__ = ("_compiled", "stmt")
+
+    def __init__(self, stmt: Any) -> None:
+        self.stmt = stmt
+        self._compiled: dict[str, _Compiled] = {}
+
+    def first(self, conn: Connection, params: dict[str, Any] | None = None) -> Any:
+        """The first row, or None."""
+        c = self._for(conn)
+        cur = _run(conn, c.sql, c.bind(params or {}))
+        try:
+            raw = cur.fetchone()
+            return None if raw is None else c.row(cur, raw)
+        finally:
+            cur.close()
+
+    def all(self, conn: Connection, params: dict[str, Any] | None = None) -> list[Any]:
+        """Every row, in the statement's order."""
+        c = self._for(conn)
+        cur = _run(conn, c.sql, c.bind(params or {}))
+        try:
+            return [c.row(cur, raw) for raw in cur.fetchall()]
+        finally:
+            cur.close()
+
+    def _for(self, conn: Connection) -> _Compiled:
+        dialect = conn.dialect
+        found = self._compiled.get(dialect.name)
+        if found is None:
+            found = self._compiled[dialect.name] = _Compiled.of(self.stmt, dialect)
+        return found
+
+
+class _Compiled:
+    """One :class:`Query` on one dialect: the SQL text, how parameters bind, how rows come back."""
+
+    __slots__ = ("_types", "defaults", "dialect", "keys", "names", "procs", "results", "row_type", "sql")
+
+    def __init__(self, sql: str, dialect: Any, names: tuple[str, ...] | None, procs: dict[str, Processor],
+                 defaults: dict[str, Any], keys: tuple[str, ...], types: tuple[Any, ...]) -> None:
+        self.sql, self.dialect, self.names, self.procs, self.defaults = sql, dialect, names, procs, defaults
+        self.keys = keys
+        self.row_type = _row_type(keys)
+        self._types = types
+        #: the result processors, worked out at the first fetch (PostgreSQL's depend on the column's type code)
+        self.results: tuple[Processor, ...] | None = None
+
+    @classmethod
+    def of(cls, stmt: Any, dialect: Any) -> _Compiled:
+        compiled = stmt.compile(dialect=dialect)
+        if compiled.literal_execute_params or compiled.post_compile_params:
+            raise NotImplementedError("rawsql.Query: statements with expanding parameters are not supported")
+        names = tuple(compiled.positiontup) if compiled.positiontup is not None else None
+        procs: dict[str, Processor] = {}
+        defaults: dict[str, Any] = {}
+        for bind, name in compiled.bind_names.items():
+            procs[name] = bind.type._cached_bind_processor(dialect)
+            if not bind.required:
+                defaults[name] = bind.effective_value
+        columns = compiled._result_columns
+        keys = tuple(col[0] for col in columns)
+        return cls(compiled.string, dialect, names, procs, defaults, keys, tuple(col[3] for col in columns))
+
+    def bind(self, params: dict[str, Any]) -> Any:
+        values = {**self.defaults, **params} if self.defaults else params
+        procs = self.procs
+        if self.names is not None:
+            out = []
+            for name in self.names:
+                value = values[name]
+                proc = procs.get(name)
+                out.append(proc(value) if proc is not None else value)
+            return tuple(out)
+        return {name: (procs[name](v) if procs.get(name) is not None else v)  # type: ignore[misc]
+                for name, v in values.items()}
+
+    def row(self, cur: Any, raw: Sequence[Any]) -> Any:
+        results = self.results
+        if results is None:
+            codes = [d[1] for d in cur.description]
+            results = self.results = tuple(t._cached_result_processor(self.dialect, code)
+                                           for t, code in zip(self._types, codes, strict=True))
+        return self.row_type([v if p is None else p(v) for p, v in zip(results, raw, strict=True)])
+
+
+class Row(tuple):  # type: ignore[type-arg]
+    """A row of a :class:`Query`: a tuple with its columns as attributes and ``_mapping`` (a dict)."""
+
+    __slots__ = ()
+    _keys: tuple[str, ...] = ()
+
+    @property
+    def _mapping(self) -> dict[str, Any]:
+        return dict(zip(self._keys, self, strict=True))
+
+
+def _row_type(keys: tuple[str, ...]) -> type[Row]:
+    """A :class:`Row` class whose attributes are ``keys`` (no code generated: item getters)."""
+    attrs: dict[str, Any] = {"__slots__": (), "_keys": keys}
+    for i, key in enumerate(keys):
+        if key.isidentifier() and not key.startswith("_"):
+            attrs[key] = property(operator.itemgetter(i))
+    return type("Row", (Row,), attrs)

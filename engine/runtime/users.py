@@ -34,7 +34,7 @@ from engine.errors import (
     PermissionDenied,
     ValidationFailed,
 )
-from engine.runtime import markers, passwords
+from engine.runtime import markers, passwords, rawsql
 from engine.runtime.context import Actor
 from engine.runtime.engine_tables import crm_api_tokens, crm_login_failures, crm_teams, crm_users
 
@@ -286,10 +286,11 @@ def _has_failures(conn: Connection, uid: int) -> bool:
 
 
 _u, _t = crm_users, crm_teams
-#: built once: building the statement per call cost more than running it
-_DIRECTORY = (select(_u.c.id, _u.c.display_name, _u.c.username, _u.c.team_id, _u.c.active, _u.c.manager_id,
-                     _t.c.name.label("team_name"), _t.c.manager_id.label("team_manager"))
-              .select_from(_u.outerjoin(_t, _t.c.id == _u.c.team_id)).where(_u.c.id == bindparam("b_id")))
+#: built once and run through the driver: building the statement per call cost more than running it
+_DIRECTORY = rawsql.Query(
+    select(_u.c.id, _u.c.display_name, _u.c.username, _u.c.team_id, _u.c.active, _u.c.manager_id,
+           _t.c.name.label("team_name"), _t.c.manager_id.label("team_manager"))
+    .select_from(_u.outerjoin(_t, _t.c.id == _u.c.team_id)).where(_u.c.id == bindparam("b_id")))
 
 
 def directory_entry(conn: Connection, uid: Any) -> dict[str, Any] | None:
@@ -299,7 +300,7 @@ def directory_entry(conn: Connection, uid: Any) -> dict[str, Any] | None:
     ``manager`` -- the user's own manager, else the manager of the user's team unless that is the user
     themself, else None (the SQL form is ``engine.runtime.sqlexpr.manager_of``).
     """
-    row = conn.execute(_DIRECTORY, {"b_id": uid}).first()
+    row = _DIRECTORY.first(conn, {"b_id": uid})
     if row is None:
         return None
     team_manager = row.team_manager if row.team_manager != row.id else None

@@ -14,7 +14,7 @@ from sqlalchemy import bindparam, select
 
 from engine.dsl.approvals.model import Assignee
 from engine.errors import ExpressionEvalError
-from engine.runtime import teams
+from engine.runtime import rawsql, teams
 from engine.runtime.engine_tables import crm_users
 from engine.runtime.sales.recordctx import eval_context
 
@@ -24,9 +24,9 @@ if TYPE_CHECKING:
 
 _u = crm_users
 # built once (a statement built per call cost more than running it)
-_BY_NAME = select(_u.c.id).where(_u.c.username == bindparam("b_name"), _u.c.active.is_(True))
-_BY_ID = select(_u.c.id).where(_u.c.id == bindparam("b_id"), _u.c.active.is_(True))
-_ROLES = select(_u.c.id, _u.c.roles).where(_u.c.active.is_(True)).order_by(_u.c.id)
+_BY_NAME = rawsql.Query(select(_u.c.id).where(_u.c.username == bindparam("b_name"), _u.c.active.is_(True)))
+_BY_ID = rawsql.Query(select(_u.c.id).where(_u.c.id == bindparam("b_id"), _u.c.active.is_(True)))
+_ROLES = rawsql.Query(select(_u.c.id, _u.c.roles).where(_u.c.active.is_(True)).order_by(_u.c.id))
 #: ``uow.scratch`` key: the active users' roles, read once per unit
 ROLES_KEY = "approvals.active_roles"
 
@@ -34,11 +34,11 @@ ROLES_KEY = "approvals.active_roles"
 def resolve(uow: UnitOfWork, assignee: Assignee, record: Mapping[str, Any]) -> list[int]:
     """The active users ``assignee`` names on ``record`` (by id, in a stable order)."""
     if assignee.kind == "user":
-        return [int(r[0]) for r in uow.conn.execute(_BY_NAME, {"b_name": assignee.value})]
+        return [int(r[0]) for r in _BY_NAME.all(uow.conn, {"b_name": assignee.value})]
     if assignee.kind == "role":
         roles = uow.scratch.get(ROLES_KEY)
         if roles is None:
-            roles = uow.scratch[ROLES_KEY] = [(int(r[0]), tuple(r[1] or ())) for r in uow.conn.execute(_ROLES)]
+            roles = uow.scratch[ROLES_KEY] = [(int(r[0]), tuple(r[1] or ())) for r in _ROLES.all(uow.conn)]
         return [uid for uid, held in roles if assignee.value in held]
     if assignee.kind == "team":
         return [uid for uid, _name in teams.direct_members(uow.conn, assignee.value)]
@@ -55,9 +55,9 @@ def _by_expression(uow: UnitOfWork, assignee: Assignee, record: Mapping[str, Any
     if value is None or isinstance(value, bool):
         return []
     # "any expression of a user or a username"
-    found = uow.conn.execute(_BY_NAME, {"b_name": value}).scalar() if isinstance(value, str) else \
-        uow.conn.execute(_BY_ID, {"b_id": value}).scalar()
-    return [int(found)] if found is not None else []
+    found = _BY_NAME.first(uow.conn, {"b_name": value}) if isinstance(value, str) else \
+        _BY_ID.first(uow.conn, {"b_id": value})
+    return [int(found[0])] if found is not None else []
 
 
 def resolve_all(uow: UnitOfWork, assignees: Iterable[Assignee], record: Mapping[str, Any]) -> list[int]:

@@ -29,25 +29,26 @@ APPROVER_ACTS = frozenset({"approve", "reject", "reassign", "add_signer", "retur
 # Hot statements, built once: building ``select(...).where(...)`` per call (coercions, cache-key
 # generation) cost more than running it; a reused statement memoises its cache key, so a call only binds.
 # The bind names start with ``b_`` so they never collide with a column given as an execution parameter.
-_INSTANCE = select(INST).where(INST.c.id == bindparam("b_id"))
-_INSTANCE_LOCKED = _INSTANCE.with_for_update()
-_PENDING = select(INST).where(INST.c.entity == bindparam("b_entity"), INST.c.record_id == bindparam("b_record"),
-                             INST.c.status == "pending").order_by(INST.c.id)
-_PENDING_OF = _PENDING.where(INST.c.flow == bindparam("b_flow"))
-_TASK = select(T).where(T.c.id == bindparam("b_id"))
-_TASK_LOCKED = _TASK.with_for_update()
-_TASKS_OF = select(T).where(T.c.instance_id == bindparam("b_instance")).order_by(T.c.id)
-_TASKS_OF_WF = (select(T).where(T.c.instance_id == bindparam("b_instance"), T.c.wf_task == bindparam("b_wf"))
-                .order_by(T.c.id))
+# The hottest go through the driver (:class:`~engine.runtime.rawsql.Query`).
+_by_id = select(INST).where(INST.c.id == bindparam("b_id"))
+_INSTANCE, _INSTANCE_LOCKED = rawsql.Query(_by_id), rawsql.Query(_by_id.with_for_update())
+_pending = select(INST).where(INST.c.entity == bindparam("b_entity"), INST.c.record_id == bindparam("b_record"),
+                              INST.c.status == "pending").order_by(INST.c.id)
+_PENDING, _PENDING_OF = rawsql.Query(_pending), rawsql.Query(_pending.where(INST.c.flow == bindparam("b_flow")))
+_task = select(T).where(T.c.id == bindparam("b_id"))
+_TASK, _TASK_LOCKED = rawsql.Query(_task), rawsql.Query(_task.with_for_update())
+_TASKS_OF = rawsql.Query(select(T).where(T.c.instance_id == bindparam("b_instance")).order_by(T.c.id))
+_TASKS_OF_WF = rawsql.Query(select(T).where(T.c.instance_id == bindparam("b_instance"),
+                                            T.c.wf_task == bindparam("b_wf")).order_by(T.c.id))
 #: the columns of a task row that Core would default (the driver-level insert does not)
 _TASK_DEFAULTS = {"seq": 0, "added_by": None, "position": None, "group_mode": None, "reassigned_from": None,
                   "due_at": None, "remind_at": None, "reminders": 0, "escalated": False, "decided_at": None,
                   "decided_by": None}
 _DL = crm_delegations
-_DELEGATORS = select(_DL.c.user_id).where(_DL.c.delegate_id == bindparam("b_user"),
-                                          _DL.c.starts_at <= bindparam("b_at"), _DL.c.ends_at > bindparam("b_at"))
-_DELEGATES = select(_DL.c.delegate_id).where(_DL.c.user_id == bindparam("b_user"),
-                                             _DL.c.starts_at <= bindparam("b_at"), _DL.c.ends_at > bindparam("b_at"))
+_DELEGATORS = rawsql.Query(select(_DL.c.user_id).where(
+    _DL.c.delegate_id == bindparam("b_user"), _DL.c.starts_at <= bindparam("b_at"), _DL.c.ends_at > bindparam("b_at")))
+_DELEGATES = rawsql.Query(select(_DL.c.delegate_id).where(
+    _DL.c.user_id == bindparam("b_user"), _DL.c.starts_at <= bindparam("b_at"), _DL.c.ends_at > bindparam("b_at")))
 
 
 #: memo table of the runtime state: spec digests found stored (a spec row is never deleted)
@@ -81,7 +82,7 @@ def stored_spec(conn: Connection, digest: str) -> Any:
 
 def instance(conn: Connection, instance_id: int, *, lock: bool = False) -> Any:
     """The instance row (NotFound when there is none); ``lock``: FOR UPDATE (PostgreSQL)."""
-    row = conn.execute(_INSTANCE_LOCKED if lock else _INSTANCE, {"b_id": instance_id}).first()
+    row = (_INSTANCE_LOCKED if lock else _INSTANCE).first(conn, {"b_id": instance_id})
     if row is None:
         raise NotFound(f"no approval instance {instance_id}", code="not_found")
     return row
@@ -90,8 +91,8 @@ def instance(conn: Connection, instance_id: int, *, lock: bool = False) -> Any:
 def pending_for(conn: Connection, entity: str, record_id: int, flow: str | None = None) -> list[Any]:
     """The pending instances of one record (of ``flow`` when given)."""
     if flow is None:
-        return list(conn.execute(_PENDING, {"b_entity": entity, "b_record": record_id}))
-    return list(conn.execute(_PENDING_OF, {"b_entity": entity, "b_record": record_id, "b_flow": flow}))
+        return _PENDING.all(conn, {"b_entity": entity, "b_record": record_id})
+    return _PENDING_OF.all(conn, {"b_entity": entity, "b_record": record_id, "b_flow": flow})
 
 
 def instances_of(conn: Connection, entity: str, record_id: int) -> list[Any]:
@@ -114,7 +115,7 @@ def save_instance(uow: UnitOfWork, instance_id: int, **values: Any) -> None:
 
 
 def task(conn: Connection, task_id: int, *, lock: bool = False) -> Any:
-    row = conn.execute(_TASK_LOCKED if lock else _TASK, {"b_id": task_id}).first()
+    row = (_TASK_LOCKED if lock else _TASK).first(conn, {"b_id": task_id})
     if row is None:
         raise NotFound(f"no approval task {task_id}", code="not_found")
     return row
@@ -122,8 +123,8 @@ def task(conn: Connection, task_id: int, *, lock: bool = False) -> Any:
 
 def tasks_of(conn: Connection, instance_id: int, wf_task: str | None = None) -> list[Any]:
     if wf_task is None:
-        return list(conn.execute(_TASKS_OF, {"b_instance": instance_id}))
-    return list(conn.execute(_TASKS_OF_WF, {"b_instance": instance_id, "b_wf": wf_task}))
+        return _TASKS_OF.all(conn, {"b_instance": instance_id})
+    return _TASKS_OF_WF.all(conn, {"b_instance": instance_id, "b_wf": wf_task})
 
 
 def hand_over_signers(uow: UnitOfWork, old_id: int, new_id: int) -> None:
@@ -175,9 +176,9 @@ def approver_acted(conn: Connection, instance_id: int) -> bool:
 
 def delegators(conn: Connection, delegate_id: int, at: dt.datetime) -> list[int]:
     """The users ``delegate_id`` stands in for at ``at`` (their dated rules include ``at``)."""
-    return sorted({int(r[0]) for r in conn.execute(_DELEGATORS, {"b_user": delegate_id, "b_at": at})})
+    return sorted({int(r[0]) for r in _DELEGATORS.all(conn, {"b_user": delegate_id, "b_at": at})})
 
 
 def delegates_for(conn: Connection, user_id: int, at: dt.datetime) -> list[int]:
     """Who stands in for ``user_id`` at ``at``."""
-    return sorted({int(r[0]) for r in conn.execute(_DELEGATES, {"b_user": user_id, "b_at": at})})
+    return sorted({int(r[0]) for r in _DELEGATES.all(conn, {"b_user": user_id, "b_at": at})})

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import bindparam, select
 
 from engine.errors import BadRequest
+from engine.runtime import rawsql
 from engine.runtime.engine_tables import crm_users
 from engine.runtime.records import masking, rows
 from engine.runtime.records.query import base_select
@@ -77,9 +78,9 @@ def _child_rows(uow: UnitOfWork, table: Any, ids: Sequence[int]) -> Any:
     """The child rows of ``ids`` by parent and position (one parent: a statement built once per table)."""
     t = table
     if len(ids) == 1:
-        stmt = uow.state.memo("child_rows", t.name, lambda: select(t).where(t.c.parent_id == bindparam("b_parent"))
-                              .order_by(t.c.position))
-        return uow.conn.execute(stmt, {"b_parent": ids[0]})
+        query = uow.state.memo("child_rows", t.name, lambda: rawsql.Query(
+            select(t).where(t.c.parent_id == bindparam("b_parent")).order_by(t.c.position)))
+        return query.all(uow.conn, {"b_parent": ids[0]})
     return uow.conn.execute(select(t).where(t.c.parent_id.in_(ids)).order_by(t.c.parent_id, t.c.position))
 
 

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import bindparam, func, select
 
 from engine.errors import BadRequest, NotFound, PermissionDenied, VersionConflict
-from engine.runtime import audit
+from engine.runtime import audit, rawsql
 from engine.runtime.records import journal, listing, masking, output, persist, query, recycle, rows
 from engine.runtime.records.pipeline import WritePipeline, open_entity
 from engine.runtime.records.steps import Action
@@ -66,8 +66,9 @@ class RecordService:
         lock = action != "read"
         scope = self.uow.guard.scope_clause(t, access.read)
         if scope is None:  # the statement without a row scope is built once per entity
-            stmt = self.uow.state.memo("load_record", (plan.name, deleted, lock), lambda: _load_stmt(t, deleted, lock))
-            row = self.uow.conn.execute(stmt, {"b_id": record_id}).first()
+            prepared = self.uow.state.memo("load_record", (plan.name, deleted, lock),
+                                           lambda: rawsql.Query(_load_stmt(t, deleted, lock)))
+            row = prepared.first(self.uow.conn, {"b_id": record_id})
         else:
             stmt = select(t).where(t.c.id == record_id, t.c.deleted_at.is_not(None) if deleted else
                                    t.c.deleted_at.is_(None), scope)

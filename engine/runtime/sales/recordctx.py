@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import bindparam, select
 
-from engine.runtime import exchange_rates, users
+from engine.runtime import exchange_rates, rawsql, users
 from engine.runtime.records import exprs, rows
 
 if TYPE_CHECKING:
@@ -27,8 +27,8 @@ def read_record(uow: UnitOfWork, entity: str, record_id: int, *, lock: bool = Fa
 
     ``lock``: FOR UPDATE (PostgreSQL; SQLite units write one at a time)."""
     plan = uow.state.plan(entity)
-    stmt = uow.state.memo("read_record", (entity, lock), lambda: _read_stmt(plan.table, lock))
-    row = uow.conn.execute(stmt, {"b_id": record_id}).first()
+    query = uow.state.memo("read_record", (entity, lock), lambda: rawsql.Query(_read_stmt(plan.table, lock)))
+    row = query.first(uow.conn, {"b_id": record_id})
     return rows.read(plan.readers, row._mapping) if row is not None else None
 
 
