@@ -232,6 +232,11 @@ class Query:
         finally:
             cur.close()
 
+    def sql(self, conn: Connection, params: dict[str, Any] | None = None) -> tuple[str, Any]:
+        """The statement's text on ``conn``'s dialect and ``params`` as the driver gets them (for EXPLAIN)."""
+        c = self._for(conn)
+        return c.sql, c.bind(params or {})
+
     def _for(self, conn: Connection) -> _Compiled:
         dialect = conn.dialect
         found = self._compiled.get(dialect.name)

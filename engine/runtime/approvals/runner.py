@@ -85,6 +85,10 @@ class Run:
             self._tasks = TaskRows.load(self.uow, self.instance_id)
         return self._tasks
 
+    def adopt_tasks(self, rows: TaskRows) -> None:
+        """The instance's task rows as the caller read them under the instance's lock in this unit."""
+        self._tasks = rows
+
     def record(self) -> Mapping[str, Any]:
         """The record's stored values, read once per run (:meth:`forget_record` after the flow writes it)."""
         if self._record is None:
@@ -312,9 +316,12 @@ def start_flow(uow: UnitOfWork, name: str, record_id: int, *, submitter_id: int 
     return run.instance_id
 
 
-def load(uow: UnitOfWork, instance_id: int) -> Run:
-    """The instance's workflow, restored under a row lock with the flow's script engine attached."""
-    row = store.instance(uow.conn, instance_id, lock=True)
+def load(uow: UnitOfWork, instance_id: int, row: Any = None) -> Run:
+    """The instance's workflow, restored under a row lock with the flow's script engine attached.
+
+    ``row``: the instance's row as the caller read it under the lock in this unit."""
+    if row is None:
+        row = store.instance(uow.conn, instance_id, lock=True)
     flow = flow_named(uow, row.flow)
     parsed = spec.parsed(flow)
     if parsed.digest != row.spec_digest:  # an instance of an older version keeps its spec and its flow

@@ -17,6 +17,7 @@ from sqlalchemy import select
 
 from engine.errors import BadRequest, Conflict, ExpressionEvalError, NotFound, PermissionDenied
 from engine.runtime.approvals import outcome, rules, runner, store
+from engine.runtime.approvals.taskrows import TaskRows
 from engine.runtime.engine_tables import crm_users
 from engine.runtime.sales.recordctx import eval_context, read_record
 
@@ -80,21 +81,27 @@ def may_act(uow: UnitOfWork, row: Any) -> bool:
                                                                                 uow.clock.now())
 
 
-def _open_task(uow: UnitOfWork, task_id: int, row: Any = None) -> tuple[Any, runner.Run]:
+def _open_task(uow: UnitOfWork, task_id: int, *, decision: str | None = None,
+               key: str | None = None) -> tuple[Any, runner.Run | None]:
     """The task row and its loaded run, if the actor may act on it and it waits for a decision.
 
-    ``row``: the task's row as the caller read it already in this unit (not read again before the lock)."""
-    if row is None:
-        row = store.task(uow.conn, task_id)
+    The instance is locked first and its task rows read once (:class:`~.taskrows.TaskRows`).  A retried
+    request (the idempotency ``key`` used already, or this actor made this ``decision`` on the task) gives
+    the row and no run: it has no second effect."""
+    inst = store.instance_of_task(uow.conn, task_id)
+    rows = TaskRows.load(uow, int(inst.id))
+    row = rows.get(task_id)
+    if _replayed(uow, key) or (decision is not None and _same_decision(uow, row, decision)):
+        return row, None
     if not may_act(uow, row):
         raise PermissionDenied(f"approval task {task_id} is not yours to act on", code="not_assignee")
-    run = runner.load(uow, row.instance_id)
-    row = run.tasks.get(task_id)  # read again under the instance lock
-    if run.status != "pending":
-        raise Conflict(f"the approval is {run.status}", code="approval_closed", details={"status": run.status})
+    if inst.status != "pending":
+        raise Conflict(f"the approval is {inst.status}", code="approval_closed", details={"status": inst.status})
     if row.status != "ready":
         raise Conflict(f"approval task {task_id} is {row.status}, not waiting for a decision", code="not_ready",
                        details={"status": row.status})
+    run = runner.load(uow, int(inst.id), inst)
+    run.adopt_tasks(rows)
     return row, run
 
 
@@ -121,10 +128,9 @@ def complete(uow: UnitOfWork, task_id: int, decision: str, *, comment: str | Non
     if decision not in DECISIONS:
         raise BadRequest("decision must be approve or reject", code="bad_decision",
                          details={"decision": [f"is {decision!r}; use approve or reject"]})
-    row = store.task(uow.conn, task_id)
-    if _replayed(uow, key) or _same_decision(uow, row, decision):
+    row, run = _open_task(uow, task_id, decision=decision, key=key)
+    if run is None:
         return int(row.instance_id)
-    row, run = _open_task(uow, task_id, row)
     now = uow.clock.now()
     status = "approved" if decision == "approve" else "rejected"
     run.tasks.set(row.id, status=status, decided_at=now, decided_by=uow.actor.user_id)
@@ -176,9 +182,9 @@ def advance(run: runner.Run, row: Any, data: Mapping[str, Any] | None = None) ->
 
 def reassign(uow: UnitOfWork, task_id: int, to: Any, *, comment: str | None = None, key: str | None = None) -> int:
     """转交: the task goes to another active user (the old row is kept as ``reassigned``)."""
-    if _replayed(uow, key):
-        return int(store.task(uow.conn, task_id).instance_id)
-    row, run = _open_task(uow, task_id)
+    row, run = _open_task(uow, task_id, key=key)
+    if run is None:
+        return int(row.instance_id)
     target = active_user(uow, to, "to")
     if target == row.assignee_id:
         raise BadRequest("the task is already assigned to that user", code="same_assignee")
@@ -202,9 +208,9 @@ def add_signer(uow: UnitOfWork, task_id: int, users_: Sequence[Any], *, position
         raise BadRequest("position must be before or after", code="bad_position")
     if mode not in GROUP_MODES:
         raise BadRequest("mode must be any or all", code="bad_mode")
-    if _replayed(uow, key):
-        return int(store.task(uow.conn, task_id).instance_id)
-    row, run = _open_task(uow, task_id)
+    row, run = _open_task(uow, task_id, key=key)
+    if run is None:
+        return int(row.instance_id)
     ids = list(dict.fromkeys(active_user(uow, u, "user") for u in users_))
     if not ids:
         raise BadRequest("name at least one user to add", code="bad_request", details={"user": ["is required"]})
@@ -224,9 +230,9 @@ def return_to(uow: UnitOfWork, task_id: int, to: str, *, comment: str | None = N
     to an earlier step (the workflow is reset to it; its approvers decide again)."""
     if not isinstance(to, str) or not to:
         raise BadRequest("to must be 'submitter' or a step id", code="bad_request", details={"to": ["is required"]})
-    if _replayed(uow, key):
-        return int(store.task(uow.conn, task_id).instance_id)
-    row, run = _open_task(uow, task_id)
+    row, run = _open_task(uow, task_id, key=key)
+    if run is None:
+        return int(row.instance_id)
     store.record_decision(uow, run.instance_id, "return", task=row, comment=comment, key=scoped(uow, key),
                           data={"to": to})
     if to == "submitter":

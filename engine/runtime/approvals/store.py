@@ -35,6 +35,9 @@ _INSTANCE, _INSTANCE_LOCKED = rawsql.Query(_by_id), rawsql.Query(_by_id.with_for
 _pending = select(INST).where(INST.c.entity == bindparam("b_entity"), INST.c.record_id == bindparam("b_record"),
                               INST.c.status == "pending").order_by(INST.c.id)
 _PENDING, _PENDING_OF = rawsql.Query(_pending), rawsql.Query(_pending.where(INST.c.flow == bindparam("b_flow")))
+#: the instance of a task, locked: one statement where reading the task and then its instance took two
+_OF_TASK_LOCKED = rawsql.Query(select(INST).where(
+    INST.c.id == select(T.c.instance_id).where(T.c.id == bindparam("b_id")).scalar_subquery()).with_for_update())
 _task = select(T).where(T.c.id == bindparam("b_id"))
 _TASK, _TASK_LOCKED = rawsql.Query(_task), rawsql.Query(_task.with_for_update())
 _TASKS_OF = rawsql.Query(select(T).where(T.c.instance_id == bindparam("b_instance")).order_by(T.c.id))
@@ -85,6 +88,14 @@ def instance(conn: Connection, instance_id: int, *, lock: bool = False) -> Any:
     row = (_INSTANCE_LOCKED if lock else _INSTANCE).first(conn, {"b_id": instance_id})
     if row is None:
         raise NotFound(f"no approval instance {instance_id}", code="not_found")
+    return row
+
+
+def instance_of_task(conn: Connection, task_id: int) -> Any:
+    """The instance row of task ``task_id``, locked (FOR UPDATE on PostgreSQL); NotFound for no such task."""
+    row = _OF_TASK_LOCKED.first(conn, {"b_id": task_id})
+    if row is None:
+        raise NotFound(f"no approval task {task_id}", code="not_found")
     return row
 
 

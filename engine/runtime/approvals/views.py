@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import bindparam, delete, insert, or_, select
 
 from engine.errors import BadRequest, NotFound, PermissionDenied
+from engine.runtime import rawsql
 from engine.runtime.approvals import diagram, oldflows, runner, service, spec, store
 from engine.runtime.engine_tables import crm_approval_instances, crm_approval_tasks, crm_delegations, crm_users
 
@@ -27,6 +28,11 @@ _INBOX = (select(_T, _I.c.flow, _I.c.entity, _I.c.record_id).join(_I, _I.c.id ==
                  _T.c.status.in_(bindparam("b_wanted", expanding=True))))
 _INBOX_FIRST = _INBOX.order_by(_T.c.id.desc()).limit(bindparam("b_limit"))
 _INBOX_BEFORE = _INBOX.where(_T.c.id < bindparam("b_before")).order_by(_T.c.id.desc()).limit(bindparam("b_limit"))
+#: the usual first page (one owner -- nobody delegated to the user -- and one status), through the driver
+_INBOX_ONE = rawsql.Query(
+    select(_T, _I.c.flow, _I.c.entity, _I.c.record_id).join(_I, _I.c.id == _T.c.instance_id)
+    .where(_T.c.assignee_id == bindparam("b_owner"), _T.c.status == bindparam("b_status"))
+    .order_by(_T.c.id.desc()).limit(bindparam("b_limit")))
 
 
 def inbox(uow: UnitOfWork, *, user_id: int, status: str = "ready", limit: int = 50,
@@ -42,7 +48,10 @@ def inbox(uow: UnitOfWork, *, user_id: int, status: str = "ready", limit: int = 
     params: dict[str, Any] = {"b_owners": owners, "b_wanted": wanted, "b_limit": limit + 1}
     if before is not None:
         params["b_before"] = before
-    rows = list(uow.conn.execute(_INBOX_FIRST if before is None else _INBOX_BEFORE, params))
+    if before is None and len(owners) == 1 and len(wanted) == 1:
+        rows = _INBOX_ONE.all(uow.conn, {"b_owner": user_id, "b_status": wanted[0], "b_limit": limit + 1})
+    else:
+        rows = list(uow.conn.execute(_INBOX_FIRST if before is None else _INBOX_BEFORE, params))
     items = [{**service.describe_task(r), "flow": r.flow, "entity": r.entity, "record_id": r.record_id,
               "on_behalf_of": r.assignee_id if r.assignee_id != user_id else None} for r in rows[:limit]]
     return {"items": items, "next": str(rows[limit - 1].id) if len(rows) > limit else None}
