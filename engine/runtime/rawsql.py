@@ -25,6 +25,9 @@ if TYPE_CHECKING:
     from engine.runtime.runtime import State
 
 Processor = Callable[[Any], Any] | None
+#: fewer rows than this go in one executemany even where COPY is possible: a COPY takes two round trips
+#: (start, then data and end), an INSERT of a few rows one
+COPY_FROM = 16
 
 @dataclass(frozen=True, slots=True)
 class RawInsert:
@@ -64,7 +67,7 @@ class RawInsert:
         """One executemany (COPY on PostgreSQL) of ready tuples (already processed), in the unit's transaction."""
         if not rows:
             return
-        if self.copy_sql is None:
+        if self.copy_sql is None or len(rows) < COPY_FROM:
             conn.exec_driver_sql(self.sql, list(rows))
             return
         dbapi = conn.connection.dbapi_connection
