@@ -8,7 +8,8 @@
   workflow (``serialize_json``) written to a table in a transaction at each of the same wait states.
   The two are measured in alternating rounds (a change of load touches both alike).  Target >= 0.8x.
 * ``inbox p95``: ``GET /approvals/tasks?assignee=me``'s query for one user among 100,000 open tasks of
-  1,000 users (SQLite; PostgreSQL too when ``CRM_BENCH_PG_URL`` is set).  Target < 20 ms.
+  1,000 users (SQLite; PostgreSQL too when ``CRM_BENCH_PG_URL`` names a server: a scratch database is
+  created there and dropped).  Target < 20 ms.
 
     .venv/bin/python -m bench.bench_approvals [--quick]
 """
@@ -186,7 +187,10 @@ def run(quick: bool = False) -> list[dict[str, Any]]:
         out.extend(measure(f"sqlite:///{root / 'bench.db'}", "sqlite", root / "sqlite", quick))
         pg_url = os.environ.get("CRM_BENCH_PG_URL")
         if pg_url:
-            out.extend(measure(pg_url, "postgresql", root / "pg", quick))
+            from bench.bench_api import scratch_pg_database
+
+            with scratch_pg_database(pg_url) as url:
+                out.extend(measure(url, "postgresql", root / "pg", quick))
     return out
 
 
