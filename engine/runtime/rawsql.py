@@ -1,4 +1,5 @@
-"""Raw inserts through the driver's executemany (or COPY), with SQLAlchemy's own bind processors.
+"""Statements through the driver, with SQLAlchemy's own bind and result processors: inserts (executemany,
+or COPY for many rows), single-row writes, and prepared hot SELECTs (:class:`Query`).
 
 A Core ``conn.execute(insert(table), dicts)`` spends most of its time per row
 in Python (parameter dicts, processors looked up per key).  A

@@ -61,6 +61,9 @@ def test_query_rows_have_attributes(filled: Engine) -> None:
     assert row is not None
     assert (row.id, row.name, row.data, row.at, row.amount) == (1, "a", {"k": [1, "二"]}, AT, Decimal("12.3400"))
     assert row.at.tzinfo is not None
+    with filled.connect() as conn:  # a column named like a tuple method is still the column
+        [got] = rawsql.Query(select(T.c.n.label("count"), T.c.name.label("index")).where(T.c.n == 3)).all(conn)
+    assert (got.count, got.index, got._mapping) == (3, "c", {"count": 3, "index": "c"})
 
 
 @pytest.mark.parametrize("where", [T.c.id.in_(bindparam("b_ids", expanding=True)), T.c.id.in_([1, 2])])
