@@ -21,6 +21,9 @@ ADMIN = "admin"
 MANAGER = "wang.manager"
 REPS = ("li.sales", "zhang.sales", "chen.sales", "emma.sales")
 TEAM = "east_sales"
+#: approvers of the shipped approval flows (quote_discount, contract_risk): user -> role, when the role exists
+APPROVERS = (("zhao.director", "sales_director", "赵总监"), ("qian.finance", "finance", "钱财务"),
+             ("sun.legal", "legal", "孙法务"))
 
 CN_COMPANIES = (
     "苏州精工机械有限公司", "宁波恒达模具厂", "无锡华泰电子科技", "常州联合纺织集团", "杭州钱江汽车零部件",
@@ -69,15 +72,32 @@ def _ensure_users(uow: Any) -> int:
     from engine.runtime import users
 
     try:
-        return users.user_id(uow.conn, ADMIN)
+        admin_id = users.user_id(uow.conn, ADMIN)
     except NotFound:
-        pass
-    admin_id = users.create_user(uow, ADMIN, roles=["admin"], display_name="Administrator")
-    users.create_user(uow, MANAGER, roles=["sales_manager"], display_name="王经理")
-    users.create_team(uow, TEAM, manager=MANAGER)
-    for name in REPS:
-        users.create_user(uow, name, roles=["sales"], team=TEAM, manager=MANAGER, display_name=name)
+        admin_id = users.create_user(uow, ADMIN, roles=["admin"], display_name="Administrator")
+        users.create_user(uow, MANAGER, roles=["sales_manager"], display_name="王经理")
+        users.create_team(uow, TEAM, manager=MANAGER)
+        for name in REPS:
+            users.create_user(uow, name, roles=["sales"], team=TEAM, manager=MANAGER, display_name=name)
+    _ensure_approvers(uow)
     return admin_id
+
+
+def _ensure_approvers(uow: Any) -> None:
+    """A user for each approver role of the shipped flows (also added to a demo made before they were); the
+    director manages the sales manager, so ``manager_of(manager_of(owner))`` is the director."""
+    from engine.runtime import users
+    from engine.runtime.people import admin
+
+    for name, role, display in APPROVERS:
+        if role not in uow.workspace.roles:
+            continue
+        try:
+            users.user_id(uow.conn, name)
+        except NotFound:
+            users.create_user(uow, name, roles=[role], display_name=display)
+            if role == "sales_director":
+                admin.update_user(uow, MANAGER, manager=name)
 
 
 def _actor(runtime: Any, username: str) -> Actor:

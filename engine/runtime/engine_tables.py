@@ -328,7 +328,7 @@ crm_approval_decisions = Table(
     Column("actor_id", BigInteger, nullable=True),
     Column("on_behalf_of", BigInteger, nullable=True),
     #: submit, approve, reject, reassign, add_signer, return, withdraw, comment, remind, escalate,
-    #: auto_approve, auto_reject, timer, approved, rejected (the outcome)
+    #: auto_approve, auto_reject, timer, no_assignee (a step went to the admins), approved, rejected (the outcome)
     Column("decision", String(20), nullable=False),
     Column("comment", Text, nullable=True),
     Column("data", JsonType, nullable=True),

@@ -36,13 +36,23 @@ def resolve(uow: UnitOfWork, assignee: Assignee, record: Mapping[str, Any]) -> l
     if assignee.kind == "user":
         return [int(r[0]) for r in _BY_NAME.all(uow.conn, {"b_name": assignee.value})]
     if assignee.kind == "role":
-        roles = uow.scratch.get(ROLES_KEY)
-        if roles is None:
-            roles = uow.scratch[ROLES_KEY] = [(int(r[0]), tuple(r[1] or ())) for r in _ROLES.all(uow.conn)]
-        return [uid for uid, held in roles if assignee.value in held]
+        return [uid for uid, held in _active_roles(uow) if assignee.value in held]
     if assignee.kind == "team":
         return [uid for uid, _name in teams.direct_members(uow.conn, assignee.value)]
     return _by_expression(uow, assignee, record)
+
+
+def admins(uow: UnitOfWork) -> list[int]:
+    """The active users holding a role with ``admin: true`` (who decides a step left without approvers)."""
+    wanted = {name for name, role in uow.workspace.roles.items() if role.admin}
+    return [uid for uid, held in _active_roles(uow) if wanted.intersection(held)]
+
+
+def _active_roles(uow: UnitOfWork) -> list[tuple[int, tuple[str, ...]]]:
+    roles = uow.scratch.get(ROLES_KEY)
+    if roles is None:
+        roles = uow.scratch[ROLES_KEY] = [(int(r[0]), tuple(r[1] or ())) for r in _ROLES.all(uow.conn)]
+    return roles  # type: ignore[no-any-return]
 
 
 def _by_expression(uow: UnitOfWork, assignee: Assignee, record: Mapping[str, Any]) -> list[int]:

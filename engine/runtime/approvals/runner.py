@@ -75,6 +75,8 @@ class Run:
         self.newly_ready: list[int] = []
         #: an outcome decided without the workflow reaching an end (a shorthand step's rejection)
         self.forced: str | None = None
+        #: this unit starts the instance (a step without an approver refuses the start; later it goes to admins)
+        self.starting = False
         self._record: Mapping[str, Any] | None = None
         self._tasks: TaskRows | None = None
 
@@ -212,11 +214,7 @@ class Run:
         step = self.step_of(task.task_spec.name)
         users = assignees.resolve_all(self.uow, step.assignees, flow_values(self.flow, self.record(), task.data))
         if not users:
-            raise NoAssignee(
-                f"step {step.id!r} of approval {self.flow.name!r} has no active approver for "
-                f"{self.entity} {self.record_id}",
-                details={"step": [f"no active user for {', '.join(a.describe() for a in step.assignees)}"]},
-                hint="give the record's owner a manager, or add an active user to the step's role or team")
+            users = self._no_assignee(step)
         timeout = step.timeout or self.flow.timeout
         now = self.uow.clock.now()
         due = now + timeout.after if timeout is not None else None
@@ -229,6 +227,23 @@ class Run:
                                     due_at=due, remind_at=due)
             if status == "ready":
                 self.newly_ready.append(new_id)
+
+    def _no_assignee(self, step: ApprovalStep) -> list[int]:
+        """Who decides a step whose assignees name no active user: at the start, nobody (the submit is
+        refused, NoAssignee); later (an earlier step approved, the user left since), the workspace's
+        admins, with a ``no_assignee`` row in the history -- the approvers before must not be blocked."""
+        missing = ", ".join(a.describe() for a in step.assignees)
+        admins = [] if self.starting else assignees.admins(self.uow)
+        if not admins:
+            raise NoAssignee(
+                f"step {step.id!r} of approval {self.flow.name!r} has no active approver for "
+                f"{self.entity} {self.record_id}",
+                details={"step": [f"no active user for {missing}"]},
+                hint="give the record's owner a manager, or add an active user to the step's role or team")
+        store.record_decision(self.uow, self.instance_id, "no_assignee", system=True,
+                              comment=f"no active user for {missing}: the step goes to the admins",
+                              data={"step": step.id, "to": admins})
+        return admins
 
     def refresh_readiness(self, wf_task: str) -> None:
         """Set the open rows of one step to ready/waiting as the rules say (new ready rows are notified)."""
@@ -295,7 +310,7 @@ def start(uow: UnitOfWork, flow: ApprovalFlow, record_id: int, *, submitter_id: 
     instance_id = store.new_instance(uow, flow=flow.name, digest=parsed.digest, entity=flow.entity,
                                      record_id=record_id, submitter_id=submitter_id)
     run = Run(uow, flow, parsed, instance_id, flow.entity, record_id, submitter_id)
-    run._record, run._tasks = record, TaskRows(uow, instance_id, [])
+    run._record, run._tasks, run.starting = record, TaskRows(uow, instance_id, []), True
     run.wf = spec.new_workflow(parsed, run.engine)
     run.wf.task_tree.set_data(approved=None, step=None, approvals=0, rejections=0)
     store.record_decision(uow, instance_id, "submit")
