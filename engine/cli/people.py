@@ -123,6 +123,19 @@ def user_set_role(name: str, roles: tuple[str, ...], directory: str | None, db_u
     click.echo(f"{name!r} now has {'role' if len(roles) == 1 else 'roles'} {', '.join(roles)}")
 
 
+def _none_or_name(name: str | None, directory: str | None, clear: bool, what: str) -> tuple[str | None, str | None]:
+    """The (name, workspace directory) of ``set-manager`` / ``set-parent``: with ``--none`` there is no name, so
+    the one argument after the team is the workspace directory, as for every other command."""
+    if not clear:
+        if not name:
+            raise click.UsageError(f"name the {what}, or pass --none")
+        return name, directory
+    if name is not None and directory is not None:
+        raise click.UsageError(f"--none leaves the team without a {what}: give no {what} name "
+                               f"(got {name!r} and the directory {directory!r})")
+    return None, directory if name is None else name
+
+
 @main.group()
 def team() -> None:
     """Manage teams: nesting, managers, members."""
@@ -173,13 +186,13 @@ def team_list(directory: str | None, db_url: str | None) -> None:
 @friendly_errors
 def team_set_manager(team_name: str, manager: str | None, clear: bool, directory: str | None,
                      db_url: str | None) -> None:
-    """Make user MANAGER the manager of team TEAM_NAME (``--none``: nobody)."""
+    """Make user MANAGER the manager of team TEAM_NAME (``--none``: nobody, and the argument after TEAM_NAME is
+    the workspace directory: ``crm team set-manager east --none acme``)."""
     from engine.runtime.people import admin
 
-    if not manager and not clear:
-        raise click.UsageError("name the manager, or pass --none")
+    manager, directory = _none_or_name(manager, directory, clear, "manager")
     with open_runtime(directory, db_url) as runtime, runtime.unit(_system()) as uow:
-        admin.set_manager(uow, team_name, None if clear else manager)
+        admin.set_manager(uow, team_name, manager)
     click.echo(f"team {team_name!r} is managed by {manager!r}" if not clear else f"team {team_name!r} has no manager")
 
 
@@ -192,13 +205,13 @@ def team_set_manager(team_name: str, manager: str | None, clear: bool, directory
 @friendly_errors
 def team_set_parent(team_name: str, parent: str | None, clear: bool, directory: str | None,
                     db_url: str | None) -> None:
-    """Put team TEAM_NAME inside team PARENT (``--none``: at the top)."""
+    """Put team TEAM_NAME inside team PARENT (``--none``: at the top, and the argument after TEAM_NAME is the
+    workspace directory: ``crm team set-parent east --none acme``)."""
     from engine.runtime.people import admin
 
-    if not parent and not clear:
-        raise click.UsageError("name the parent team, or pass --none")
+    parent, directory = _none_or_name(parent, directory, clear, "parent team")
     with open_runtime(directory, db_url) as runtime, runtime.unit(_system()) as uow:
-        admin.set_parent(uow, team_name, None if clear else parent)
+        admin.set_parent(uow, team_name, parent)
     click.echo(f"team {team_name!r} is inside {parent!r}" if not clear else f"team {team_name!r} is at the top")
 
 
