@@ -118,7 +118,8 @@ def bulk_update(entity: str) -> Response:
         gateway.entity(svc.uow, entity)
         matched = svc.count_matching(entity, flt, "update")
         _check_reach(matched, "update")
-        if dry_run:
+        if dry_run:  # the body is checked as the real run checks it; only the writes are left out
+            svc.check_update(entity, values, references=atomic and matched > 0)
             return json_response({"matched": matched, "updated": 0, "dry_run": True})
         if atomic:
             return json_response({"matched": matched, "updated": svc.update_many(entity, flt, values)})
