@@ -263,8 +263,10 @@ _UNITS = {"m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
 def parse_duration(text: str) -> dt.timedelta:
     """``90d``, ``12h``, ``30m``, ``2w`` as a timedelta (click.BadParameter otherwise)."""
     match = _DURATION.fullmatch(text.strip())
-    if match is None or int(match.group(1)) == 0:
+    if match is None:
         raise click.BadParameter(f"{text!r} is not a duration; write a number and a unit: 30m, 12h, 90d, 2w")
+    if int(match.group(1)) == 0:
+        raise click.BadParameter(f"{text!r} is zero; the duration must be more than zero: 30m, 12h, 90d, 2w")
     return dt.timedelta(**{_UNITS[match.group(2)]: int(match.group(1))})
 
 
