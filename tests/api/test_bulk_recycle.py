@@ -268,10 +268,15 @@ def test_limits_answer_413_and_the_bulk_body_may_be_larger_than_a_single_create(
 
 
 def test_bad_bulk_bodies_are_clear_400s(client: Any, api_env: ApiEnv):
-    for body, words in (({"company": "x"}, "JSON array of records"), ([{"company": "x"}, 3], "row 1 is not"),
-                        ([], "empty")):
+    list_of_records = 'must be a JSON list of records, [{...}, {...}], or {"records": [{...}, {...}]}'
+    for body, words in (({"company": "x"}, f"{list_of_records}; this body is a single JSON object"),
+                        ("x", "this body is a JSON string"), ({"records": 3}, 'its "records" is a JSON number'),
+                        ([{"company": "x"}, 3], "row 1 is not"), ([], "empty")):
         resp = call(client, api_env, "rep1", "POST", "/records/lead/bulk", body)
         assert resp.status_code == 400 and words in resp.get_json()["error"]["message"], resp.get_json()
+        assert "dict" not in resp.get_json()["error"]["message"]
+    hint = call(client, api_env, "rep1", "POST", "/records/lead/bulk", {"company": "x"}).get_json()["error"]
+    assert "POST it to /api/v1/records/<entity>" in str(hint)
     resp = call(client, api_env, "rep1", "POST", "/records/lead/bulk", {"records": [lead(0, marker())]})
     assert resp.status_code == 201
     assert call(client, api_env, "rep1", "POST", "/records/nosuch/bulk", [{"a": 1}]).status_code == 404
