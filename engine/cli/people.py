@@ -16,6 +16,7 @@ import click
 
 from engine.cli.base import db_option, friendly_errors, main
 from engine.cli.running import open_runtime, token, user
+from engine.errors import NotFound
 from engine.wording import counted
 
 
@@ -243,7 +244,8 @@ def team_remove_member(team_name: str, name: str, directory: str | None, db_url:
     with open_runtime(directory, db_url) as runtime, runtime.unit(_system()) as uow:
         gone = admin.remove_member(uow, team_name, name)
     if not gone:
-        raise click.ClickException(f"{name!r} is not an extra member of {team_name!r}")
+        raise NotFound(f"{name!r} is not an extra member of {team_name!r}",
+                       hint=f"'crm team list' shows the members of {team_name!r}")
     click.echo(f"{name!r} is no longer a member of {team_name!r}")
 
 

@@ -21,6 +21,7 @@ from typing import Any, TypeVar
 import click
 
 from engine.cli.base import db_option, db_url_for, friendly_errors, main, workspace_dir
+from engine.errors import NotFound
 from engine.wording import counted
 
 DEFAULT_HOST = "127.0.0.1"
@@ -305,7 +306,8 @@ def token_revoke(prefix: str, directory: str | None, db_url: str | None) -> None
     with open_runtime(directory, db_url) as runtime, runtime.unit(Actor.system()) as uow:
         count = admin.revoke(uow, prefix)
     if not count:
-        raise click.ClickException(f"no active token starts with {prefix[:12]!r}")
+        raise NotFound(f"no active token starts with {prefix[:12]!r}", code="unknown_token",
+                       hint="'crm token list' shows the active tokens' prefixes")
     them = "it" if count == 1 else "them"
     click.echo(f"revoked {counted(count, 'token')}; running servers refuse {them} from their next request")
 
