@@ -10,6 +10,7 @@ import pytest
 from click.testing import CliRunner, Result
 
 from engine.cli import main
+from engine.runtime import users
 from engine.runtime.context import Actor
 from engine.runtime.db import DEFAULT_SQLITE_NAME
 from engine.runtime.people import admin
@@ -90,3 +91,28 @@ def test_an_unknown_token_prefix_is_reported_like_every_other_error(crm: Callabl
     result = crm("team", "remove-member", "east", "boss", "acme")
     assert result.exit_code == 1 and result.output.startswith("'boss' is not an extra member of 'east'\n")
     assert "Error:" not in result.output
+
+
+def _user_with_a_lead(acme: Path, name: str) -> None:
+    rt = Runtime.open(f"sqlite:///{acme / DEFAULT_SQLITE_NAME}")
+    try:
+        with rt.unit(Actor.system()) as uow:
+            uid = users.create_user(uow, name, roles=["sales"])
+            uow.records.create("lead", {"company": f"{name} Co", "phone": "13800000000", "owner_id": uid})
+    finally:
+        rt.close()
+
+
+def test_the_handover_hint_of_deactivate_names_the_workspace(crm: Callable[..., Result], acme: Path,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    _user_with_a_lead(acme, "emma.sales")
+    result = crm("user", "deactivate", "emma.sales", "acme")
+    assert result.exit_code == 0, result.output
+    assert "hand them over with: crm handover emma.sales OTHER_USER acme\n" in result.output
+    handed = crm("handover", "emma.sales", "boss", "acme")  # the hint, as given, works
+    assert handed.exit_code == 0 and "handed over 1 lead" in handed.output, handed.output
+    _user_with_a_lead(acme, "leo.sales")
+    monkeypatch.chdir(acme)  # no directory given: the hint names the one the command used
+    result = crm("user", "deactivate", "leo.sales")
+    assert result.exit_code == 0, result.output
+    assert f"crm handover leo.sales OTHER_USER {acme.resolve()}\n" in result.output

@@ -9,12 +9,13 @@ next request of every running server.
 
 from __future__ import annotations
 
+import shlex
 import sys
 from typing import Any
 
 import click
 
-from engine.cli.base import db_option, friendly_errors, main
+from engine.cli.base import db_option, friendly_errors, main, workspace_dir
 from engine.cli.running import open_runtime, token, user
 from engine.errors import NotFound
 from engine.wording import counted
@@ -73,7 +74,8 @@ def user_deactivate(name: str, directory: str | None, db_url: str | None) -> Non
     for entity, found in records.items():
         more = "" if found["count"] <= len(found["ids"]) else ", ..."
         click.echo(f"  {entity}: {found['count']} (ids {', '.join(map(str, found['ids']))}{more})")
-    click.echo(f"hand them over with: crm handover {name} OTHER_USER")
+    click.echo(f"hand them over with: crm handover {shlex.quote(name)} OTHER_USER "
+               f"{shlex.quote(directory) if directory else shlex.quote(str(workspace_dir(None)))}")
 
 
 @user.command("reactivate")
