@@ -41,13 +41,23 @@ def limit(name: str, default: int) -> int:
     return int(value) if value else default
 
 
+#: what a JSON body that is not a list is, in the words of JSON
+_JSON_KIND: dict[type, str] = {dict: "a single JSON object", str: "a JSON string", int: "a JSON number",
+                               float: "a JSON number", bool: "true or false", type(None): "null"}
+
+
 def _rows(req: Request) -> list[dict[str, Any]]:
     data = params.json_body(req)
+    what = "this body"
     if isinstance(data, dict) and set(data) == {"records"}:
-        data = data["records"]
+        data, what = data["records"], 'its "records"'
     if not isinstance(data, list):
-        raise PayloadError("a bulk create takes a JSON array of records (or {\"records\": [...]}), "
-                           f"not {type(data).__name__}", hint="send [{...}, {...}]")
+        kind = _JSON_KIND.get(type(data), "not a list")
+        hint = "send [{...}, {...}]"
+        if isinstance(data, dict):
+            hint += "; to create one record, POST it to /api/v1/records/<entity>"
+        raise PayloadError('the body of a bulk create must be a JSON list of records, [{...}, {...}], or '
+                           f'{{"records": [{{...}}, {{...}}]}}; {what} is {kind}', hint=hint)
     bad = [i for i, row in enumerate(data) if not isinstance(row, dict)]
     if bad:
         raise PayloadError(f"every record must be a JSON object of field values; row {bad[0]} is not",
@@ -118,7 +128,8 @@ def bulk_update(entity: str) -> Response:
         gateway.entity(svc.uow, entity)
         matched = svc.count_matching(entity, flt, "update")
         _check_reach(matched, "update")
-        if dry_run:
+        if dry_run:  # the body is checked as the real run checks it; only the writes are left out
+            svc.check_update(entity, values, references=atomic and matched > 0)
             return json_response({"matched": matched, "updated": 0, "dry_run": True})
         if atomic:
             return json_response({"matched": matched, "updated": svc.update_many(entity, flt, values)})

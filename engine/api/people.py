@@ -228,9 +228,13 @@ def create_token() -> Response:
     """A token for ``user`` named ``name``, valid ``expires_in_days`` (default: no end); shown once."""
     body = _body()
     _only(body, {"user", "name", "expires_in_days"})
-    if "user" not in body or not isinstance(body.get("name"), str):
-        raise ValidationFailed("the body needs user and name", details={"user": ["is required"],
-                                                                          "name": ["is required"]})
+    missing = [key for key in ("user", "name") if body.get(key) is None]
+    problems = {key: ["is required"] for key in missing}
+    if "name" not in problems and not isinstance(body["name"], str):
+        problems["name"] = ["must be text"]
+    if problems:
+        message = f"the body needs {' and '.join(missing)}" if missing else "the token's name must be text"
+        raise ValidationFailed(message, details=problems)
     days = body.get("expires_in_days")
     if days is not None and (isinstance(days, bool) or not isinstance(days, int) or not 0 < days <= MAX_TOKEN_DAYS):
         raise ValidationFailed("expires_in_days must be a whole number of days",

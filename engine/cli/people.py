@@ -9,13 +9,15 @@ next request of every running server.
 
 from __future__ import annotations
 
+import shlex
 import sys
 from typing import Any
 
 import click
 
-from engine.cli.base import db_option, friendly_errors, main
+from engine.cli.base import db_option, friendly_errors, main, workspace_dir
 from engine.cli.running import open_runtime, token, user
+from engine.errors import NotFound
 from engine.wording import counted
 
 
@@ -72,7 +74,8 @@ def user_deactivate(name: str, directory: str | None, db_url: str | None) -> Non
     for entity, found in records.items():
         more = "" if found["count"] <= len(found["ids"]) else ", ..."
         click.echo(f"  {entity}: {found['count']} (ids {', '.join(map(str, found['ids']))}{more})")
-    click.echo(f"hand them over with: crm handover {name} OTHER_USER")
+    click.echo(f"hand them over with: crm handover {shlex.quote(name)} OTHER_USER "
+               f"{shlex.quote(directory) if directory else shlex.quote(str(workspace_dir(None)))}")
 
 
 @user.command("reactivate")
@@ -121,6 +124,19 @@ def user_set_role(name: str, roles: tuple[str, ...], directory: str | None, db_u
     with open_runtime(directory, db_url) as runtime, runtime.unit(_system()) as uow:
         admin.update_user(uow, name, roles=list(roles))
     click.echo(f"{name!r} now has {'role' if len(roles) == 1 else 'roles'} {', '.join(roles)}")
+
+
+def _none_or_name(name: str | None, directory: str | None, clear: bool, what: str) -> tuple[str | None, str | None]:
+    """The (name, workspace directory) of ``set-manager`` / ``set-parent``: with ``--none`` there is no name, so
+    the one argument after the team is the workspace directory, as for every other command."""
+    if not clear:
+        if not name:
+            raise click.UsageError(f"name the {what}, or pass --none")
+        return name, directory
+    if name is not None and directory is not None:
+        raise click.UsageError(f"--none leaves the team without a {what}: give no {what} name "
+                               f"(got {name!r} and the directory {directory!r})")
+    return None, directory if name is None else name
 
 
 @main.group()
@@ -173,13 +189,13 @@ def team_list(directory: str | None, db_url: str | None) -> None:
 @friendly_errors
 def team_set_manager(team_name: str, manager: str | None, clear: bool, directory: str | None,
                      db_url: str | None) -> None:
-    """Make user MANAGER the manager of team TEAM_NAME (``--none``: nobody)."""
+    """Make user MANAGER the manager of team TEAM_NAME (``--none``: nobody, and the argument after TEAM_NAME is
+    the workspace directory: ``crm team set-manager east --none acme``)."""
     from engine.runtime.people import admin
 
-    if not manager and not clear:
-        raise click.UsageError("name the manager, or pass --none")
+    manager, directory = _none_or_name(manager, directory, clear, "manager")
     with open_runtime(directory, db_url) as runtime, runtime.unit(_system()) as uow:
-        admin.set_manager(uow, team_name, None if clear else manager)
+        admin.set_manager(uow, team_name, manager)
     click.echo(f"team {team_name!r} is managed by {manager!r}" if not clear else f"team {team_name!r} has no manager")
 
 
@@ -192,13 +208,13 @@ def team_set_manager(team_name: str, manager: str | None, clear: bool, directory
 @friendly_errors
 def team_set_parent(team_name: str, parent: str | None, clear: bool, directory: str | None,
                     db_url: str | None) -> None:
-    """Put team TEAM_NAME inside team PARENT (``--none``: at the top)."""
+    """Put team TEAM_NAME inside team PARENT (``--none``: at the top, and the argument after TEAM_NAME is the
+    workspace directory: ``crm team set-parent east --none acme``)."""
     from engine.runtime.people import admin
 
-    if not parent and not clear:
-        raise click.UsageError("name the parent team, or pass --none")
+    parent, directory = _none_or_name(parent, directory, clear, "parent team")
     with open_runtime(directory, db_url) as runtime, runtime.unit(_system()) as uow:
-        admin.set_parent(uow, team_name, None if clear else parent)
+        admin.set_parent(uow, team_name, parent)
     click.echo(f"team {team_name!r} is inside {parent!r}" if not clear else f"team {team_name!r} is at the top")
 
 
@@ -230,7 +246,8 @@ def team_remove_member(team_name: str, name: str, directory: str | None, db_url:
     with open_runtime(directory, db_url) as runtime, runtime.unit(_system()) as uow:
         gone = admin.remove_member(uow, team_name, name)
     if not gone:
-        raise click.ClickException(f"{name!r} is not an extra member of {team_name!r}")
+        raise NotFound(f"{name!r} is not an extra member of {team_name!r}",
+                       hint=f"'crm team list' shows the members of {team_name!r}")
     click.echo(f"{name!r} is no longer a member of {team_name!r}")
 
 

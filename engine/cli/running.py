@@ -21,6 +21,7 @@ from typing import Any, TypeVar
 import click
 
 from engine.cli.base import db_option, db_url_for, friendly_errors, main, workspace_dir
+from engine.errors import NotFound
 from engine.wording import counted
 
 DEFAULT_HOST = "127.0.0.1"
@@ -263,8 +264,10 @@ _UNITS = {"m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
 def parse_duration(text: str) -> dt.timedelta:
     """``90d``, ``12h``, ``30m``, ``2w`` as a timedelta (click.BadParameter otherwise)."""
     match = _DURATION.fullmatch(text.strip())
-    if match is None or int(match.group(1)) == 0:
+    if match is None:
         raise click.BadParameter(f"{text!r} is not a duration; write a number and a unit: 30m, 12h, 90d, 2w")
+    if int(match.group(1)) == 0:
+        raise click.BadParameter(f"{text!r} is zero; the duration must be more than zero: 30m, 12h, 90d, 2w")
     return dt.timedelta(**{_UNITS[match.group(2)]: int(match.group(1))})
 
 
@@ -303,7 +306,8 @@ def token_revoke(prefix: str, directory: str | None, db_url: str | None) -> None
     with open_runtime(directory, db_url) as runtime, runtime.unit(Actor.system()) as uow:
         count = admin.revoke(uow, prefix)
     if not count:
-        raise click.ClickException(f"no active token starts with {prefix[:12]!r}")
+        raise NotFound(f"no active token starts with {prefix[:12]!r}", code="unknown_token",
+                       hint="'crm token list' shows the active tokens' prefixes")
     them = "it" if count == 1 else "them"
     click.echo(f"revoked {counted(count, 'token')}; running servers refuse {them} from their next request")
 

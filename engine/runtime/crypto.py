@@ -107,9 +107,12 @@ class KeyRing:
         key = self.keys.get(m.group(2))
         if key is None:
             raise EncryptionError(
-                f"a value was encrypted with key {m.group(2)!r}, which is not in {ENV_KEYS}",
+                f"a value was encrypted with key {m.group(2)!r}, which is not among the keys this process loaded "
+                f"from {ENV_KEYS} ({', '.join(self.keys)})",
                 code="encryption_key_unknown",
-                hint=f"add that key back to {ENV_KEYS} (after the current one), then run `crm keys rotate`")
+                hint=f"if `crm keys rotate` sealed it with a new current key, restart the servers and workers with "
+                     f"the {ENV_KEYS} the rotation used (the new key first); if it is an old key, add it back to "
+                     f"{ENV_KEYS} (after the current one), then run `crm keys rotate`")
         raw = base64.urlsafe_b64decode(m.group(3) + "=" * (-len(m.group(3)) % 4))
         try:
             return key.aead.decrypt(raw[:NONCE_BYTES], raw[NONCE_BYTES:], key.id.encode()).decode("utf-8")

@@ -183,6 +183,30 @@ def test_a_bulk_patch_by_filter_touches_only_the_callers_permitted_rows(client: 
     assert call(client, api_env, "rep1", "PATCH", "/records/lead?filter=nosuch == 1", {"title": "x"}).status_code == 400
 
 
+def test_a_bulk_patch_dry_run_checks_the_body_as_the_real_run_does(client: Any, api_env: ApiEnv):
+    city = marker()
+    resp = call(client, api_env, "rep1", "POST", "/records/lead/bulk", [lead(i, city) for i in range(2)])
+    assert resp.status_code == 201, resp.get_json()
+    flt = f"/records/lead?filter=city == '{city}'"
+    for user, body in (("rep1", {"id": 3}), ("rep1", {"score": 99}), ("rep1", {"nosuch": 1}),
+                       ("rep1", {"budget": "lots"}), ("rep1", {"company": ""}), ("admin", {"owner_id": 99_999_999}),
+                       ("admin", {"id": 3, "title": "x"})):
+        real = call(client, api_env, user, "PATCH", flt, body)
+        assert real.status_code == 400, (body, real.get_json())
+        dry = call(client, api_env, user, "PATCH", f"{flt}&dry_run=true", body)
+        assert (dry.status_code, dry.get_json()) == (400, real.get_json()), body
+    # a body the real run takes: the dry run counts, and nothing is written
+    dry = call(client, api_env, "rep1", "PATCH", f"{flt}&dry_run=true", {"title": "CFO"})
+    assert dry.get_json() == {"matched": 2, "updated": 0, "dry_run": True}
+    assert count(client, api_env, "admin", "lead", f"city == '{city}' and title == 'CFO'") == 0
+    # record by record (atomic=false) a reference that does not exist fails each record, not the request
+    body = {"owner_id": 99_999_999}
+    real = call(client, api_env, "admin", "PATCH", f"{flt}&atomic=false", body)
+    assert real.status_code == 200 and real.get_json()["failed"] == 2, real.get_json()
+    dry = call(client, api_env, "admin", "PATCH", f"{flt}&atomic=false&dry_run=true", body)
+    assert dry.get_json() == {"matched": 2, "updated": 0, "dry_run": True}
+
+
 def test_a_bulk_write_cannot_probe_a_value_masked_in_a_pool(client: Any, api_env: ApiEnv):
     city = marker()
     with api_env.runtime.unit(Actor.system()) as uow:
@@ -244,10 +268,15 @@ def test_limits_answer_413_and_the_bulk_body_may_be_larger_than_a_single_create(
 
 
 def test_bad_bulk_bodies_are_clear_400s(client: Any, api_env: ApiEnv):
-    for body, words in (({"company": "x"}, "JSON array of records"), ([{"company": "x"}, 3], "row 1 is not"),
-                        ([], "empty")):
+    list_of_records = 'must be a JSON list of records, [{...}, {...}], or {"records": [{...}, {...}]}'
+    for body, words in (({"company": "x"}, f"{list_of_records}; this body is a single JSON object"),
+                        ("x", "this body is a JSON string"), ({"records": 3}, 'its "records" is a JSON number'),
+                        ([{"company": "x"}, 3], "row 1 is not"), ([], "empty")):
         resp = call(client, api_env, "rep1", "POST", "/records/lead/bulk", body)
         assert resp.status_code == 400 and words in resp.get_json()["error"]["message"], resp.get_json()
+        assert "dict" not in resp.get_json()["error"]["message"]
+    hint = call(client, api_env, "rep1", "POST", "/records/lead/bulk", {"company": "x"}).get_json()["error"]
+    assert "POST it to /api/v1/records/<entity>" in str(hint)
     resp = call(client, api_env, "rep1", "POST", "/records/lead/bulk", {"records": [lead(0, marker())]})
     assert resp.status_code == 201
     assert call(client, api_env, "rep1", "POST", "/records/nosuch/bulk", [{"a": 1}]).status_code == 404

@@ -149,6 +149,20 @@ def test_the_rule_also_holds_for_pool_assignment_and_the_service(people: People)
         assert pools.assign(uow, "general_pool", pooled["id"], "rep_e1")["owner_id"] == people.ids["rep_e1"]
 
 
+def test_creating_a_token_names_only_what_the_body_lacks(people: People) -> None:
+    c = people.app.test_client()
+    for body, details in (({"user": "rep_e2"}, {"name": ["is required"]}),
+                          ({"name": "laptop"}, {"user": ["is required"]}),
+                          ({}, {"user": ["is required"], "name": ["is required"]}),
+                          ({"user": "rep_e2", "name": 7}, {"name": ["must be text"]})):
+        resp = c.post("/api/v1/tokens", json=body, headers=people.h("admin"))
+        assert resp.status_code == 400, (body, resp.get_json())
+        error = resp.get_json()["error"]
+        assert error["details"] == details, (body, error)
+    assert "needs name" in c.post("/api/v1/tokens", json={"user": "rep_e2"},
+                                  headers=people.h("admin")).get_json()["error"]["message"]
+
+
 def test_revoked_token_refused_on_the_very_next_request_of_another_process(people: People) -> None:
     c, other = people.app.test_client(), people.app2.test_client()
     resp = c.post("/api/v1/tokens", json={"user": "rep_e2", "name": "laptop"}, headers=people.h("admin"))

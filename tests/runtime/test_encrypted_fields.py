@@ -229,6 +229,7 @@ def test_key_rotation_reseals_every_value_and_old_key_can_go(w: World, keys: pyt
     from click.testing import CliRunner
 
     from engine.cli import main
+    from engine.errors import EncryptionError
 
     with w.unit("admin") as uow:
         ids = [uow.records.create("lead", {"company": f"c{i}", "id_number": f"ID{i}", "phone": f"1380013{i:04d}"})[
@@ -247,6 +248,17 @@ def test_key_rotation_reseals_every_value_and_old_key_can_go(w: World, keys: pyt
     assert "lead.id_number: 5 values sealed again" in out.output and "lead: duplicate keys stored again" in out.output
     again = runner.invoke(main, ["keys", "rotate", str(tmp_path / "ws"), "--db", w.url])
     assert "lead.id_number: 0 values sealed again" in again.output  # resumable: nothing left to do
+    keys.setenv(crypto.ENV_KEYS, KEY1)  # a server started before the rotation: it has only the old key
+    w.rt.refresh(force=True)
+    with w.unit("admin", readonly=True) as uow, pytest.raises(EncryptionError) as err:
+        uow.records.get("lead", ids[0])
+    assert err.value.code == "encryption_key_unknown"
+    assert "not among the keys this process loaded from CRM_ENCRYPTION_KEYS (k1)" in err.value.message
+    assert "restart the servers and workers with the CRM_ENCRYPTION_KEYS the rotation used" in (err.value.hint or "")
+    keys.setenv(crypto.ENV_KEYS, f"{KEY2},{KEY1}")  # restarted with the rotation's keys: it opens again
+    w.rt.refresh(force=True)
+    with w.unit("admin", readonly=True) as uow:
+        assert uow.records.get("lead", ids[0])["id_number"] == SECRET_ID
     keys.setenv(crypto.ENV_KEYS, KEY2)  # the old key is gone
     w.rt.refresh(force=True)
     assert {crypto.key_id_of(v) for v in _raw(w, "id_number")} == {"k2"}

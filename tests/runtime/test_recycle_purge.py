@@ -110,6 +110,8 @@ def test_crm_purge_deleted_on_the_command_line(world: World, tmp_path: Path):
     assert again.exit_code == 0 and "no deal record was deleted before" in again.output
     bad = runner.invoke(main, ["purge-deleted", str(folder), "--older-than", "soon", "--db", world.url])
     assert bad.exit_code != 0 and "not a duration" in bad.output
+    zero = runner.invoke(main, ["purge-deleted", str(folder), "--older-than", "0d", "--db", world.url])
+    assert zero.exit_code != 0 and "must be more than zero" in zero.output and "not a duration" not in zero.output
     unknown = runner.invoke(main, ["purge-deleted", str(folder), "--older-than", "1d", "--entity", "deel",
                                    "--db", world.url])
     assert unknown.exit_code == 1 and "deal" in unknown.output and "Traceback" not in unknown.output

@@ -62,10 +62,16 @@ class WritePipeline:
     """The stages of writing records of one entity in one unit of work (see the module docstring)."""
 
     def __init__(self, uow: UnitOfWork, entity: str, action: Action, *, bypass_readonly: bool = False,
-                 bulk: bool = False) -> None:
+                 bulk: bool = False, check_only: bool = False) -> None:
+        """``check_only``: the pipeline only validates (a dry run), so a read-only unit will do."""
         self.uow = uow
         self.action = action
-        self.plan, self.access = open_entity(uow, entity, "delete" if action == "restore" else action)
+        needed = "delete" if action == "restore" else action
+        if check_only:
+            self.plan, _read = open_entity(uow, entity, "read")
+            self.access = uow.guard.require(entity, needed)
+        else:
+            self.plan, self.access = open_entity(uow, entity, needed)
         self.writer = Writer(uow, self.plan, self.access, action, bypass_readonly=bypass_readonly, bulk=bulk)
         self.steps = uow.write_steps(self.plan.name)
         self.now = uow.clock.now()

@@ -269,6 +269,17 @@ class RecordService:
 
         return update_many(self, entity, filter, values, bypass_readonly=bypass_readonly, audit_action=audit_action)
 
+    def check_update(self, entity: str, values: Mapping[str, Any], *, bypass_readonly: bool = False,
+                     references: bool = True) -> None:
+        """The checks :meth:`update_many` makes of ``values`` before a rule runs (unknown, read-only or
+        hidden fields, values of the wrong type, a required field emptied; with ``references``, references
+        to records that do not exist or the actor cannot see), without writing: the ValidationFailed the
+        real call would raise.  The dry run of the REST bulk update; a read-only unit will do.  Rules, gates
+        and unique clashes of each record are not tried."""
+        from engine.runtime.records.bulk import check_update
+
+        check_update(self, entity, values, bypass_readonly=bypass_readonly, references=references)
+
     def delete_many(self, entity: str, filter: str | None) -> int:
         """Soft-delete every record matching ``filter`` that the actor may delete, each through :meth:`delete`
         (write steps, audit, events); all or nothing.  Returns the count."""
