@@ -42,6 +42,20 @@ from engine.runtime.storage import build_schema, to_json_value
 
 PG_BIN_ENV = "CRM_PG_BIN"
 PG_USER = "postgres"
+#: where the Python processes the tests start keep their bytecode when the environment turns writing it off
+PYCACHE = Path(tempfile.gettempdir()) / "crm-tests-pycache"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Let the processes the tests start (``crm`` commands, servers, workers) cache their bytecode.
+
+    With ``PYTHONDONTWRITEBYTECODE`` set, every one of those hundreds of processes compiled the engine's
+    modules from source again (about half a second each).  They now write and read compiled modules
+    under :data:`PYCACHE` (``PYTHONPYCACHEPREFIX``), outside the source tree; the test processes
+    themselves, started before this hook, are unchanged.
+    """
+    if os.environ.pop("PYTHONDONTWRITEBYTECODE", None):
+        os.environ.setdefault("PYTHONPYCACHEPREFIX", str(PYCACHE))
 
 
 def _find_pg_bin() -> Path | None:

@@ -5,8 +5,8 @@ for a day takes the pair's latest row on or before that day; without one it take
 latest row and inverts it (``round(1 / rate, 10)``).  Converting multiplies and rounds to 10 places,
 as the expression language's arithmetic does; the same currency needs no rate.
 
-:func:`rate_on` (Python) and :func:`converted_sql` (SQL) implement the same rule, so the
-``convert()`` expression function and the money totals agree on SQLite and PostgreSQL.
+:func:`rate_on` (Python) and :func:`engine.runtime.money_sql.converted_sql` (SQL) implement the same
+rule, so the ``convert()`` expression function and the money totals agree on SQLite and PostgreSQL.
 """
 
 from __future__ import annotations
@@ -19,11 +19,10 @@ from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-from sqlalchemy import Connection, Date, Float, Numeric, and_, case, cast, func, literal, or_, select, type_coerce
-from sqlalchemy.sql.elements import ColumnElement
+from sqlalchemy import Connection, and_, or_, select
 
 from engine.dsl.currencies import iso_codes
-from engine.dsl.expressions.functions import NUMBER_SCALE, quantize
+from engine.dsl.expressions.functions import quantize
 from engine.errors import BadRequest, InvalidCurrency, MissingExchangeRate
 from engine.runtime.engine_tables import crm_exchange_rates as rates_table
 
@@ -157,35 +156,6 @@ def resolver(conn: Connection) -> Any:
         return memo[key]
 
     return rates
-
-
-# --------------------------------------------------------------------------- SQL form
-
-
-def _latest_sql(src: ColumnElement[Any], dst: ColumnElement[Any], day: ColumnElement[Any]) -> ColumnElement[Any]:
-    r = rates_table.alias()
-    return (select(r.c.rate).where(r.c.from_currency == src, r.c.to_currency == dst, r.c.rate_date <= day)
-            .order_by(r.c.rate_date.desc()).limit(1).correlate_except(r).scalar_subquery())
-
-
-def converted_sql(amount: ColumnElement[Any], src: ColumnElement[Any], dst: ColumnElement[Any],
-                  day: ColumnElement[Any], dialect: str) -> ColumnElement[Any]:
-    """The SQL form of converting ``amount`` from ``src`` to ``dst`` on ``day`` (same rule as Python)."""
-    pg = dialect == "postgresql"
-    real = Numeric() if pg else Float()
-    direct = _latest_sql(src, dst, day)
-    reverse = _latest_sql(dst, src, day)
-    one = cast(literal(1), Numeric()) if pg else literal(1.0, Float())
-    inverted = func.round(one / func.nullif(cast(reverse, real), 0), NUMBER_SCALE)
-    rate = func.coalesce(cast(direct, real), inverted)
-    return case((src == dst, cast(amount, real)), else_=func.round(cast(amount, real) * rate, NUMBER_SCALE))
-
-
-def utc_day_sql(value: ColumnElement[Any], kind: str, dialect: str) -> ColumnElement[Any]:
-    """The UTC calendar day of a date or datetime clause."""
-    if dialect == "postgresql":
-        return cast(func.timezone("UTC", value), Date()) if kind == "datetime" else value
-    return type_coerce(func.date(value), Date())
 
 
 # --------------------------------------------------------------------------- CSV import

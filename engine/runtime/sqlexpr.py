@@ -57,9 +57,8 @@ from engine.dsl.expressions import CompiledExpression, ast, default_registry
 from engine.dsl.expressions.diagnostics import ExprSource
 from engine.dsl.expressions.functions import NUMBER_SCALE, TRIM_CHARS, FunctionRegistry, py_lower
 from engine.dsl.expressions.pycompile import maybe_null, mixed_day
-from engine.dsl.model import JSON_COLUMN
 from engine.errors import ExpressionError
-from engine.runtime import crypto
+from engine.runtime import encrypted_sql, money_sql
 from engine.runtime.engine_tables import crm_teams, crm_users
 from engine.runtime.storage import Schema, json_field_expr
 from engine.runtime.types import JsonType, UtcDateTime
@@ -167,7 +166,7 @@ class _SqlBuilder:
             inner = self.contains(node)
             return not_(_coalesce_false(inner)) if node.negated else inner
         if isinstance(node, ast.IsNull):
-            operand = self._sealed_column(node.operand) if isinstance(node.operand, ast.Name) and self._encrypted(
+            operand = self._sealed(node.operand) if isinstance(node.operand, ast.Name) and self._encrypted(
                 node.operand) else self.value(node.operand)
             return operand.is_not(None) if node.negated else operand.is_(None)
         return self.raw(node)
@@ -197,49 +196,16 @@ class _SqlBuilder:
             lv = lv.collate("C")
         return {"<": lv < rv, "<=": lv <= rv, ">": lv > rv, ">=": lv >= rv}[op]
 
-    # ------------------------------------------------------------------ encrypted fields
+    # ------------------------------------------------------------------ encrypted fields (encrypted_sql)
 
     def _encrypted(self, node: ast.Node) -> bool:
-        """Whether ``node`` is a field of the record stored encrypted (see :mod:`engine.runtime.crypto`)."""
-        if not isinstance(node, ast.Name) or node.binding is None or node.binding.scope not in ("record", "hop"):
-            return False
-        entity = self.schema.workspace.entities.get(node.binding.entity)
-        field = entity.fields.get(node.binding.field) if entity is not None else None
-        return field is not None and field.encrypted
+        return encrypted_sql.is_encrypted(self.schema, node)
 
-    def _sealed_column(self, node: ast.Name) -> ColumnElement[Any]:
-        b = node.binding
-        assert b is not None
-        if b.scope != "record":
-            raise self._refuse(node, "through a reference")
-        return self.schema.table(self.entity).c[b.field]
+    def _sealed(self, node: ast.Name) -> ColumnElement[Any]:
+        return encrypted_sql.sealed_column(self.schema, self.entity, node, self.source)
 
     def _blind_match(self, node: ast.Node, values: Sequence[ast.Node], *, negated: bool) -> ColumnElement[Any]:
-        """``field == 'x'`` (``in [...]``, ``!=``) on an encrypted field: its blind index among the digests
-        of the literal values under every key of the ring."""
-        assert isinstance(node, ast.Name)
-        col = self._sealed_column(node)
-        texts = []
-        for v in values:
-            if not isinstance(v, ast.Literal) or (v.value is not None and not isinstance(v.value, str)):
-                raise self._refuse(node, "against a computed value")
-            if v.value is not None:
-                texts.append(v.value)
-        has_null = len(texts) < len(values)
-        ring = crypto.keyring()
-        digests = [d for t in texts for d in ring.digests(t)]
-        found = crypto.digest_expr(col).in_(digests) if digests else false()
-        if negated:
-            return or_(not_(found), col.is_(None)) if not has_null else and_(not_(found), col.is_not(None))
-        return or_(found, col.is_(None)) if has_null else found
-
-    def _refuse(self, node: ast.Name, how: str = "") -> ExpressionError:
-        what = f"compared {how}" if how else "used this way"
-        return self.source.error(
-            ExpressionError, f"`{node.dotted}` is an encrypted field: in a query it can only be compared for "
-            f"equality with literal text (`{node.dotted} == 'x'`, `in [...]`, `is null`), not {what}",
-            node.pos.offset, end=node.pos.end_offset, code="expression_encrypted_field",
-            hint="filter by equality with a literal, or evaluate this rule on the record in Python (a check)")
+        return encrypted_sql.blind_match(self.schema, self.entity, node, values, negated=negated, source=self.source)
 
     def _as_day(self, node: ast.Node, clause: ColumnElement[Any]) -> ColumnElement[Any]:
         if node.type is None or node.type.kind != "datetime":
@@ -314,9 +280,9 @@ class _SqlBuilder:
         if b.scope == "user":
             return user_attribute(self._user_ref(b), b.field)
         if self._encrypted(node):
-            raise self._refuse(node)
+            raise encrypted_sql.refusal(self.source, node)
         if b.scope == "record" and b.field_type == "currency":
-            return currency_expr(self.schema, self.schema.table(self.entity), self.entity, b.field)
+            return money_sql.currency_expr(self.schema, self.schema.table(self.entity), self.entity, b.field)
         if b.scope == "record":
             table = self.schema.table(self.entity)
             clause = table.c[b.field] if b.field_type == "standard" else self.schema.field_expr(self.entity, b.field)
@@ -338,7 +304,7 @@ class _SqlBuilder:
         if b.field_type == "standard":
             inner: ColumnElement[Any] = target.c[b.field]
         elif b.field_type == "currency":
-            inner = currency_expr(self.schema, target, b.entity, b.field)
+            inner = money_sql.currency_expr(self.schema, target, b.entity, b.field)
         else:
             field = self.schema.workspace.entities[b.entity].fields[b.field]
             inner = json_field_expr(target, field, self.schema.dialect) if field.storage == "json" else (
@@ -399,17 +365,6 @@ class _SqlBuilder:
         ctx = SqlContext(self.ctx.dialect, self.ctx.today, self.ctx.now, self.ctx.user,
                          tuple(a.type for a in node.args if a.type is not None), node.type)
         return impl(ctx, args)
-
-
-def currency_expr(schema: Schema, table: Any, entity: str, key: str) -> ColumnElement[Any]:
-    """The currency code ``<money field>_currency`` of ``table`` (a row of ``entity``), whatever the storage."""
-    money = schema.workspace.entities[entity].fields[key.removesuffix("_currency")]
-    if money.storage != "json":
-        return type_coerce(table.c[key], String())
-    col = table.c[JSON_COLUMN]
-    if schema.dialect == "postgresql":
-        return type_coerce(col.op("->>")(literal_column(f"'{key}'")), String())
-    return type_coerce(func.json_extract(col, literal_column(f"'$.{key}'")), String())
 
 
 def user_attribute(user_id: ColumnElement[Any], name: str) -> ColumnElement[Any]:

@@ -340,14 +340,18 @@ def build_schema(workspace: Workspace, dialect: str) -> Schema:
     tables: dict[str, Table] = {}
     # parents before children so foreign keys resolve in creation order
     for entity in sorted(workspace.entities.values(), key=lambda e: e.parent is not None):
-        cols = standard_columns(entity)
-        for field in entity.fields.values():
-            if field.stored and field.storage == "column":
-                cols.extend(field_columns(field))
-        for field in entity.retired.values():
-            if field.stored and field.storage == "column":
-                cols.extend(field_columns(field))
-        tables[entity.name] = Table(entity.table_name, metadata, *cols)
+        tables[entity.name] = entity_table(metadata, entity)
     for entity in workspace.entities.values():
         entity_indexes(tables[entity.name], entity, dialect)  # an Index attaches itself to its table
     return Schema(workspace, metadata, tables, dialect)
+
+
+def entity_table(metadata: MetaData, entity: Entity) -> Table:
+    """``entity``'s table on ``metadata``, without indexes: the standard columns and a column per stored
+    ``storage: column`` field, retired ones included.  Its foreign keys name their tables (``crm_users``,
+    referenced entities), which resolve once those are on ``metadata`` too."""
+    cols = standard_columns(entity)
+    for field in (*entity.fields.values(), *entity.retired.values()):
+        if field.stored and field.storage == "column":
+            cols.extend(field_columns(field))
+    return Table(entity.table_name, metadata, *cols)

@@ -3,12 +3,10 @@ field is used in a way its storage cannot serve (sorting, indexes, SQL condition
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
 from engine.dsl.compiler import compile_folder
-from engine.errors import ConfigError, ConfigErrors
+from tests.dsl.approvals_helpers import errors_of, where
 from tests.dsl.conftest import WriteWs
 
 LEAD = """\
@@ -18,18 +16,6 @@ fields:
   id_number: {type: string, max_length: 18, encrypted: true}
   mobile: {type: phone, encrypted: true}
 """
-
-
-def errors_of(folder: Path) -> list[ConfigError]:
-    with pytest.raises(ConfigError) as info:
-        compile_folder(folder)
-    err = info.value
-    return err.errors if isinstance(err, ConfigErrors) else [err]
-
-
-def where(err: ConfigError) -> tuple[str, int, int]:
-    assert err.location is not None
-    return Path(err.location.file).name, err.location.line, err.location.col
 
 
 def test_text_like_fields_compile_encrypted(write_ws: WriteWs) -> None:

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from sqlalchemy import Select, Table
+
 from engine.errors import NotFound, PermissionDenied
 from engine.runtime.context import Actor
 from engine.runtime.security import Guard
@@ -22,6 +24,18 @@ def readable(uow: UnitOfWork, entity: str, record_id: int) -> dict[str, Any]:
         uow.guard.access(str(entity))  # an unknown entity: NotFound with a hint
         raise NotFound(f"there is no {entity} record {record_id}", code="not_found")
     return dict(uow.records.get(entity, record_id, fields=["owner_id"]))
+
+
+def attached_row(uow: UnitOfWork, stmt: Select[Any], table: Table, entity: str, record_id: int, item_id: int,
+                 noun: str) -> Any:
+    """The row ``item_id`` of ``table`` (a file, a comment: read with ``stmt``) on record ``record_id`` of
+    ``entity``; NotFound when there is none -- or it hangs off another record.  Read access is the caller's
+    check (:func:`readable`)."""
+    row = uow.conn.execute(stmt.where(table.c.id == item_id, table.c.entity == entity,
+                                      table.c.record_id == record_id)).first()
+    if row is None:
+        raise NotFound(f"there is no {noun} {item_id} on {entity} {record_id}", code="not_found")
+    return row
 
 
 def require_update(uow: UnitOfWork, entity: str, record: dict[str, Any], what: str) -> None:

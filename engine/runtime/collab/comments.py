@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import select, update
 
 from engine.dsl.model import text_in
-from engine.errors import AuthenticationRequired, BadRequest, NotFound, PermissionDenied, ValidationFailed
+from engine.errors import AuthenticationRequired, BadRequest, PermissionDenied, ValidationFailed
 from engine.runtime import notify, users
 from engine.runtime.collab import access
 from engine.runtime.engine_tables import crm_comments, crm_users
@@ -79,12 +79,7 @@ def listing(uow: UnitOfWork, entity: str, record_id: int, *, limit: int = 50,
 
 
 def _row(uow: UnitOfWork, entity: str, record_id: int, comment_id: int) -> Any:
-    c = crm_comments
-    row = uow.conn.execute(_select().where(c.c.id == comment_id, c.c.entity == entity,
-                                           c.c.record_id == record_id)).first()
-    if row is None:
-        raise NotFound(f"there is no comment {comment_id} on {entity} {record_id}", code="not_found")
-    return row
+    return access.attached_row(uow, _select(), crm_comments, entity, record_id, comment_id, "comment")
 
 
 def get(uow: UnitOfWork, entity: str, record_id: int, comment_id: int) -> dict[str, Any]:

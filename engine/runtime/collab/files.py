@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, BinaryIO
 import filetype
 from sqlalchemy import select, update
 
-from engine.errors import FileStoreError, FileTooLarge, FileTypeRefused, NotFound, PermissionDenied
+from engine.errors import FileStoreError, FileTooLarge, FileTypeRefused, PermissionDenied
 from engine.runtime.collab import access
 from engine.runtime.collab.stores import FileStore
 from engine.runtime.engine_tables import crm_files, crm_users
@@ -186,12 +186,7 @@ def listing(uow: UnitOfWork, entity: str, record_id: int) -> list[dict[str, Any]
 
 
 def _row(uow: UnitOfWork, entity: str, record_id: int, file_id: int) -> Any:
-    f = crm_files
-    row = uow.conn.execute(_select().where(f.c.id == file_id, f.c.entity == entity,
-                                           f.c.record_id == record_id)).first()
-    if row is None:
-        raise NotFound(f"there is no file {file_id} on {entity} {record_id}", code="not_found")
-    return row
+    return access.attached_row(uow, _select(), crm_files, entity, record_id, file_id, "file")
 
 
 def get(uow: UnitOfWork, entity: str, record_id: int, file_id: int) -> dict[str, Any]:

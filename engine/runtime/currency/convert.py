@@ -22,7 +22,7 @@ from sqlalchemy.sql.elements import ColumnElement
 from engine.dsl.expressions import ast
 from engine.dsl.expressions.functions import FunctionDef, utc_date
 from engine.errors import ExpressionEvalError, ExpressionTypeError, InvalidCurrency
-from engine.runtime import exchange_rates
+from engine.runtime import exchange_rates, money_sql
 from engine.runtime.sqlexpr import SqlContext
 
 _TODAY: Any = object()
@@ -49,12 +49,12 @@ def sql_convert(ctx: SqlContext, args: Sequence[ColumnElement[Any]]) -> ColumnEl
     amount, src, dst = args[0], args[1], args[2]
     if len(args) > 3:
         kind = ctx.arg_types[3].kind if len(ctx.arg_types) > 3 else "date"
-        day = exchange_rates.utc_day_sql(args[3], kind, ctx.dialect)
+        day = money_sql.utc_day_sql(args[3], kind, ctx.dialect)
     else:
         day = ctx.today
     if ctx.pg:
         src, dst = cast(src, Text()), cast(dst, Text())
-    return exchange_rates.converted_sql(amount, src, dst, day, ctx.dialect)
+    return money_sql.converted_sql(amount, src, dst, day, ctx.dialect)
 
 
 def _typer(types: Sequence[ast.ExprType], nodes: Sequence[ast.Node]) -> ast.ExprType:

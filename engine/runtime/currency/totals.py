@@ -18,11 +18,10 @@ from sqlalchemy import Date, Text, cast, func, literal
 from sqlalchemy.sql.elements import ColumnElement
 
 from engine.errors import BadRequest, NotFound
-from engine.runtime import exchange_rates
+from engine.runtime import exchange_rates, money_sql
 from engine.runtime.records import listing, query
 from engine.runtime.records.pipeline import open_entity
 from engine.runtime.sales.pipelines import pipelines_of
-from engine.runtime.sqlexpr import currency_expr
 
 if TYPE_CHECKING:
     from engine.runtime.runtime import UnitOfWork
@@ -59,7 +58,7 @@ def _parts(uow: UnitOfWork, entity: str, field: str, target: str, filter_text: s
     _money_field(uow, entity, field, access.hidden)
     schema = uow.schema
     amount = schema.field_expr(entity, field)
-    src = func.coalesce(currency_expr(schema, plan.table, entity, f"{field}_currency"),
+    src = func.coalesce(money_sql.currency_expr(schema, plan.table, entity, f"{field}_currency"),
                         literal(uow.workspace.currency))
     where = [*listing.list_where(uow, plan, filter_text), amount.is_not(None)]
     return plan, access, amount, src, query.where_all(*where)
@@ -75,7 +74,7 @@ def _converted(uow: UnitOfWork, amount: Any, src: Any, target: str, day: dt.date
     pg = uow.schema.dialect == "postgresql"
     dst: Any = cast(literal(target), Text()) if pg else literal(target)
     when: Any = cast(literal(day, Date()), Date()) if pg else literal(day, Date())
-    return exchange_rates.converted_sql(amount, cast(src, Text()) if pg else src, dst, when, uow.schema.dialect)
+    return money_sql.converted_sql(amount, cast(src, Text()) if pg else src, dst, when, uow.schema.dialect)
 
 
 def money_totals(uow: UnitOfWork, entity: str, field: str, *, currency: str | None = None, as_of: Any = None,
