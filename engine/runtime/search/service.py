@@ -217,17 +217,26 @@ def _rows(uow: UnitOfWork, plan: EntityPlan, access: Access, text_: str, limit: 
     if kind is None:  # no trigram of the index starts with the (short) text: no record holds it
         return [], False
     ranked, window = _statement(uow, plan, access, fields, where, kind, limit)
+    if pg:  # for this transaction: plans made for each text (see _PG_SETTINGS)
+        uow.conn.execute(_PG_SETTINGS, {"v": str(SIMILARITY)})
     result = uow.conn.execute(ranked, params).all()
     found = [(r, int(r._rank), 1.0) for r in result]
     seen = int(result[0]._window) if result else int(uow.conn.execute(window, params).scalar_one())
     truncated = seen > (SCAN_CANDIDATES if kind == "scan" else CANDIDATES)  # the window reads one more
     if pg and len(found) < limit and kind == "index" and any(c.isalpha() for c in text_):  # not phone digits
-        uow.conn.execute(text("SELECT set_config('pg_trgm.word_similarity_threshold', :v, true)"),
-                         {"v": str(SIMILARITY)})
         similar = _statement(uow, plan, access, fields, where, "similar", limit)[0]
         rows_ = uow.conn.execute(similar, {**params, "s_seen": [r.id for r, _, _ in found]}).all()
         found += [(r, RANKS.index("similar"), float(r._score)) for r in rows_[:limit - len(found)]]
     return found, truncated
+
+
+#: PostgreSQL, for the rest of the transaction: the similarity pass's threshold, and a plan made for the
+#: values at hand.  The window reads "newest first" through the primary key when the text is common, and
+#: through the trigram indexes when it is rare; a generic plan (psycopg prepares a statement run five times,
+#: the server then may plan it once for any value) cannot tell them apart and reads a whole table for a
+#: rare text.
+_PG_SETTINGS = text("SELECT set_config('plan_cache_mode', 'force_custom_plan', true), "
+                    "set_config('pg_trgm.word_similarity_threshold', :v, true)")
 
 
 def _kind(uow: UnitOfWork, plan: EntityPlan, fields: Sequence[Field], text_: str,
@@ -299,12 +308,21 @@ class _Matcher:
         if self.pg or scan:  # the newest matching rows the actor may read, ranked as they are read
             bound = SCAN_CANDIDATES if scan else CANDIDATES
             found = query.base_select(self.uow, self.plan, access, [t.c.id, rank]).where(hit, *where)
-            window = found.order_by(t.c.id.desc()).limit(bound + 1).cte("s_window")
+            # PostgreSQL through its trigram indexes: all matches, then the newest.  Ordered by ``id + 0``, not
+            # by ``id``: read newest first through the primary key, a rare text would read the whole table
+            newest = (t.c.id + 0).desc() if self.pg and not scan else t.c.id.desc()
+            window = found.order_by(newest).limit(bound + 1).cte("s_window")
             best = select(window.c.id, window.c._rank).order_by(window.c._rank, window.c.id.desc())
-        else:  # the newest records the index finds, then those the actor may read among them, ranked
+        else:  # the newest records the index finds, each looked up by id: ranked if the actor may read it
             window = self.indexed()
-            found = query.base_select(self.uow, self.plan, access, [t.c.id, rank])
-            best = found.where(t.c.id.in_(select(window.c.id)), hit, *where).order_by(text("_rank"), t.c.id.desc())
+            rank_of = query.base_select(self.uow, self.plan, access, [rank]).where(t.c.id == window.c.id, *where)
+            # one lookup per window row by its id, whatever else is indexed (a row scope's owner_id): the scalar
+            # subquery fixes the join order; MATERIALIZED, so that it runs once per row.  No row (out of scope,
+            # deleted) ranks NULL, a row where no field the actor may search holds the text ranks _NONE
+            ranked = select(window.c.id, rank_of.scalar_subquery().label("_rank")).cte("s_ranked")
+            ranked = ranked.prefix_with("MATERIALIZED")
+            best = select(ranked.c.id, ranked.c._rank).where(ranked.c._rank < _NONE)
+            best = best.order_by(ranked.c._rank, ranked.c.id.desc())
         best_ = best.limit(limit).subquery("s_best")
         size = select(func.count()).select_from(window)
         stmt = select(t, best_.c._rank, size.scalar_subquery().label("_window"))
@@ -351,8 +369,9 @@ class _Matcher:
     def rank(self, f: Field) -> ColumnElement[Any]:
         exact = self.value(f) == self.low if self.pg else self._like(f, "s_exact")
         whens: list[Any] = [(not_(c), _NONE) for c in self.shown(f)]
-        whens += [(exact, 0), (self._like(f, "s_prefix"), 1), (self.contains(f), 2)]
-        return case(*whens, else_=_NONE)
+        # most fields of a candidate do not hold the text: one LIKE tells, before exact and prefix are tried
+        whens += [(not_(self.contains(f)), _NONE), (exact, 0), (self._like(f, "s_prefix"), 1)]
+        return case(*whens, else_=2)
 
     def least(self, parts: list[ColumnElement[Any]]) -> ColumnElement[Any]:
         if len(parts) == 1:
