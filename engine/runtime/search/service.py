@@ -223,7 +223,8 @@ def _rows(uow: UnitOfWork, plan: EntityPlan, access: Access, text_: str, limit: 
     found = [(r, int(r._rank), 1.0) for r in result]
     seen = int(result[0]._window) if result else int(uow.conn.execute(window, params).scalar_one())
     truncated = seen > (SCAN_CANDIDATES if kind == "scan" else CANDIDATES)  # the window reads one more
-    if pg and len(found) < limit and kind == "index" and any(c.isalpha() for c in text_):  # not phone digits
+    # similar records when every record holding the text is in (not truncated), and not for phone digits
+    if pg and len(found) < limit and kind == "index" and not truncated and any(c.isalpha() for c in text_):
         similar = _statement(uow, plan, access, fields, where, "similar", limit)[0]
         rows_ = uow.conn.execute(similar, {**params, "s_seen": [r.id for r, _, _ in found]}).all()
         found += [(r, RANKS.index("similar"), float(r._score)) for r in rows_[:limit - len(found)]]
@@ -303,34 +304,49 @@ class _Matcher:
         """The best ``limit`` rows of the window (with ``_rank``, and ``_window``: the window's size) and the
         count of the window alone (for when no row comes back)."""
         t = self.plan.table
-        hit = or_(*(and_(self.contains(f), *self.shown(f)) for f in fields))
         rank = self.least([self.rank(f) for f in fields]).label("_rank")
-        if self.pg or scan:  # the newest matching rows the actor may read, ranked as they are read
-            bound = SCAN_CANDIDATES if scan else CANDIDATES
-            found = query.base_select(self.uow, self.plan, access, [t.c.id, rank]).where(hit, *where)
-            # PostgreSQL through its trigram indexes: all matches, then the newest.  Ordered by ``id + 0``, not
-            # by ``id``: read newest first through the primary key, a rare text would read the whole table
-            newest = (t.c.id + 0).desc() if self.pg and not scan else t.c.id.desc()
-            window = found.order_by(newest).limit(bound + 1).cte("s_window")
-            best = select(window.c.id, window.c._rank).order_by(window.c._rank, window.c.id.desc())
-        else:  # the newest records the index finds, each looked up by id: ranked if the actor may read it
-            window = self.indexed()
-            rank_of = query.base_select(self.uow, self.plan, access, [rank]).where(t.c.id == window.c.id, *where)
-            # one lookup per window row by its id, whatever else is indexed (a row scope's owner_id): the scalar
-            # subquery fixes the join order; MATERIALIZED, so that it runs once per row.  No row (out of scope,
-            # deleted) ranks NULL, a row where no field the actor may search holds the text ranks _NONE
-            ranked = select(window.c.id, rank_of.scalar_subquery().label("_rank")).cte("s_ranked")
-            ranked = ranked.prefix_with("MATERIALIZED")
-            best = select(ranked.c.id, ranked.c._rank).where(ranked.c._rank < _NONE)
-            best = best.order_by(ranked.c._rank, ranked.c.id.desc())
+        if self.pg or scan:
+            window, best = self.read_window(access, fields, where, rank, scan=scan)
+        else:
+            window, best = self.index_window(access, where, rank)
         best_ = best.limit(limit).subquery("s_best")
         size = select(func.count()).select_from(window)
         stmt = select(t, best_.c._rank, size.scalar_subquery().label("_window"))
         stmt = stmt.join_from(best_, t, t.c.id == best_.c.id).order_by(best_.c._rank, best_.c.id.desc())
         return stmt, size
 
+    def read_window(self, access: Access, fields: Sequence[Field], where: Sequence[Any], rank: Any, *,
+                    scan: bool) -> tuple[CTE, Select[Any]]:
+        """The window as the newest matching rows the actor may read, ranked as they are read (PostgreSQL
+        through its trigram indexes, or a scan), and its rows best first."""
+        t = self.plan.table
+        bound = SCAN_CANDIDATES if scan else CANDIDATES
+        hit = or_(*(and_(self.contains(f), *self.shown(f)) for f in fields))
+        found = query.base_select(self.uow, self.plan, access, [t.c.id, rank]).where(hit, *where)
+        # through the trigram indexes: all matches, then the newest.  Ordered by ``id + 0``, not by ``id``:
+        # read newest first through the primary key, a rare text would read the whole table
+        newest = t.c.id.desc() if scan else (t.c.id + 0).desc()
+        window = found.order_by(newest).limit(bound + 1).cte("s_window")  # one more: is there more?
+        kept = select(window.c.id, window.c._rank).order_by(window.c.id.desc()).limit(bound).subquery("s_kept")
+        return window, select(kept.c.id, kept.c._rank).order_by(kept.c._rank, kept.c.id.desc())
+
+    def index_window(self, access: Access, where: Sequence[Any], rank: Any) -> tuple[CTE, Select[Any]]:
+        """SQLite's window from its FTS index, each of its records looked up by id and ranked if the actor
+        may read it, and those best first."""
+        t = self.plan.table
+        window = self.indexed()
+        rank_of = query.base_select(self.uow, self.plan, access, [rank]).where(t.c.id == window.c.id, *where)
+        # one lookup per window row by its id, whatever else is indexed (a row scope's owner_id): the scalar
+        # subquery fixes the join order; MATERIALIZED, so that it runs once per row.  No row (out of scope,
+        # deleted) ranks NULL; a row where no field the actor may search holds the text ranks _NONE
+        each = select(window.c.id, rank_of.scalar_subquery().label("_rank")).order_by(window.c.id.desc())
+        ranked = each.limit(CANDIDATES).cte("s_ranked").prefix_with("MATERIALIZED")
+        best = select(ranked.c.id, ranked.c._rank).where(ranked.c._rank < _NONE)
+        return window, best.order_by(ranked.c._rank, ranked.c.id.desc())
+
     def indexed(self) -> CTE:
-        """SQLite's window: the ids of the newest ``CANDIDATES + 1`` records its FTS index finds."""
+        """SQLite's window: the ids of the newest ``CANDIDATES + 1`` records its FTS index finds (one more than
+        it ranks: is there more?)."""
         name = fts.fts_name(self.plan.entity)
         index = table(name, column("rowid"))
         match = literal_column('"' + name + '"').op("MATCH")(bindparam("s_match", type_=String()))
