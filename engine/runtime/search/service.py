@@ -231,11 +231,10 @@ def _rows(uow: UnitOfWork, plan: EntityPlan, access: Access, text_: str, limit: 
     return found, truncated
 
 
-#: PostgreSQL, for the rest of the transaction: the similarity pass's threshold, and a plan made for the
-#: values at hand.  The window reads "newest first" through the primary key when the text is common, and
-#: through the trigram indexes when it is rare; a generic plan (psycopg prepares a statement run five times,
-#: the server then may plan it once for any value) cannot tell them apart and reads a whole table for a
-#: rare text.
+#: PostgreSQL, for the rest of the transaction: the similarity pass's threshold, and plans made for the
+#: text at hand -- the trigram indexes for a text few records hold, the table for one most records hold.  A
+#: generic plan (psycopg prepares a statement run five times; the server may then plan it once for any
+#: value) guesses how many records hold any text.
 _PG_SETTINGS = text("SELECT set_config('plan_cache_mode', 'force_custom_plan', true), "
                     "set_config('pg_trgm.word_similarity_threshold', :v, true)")
 
