@@ -182,7 +182,9 @@ def entity_paths(name: str, perm: dict[str, Any]) -> dict[str, Any]:
     base, rec = f"/records/{name}", f"{name}_record"
     list_ok = _json({"type": "object", "required": ["items", "next_cursor", "total"], "properties": {
         "items": {"type": "array", "items": _ref(rec)},
-        "next_cursor": {"type": ["string", "null"]}, "total": {"type": ["integer", "null"]}}}, "A page of records")
+        "next_cursor": {"type": ["string", "null"]}, "total": {"type": ["integer", "null"]},
+        "truncated": {"type": "boolean", "description": "with q= only: more records hold the text than were ranked "
+                                                        "(docs/search.md)"}}}, "A page of records")
     history = {"type": "object", "required": ["items"], "properties": {"items": {"type": "array", "items": _ref(
         "HistoryEntry")}}}
     body = {"required": True, "content": {"application/json": {"schema": _ref(f"{name}_create")}}}

@@ -23,8 +23,8 @@ def search() -> Response:
     with gateway.unit(runtime(), g.principal, readonly=True) as uow:
         for name in names or ():
             gateway.entity(uow, name)
-        hits = service.search(uow, q or "", entities=names, limit=limit)
-    return json_response({"items": [h.to_dict() for h in hits]})
+        found = service.search_page(uow, q or "", entities=names, limit=limit)
+    return json_response({"items": [h.to_dict() for h in found.hits], "truncated": found.truncated})
 
 
 @apidoc.register
@@ -35,7 +35,10 @@ def _paths(_ws: Any) -> dict[str, Any]:
                  "description": "exact > prefix > contains > similar (PostgreSQL's typo-tolerant pass)"},
         "matched": {"type": "array", "items": {"type": "string"}, "description": "the fields holding the text"},
         "record": {"type": "object", "description": "id, title and searchable fields as the caller sees them"}}}
-    body = {"type": "object", "required": ["items"], "properties": {"items": {"type": "array", "items": hit}}}
+    body = {"type": "object", "required": ["items", "truncated"], "properties": {
+        "items": {"type": "array", "items": hit},
+        "truncated": {"type": "boolean", "description": "more records hold the text than were ranked: the hits "
+                      f"are the best of the newest {service.CANDIDATES} (docs/search.md)"}}}
     query = [
         {**apidoc.query_param("q", {"type": "string", "minLength": 1, "maxLength": service.MAX_QUERY},
                               "The text to find (a substring of a searchable field, case-insensitive)"),

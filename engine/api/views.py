@@ -90,9 +90,9 @@ def _search_list(entity: str, q: str, p: params.ListParams) -> Response:
                          hint="drop them, or use filter= with icontains(field, 'text') for a sorted, paged list")
     with gateway.records(runtime(), g.principal, readonly=True) as svc:
         gateway.entity(svc.uow, entity)
-        items = search_service.search_records(svc.uow, entity, q, limit=p.limit, filter_text=p.filter,
-                                              fields=p.fields, expand=p.expand)
-    return json_response({"items": items, "next_cursor": None, "total": None})
+        items, truncated = search_service.search_records(svc.uow, entity, q, limit=p.limit, filter_text=p.filter,
+                                                         fields=p.fields, expand=p.expand)
+    return json_response({"items": items, "next_cursor": None, "total": None, "truncated": truncated})
 
 
 @bp.post("/records/<entity>")

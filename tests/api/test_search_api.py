@@ -31,6 +31,7 @@ def test_search_finds_substrings_within_the_callers_scope(client: Any, api_env: 
     resp = _search(client, api_env, "rep1", f"q={quote('精密机械有限公司' + tag)}")
     assert resp.status_code == 200, resp.get_json()
     [hit] = resp.get_json()["items"]
+    assert resp.get_json()["truncated"] is False  # fewer records hold it than a search ranks
     assert (hit["entity"], hit["id"], hit["rank"], hit["matched"]) == ("lead", mine["id"], "contains", ["company"])
     assert hit["title"] == f"苏州精密机械有限公司{tag}"
     assert _ids(client, api_env, "rep3", f"q={quote('精密机械有限公司' + tag)}") == []
@@ -50,7 +51,7 @@ def test_q_on_a_list_searches_within_the_entity(client: Any, api_env: ApiEnv) ->
     assert resp.status_code == 200, resp.get_json()
     body = resp.get_json()
     assert [(i["id"], i["company"], i["city"]) for i in body["items"]] == [(a["id"], a["company"], "Suzhou")]
-    assert body["next_cursor"] is None and "email" not in body["items"][0]
+    assert body["next_cursor"] is None and body["truncated"] is False and "email" not in body["items"][0]
 
 
 def test_bad_search_requests_are_refused_clearly(client: Any, api_env: ApiEnv) -> None:
@@ -68,4 +69,6 @@ def test_the_openapi_document_describes_search(client: Any, api_env: ApiEnv) -> 
     doc = client.get("/api/v1/openapi.json", headers=api_env.headers("rep1")).get_json()
     op = doc["paths"]["/search"]["get"]
     assert {p["name"] for p in op["parameters"]} == {"q", "entity", "limit"}
+    body = op["responses"]["200"]["content"]["application/json"]["schema"]
+    assert body["properties"]["truncated"]["type"] == "boolean"
     assert "q" in {p["name"] for p in doc["paths"]["/records/lead"]["get"]["parameters"]}

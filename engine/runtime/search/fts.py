@@ -9,6 +9,12 @@ statement.  Soft-deleted records stay in the index (a restore needs no work); se
 only.  PostgreSQL needs none of this: its trigram GIN indexes are ordinary planned indexes
 (:func:`engine.runtime.storage.search_index`).
 
+Each value is indexed followed by two :data:`END` characters, so every character of a value starts a
+trigram: a text of one or two characters is then found through the index's vocabulary
+(``crm_searchvocab_<table>``, an ``fts5vocab`` table listing the trigrams), as the trigrams starting with
+it (:func:`expansion`).  A database built before that (:data:`LAYOUT` 1, no vocabulary) still answers
+texts of three characters or more from the index; its next apply rebuilds it.
+
 The index is a planned change: :class:`SearchIndexStep` plans "build the search index of lead" when the
 searchable fields of an entity change (a fingerprint in the revision), and builds it at apply.
 """
@@ -25,6 +31,11 @@ from engine.dsl.search import search_fields
 
 STEP = "search_index"
 PREFIX = "crm_search_"
+VOCAB_PREFIX = "crm_searchvocab_"
+#: what :func:`build` makes today: 2 -- values end in two END characters, and a vocabulary table
+LAYOUT = 2
+#: the end of a value in the index (the unit separator, not text anyone types)
+END = "\x1f"
 _TRIGGERS = ("ai", "au", "ad")
 
 
@@ -33,15 +44,23 @@ def fts_name(entity: Entity) -> str:
     return f"{PREFIX}{entity.table_name}"
 
 
+def vocab_name(entity: Entity) -> str:
+    """The ``fts5vocab`` table listing the trigrams of ``entity``'s index."""
+    return f"{VOCAB_PREFIX}{entity.table_name}"
+
+
 def _q(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
 def _value(field: Field, row: str) -> str:
-    """The SQL of ``field``'s value in trigger row ``new``/``old`` (a JSON-stored field is extracted)."""
+    """The SQL of the text indexed for ``field`` in trigger row ``new``/``old``: its value (a JSON-stored
+    field extracted) and two END characters (NULL stays NULL)."""
     if field.storage == "json":
-        return f"json_extract({row}.{_q(JSON_COLUMN)}, '$.{field.column_name}')"
-    return f"{row}.{_q(field.column_name)}"
+        value = f"json_extract({row}.{_q(JSON_COLUMN)}, '$.{field.column_name}')"
+    else:
+        value = f"{row}.{_q(field.column_name)}"
+    return f"({value} || char(31, 31))"
 
 
 def ddl(entity: Entity) -> list[str]:
@@ -62,6 +81,7 @@ def ddl(entity: Entity) -> list[str]:
         f"CREATE TRIGGER {_q(name + '_ai')} AFTER INSERT ON {table} BEGIN {insert} END",
         f"CREATE TRIGGER {_q(name + '_au')} AFTER UPDATE OF {of} ON {table} BEGIN {delete} {insert} END",
         f"CREATE TRIGGER {_q(name + '_ad')} AFTER DELETE ON {table} BEGIN {delete} END",
+        f"CREATE VIRTUAL TABLE {_q(vocab_name(entity))} USING fts5vocab({fts}, 'row')",
     ]
 
 
@@ -70,6 +90,7 @@ def drop(conn: Connection, entity: Entity) -> None:
     name = fts_name(entity)
     for suffix in _TRIGGERS:
         conn.exec_driver_sql(f"DROP TRIGGER IF EXISTS {_q(name + '_' + suffix)}")
+    conn.exec_driver_sql(f"DROP TABLE IF EXISTS {_q(vocab_name(entity))}")
     conn.exec_driver_sql(f"DROP TABLE IF EXISTS {_q(name)}")
 
 
@@ -90,16 +111,31 @@ def build(conn: Connection, entity: Entity) -> int:
     return int(conn.execute(text(f"SELECT count(*) FROM {_q(fts_name(entity))}")).scalar_one())
 
 
-def present(conn: Connection, entity: Entity) -> bool:
-    """Whether ``entity``'s FTS table exists (a database applied before search came has none)."""
-    row = conn.execute(text("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = :n"),
-                       {"n": fts_name(entity)}).first()
-    return row is not None
+def layout(conn: Connection, entity: Entity) -> int:
+    """The layout of ``entity``'s index: 0 none (a database applied before search came), 1 values as they
+    are and no vocabulary, :data:`LAYOUT` as :func:`build` makes it today."""
+    names = {r[0] for r in conn.execute(text("SELECT name FROM sqlite_master WHERE type = 'table' AND name IN "
+                                             "(:f, :v)"), {"f": fts_name(entity), "v": vocab_name(entity)})}
+    if fts_name(entity) not in names:
+        return 0
+    return LAYOUT if vocab_name(entity) in names else 1
+
+
+def expansion(conn: Connection, entity: Entity, piece: str, most: int) -> list[str] | None:
+    """The trigrams of ``entity``'s index (layout 2) that start with ``piece`` (one or two characters,
+    folded as the index folds: lower case), at most ``most`` of them; None when there are more."""
+    low = piece.lower()
+    stmt = text(f"SELECT term FROM {_q(vocab_name(entity))} WHERE term BETWEEN :lo AND :hi LIMIT :n")
+    hi = low + chr(0x10FFFF) * (3 - len(low))  # every trigram starting with low sorts between (code points)
+    terms = [t for (t,) in conn.execute(stmt, {"lo": low, "hi": hi, "n": most + 1})]
+    return terms if len(terms) <= most else None
 
 
 def fingerprint(entity: Entity) -> str:
-    """What the index of ``entity`` depends on: its table and each searchable field's storage."""
-    spec = [entity.table_name, *((f.name, f.type, f.storage, f.column_name) for f in search_fields(entity))]
+    """What the index of ``entity`` depends on: its table, each searchable field's storage and the layout
+    (a new layout rebuilds the indexes of databases built before it)."""
+    spec: list[Any] = [entity.table_name, *((f.name, f.type, f.storage, f.column_name) for f in search_fields(entity))]
+    spec.append(("layout", LAYOUT))
     return hashlib.sha256(repr(spec).encode()).hexdigest()[:32]
 
 

@@ -1,14 +1,18 @@
 """Global search: the records whose searchable fields contain a piece of text, as the actor may see them.
 
 The query is one piece of text (inner spaces collapsed), matched case-insensitively (ASCII letters, as
-the expression language's ``lower()``; Chinese has no case) as a substring of each searchable field:
+the expression language's ``lower()``; Chinese has no case) as a substring of each searchable field.
+A search ranks a bounded *window*: the newest :data:`CANDIDATES` records holding the text, found through
+the index, and says ``truncated`` when more records hold it (the hits are then the best of the newest):
 
-* SQLite: candidates from the entity's FTS5 trigram index (:mod:`engine.runtime.search.fts`) for three
-  characters or more; a shorter text (no trigram, no index, on either database) reads the records newest
-  first until :data:`SHORT_CANDIDATES` match, and ranks those;
-* PostgreSQL: ``lower(field) LIKE '%text%'`` on the field's pg_trgm GIN index; when that finds fewer
-  records than asked for and the text has a letter, a second pass adds *similar* ones
-  (``word_similarity``, typo tolerance).
+* SQLite: the window from the entity's FTS5 trigram index (:mod:`engine.runtime.search.fts`) -- the
+  text's trigrams for three characters or more, the trigrams starting with it (the index's vocabulary)
+  for one or two; a short text starting more than :data:`MAX_EXPANSION` trigrams, or an index built
+  before the vocabulary came, reads the records newest first until :data:`SCAN_CANDIDATES` match;
+* PostgreSQL: ``lower(field) LIKE '%text%'`` on the fields' pg_trgm GIN indexes for three characters or
+  more (a shorter text has no trigram: read newest first as above); when that finds fewer records than
+  asked for and the text has a letter, a second pass adds *similar* ones (``word_similarity``, typo
+  tolerance).
 
 Ranked: a field equal to the text first, then one starting with it, then one containing it, then
 similar ones; newest records first within a rank.  Permission-scoped like a list: live records in the
@@ -24,6 +28,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import (
+    CTE,
     ColumnElement,
     String,
     and_,
@@ -59,8 +64,12 @@ DEFAULT_LIMIT = 20
 MAX_LIMIT = 100
 #: PostgreSQL's similar-records pass: the least ``word_similarity`` of the text to a field
 SIMILARITY = 0.4
-#: a text shorter than three characters (no trigram: no index) ranks the newest this many matches only
-SHORT_CANDIDATES = 500
+#: the window: at most this many records holding the text are ranked, the newest (more: ``truncated``)
+CANDIDATES = 4000
+#: SQLite: a text of one or two characters is looked up as at most this many trigrams starting with it
+MAX_EXPANSION = 64
+#: a text the index cannot serve ranks the newest this many matches, found by reading newest first
+SCAN_CANDIDATES = 500
 RANKS = ("exact", "prefix", "contains", "similar")
 _NONE = 9
 _SPACES = re.compile(r"\s+")
@@ -103,33 +112,53 @@ def searchable(uow: UnitOfWork, entity: str) -> tuple[Field, ...]:
     return tuple(f for f in search_fields(uow.state.plan(entity).entity) if f.name not in access.hidden)
 
 
+@dataclass(frozen=True, slots=True)
+class Found:
+    """What one search found: the ``hits``, best first, and whether more records hold the text than it
+    ranked (``truncated``: the hits are the best of the newest :data:`CANDIDATES`; a longer text or a
+    filter narrows it)."""
+
+    hits: tuple[Hit, ...]
+    truncated: bool = False
+
+
 def search(uow: UnitOfWork, q: str, *, entities: Sequence[str] | None = None,
            limit: int = DEFAULT_LIMIT) -> list[Hit]:
     """The best ``limit`` hits across ``entities`` (default: every entity with searchable fields the actor
-    may read), best rank first."""
+    may read), best rank first (:func:`search_page` also says whether the window was truncated)."""
+    return list(search_page(uow, q, entities=entities, limit=limit).hits)
+
+
+def search_page(uow: UnitOfWork, q: str, *, entities: Sequence[str] | None = None,
+                limit: int = DEFAULT_LIMIT) -> Found:
+    """As :func:`search`, with ``truncated`` true when an entity holds the text in more records than its
+    window ranked."""
     text_ = needle(q)
     names = list(entities) if entities else [n for n, p in uow.state.plans.items() if not p.is_child
                                              and search_fields(p.entity) and uow.guard.access(n).read != "none"]
     hits: list[Hit] = []
+    truncated = False
     for name in names:
         plan, access = open_entity(uow, name, "read")
-        hits += _hits(uow, plan, access, text_, limit)
+        found, more = _hits(uow, plan, access, text_, limit)
+        hits += found
+        truncated = truncated or more
     order = {n: i for i, n in enumerate(names)}
     hits.sort(key=lambda h: (h.rank, -h.score, order[h.entity], -h.id))
-    return hits[:limit]
+    return Found(tuple(hits[:limit]), truncated)
 
 
 def search_records(uow: UnitOfWork, entity: str, q: str, *, limit: int = DEFAULT_LIMIT,
                    filter_text: str | None = None, fields: Sequence[str] | None = None,
-                   expand: Sequence[str] | None = None) -> list[dict[str, Any]]:
+                   expand: Sequence[str] | None = None) -> tuple[list[dict[str, Any]], bool]:
     """``GET /records/<entity>?q=``: the records of ``entity`` matching ``q`` (and ``filter``), best first,
-    shaped as a list's items."""
+    shaped as a list's items, and whether the window was truncated (:class:`Found`)."""
     text_ = needle(q)
     plan, access = open_entity(uow, entity, "read")
     keys = output.select_keys(plan, access, fields)
     if fields is None:
         keys = tuple(k for k in keys if k not in plan.lines)
-    found = _rows(uow, plan, access, text_, limit, listing.list_where(uow, plan, filter_text))
+    found, truncated = _rows(uow, plan, access, text_, limit, listing.list_where(uow, plan, filter_text))
     items = []
     for row, _rank, _score in found:
         record = rows.read(plan.readers, row._mapping)
@@ -138,17 +167,17 @@ def search_records(uow: UnitOfWork, entity: str, q: str, *, limit: int = DEFAULT
         output.attach_lines(uow, plan, items, keys)
     masking.apply(uow, plan.name, items)
     output.expand(uow, plan, access, items, expand)
-    return items
+    return items, truncated
 
 
 # --------------------------------------------------------------------------- one entity
 
 
-def _hits(uow: UnitOfWork, plan: EntityPlan, access: Access, text_: str, limit: int) -> list[Hit]:
+def _hits(uow: UnitOfWork, plan: EntityPlan, access: Access, text_: str, limit: int) -> tuple[list[Hit], bool]:
     fields = searchable(uow, plan.name)
     keys = ["id", *dict.fromkeys([*title_fields(plan.entity.title), *(f.name for f in fields)])]
     keys = [k for k in keys if k in output.visible_keys(plan, access) or k == "id"]
-    found = _rows(uow, plan, access, text_, limit, [])
+    found, truncated = _rows(uow, plan, access, text_, limit, [])
     out: list[Hit] = []
     records = []
     for row, _rank, _score in found:
@@ -161,7 +190,7 @@ def _hits(uow: UnitOfWork, plan: EntityPlan, access: Access, text_: str, limit: 
         matched = tuple(f.name for f in fields if after.get(f.name) == before.get(f.name)
                         and low in (py_lower(str(before.get(f.name) or "")) or ""))
         out.append(Hit(plan.name, int(row.id), rank, _title(plan, after, fields), matched, after, score))
-    return out
+    return out, truncated
 
 
 def _title(plan: EntityPlan, record: dict[str, Any], fields: Sequence[Field]) -> str:
@@ -173,48 +202,91 @@ def _title(plan: EntityPlan, record: dict[str, Any], fields: Sequence[Field]) ->
 
 
 def _rows(uow: UnitOfWork, plan: EntityPlan, access: Access, text_: str, limit: int,
-          where: Sequence[Any]) -> list[tuple[Any, int, float]]:
-    """(row, rank, score) of the best ``limit`` matching live rows in the actor's scope."""
+          where: Sequence[Any]) -> tuple[list[tuple[Any, int, float]], bool]:
+    """(row, rank, score) of the best ``limit`` matching live rows in the actor's scope, and whether the
+    window was truncated."""
     fields = searchable(uow, plan.name)
     if not search_fields(plan.entity):
         raise BadRequest(f"{plan.name} has no searchable fields", code="bad_request",
                          hint="mark fields with 'search: true' in the entity's YAML (docs/search.md)")
     if not fields:
-        return []
+        return [], False
     pg = uow.conn.dialect.name == "postgresql"
-    short = len(text_) < 3
-    stmt = _statement(uow, plan, access, fields, where, "short" if short else "long", limit)
     params = _params(text_, fields)
-    found = [(r, int(r._rank), 1.0) for r in uow.conn.execute(stmt, params)]
-    if pg and len(found) < limit and not short and any(c.isalpha() for c in text_):  # not for phone digits
-        uow.conn.execute(text("SELECT set_config('pg_trgm.word_similarity_threshold', :v, true)"),
-                         {"v": str(SIMILARITY)})
-        similar = _statement(uow, plan, access, fields, where, "similar", limit)
+    kind = _kind(uow, plan, fields, text_, params)
+    if kind is None:  # no trigram of the index starts with the (short) text: no record holds it
+        return [], False
+    ranked, window = _statement(uow, plan, access, fields, where, kind, limit)
+    if pg:  # for this transaction: plans made for each text (see _PG_SETTINGS)
+        uow.conn.execute(_PG_SETTINGS, {"v": str(SIMILARITY)})
+    result = uow.conn.execute(ranked, params).all()
+    found = [(r, int(r._rank), 1.0) for r in result]
+    seen = int(result[0]._window) if result else int(uow.conn.execute(window, params).scalar_one())
+    truncated = seen > (SCAN_CANDIDATES if kind == "scan" else CANDIDATES)  # the window reads one more
+    # similar records when every record holding the text is in (not truncated), and not for phone digits
+    if pg and len(found) < limit and kind == "index" and not truncated and any(c.isalpha() for c in text_):
+        similar = _statement(uow, plan, access, fields, where, "similar", limit)[0]
         rows_ = uow.conn.execute(similar, {**params, "s_seen": [r.id for r, _, _ in found]}).all()
         found += [(r, RANKS.index("similar"), float(r._score)) for r in rows_[:limit - len(found)]]
-    return found
+    return found, truncated
+
+
+#: PostgreSQL, for the rest of the transaction: the similarity pass's threshold, and plans made for the
+#: text at hand -- the trigram indexes for a text few records hold, the table for one most records hold.  A
+#: generic plan (psycopg prepares a statement run five times; the server may then plan it once for any
+#: value) guesses how many records hold any text.
+_PG_SETTINGS = text("SELECT set_config('plan_cache_mode', 'force_custom_plan', true), "
+                    "set_config('pg_trgm.word_similarity_threshold', :v, true)")
+
+
+def _kind(uow: UnitOfWork, plan: EntityPlan, fields: Sequence[Field], text_: str,
+          params: dict[str, Any]) -> str | None:
+    """How the window is found: "index" (on SQLite ``params["s_match"]`` says what to match), "scan"
+    (newest first), or None when the index shows that no record holds the text."""
+    pg = uow.conn.dialect.name == "postgresql"
+    layout = 0 if pg else uow.state.memo("search_fts", plan.name, lambda: fts.layout(uow.conn, plan.entity))
+    if len(text_) >= 3:
+        return "index" if pg or layout else "scan"
+    if layout < fts.LAYOUT:
+        return "scan"
+    terms = fts.expansion(uow.conn, plan.entity, text_, MAX_EXPANSION)
+    if terms is None:
+        return "scan"
+    if not terms:
+        return None
+    params["s_match"] = _columns(fields) + "(" + " OR ".join(_phrase(t) for t in terms) + ")"
+    return "index"
+
+
+def _phrase(piece: str) -> str:
+    return '"' + piece.replace('"', '""') + '"'
+
+
+def _columns(fields: Sequence[Field]) -> str:
+    return "{" + " ".join(f.name for f in fields) + "} : "
 
 
 def _params(text_: str, fields: Sequence[Field]) -> dict[str, Any]:
     low = py_lower(text_) or ""
     escaped = low.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-    phrase = '"' + low.replace('"', '""') + '"'
     return {"s_low": low, "s_exact": escaped, "s_prefix": f"{escaped}%", "s_contains": f"%{escaped}%",
-            "s_match": "{" + " ".join(f.name for f in fields) + "} : " + phrase}
+            "s_match": _columns(fields) + _phrase(low)}
 
 
 def _statement(uow: UnitOfWork, plan: EntityPlan, access: Access, fields: Sequence[Field], where: Sequence[Any],
-               kind: str, limit: int) -> Any:
-    """The search statement (texts as bound parameters: :func:`_params`), memoised per revision when it
-    depends on nothing but the actor's scope (building it cost more than running it on the index)."""
+               kind: str, limit: int) -> tuple[Any, Any]:
+    """The search statement and the count of its window (texts as bound parameters: :func:`_params`),
+    memoised per revision when they depend on nothing but the actor's scope (building them cost more than
+    running them on the index)."""
     guard = uow.guard
     scope = (access.read, uow.actor.user_id, guard.team_ids() if access.read == "team" else None)
     key = (plan.name, access, scope, tuple(f.name for f in fields), kind, limit, bool(masking.active(uow, plan.name)))
 
-    def build() -> Any:
+    def build() -> tuple[Any, Any]:
         m = _Matcher(uow, plan, uow.conn.dialect.name == "postgresql")
-        return m.similar(access, fields, where, limit) if kind == "similar" else m.ranked(
-            access, fields, where, limit, short=kind == "short")
+        if kind == "similar":
+            return m.similar(access, fields, where, limit), None
+        return m.ranked(access, fields, where, limit, scan=kind == "scan")
 
     return build() if where else uow.state.memo("search", key, build)
 
@@ -225,22 +297,60 @@ class _Matcher:
     def __init__(self, uow: UnitOfWork, plan: EntityPlan, pg: bool) -> None:
         self.uow, self.plan, self.pg = uow, plan, pg
         self.low = bindparam("s_low", type_=String())
-        self.fts = None
-        if not pg and uow.state.memo("search_fts", plan.name, lambda: fts.present(uow.conn, plan.entity)):
-            fields = search_fields(plan.entity)
-            self.fts = table(fts.fts_name(plan.entity), column("rowid"), *(column(f.name) for f in fields))
 
     def ranked(self, access: Access, fields: Sequence[Field], where: Sequence[Any], limit: int, *,
-               short: bool) -> Select[Any]:
+               scan: bool) -> tuple[Select[Any], Select[Any]]:
+        """The best ``limit`` rows of the window (with ``_rank``, and ``_window``: the window's size) and the
+        count of the window alone (for when no row comes back)."""
         t = self.plan.table
+        rank = self.least([self.rank(f) for f in fields]).label("_rank")
+        if self.pg or scan:
+            window, best = self.read_window(access, fields, where, rank, scan=scan)
+        else:
+            window, best = self.index_window(access, where, rank)
+        best_ = best.limit(limit).subquery("s_best")
+        size = select(func.count()).select_from(window)
+        stmt = select(t, best_.c._rank, size.scalar_subquery().label("_window"))
+        stmt = stmt.join_from(best_, t, t.c.id == best_.c.id).order_by(best_.c._rank, best_.c.id.desc())
+        return stmt, size
+
+    def read_window(self, access: Access, fields: Sequence[Field], where: Sequence[Any], rank: Any, *,
+                    scan: bool) -> tuple[CTE, Select[Any]]:
+        """The window as the newest matching rows the actor may read, ranked as they are read (PostgreSQL
+        through its trigram indexes, or a scan), and its rows best first."""
+        t = self.plan.table
+        bound = SCAN_CANDIDATES if scan else CANDIDATES
         hit = or_(*(and_(self.contains(f), *self.shown(f)) for f in fields))
-        rank = self.least([self.rank(f) for f in fields])
-        stmt = query.base_select(self.uow, self.plan, access, [t, rank.label("_rank")]).where(hit, *where)
-        stmt = self.restrict(stmt, short=short)
-        if short:  # no trigram to look up: rank the newest matches, found by reading newest first
-            inner = stmt.order_by(t.c.id.desc()).limit(SHORT_CANDIDATES).subquery()
-            return select(inner).order_by(inner.c._rank, inner.c.id.desc()).limit(limit)
-        return stmt.order_by(text("_rank"), t.c.id.desc()).limit(limit)
+        found = query.base_select(self.uow, self.plan, access, [t.c.id, rank]).where(hit, *where)
+        # through the trigram indexes: all matches, then the newest.  Ordered by ``id + 0``, not by ``id``:
+        # read newest first through the primary key, a rare text would read the whole table
+        newest = t.c.id.desc() if scan else (t.c.id + 0).desc()
+        window = found.order_by(newest).limit(bound + 1).cte("s_window")  # one more: is there more?
+        kept = select(window.c.id, window.c._rank).order_by(window.c.id.desc()).limit(bound).subquery("s_kept")
+        return window, select(kept.c.id, kept.c._rank).order_by(kept.c._rank, kept.c.id.desc())
+
+    def index_window(self, access: Access, where: Sequence[Any], rank: Any) -> tuple[CTE, Select[Any]]:
+        """SQLite's window from its FTS index, each of its records looked up by id and ranked if the actor
+        may read it, and those best first."""
+        t = self.plan.table
+        window = self.indexed()
+        rank_of = query.base_select(self.uow, self.plan, access, [rank]).where(t.c.id == window.c.id, *where)
+        # one lookup per window row by its id, whatever else is indexed (a row scope's owner_id): the scalar
+        # subquery fixes the join order; MATERIALIZED, so that it runs once per row.  No row (out of scope,
+        # deleted) ranks NULL; a row where no field the actor may search holds the text ranks _NONE
+        each = select(window.c.id, rank_of.scalar_subquery().label("_rank")).order_by(window.c.id.desc())
+        ranked = each.limit(CANDIDATES).cte("s_ranked").prefix_with("MATERIALIZED")
+        best = select(ranked.c.id, ranked.c._rank).where(ranked.c._rank < _NONE)
+        return window, best.order_by(ranked.c._rank, ranked.c.id.desc())
+
+    def indexed(self) -> CTE:
+        """SQLite's window: the ids of the newest ``CANDIDATES + 1`` records its FTS index finds (one more than
+        it ranks: is there more?)."""
+        name = fts.fts_name(self.plan.entity)
+        index = table(name, column("rowid"))
+        match = literal_column('"' + name + '"').op("MATCH")(bindparam("s_match", type_=String()))
+        ids = select(index.c.rowid.label("id")).where(match).order_by(index.c.rowid.desc())
+        return ids.limit(CANDIDATES + 1).cte("s_window")
 
     def similar(self, access: Access, fields: Sequence[Field], where: Sequence[Any], limit: int) -> Select[Any]:
         """PostgreSQL's typo-tolerant pass: rows with a field similar to the text (pg_trgm ``%>``, indexed)."""
@@ -256,8 +366,6 @@ class _Matcher:
     def value(self, f: Field) -> ColumnElement[Any]:
         if self.pg:
             return search_text(self.plan.table, f, "postgresql")
-        if self.fts is not None:
-            return self.fts.c[f.name]
         if f.storage == "json":
             return json_field_expr(self.plan.table, f, "sqlite")
         return self.plan.table.c[f.column_name]
@@ -276,8 +384,9 @@ class _Matcher:
     def rank(self, f: Field) -> ColumnElement[Any]:
         exact = self.value(f) == self.low if self.pg else self._like(f, "s_exact")
         whens: list[Any] = [(not_(c), _NONE) for c in self.shown(f)]
-        whens += [(exact, 0), (self._like(f, "s_prefix"), 1), (self.contains(f), 2)]
-        return case(*whens, else_=_NONE)
+        # most fields of a candidate do not hold the text: one LIKE tells, before exact and prefix are tried
+        whens += [(not_(self.contains(f)), _NONE), (exact, 0), (self._like(f, "s_prefix"), 1)]
+        return case(*whens, else_=2)
 
     def least(self, parts: list[ColumnElement[Any]]) -> ColumnElement[Any]:
         if len(parts) == 1:
@@ -286,13 +395,3 @@ class _Matcher:
 
     def greatest(self, parts: list[ColumnElement[Any]]) -> ColumnElement[Any]:
         return parts[0] if len(parts) == 1 else func.greatest(*parts)
-
-    def restrict(self, stmt: Select[Any], *, short: bool) -> Select[Any]:
-        """On SQLite with an index: join it, and narrow to its trigram matches when the text allows."""
-        if self.fts is None:
-            return stmt
-        stmt = stmt.join(self.fts, self.fts.c.rowid == self.plan.table.c.id)
-        if short:
-            return stmt
-        quoted = '"' + fts.fts_name(self.plan.entity) + '"'
-        return stmt.where(literal_column(quoted).op("MATCH")(bindparam("s_match", type_=String())))

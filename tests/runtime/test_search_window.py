@@ -1,0 +1,132 @@
+"""Search ranks a bounded window and says when it was truncated; texts of one or two characters are found
+wherever they stand (on SQLite through the index's vocabulary), on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import event, text
+
+from engine.runtime.db import make_engine
+from engine.runtime.runtime import Runtime
+from engine.runtime.schema.apply import apply
+from engine.runtime.search import fts, service
+from tests.runtime.conftest import World, build_world
+from tests.runtime.pool_world import pooled
+from tests.runtime.test_search import HIDDEN_EMAIL, _ws, add, found, titles
+
+
+@pytest.fixture(name="world")
+def window_world(db_url: str, tmp_path: Path) -> Iterator[World]:
+    w = build_world(db_url, tmp_path / "ws", HIDDEN_EMAIL)
+    try:
+        yield w
+    finally:
+        w.rt.close()
+
+
+def page(world: World, user: str, q: str, **kw: Any) -> service.Found:
+    with world.unit(user, readonly=True) as uow:
+        return service.search_page(uow, q, **kw)
+
+
+def test_more_matches_than_the_window_rank_the_newest_and_say_truncated(world: World,
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(service, "CANDIDATES", 3)
+    add(world, "admin", "Window", *(f"Window Co {i}" for i in range(4)))  # the exact match is the oldest
+    got = page(world, "admin", "window")
+    assert got.truncated is True
+    assert [h.title for h in got.hits] == ["Window Co 3", "Window Co 2", "Window Co 1"]
+    assert page(world, "admin", "window co 3").truncated is False
+    with world.unit("admin", readonly=True) as uow:  # a list's q= says the same
+        items, truncated = service.search_records(uow, "lead", "window", fields=["company"])
+        assert truncated is True and len(items) == 3
+
+
+def test_a_window_of_matches_out_of_scope_says_truncated_without_hits(world: World,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(service, "CANDIDATES", 2)
+    add(world, "bob", *(f"Crowded {i}" for i in range(4)))
+    got = page(world, "dave", "crowded")  # dave (another team) reads none of them
+    assert got.hits == () and got.truncated is (world.url.startswith("sqlite"))  # PostgreSQL: in-scope window
+    assert page(world, "dave", "nothing like it").truncated is False
+
+
+def test_one_and_two_characters_are_found_wherever_they_stand(world: World) -> None:
+    add(world, "admin", "华泰精密", "王华泰", "华泰", "上海华泰公司", "Acme", "Zed", "Other")
+    assert found(world, "admin", "华泰") == [("华泰", "exact"), ("华泰精密", "prefix"), ("上海华泰公司", "contains"),
+                                             ("王华泰", "contains")]
+    assert titles(world, "admin", "泰") == {"华泰精密", "王华泰", "华泰", "上海华泰公司"}
+    assert titles(world, "admin", "AC") == {"Acme"}
+    assert titles(world, "admin", "ed") == {"Zed"}  # at the very end of the field
+    assert titles(world, "admin", "z") == {"Zed"}
+    assert titles(world, "admin", "司公") == set()
+    assert page(world, "admin", "华泰").truncated is False
+
+
+def test_short_texts_respect_hidden_fields_and_masks(world: World) -> None:
+    add(world, "admin", "Plain Co", email="x@zq.cn", owner_id=world.ids["alice"])
+    assert titles(world, "alice", "zq") == set()  # the sales role does not see email
+    assert titles(world, "carol", "zq") == {"Plain Co"}
+    pooled(world, "east_pool", 1, phone="13912345678", company="Pooled Precision")
+    assert found(world, "vera", "78") == []  # the pool masks the phone
+
+
+def _statements(world: World, user: str, q: str) -> list[tuple[str, Any]]:
+    seen: list[tuple[str, Any]] = []
+
+    def capture(conn: Any, cursor: Any, statement: str, params: Any, context: Any, many: bool) -> None:
+        seen.append((statement, params))
+
+    event.listen(world.rt.engine, "before_cursor_execute", capture)
+    try:
+        titles(world, user, q)
+    finally:
+        event.remove(world.rt.engine, "before_cursor_execute", capture)
+    return seen
+
+
+def test_sqlite_looks_short_texts_up_in_the_vocabulary_and_scans_when_it_must(world: World,
+                                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    if not world.url.startswith("sqlite"):
+        pytest.skip("the FTS index is SQLite's")
+    add(world, "admin", "华泰精密", "王华泰", "Other")
+    matched = [p for s, p in _statements(world, "admin", "华泰") if "MATCH" in s]
+    texts = [v for p in matched for v in p if isinstance(v, str)]
+    assert any('"华泰精"' in v and '"华泰\x1f"' in v for v in texts), texts
+    monkeypatch.setattr(service, "MAX_EXPANSION", 1)  # too many trigrams start with it: read newest first
+    assert all("MATCH" not in s for s, _ in _statements(world, "admin", "华泰") if "_rank" in s)
+    assert titles(world, "admin", "华泰") == {"华泰精密", "王华泰"}
+
+
+def test_an_index_built_before_the_vocabulary_still_answers(world: World) -> None:
+    if not world.url.startswith("sqlite"):
+        pytest.skip("the FTS index is SQLite's")
+    add(world, "admin", "华泰精密", "Acme Precision")
+    lead = world.rt.state.plan("lead").entity
+    with world.rt.engine.begin() as conn:
+        conn.execute(text(f'DROP TABLE "{fts.vocab_name(lead)}"'))
+        assert fts.layout(conn, lead) == 1
+    rt = Runtime.open(world.url)
+    try:
+        with rt.unit(world.actor("admin"), readonly=True) as uow:
+            assert {h.title for h in service.search(uow, "华泰")} == {"华泰精密"}  # read newest first
+            assert {h.title for h in service.search(uow, "precision")} == {"Acme Precision"}
+    finally:
+        rt.close()
+
+
+def test_a_new_index_layout_is_planned_as_a_rebuild(db_url: str, tmp_path: Path,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    ws = _ws(tmp_path, "v1", HIDDEN_EMAIL)
+    engine = make_engine(db_url)
+    try:
+        apply(engine, ws, author="t", message="v1")
+        monkeypatch.setattr(fts, "LAYOUT", fts.LAYOUT + 1)
+        changes = [c.description for c in apply(engine, ws, author="t", message="layout").plan.changes]
+    finally:
+        engine.dispose()
+    assert changes == (["build the search index of lead"] if db_url.startswith("sqlite") else [])
