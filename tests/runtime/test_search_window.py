@@ -28,6 +28,16 @@ def window_world(db_url: str, tmp_path: Path) -> Iterator[World]:
         w.rt.close()
 
 
+@pytest.fixture
+def sqlite_world(tmp_path: Path) -> Iterator[World]:
+    """The same world on SQLite only (its full-text index and vocabulary)."""
+    w = build_world(f"sqlite:///{tmp_path / 'search.db'}", tmp_path / "ws", HIDDEN_EMAIL)
+    try:
+        yield w
+    finally:
+        w.rt.close()
+
+
 def page(world: World, user: str, q: str, **kw: Any) -> service.Found:
     with world.unit(user, readonly=True) as uow:
         return service.search_page(uow, q, **kw)
@@ -89,10 +99,9 @@ def _statements(world: World, user: str, q: str) -> list[tuple[str, Any]]:
     return seen
 
 
-def test_sqlite_looks_short_texts_up_in_the_vocabulary_and_scans_when_it_must(world: World,
-                                                                             monkeypatch: pytest.MonkeyPatch) -> None:
-    if not world.url.startswith("sqlite"):
-        pytest.skip("the FTS index is SQLite's")
+def test_sqlite_looks_short_texts_up_in_the_vocabulary_and_scans_when_it_must(
+        sqlite_world: World, monkeypatch: pytest.MonkeyPatch) -> None:
+    world = sqlite_world
     add(world, "admin", "华泰精密", "王华泰", "Other")
     matched = [p for s, p in _statements(world, "admin", "华泰") if "MATCH" in s]
     texts = [v for p in matched for v in p if isinstance(v, str)]
@@ -102,9 +111,8 @@ def test_sqlite_looks_short_texts_up_in_the_vocabulary_and_scans_when_it_must(wo
     assert titles(world, "admin", "华泰") == {"华泰精密", "王华泰"}
 
 
-def test_an_index_built_before_the_vocabulary_still_answers(world: World) -> None:
-    if not world.url.startswith("sqlite"):
-        pytest.skip("the FTS index is SQLite's")
+def test_an_index_built_before_the_vocabulary_still_answers(sqlite_world: World) -> None:
+    world = sqlite_world
     add(world, "admin", "华泰精密", "Acme Precision")
     lead = world.rt.state.plan("lead").entity
     with world.rt.engine.begin() as conn:
