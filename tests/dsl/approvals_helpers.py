@@ -6,11 +6,9 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 from engine.dsl.approvals.model import ApprovalFlow
 from engine.dsl.compiler import compile_folder
-from engine.errors import ConfigError, ConfigErrors
+from tests.dsl.config_helpers import errors_of, where
 
 BPMN = "{http://www.omg.org/spec/BPMN/20100524/MODEL}"
 BPMNDI = "{http://www.omg.org/spec/BPMN/20100524/DI}"
@@ -18,24 +16,13 @@ DC = "{http://www.omg.org/spec/DD/20100524/DC}"
 DI = "{http://www.omg.org/spec/DD/20100524/DI}"
 #: process children that are not drawn as a shape of their own
 NOT_SHAPES = {"sequenceFlow", "laneSet", "extensionElements", "documentation"}
+__all__ = ["errors_of", "where"]  # re-exported for the approval tests
 
 
 def flow_of(folder: Path, name: str) -> ApprovalFlow:
     flow = compile_folder(folder).objects_of("approval")[name].compiled
     assert isinstance(flow, ApprovalFlow)
     return flow
-
-
-def errors_of(folder: Path) -> list[ConfigError]:
-    with pytest.raises(ConfigError) as info:
-        compile_folder(folder)
-    err = info.value
-    return err.errors if isinstance(err, ConfigErrors) else [err]
-
-
-def where(err: ConfigError) -> tuple[str, int, int]:
-    assert err.location is not None, err
-    return Path(err.location.file).name, err.location.line, err.location.col
 
 
 def spiff_spec(xml: str, process_id: str):  # type: ignore[no-untyped-def]

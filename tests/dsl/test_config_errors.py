@@ -7,25 +7,14 @@ from pathlib import Path
 import pytest
 
 from engine.dsl.compiler import compile_folder
-from engine.errors import ConfigError, ConfigErrors
-
-
-def errors_of(folder: Path) -> list[ConfigError]:
-    with pytest.raises(ConfigError) as info:
-        compile_folder(folder)
-    err = info.value
-    return err.errors if isinstance(err, ConfigErrors) else [err]
+from engine.errors import ConfigError
+from tests.dsl.config_helpers import errors_of, where
 
 
 def only_error(folder: Path) -> ConfigError:
     errs = errors_of(folder)
     assert len(errs) == 1, [str(e) for e in errs]
     return errs[0]
-
-
-def where(err: ConfigError) -> tuple[str, int, int]:
-    assert err.location is not None
-    return Path(err.location.file).name, err.location.line, err.location.col
 
 
 def test_unknown_field_type_suggests_the_close_one(write_ws):

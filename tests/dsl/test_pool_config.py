@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import datetime as dt
-from pathlib import Path
 
 import pytest
 
 from engine.dsl.compiler import compile_folder
 from engine.dsl.sales.pool import Pool, duration_text, parse_duration, pools_of
-from engine.errors import ConfigError, ConfigErrors
+from tests.dsl.config_helpers import errors_of, where
 from tests.dsl.conftest import WriteWs
 
 POOL = """\
@@ -32,18 +31,6 @@ POOL = """\
     return_reasons: [unreachable, {key: no_need, label: {en: No need, zh: 无需求}}]
     return_to: general_pool
     """
-
-
-def errors_of(folder: Path) -> list[ConfigError]:
-    with pytest.raises(ConfigError) as info:
-        compile_folder(folder)
-    err = info.value
-    return err.errors if isinstance(err, ConfigErrors) else [err]
-
-
-def where(err: ConfigError) -> tuple[str, int, int]:
-    assert err.location is not None
-    return Path(err.location.file).name, err.location.line, err.location.col
 
 
 def test_a_pool_compiles_with_its_rules_limits_and_audiences(write_ws: WriteWs) -> None:
