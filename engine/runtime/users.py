@@ -298,7 +298,7 @@ def directory_entry(conn: Connection, uid: Any) -> dict[str, Any] | None:
 
     Keys: ``name`` (display name), ``username``, ``team`` (team name), ``team_id``, ``active`` and
     ``manager`` -- the user's own manager, else the manager of the user's team unless that is the user
-    themself, else None (the SQL form is ``engine.runtime.sqlexpr.manager_of``).
+    themself, else None (the SQL form is ``engine.runtime.sqlfuncs.manager_of``).
     """
     row = _DIRECTORY.first(conn, {"b_id": uid})
     if row is None:
