@@ -38,11 +38,7 @@ _PENDING, _PENDING_OF = rawsql.Query(_pending), rawsql.Query(_pending.where(INST
 #: the instance of a task, locked: one statement where reading the task and then its instance took two
 _OF_TASK_LOCKED = rawsql.Query(select(INST).where(
     INST.c.id == select(T.c.instance_id).where(T.c.id == bindparam("b_id")).scalar_subquery()).with_for_update())
-_task = select(T).where(T.c.id == bindparam("b_id"))
-_TASK, _TASK_LOCKED = rawsql.Query(_task), rawsql.Query(_task.with_for_update())
 _TASKS_OF = rawsql.Query(select(T).where(T.c.instance_id == bindparam("b_instance")).order_by(T.c.id))
-_TASKS_OF_WF = rawsql.Query(select(T).where(T.c.instance_id == bindparam("b_instance"),
-                                            T.c.wf_task == bindparam("b_wf")).order_by(T.c.id))
 #: the columns of a task row that Core would default (the driver-level insert does not)
 _TASK_DEFAULTS = {"seq": 0, "added_by": None, "position": None, "group_mode": None, "reassigned_from": None,
                   "due_at": None, "remind_at": None, "reminders": 0, "escalated": False, "decided_at": None,
@@ -125,17 +121,9 @@ def save_instance(uow: UnitOfWork, instance_id: int, **values: Any) -> None:
                         bump_version=True)
 
 
-def task(conn: Connection, task_id: int, *, lock: bool = False) -> Any:
-    row = (_TASK_LOCKED if lock else _TASK).first(conn, {"b_id": task_id})
-    if row is None:
-        raise NotFound(f"no approval task {task_id}", code="not_found")
-    return row
-
-
-def tasks_of(conn: Connection, instance_id: int, wf_task: str | None = None) -> list[Any]:
-    if wf_task is None:
-        return _TASKS_OF.all(conn, {"b_instance": instance_id})
-    return _TASKS_OF_WF.all(conn, {"b_instance": instance_id, "b_wf": wf_task})
+def tasks_of(conn: Connection, instance_id: int) -> list[Any]:
+    """The instance's task rows in id order."""
+    return _TASKS_OF.all(conn, {"b_instance": instance_id})
 
 
 def hand_over_signers(uow: UnitOfWork, old_id: int, new_id: int) -> None:

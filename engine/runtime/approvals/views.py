@@ -23,16 +23,15 @@ STATUSES = ("waiting", "ready", "approved", "rejected", "reassigned", "cancelled
 _T, _I = crm_approval_tasks, crm_approval_instances
 #: the inbox query, built once (building it per request cost more than running it): owners and statuses
 #: as expanding parameters; a second form with the ``before`` cursor
-_INBOX = (select(_T, _I.c.flow, _I.c.entity, _I.c.record_id).join(_I, _I.c.id == _T.c.instance_id)
-          .where(_T.c.assignee_id.in_(bindparam("b_owners", expanding=True)),
-                 _T.c.status.in_(bindparam("b_wanted", expanding=True))))
-_INBOX_FIRST = _INBOX.order_by(_T.c.id.desc()).limit(bindparam("b_limit"))
-_INBOX_BEFORE = _INBOX.where(_T.c.id < bindparam("b_before")).order_by(_T.c.id.desc()).limit(bindparam("b_limit"))
+_inbox = select(_T, _I.c.flow, _I.c.entity, _I.c.record_id).join(_I, _I.c.id == _T.c.instance_id)
+_newest = (_T.c.id.desc(),)
+_INBOX = _inbox.where(_T.c.assignee_id.in_(bindparam("b_owners", expanding=True)),
+                      _T.c.status.in_(bindparam("b_wanted", expanding=True)))
+_INBOX_FIRST = _INBOX.order_by(*_newest).limit(bindparam("b_limit"))
+_INBOX_BEFORE = _INBOX.where(_T.c.id < bindparam("b_before")).order_by(*_newest).limit(bindparam("b_limit"))
 #: the usual first page (one owner -- nobody delegated to the user -- and one status), through the driver
-_INBOX_ONE = rawsql.Query(
-    select(_T, _I.c.flow, _I.c.entity, _I.c.record_id).join(_I, _I.c.id == _T.c.instance_id)
-    .where(_T.c.assignee_id == bindparam("b_owner"), _T.c.status == bindparam("b_status"))
-    .order_by(_T.c.id.desc()).limit(bindparam("b_limit")))
+_INBOX_ONE = rawsql.Query(_inbox.where(_T.c.assignee_id == bindparam("b_owner"), _T.c.status == bindparam("b_status"))
+                          .order_by(*_newest).limit(bindparam("b_limit")))
 
 
 def inbox(uow: UnitOfWork, *, user_id: int, status: str = "ready", limit: int = 50,
