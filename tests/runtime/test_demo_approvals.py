@@ -67,9 +67,11 @@ def test_the_demo_has_a_user_for_every_approver_role(demo: Runtime) -> None:
         director_id = users.user_id(conn, "zhao.director")
     assert {(name, role) for name, role, _ in APPROVERS} <= {(k, r) for k, v in roles.items() for r in v}
     assert manager is not None and manager["manager"] == director_id
-    populate(demo)  # again: nothing doubled
     with demo.engine.connect() as conn:
-        assert conn.execute(select(crm_users.c.id).where(crm_users.c.username == "zhao.director")).all()
+        before = conn.execute(select(crm_users.c.username).order_by(crm_users.c.id)).scalars().all()
+    populate(demo)  # again: no user added, none refused
+    with demo.engine.connect() as conn:
+        assert conn.execute(select(crm_users.c.username).order_by(crm_users.c.id)).scalars().all() == before
 
 
 def test_a_40_percent_demo_quote_is_approved_by_the_manager_then_the_director(demo: Runtime) -> None:
