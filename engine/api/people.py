@@ -254,8 +254,8 @@ def revoke_token(prefix: str) -> Response:
     with _admin_unit() as uow:
         count = admin.revoke(uow, prefix)
     if not count:
-        raise NotFound(f"no active token starts with {prefix[:12]!r}", code="unknown_token",
-                         hint="GET /api/v1/tokens lists the active tokens' prefixes")
+        raise NotFound(f"no active token {'is' if len(prefix) > 12 else 'starts with'} {prefix[:60]!r}",
+                       code="unknown_token", hint="GET /api/v1/tokens lists the active tokens' prefixes")
     return json_response({"revoked": count})
 
 

@@ -306,8 +306,8 @@ def token_revoke(prefix: str, directory: str | None, db_url: str | None) -> None
     with open_runtime(directory, db_url) as runtime, runtime.unit(Actor.system()) as uow:
         count = admin.revoke(uow, prefix)
     if not count:
-        raise NotFound(f"no active token starts with {prefix[:12]!r}", code="unknown_token",
-                       hint="'crm token list' shows the active tokens' prefixes")
+        raise NotFound(f"no active token {'is' if len(prefix) > 12 else 'starts with'} {prefix[:60]!r}",
+                       code="unknown_token", hint="'crm token list' shows the active tokens' prefixes")
     them = "it" if count == 1 else "them"
     click.echo(f"revoked {counted(count, 'token')}; running servers refuse {them} from their next request")
 

@@ -283,6 +283,15 @@ def test_bad_bulk_bodies_are_clear_400s(client: Any, api_env: ApiEnv):
     assert call(client, api_env, "rep1", "POST", "/records/equipment/bulk", [{"serial_number": "x"}]).status_code == 403
 
 
+def test_every_invalid_row_is_counted_and_the_first_fifty_detailed(client: Any, api_env: ApiEnv):
+    from engine.runtime.records.bulk import MAX_ERROR_ROWS
+
+    rows = [{"company": "", "email": "not an email"} for _ in range(MAX_ERROR_ROWS + 10)]
+    error = call(client, api_env, "rep1", "POST", "/records/lead/bulk", rows).get_json()["error"]
+    assert error["message"].startswith(f"{MAX_ERROR_ROWS + 10} rows are invalid (the first {MAX_ERROR_ROWS} shown)")
+    assert {k.split("]")[0] + "]" for k in error["details"]} == {f"[{i}]" for i in range(MAX_ERROR_ROWS)}
+
+
 def test_the_openapi_document_has_the_bulk_operations(client: Any, api_env: ApiEnv):
     paths = call(client, api_env, "rep1", "GET", "/openapi.json").get_json()["paths"]
     assert {"patch", "delete"} <= set(paths["/records/lead"])

@@ -337,3 +337,16 @@ def test_crm_serve_workers_refuse_a_revoked_token_and_a_deactivated_user_on_the_
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.communicate(timeout=60)
+
+
+def test_a_revoke_text_longer_than_the_prefix_must_be_the_whole_token(people: People) -> None:
+    c = people.app.test_client()
+    resp = c.post("/api/v1/tokens", json={"user": "rep_e2", "name": "phone"}, headers=people.h("admin"))
+    token, prefix = resp.get_json()["token"], resp.get_json()["prefix"]
+    bearer = {"Authorization": f"Bearer {token}"}
+    wrong = prefix + "WRONGWRONG"  # starts like the token, but is not it
+    resp = c.post(f"/api/v1/tokens/{wrong}/revoke", headers=people.h("admin"))
+    assert resp.status_code == 404 and wrong in resp.get_json()["error"]["message"], resp.get_json()
+    assert c.get(LEADS, headers=bearer).status_code == 200  # still valid
+    assert c.post(f"/api/v1/tokens/{token}/revoke", headers=people.h("admin")).get_json() == {"revoked": 1}
+    assert c.get(LEADS, headers=bearer).status_code == 401

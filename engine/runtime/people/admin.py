@@ -267,7 +267,8 @@ def list_tokens(conn: Any, *, user: users.UserRef | None = None, include_revoked
 def revoke(uow: UnitOfWork, prefix: str) -> int:
     """Revoke the active tokens starting with ``prefix`` (at least 8 characters; the actor's own unless an
     admin); returns the count.  A prefix shorter than the 12 shown by ``crm token list`` that matches
-    several tokens is refused (say which).  Effective on the next request of every process; audited."""
+    several tokens is refused (say which); a text longer than 12 characters must be the whole token.
+    Effective on the next request of every process; audited."""
     uow.require_writable()
     if not isinstance(prefix, str) or len(prefix) < 8:
         raise BadRequest("give at least the first 8 characters of the token", code="bad_request",
@@ -276,6 +277,8 @@ def revoke(uow: UnitOfWork, prefix: str) -> int:
     t = crm_api_tokens
     stmt = select(t.c.id, t.c.prefix).where(t.c.prefix.startswith(prefix[:12], autoescape=True),
                                             t.c.revoked_at.is_(None))
+    if len(prefix) > 12:  # longer than the stored prefix: only the whole token, checked by its hash
+        stmt = stmt.where(t.c.token_hash == users.token_hash(prefix))
     if not uow.actor.is_admin:
         stmt = stmt.where(t.c.user_id == uow.actor.user_id)
     rows = uow.conn.execute(stmt).all()

@@ -81,17 +81,18 @@ def validated(p: WritePipeline, rows_: Sequence[Mapping[str, Any]]) -> list[dict
     for i, values in enumerate(rows_):
         try:
             record = p.new_record(values)
-        except ValidationFailed as e:
+        except ValidationFailed as e:  # every row is counted; the details of the first MAX_ERROR_ROWS kept
             bad_rows += 1
-            problems.update({f"[{i}].{k}": v for k, v in (e.details or {}).items()})
-            if bad_rows >= MAX_ERROR_ROWS:
-                break
+            if bad_rows <= MAX_ERROR_ROWS:
+                problems.update({f"[{i}].{k}": v for k, v in (e.details or {}).items()})
             continue
         except RecordError as e:  # a step refused the row (a duplicate, a stage gate): say which row
             raise at_row(e, i) from None
         out.append(record)
     if problems:
-        raise ValidationFailed(f"{agreeing(bad_rows, 'row', 'are invalid')}; nothing was created", details=problems)
+        shown = f" (the first {MAX_ERROR_ROWS} shown)" if bad_rows > MAX_ERROR_ROWS else ""
+        raise ValidationFailed(f"{agreeing(bad_rows, 'row', 'are invalid')}{shown}; nothing was created",
+                               details=problems)
     return out
 
 
