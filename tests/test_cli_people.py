@@ -83,9 +83,11 @@ def test_none_clears_the_manager_and_parent_and_the_argument_after_it_is_the_wor
 def test_an_unknown_token_prefix_is_reported_like_every_other_error(crm: Callable[..., Result]) -> None:
     other = crm("user", "set-role", "boss", "--role", "nope", "acme")
     assert other.exit_code == 1 and other.output.startswith("unknown role 'nope'"), other.output
-    result = crm("token", "revoke", "crm_xxxxxxxxxx", "acme")
+    result = crm("token", "revoke", "crm_xxxxxxxx", "acme")
     assert result.exit_code == 1, result.output
     assert result.output.startswith("no active token starts with 'crm_xxxxxxxx'\n"), result.output
+    longer = crm("token", "revoke", "crm_xxxxxxxxxx", "acme")  # longer than a prefix: the whole token or nothing
+    assert longer.exit_code == 1 and longer.output.startswith("no active token is 'crm_xxxxxxxxxx'\n"), longer.output
     assert "  hint: 'crm token list' shows the active tokens' prefixes" in result.output
     assert "Error:" not in result.output
     result = crm("team", "remove-member", "east", "boss", "acme")
