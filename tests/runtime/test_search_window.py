@@ -14,6 +14,7 @@ from engine.runtime.db import make_engine
 from engine.runtime.runtime import Runtime
 from engine.runtime.schema.apply import apply
 from engine.runtime.search import fts, service
+from tests.conftest import fresh_database
 from tests.runtime.conftest import World, build_world
 from tests.runtime.pool_world import pooled
 from tests.runtime.test_search import HIDDEN_EMAIL, _ws, add, found, titles
@@ -36,6 +37,17 @@ def sqlite_world(tmp_path: Path) -> Iterator[World]:
         yield w
     finally:
         w.rt.close()
+
+
+@pytest.fixture
+def pg_world(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[World]:
+    """The same world on PostgreSQL only (its planner's estimates)."""
+    with fresh_database(request, "postgresql", tmp_path, "crm_search") as url:
+        w = build_world(url, tmp_path / "ws", HIDDEN_EMAIL)
+        try:
+            yield w
+        finally:
+            w.rt.close()
 
 
 def page(world: World, user: str, q: str, **kw: Any) -> service.Found:
@@ -138,3 +150,37 @@ def test_a_new_index_layout_is_planned_as_a_rebuild(db_url: str, tmp_path: Path,
     finally:
         engine.dispose()
     assert changes == (["build the search index of lead"] if db_url.startswith("sqlite") else [])
+
+
+def _answers(world: World) -> list[Any]:
+    out: list[Any] = []
+    for user in ("admin", "bob", "dave"):
+        for q in ("common", "common 1", "rare", "COMMON 19", "mon"):
+            got = page(world, user, q)
+            out.append((user, q, got.truncated, [(h.id, h.rank) for h in got.hits]))
+        with world.unit(user, readonly=True) as uow:
+            items, truncated = service.search_records(uow, "lead", "common", filter_text="company != 'Common 7'",
+                                                      fields=["company"])
+            out.append((user, "filtered", truncated, [i["id"] for i in items]))
+    return out
+
+
+def test_postgresql_reads_a_text_most_records_hold_newest_first_with_the_same_answer(
+        pg_world: World, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(service, "CANDIDATES", 6)
+    add(pg_world, "admin", "Common", *(f"Common {i}" for i in range(300)), "Rare one",
+        *(f"Other {i}" for i in range(100)))
+    add(pg_world, "bob", *(f"Common bob {i}" for i in range(40)), "Rare two")
+    with pg_world.rt.engine.begin() as conn:
+        conn.execute(text("ANALYZE lead"))
+    with pg_world.unit("admin", readonly=True) as uow:
+        plan, access = service.open_entity(uow, "lead", "read")
+        fields = service.searchable(uow, "lead")
+        assert service._common(uow, plan, access, fields, [], service._params("common", fields)) is True
+        assert service._common(uow, plan, access, fields, [], service._params("rare", fields)) is False
+    chosen = _answers(pg_world)
+    assert chosen[0][2] is True and len(chosen[0][3]) == 6  # "common": truncated, the best of the newest six
+    monkeypatch.setattr(service, "COMMON", 2.0)  # never newest first: every match through the trigram indexes
+    assert _answers(pg_world) == chosen
+    monkeypatch.setattr(service, "COMMON", 0.0)  # always newest first
+    assert _answers(pg_world) == chosen

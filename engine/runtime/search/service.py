@@ -10,9 +10,11 @@ the index, and says ``truncated`` when more records hold it (the hits are then t
   for one or two; a short text starting more than :data:`MAX_EXPANSION` trigrams, or an index built
   before the vocabulary came, reads the records newest first until :data:`SCAN_CANDIDATES` match;
 * PostgreSQL: ``lower(field) LIKE '%text%'`` on the fields' pg_trgm GIN indexes for three characters or
-  more (a shorter text has no trigram: read newest first as above); when that finds fewer records than
-  asked for and the text has a letter, a second pass adds *similar* ones (``word_similarity``, typo
-  tolerance).
+  more (a shorter text has no trigram: read newest first as above).  The indexes give every record holding
+  the text, so a text the planner expects in at least :data:`COMMON` of the records (``有限公司``,
+  ``qq.com``) is read newest first instead, which stops at the window.  When the substrings find fewer
+  records than asked for and the text has a letter, a second pass adds *similar* ones
+  (``word_similarity``, typo tolerance).
 
 Ranked: a field equal to the text first, then one starting with it, then one containing it, then
 similar ones; newest records first within a rank.  Permission-scoped like a list: live records in the
@@ -22,6 +24,7 @@ read mask (a pool's hidden phone while the lead is unclaimed) not searched for t
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -43,7 +46,10 @@ from sqlalchemy import (
     table,
     text,
 )
+from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql import Select
+from sqlalchemy.sql.base import Executable
+from sqlalchemy.sql.elements import ClauseElement
 
 from engine.dsl.expressions.functions import py_lower
 from engine.dsl.model import Field
@@ -68,6 +74,8 @@ SIMILARITY = 0.4
 CANDIDATES = 4000
 #: SQLite: a text of one or two characters is looked up as at most this many trigrams starting with it
 MAX_EXPANSION = 64
+#: PostgreSQL: a text the planner expects in at least this share of the records is read newest first
+COMMON = 0.05
 #: a text the index cannot serve ranks the newest this many matches, found by reading newest first
 SCAN_CANDIDATES = 500
 RANKS = ("exact", "prefix", "contains", "similar")
@@ -216,6 +224,8 @@ def _rows(uow: UnitOfWork, plan: EntityPlan, access: Access, text_: str, limit: 
     kind = _kind(uow, plan, fields, text_, params)
     if kind is None:  # no trigram of the index starts with the (short) text: no record holds it
         return [], False
+    if pg and kind == "index" and _common(uow, plan, access, fields, where, params):
+        kind = "common"
     ranked, window = _statement(uow, plan, access, fields, where, kind, limit)
     if pg:  # for this transaction: plans made for each text (see _PG_SETTINGS)
         uow.conn.execute(_PG_SETTINGS, {"v": str(SIMILARITY)})
@@ -224,7 +234,7 @@ def _rows(uow: UnitOfWork, plan: EntityPlan, access: Access, text_: str, limit: 
     seen = int(result[0]._window) if result else int(uow.conn.execute(window, params).scalar_one())
     truncated = seen > (SCAN_CANDIDATES if kind == "scan" else CANDIDATES)  # the window reads one more
     # similar records when every record holding the text is in (not truncated), and not for phone digits
-    if pg and len(found) < limit and kind == "index" and not truncated and any(c.isalpha() for c in text_):
+    if pg and len(found) < limit and kind != "scan" and not truncated and any(c.isalpha() for c in text_):
         similar = _statement(uow, plan, access, fields, where, "similar", limit)[0]
         rows_ = uow.conn.execute(similar, {**params, "s_seen": [r.id for r, _, _ in found]}).all()
         found += [(r, RANKS.index("similar"), float(r._score)) for r in rows_[:limit - len(found)]]
@@ -237,6 +247,38 @@ def _rows(uow: UnitOfWork, plan: EntityPlan, access: Access, text_: str, limit: 
 #: value) guesses how many records hold any text.
 _PG_SETTINGS = text("SELECT set_config('plan_cache_mode', 'force_custom_plan', true), "
                     "set_config('pg_trgm.word_similarity_threshold', :v, true)")
+
+
+def _common(uow: UnitOfWork, plan: EntityPlan, access: Access, fields: Sequence[Field], where: Sequence[Any],
+            params: dict[str, Any]) -> bool:
+    """PostgreSQL: whether the planner expects at least :data:`COMMON` of the entity's records to hold the
+    text (in the actor's scope, with the filter).  Such a window is read newest first through the primary
+    key -- a few thousand rows -- rather than every match through the trigram indexes (for a text most
+    records hold, hundreds of thousands).  Below that the estimate is too coarse to trust (it rests on a
+    sample of the table): a text estimated at 2 % may be held by 0.7 %, read newest first it would read a
+    third of the table."""
+    explain = _statement(uow, plan, access, fields, where, "probe", 0)[0]
+    explained = uow.conn.execute(explain, params).scalar_one()
+    plan_ = (json.loads(explained) if isinstance(explained, str) else explained)[0]["Plan"]
+    rows_ = uow.conn.execute(_RELTUPLES, {"t": plan.table.name}).scalar()
+    return bool(rows_ and rows_ > 0 and float(plan_["Plan Rows"]) >= COMMON * float(rows_))
+
+
+class _Explain(Executable, ClauseElement):
+    """``EXPLAIN (FORMAT JSON) <select>`` on PostgreSQL, run like the select (its parameters, IN lists)."""
+
+    inherit_cache = False  # a cached EXPLAIN would be given the select's result columns
+
+    def __init__(self, select_: Select[Any]) -> None:
+        self.select = select_
+
+
+@compiles(_Explain, "postgresql")
+def _compile_explain(element: _Explain, compiler: Any, **kw: Any) -> str:
+    return "EXPLAIN (FORMAT JSON) " + compiler.process(element.select, **kw)
+
+
+_RELTUPLES = text("SELECT reltuples FROM pg_class WHERE oid = to_regclass(:t)")
 
 
 def _kind(uow: UnitOfWork, plan: EntityPlan, fields: Sequence[Field], text_: str,
@@ -286,7 +328,9 @@ def _statement(uow: UnitOfWork, plan: EntityPlan, access: Access, fields: Sequen
         m = _Matcher(uow, plan, uow.conn.dialect.name == "postgresql")
         if kind == "similar":
             return m.similar(access, fields, where, limit), None
-        return m.ranked(access, fields, where, limit, scan=kind == "scan")
+        if kind == "probe":
+            return _Explain(m.probe(access, fields, where)), None
+        return m.ranked(access, fields, where, limit, scan=kind == "scan", newest_first=kind == "common")
 
     return build() if where else uow.state.memo("search", key, build)
 
@@ -299,13 +343,13 @@ class _Matcher:
         self.low = bindparam("s_low", type_=String())
 
     def ranked(self, access: Access, fields: Sequence[Field], where: Sequence[Any], limit: int, *,
-               scan: bool) -> tuple[Select[Any], Select[Any]]:
+               scan: bool, newest_first: bool = False) -> tuple[Select[Any], Select[Any]]:
         """The best ``limit`` rows of the window (with ``_rank``, and ``_window``: the window's size) and the
         count of the window alone (for when no row comes back)."""
         t = self.plan.table
         rank = self.least([self.rank(f) for f in fields]).label("_rank")
         if self.pg or scan:
-            window, best = self.read_window(access, fields, where, rank, scan=scan)
+            window, best = self.read_window(access, fields, where, rank, scan=scan, newest_first=newest_first)
         else:
             window, best = self.index_window(access, where, rank)
         best_ = best.limit(limit).subquery("s_best")
@@ -315,19 +359,25 @@ class _Matcher:
         return stmt, size
 
     def read_window(self, access: Access, fields: Sequence[Field], where: Sequence[Any], rank: Any, *,
-                    scan: bool) -> tuple[CTE, Select[Any]]:
+                    scan: bool, newest_first: bool = False) -> tuple[CTE, Select[Any]]:
         """The window as the newest matching rows the actor may read, ranked as they are read (PostgreSQL
         through its trigram indexes, or a scan), and its rows best first."""
         t = self.plan.table
         bound = SCAN_CANDIDATES if scan else CANDIDATES
-        hit = or_(*(and_(self.contains(f), *self.shown(f)) for f in fields))
-        found = query.base_select(self.uow, self.plan, access, [t.c.id, rank]).where(hit, *where)
+        found = self.probe(access, fields, where).add_columns(rank)
         # through the trigram indexes: all matches, then the newest.  Ordered by ``id + 0``, not by ``id``:
-        # read newest first through the primary key, a rare text would read the whole table
-        newest = t.c.id.desc() if scan else (t.c.id + 0).desc()
+        # read newest first through the primary key, a rare text would read the whole table.  A common text
+        # (:func:`_common`) and a scan are read newest first (the planner may still choose the indexes)
+        newest = t.c.id.desc() if scan or newest_first else (t.c.id + 0).desc()
         window = found.order_by(newest).limit(bound + 1).cte("s_window")  # one more: is there more?
         kept = select(window.c.id, window.c._rank).order_by(window.c.id.desc()).limit(bound).subquery("s_kept")
         return window, select(kept.c.id, kept.c._rank).order_by(kept.c._rank, kept.c.id.desc())
+
+    def probe(self, access: Access, fields: Sequence[Field], where: Sequence[Any]) -> Select[Any]:
+        """The ids of the live records the actor may read with a field holding the text (not masked)."""
+        t = self.plan.table
+        hit = or_(*(and_(self.contains(f), *self.shown(f)) for f in fields))
+        return query.base_select(self.uow, self.plan, access, [t.c.id]).where(hit, *where)
 
     def index_window(self, access: Access, where: Sequence[Any], rank: Any) -> tuple[CTE, Select[Any]]:
         """SQLite's window from its FTS index, each of its records looked up by id and ranked if the actor
