@@ -269,8 +269,9 @@ def entity_indexes(table: Table, entity: Entity, dialect: str) -> list[Index]:
             out.append(Index(_index_name(table.name, field.name), expr))
         elif field.index:
             out.append(Index(_index_name(table.name, field.name), expr, *order))
-    if dialect == "postgresql":
+    if dialect == "postgresql" and search_fields(entity):
         out += [search_index(table, entity, field, dialect) for field in search_fields(entity)]
+        out.append(bigram_index(table, entity))
     for spec in entity.indexes:
         cols = [_index_part(table, entity, part, dialect) for part in spec.fields]
         name = _index_name(table.name, spec.name)
@@ -291,6 +292,29 @@ def search_index(table: Table, entity: Entity, field: Field, dialect: str) -> In
     label = f"{field.name}_trgm"
     return Index(_index_name(table.name, label), search_text(table, field, dialect).label(label),
                  postgresql_using="gin", postgresql_ops={label: "gin_trgm_ops"})
+
+
+#: PostgreSQL: the function of :func:`bigram_index` (created with the index, see docs/search.md)
+BIGRAMS = "crm_bigrams"
+BIGRAMS_SQL = f"""CREATE OR REPLACE FUNCTION {BIGRAMS}(VARIADIC parts text[]) RETURNS text[]
+LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
+  SELECT coalesce(array_agg(DISTINCT substr(p, i, 2)), '{{}}')
+  FROM unnest(parts) AS p, generate_series(1, char_length(p) - 1) AS i
+$$"""
+
+
+def bigrams(table: FromClause, entity: Entity) -> ColumnElement[Any]:
+    """PostgreSQL: the distinct two-character pieces of the entity's searchable fields (as
+    :func:`search_text` reads them) -- what its bigram index holds."""
+    fields = sorted(search_fields(entity), key=lambda f: f.name)  # a stored revision may list them otherwise
+    return getattr(func, BIGRAMS)(*(search_text(table, f, "postgresql") for f in fields))
+
+
+def bigram_index(table: Table, entity: Entity) -> Index:
+    """PostgreSQL: a GIN index of :func:`bigrams`, for texts of two characters (``精密``), which have no
+    trigram for the pg_trgm indexes to look up."""
+    return Index(_index_name(table.name, "search_bigrams"), bigrams(table, entity).label("search_bigrams"),
+                 postgresql_using="gin")
 
 
 def _sort_columns(table: Table, entity: Entity, dialect: str) -> list[Any]:

@@ -184,3 +184,30 @@ def test_postgresql_reads_a_text_most_records_hold_newest_first_with_the_same_an
     assert _answers(pg_world) == chosen
     monkeypatch.setattr(service, "COMMON", 0.0)  # always newest first
     assert _answers(pg_world) == chosen
+
+
+def test_postgresql_finds_two_characters_through_its_bigram_index(pg_world: World) -> None:
+    add(pg_world, "admin", "华泰精密", "王华泰", "华泰", "Acme", "Zed", *(f"Other {i}" for i in range(30)))
+    add(pg_world, "bob", "上海华泰公司", "Bob acme")
+    with pg_world.rt.engine.begin() as conn:
+        conn.execute(text("ANALYZE lead"))
+    with pg_world.unit("admin", readonly=True) as uow:
+        plan, _access = service.open_entity(uow, "lead", "read")
+        fields = service.searchable(uow, "lead")
+        assert service._kind(uow, plan, fields, "华泰", service._params("华泰", fields)) == "bigram"
+    with_index = [(u, q, found(pg_world, u, q)) for u in ("admin", "bob", "dave") for q in ("华泰", "AC", "泰精")]
+    assert with_index[0][2] == [("华泰", "exact"), ("华泰精密", "prefix"), ("上海华泰公司", "contains"),
+                                ("王华泰", "contains")]
+    assert {t for t, _ in with_index[4][2]} == {"Bob acme"}  # bob: his own leads only
+    with pg_world.rt.engine.begin() as conn:  # a database from before the index: read newest first
+        conn.execute(text("DROP INDEX ix_lead_search_bigrams"))
+    again = Runtime.open(pg_world.url, clock=pg_world.clock)
+    try:
+        old = World(again, pg_world.clock, pg_world.url, pg_world.ids)
+        with old.unit("admin", readonly=True) as uow:
+            plan, _access = service.open_entity(uow, "lead", "read")
+            assert service._kind(uow, plan, fields, "华泰", service._params("华泰", fields)) == "scan"
+        assert [(u, q, found(old, u, q)) for u in ("admin", "bob", "dave")
+                for q in ("华泰", "AC", "泰精")] == with_index
+    finally:
+        again.close()

@@ -45,6 +45,8 @@ from engine.runtime.schema import features
 from engine.runtime.schema.field_rules import PLAIN_NUMERIC, TEXTUAL
 from engine.runtime.schema.model import CHANGE_KINDS, KINDS_BY_NAME, Change, Plan
 from engine.runtime.storage import (
+    BIGRAMS,
+    BIGRAMS_SQL,
     Schema,
     column_type,
     field_columns,
@@ -200,6 +202,8 @@ def do_add_index(ctx: ApplyContext, change: Change) -> None:
     index = next(ix for ix in table.indexes if ix.name == change.details["index"])
     if not ctx.sqlite and "gin_trgm_ops" in (index.dialect_options["postgresql"].get("ops") or {}).values():
         ctx.ops.execute("CREATE EXTENSION IF NOT EXISTS pg_trgm")  # a search index (docs/search.md)
+    if not ctx.sqlite and any(BIGRAMS in str(e) for e in index.expressions):
+        ctx.ops.execute(BIGRAMS_SQL)  # the function the bigram search index holds (docs/search.md)
     ctx.ops.execute(CreateIndex(index))
     ctx.ddl_done()
 

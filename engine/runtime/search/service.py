@@ -34,9 +34,11 @@ from sqlalchemy import (
     CTE,
     ColumnElement,
     String,
+    Text,
     and_,
     bindparam,
     case,
+    cast,
     column,
     func,
     literal_column,
@@ -46,6 +48,7 @@ from sqlalchemy import (
     table,
     text,
 )
+from sqlalchemy.dialects.postgresql import array
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql import Select
 from sqlalchemy.sql.base import Executable
@@ -60,7 +63,7 @@ from engine.runtime.records.pipeline import open_entity
 from engine.runtime.records.write_plan import EntityPlan
 from engine.runtime.search import fts
 from engine.runtime.security import Access
-from engine.runtime.storage import json_field_expr, search_text
+from engine.runtime.storage import bigram_index, bigrams, json_field_expr, search_text
 
 if TYPE_CHECKING:
     from engine.runtime.runtime import UnitOfWork
@@ -224,7 +227,9 @@ def _rows(uow: UnitOfWork, plan: EntityPlan, access: Access, text_: str, limit: 
     kind = _kind(uow, plan, fields, text_, params)
     if kind is None:  # no trigram of the index starts with the (short) text: no record holds it
         return [], False
-    if pg and kind == "index" and _common(uow, plan, access, fields, where, params):
+    if pg and kind == "bigram" and _common(uow, plan, access, fields, where, params, scoped=False):
+        kind = "scan"  # two characters most records hold: the bigram index would list most of the table
+    elif pg and kind == "index" and _common(uow, plan, access, fields, where, params):
         kind = "common"
     ranked, window = _statement(uow, plan, access, fields, where, kind, limit)
     if pg:  # for this transaction: plans made for each text (see _PG_SETTINGS)
@@ -234,7 +239,7 @@ def _rows(uow: UnitOfWork, plan: EntityPlan, access: Access, text_: str, limit: 
     seen = int(result[0]._window) if result else int(uow.conn.execute(window, params).scalar_one())
     truncated = seen > (SCAN_CANDIDATES if kind == "scan" else CANDIDATES)  # the window reads one more
     # similar records when every record holding the text is in (not truncated), and not for phone digits
-    if pg and len(found) < limit and kind != "scan" and not truncated and any(c.isalpha() for c in text_):
+    if pg and len(found) < limit and kind in ("index", "common") and not truncated and any(c.isalpha() for c in text_):
         similar = _statement(uow, plan, access, fields, where, "similar", limit)[0]
         rows_ = uow.conn.execute(similar, {**params, "s_seen": [r.id for r, _, _ in found]}).all()
         found += [(r, RANKS.index("similar"), float(r._score)) for r in rows_[:limit - len(found)]]
@@ -250,14 +255,14 @@ _PG_SETTINGS = text("SELECT set_config('plan_cache_mode', 'force_custom_plan', t
 
 
 def _common(uow: UnitOfWork, plan: EntityPlan, access: Access, fields: Sequence[Field], where: Sequence[Any],
-            params: dict[str, Any]) -> bool:
+            params: dict[str, Any], *, scoped: bool = True) -> bool:
     """PostgreSQL: whether the planner expects at least :data:`COMMON` of the entity's records to hold the
-    text (in the actor's scope, with the filter).  Such a window is read newest first through the primary
-    key -- a few thousand rows -- rather than every match through the trigram indexes (for a text most
-    records hold, hundreds of thousands).  Below that the estimate is too coarse to trust (it rests on a
-    sample of the table): a text estimated at 2 % may be held by 0.7 %, read newest first it would read a
-    third of the table."""
-    explain = _statement(uow, plan, access, fields, where, "probe", 0)[0]
+    text (in the actor's scope unless not ``scoped``, with the filter).  Such a window is read newest first
+    through the primary key -- a few thousand rows -- rather than every match through the trigram indexes
+    (for a text most records hold, hundreds of thousands).  Below that the estimate is too coarse to trust
+    (it rests on a sample of the table): a text estimated at 2 % may be held by 0.7 %, read newest first it
+    would read a third of the table."""
+    explain = _statement(uow, plan, access, fields, where, "probe" if scoped else "probe_all", 0)[0]
     explained = uow.conn.execute(explain, params).scalar_one()
     plan_ = (json.loads(explained) if isinstance(explained, str) else explained)[0]["Plan"]
     rows_ = uow.conn.execute(_RELTUPLES, {"t": plan.table.name}).scalar()
@@ -283,9 +288,12 @@ _RELTUPLES = text("SELECT reltuples FROM pg_class WHERE oid = to_regclass(:t)")
 
 def _kind(uow: UnitOfWork, plan: EntityPlan, fields: Sequence[Field], text_: str,
           params: dict[str, Any]) -> str | None:
-    """How the window is found: "index" (on SQLite ``params["s_match"]`` says what to match), "scan"
-    (newest first), or None when the index shows that no record holds the text."""
+    """How the window is found: "index" (on SQLite ``params["s_match"]`` says what to match), "bigram"
+    (PostgreSQL, two characters: the bigram index), "scan" (newest first), or None when the index shows that
+    no record holds the text."""
     pg = uow.conn.dialect.name == "postgresql"
+    if pg and len(text_) == 2 and uow.state.memo("search_bigrams", plan.name, lambda: _has_bigrams(uow, plan)):
+        return "bigram"
     layout = 0 if pg else uow.state.memo("search_fts", plan.name, lambda: fts.layout(uow.conn, plan.entity))
     if len(text_) >= 3:
         return "index" if pg or layout else "scan"
@@ -298,6 +306,12 @@ def _kind(uow: UnitOfWork, plan: EntityPlan, fields: Sequence[Field], text_: str
         return None
     params["s_match"] = _columns(fields) + "(" + " OR ".join(_phrase(t) for t in terms) + ")"
     return "index"
+
+
+def _has_bigrams(uow: UnitOfWork, plan: EntityPlan) -> bool:
+    """Whether the entity's bigram index is built (a database from before it gets it at its next apply)."""
+    name = bigram_index(plan.table, plan.entity).name
+    return bool(uow.conn.execute(text("SELECT to_regclass(:n) IS NOT NULL"), {"n": name}).scalar())
 
 
 def _phrase(piece: str) -> str:
@@ -328,9 +342,10 @@ def _statement(uow: UnitOfWork, plan: EntityPlan, access: Access, fields: Sequen
         m = _Matcher(uow, plan, uow.conn.dialect.name == "postgresql")
         if kind == "similar":
             return m.similar(access, fields, where, limit), None
-        if kind == "probe":
-            return _Explain(m.probe(access, fields, where)), None
-        return m.ranked(access, fields, where, limit, scan=kind == "scan", newest_first=kind == "common")
+        if kind in ("probe", "probe_all"):
+            return _Explain(m.probe(access, fields, where, scoped=kind == "probe")), None
+        return m.ranked(access, fields, where, limit, scan=kind == "scan", newest_first=kind == "common",
+                        bigram=kind == "bigram")
 
     return build() if where else uow.state.memo("search", key, build)
 
@@ -343,13 +358,14 @@ class _Matcher:
         self.low = bindparam("s_low", type_=String())
 
     def ranked(self, access: Access, fields: Sequence[Field], where: Sequence[Any], limit: int, *,
-               scan: bool, newest_first: bool = False) -> tuple[Select[Any], Select[Any]]:
+               scan: bool, newest_first: bool = False, bigram: bool = False) -> tuple[Select[Any], Select[Any]]:
         """The best ``limit`` rows of the window (with ``_rank``, and ``_window``: the window's size) and the
         count of the window alone (for when no row comes back)."""
         t = self.plan.table
         rank = self.least([self.rank(f) for f in fields]).label("_rank")
         if self.pg or scan:
-            window, best = self.read_window(access, fields, where, rank, scan=scan, newest_first=newest_first)
+            window, best = self.read_window(access, fields, where, rank, scan=scan, newest_first=newest_first,
+                                            bigram=bigram)
         else:
             window, best = self.index_window(access, where, rank)
         best_ = best.limit(limit).subquery("s_best")
@@ -359,12 +375,16 @@ class _Matcher:
         return stmt, size
 
     def read_window(self, access: Access, fields: Sequence[Field], where: Sequence[Any], rank: Any, *,
-                    scan: bool, newest_first: bool = False) -> tuple[CTE, Select[Any]]:
+                    scan: bool, newest_first: bool = False, bigram: bool = False) -> tuple[CTE, Select[Any]]:
         """The window as the newest matching rows the actor may read, ranked as they are read (PostgreSQL
-        through its trigram indexes, or a scan), and its rows best first."""
+        through its trigram indexes, its bigram index for two characters, or a scan), and its rows best
+        first."""
         t = self.plan.table
         bound = SCAN_CANDIDATES if scan else CANDIDATES
         found = self.probe(access, fields, where).add_columns(rank)
+        if bigram:  # the records whose fields hold the two characters, then the LIKEs above on those alone
+            piece = array([cast(bindparam("s_low", type_=String()), Text)])
+            found = found.where(bigrams(t, self.plan.entity).op("@>")(piece))
         # through the trigram indexes: all matches, then the newest.  Ordered by ``id + 0``, not by ``id``:
         # read newest first through the primary key, a rare text would read the whole table.  A common text
         # (:func:`_common`) and a scan are read newest first (the planner may still choose the indexes)
@@ -373,11 +393,15 @@ class _Matcher:
         kept = select(window.c.id, window.c._rank).order_by(window.c.id.desc()).limit(bound).subquery("s_kept")
         return window, select(kept.c.id, kept.c._rank).order_by(kept.c._rank, kept.c.id.desc())
 
-    def probe(self, access: Access, fields: Sequence[Field], where: Sequence[Any]) -> Select[Any]:
-        """The ids of the live records the actor may read with a field holding the text (not masked)."""
+    def probe(self, access: Access, fields: Sequence[Field], where: Sequence[Any], *,
+              scoped: bool = True) -> Select[Any]:
+        """The ids of the live records the actor may read (any live record unless ``scoped``) with a field
+        holding the text (not masked)."""
         t = self.plan.table
         hit = or_(*(and_(self.contains(f), *self.shown(f)) for f in fields))
-        return query.base_select(self.uow, self.plan, access, [t.c.id]).where(hit, *where)
+        found = query.base_select(self.uow, self.plan, access, [t.c.id]) if scoped else \
+            select(t.c.id).where(t.c.deleted_at.is_(None))
+        return found.where(hit, *where)
 
     def index_window(self, access: Access, where: Sequence[Any], rank: Any) -> tuple[CTE, Select[Any]]:
         """SQLite's window from its FTS index, each of its records looked up by id and ranked if the actor
