@@ -73,6 +73,15 @@ def require_rows(rows_: Any) -> None:
         raise BadRequest("rows must be a list of records", code="bad_rows")
 
 
+def require_values(values: Mapping[str, Any]) -> None:
+    """BadRequest when a bulk update's ``values`` name no field: it would write nothing, yet count records."""
+    if isinstance(values, Mapping) and not values:
+        raise BadRequest("the body names no field to set, so no record would change", code="bad_request",
+                         details={"body": ["names no field"]},
+                         hint='send the fields to set on every matching record and their values, e.g. '
+                              '{"status": "contacted"}')
+
+
 def validated(p: WritePipeline, rows_: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
     """Every row through stages 2-6; all problems of up to MAX_ERROR_ROWS rows reported together."""
     out: list[dict[str, Any]] = []
@@ -109,6 +118,7 @@ def at_row(error: RecordError, index: int) -> RecordError:
 def update_many(svc: RecordService, entity: str, filter_text: str | None, values: Mapping[str, Any], *,
                 bypass_readonly: bool = False, audit_action: str = "update") -> int:
     """See :meth:`RecordService.update_many`."""
+    require_values(values)
     uow = svc.uow
     p = WritePipeline(uow, entity, "update", bypass_readonly=bypass_readonly, bulk=True)
     plan, access = p.plan, p.access
@@ -128,6 +138,7 @@ def update_many(svc: RecordService, entity: str, filter_text: str | None, values
 def check_update(svc: RecordService, entity: str, values: Mapping[str, Any], *, bypass_readonly: bool = False,
                  references: bool = True) -> None:
     """See :meth:`RecordService.check_update`."""
+    require_values(values)
     uow = svc.uow
     p = WritePipeline(uow, entity, "update", bypass_readonly=bypass_readonly, bulk=True, check_only=True)
     clean = p.coerced(values)

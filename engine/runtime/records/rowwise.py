@@ -118,6 +118,7 @@ def update_each(svc: RecordService, entity: str, filter_text: str | None, values
                 bypass_readonly: bool = False, audit_action: str = "update") -> BulkOutcome:
     """See :meth:`RecordService.update_each`."""
     uow = svc.uow
+    bulk.require_values(values)
     p = WritePipeline(uow, entity, "update", bypass_readonly=bypass_readonly, bulk=True)
     plan, access = p.plan, p.access
     p.coerced(values)  # a value wrong for every row fails the call, before any row is touched
