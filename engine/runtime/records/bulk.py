@@ -27,7 +27,6 @@ from sqlalchemy.exc import IntegrityError
 from engine.errors import BadRequest, RecordError, ValidationFailed
 from engine.runtime.records import fastsql, journal, listing, persist, query, rows
 from engine.runtime.records.pipeline import WritePipeline, open_entity
-from engine.runtime.records.write import raise_errors
 from engine.runtime.records.write_plan import EntityPlan
 from engine.runtime.security import Access
 from engine.wording import agreeing
@@ -133,23 +132,6 @@ def update_many(svc: RecordService, entity: str, filter_text: str | None, values
     persist.check_references(uow, plan, [clean], [k for k in clean if k in plan.references or k == "owner_id"])
     olds = [rows.read(plan.readers, r._mapping) for r in uow.conn.execute(stmt.with_for_update())]
     return _update_set_based(p, olds, clean, audit_action)
-
-
-def check_update(svc: RecordService, entity: str, values: Mapping[str, Any], *, bypass_readonly: bool = False,
-                 references: bool = True) -> None:
-    """See :meth:`RecordService.check_update`."""
-    require_values(values)
-    uow = svc.uow
-    p = WritePipeline(uow, entity, "update", bypass_readonly=bypass_readonly, bulk=True, check_only=True)
-    clean = p.coerced(values)
-    if not references:
-        return
-    keys = [k for k in clean if k in p.plan.references or k == "owner_id"]
-    if _set_based_ok(p, clean):  # as update_many checks them before its one UPDATE
-        persist.check_references(uow, p.plan, [clean], keys)
-        return
-    problems = persist.reference_problems(uow, p.plan, [clean], keys)  # as each record's update would
-    raise_errors(problems, p.plan.name)
 
 
 def _set_based_ok(p: WritePipeline, clean: Mapping[str, Any]) -> bool:

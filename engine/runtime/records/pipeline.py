@@ -62,16 +62,10 @@ class WritePipeline:
     """The stages of writing records of one entity in one unit of work (see the module docstring)."""
 
     def __init__(self, uow: UnitOfWork, entity: str, action: Action, *, bypass_readonly: bool = False,
-                 bulk: bool = False, check_only: bool = False) -> None:
-        """``check_only``: the pipeline only validates (a dry run), so a read-only unit will do."""
+                 bulk: bool = False) -> None:
         self.uow = uow
         self.action = action
-        needed = "delete" if action == "restore" else action
-        if check_only:
-            self.plan, _read = open_entity(uow, entity, "read")
-            self.access = uow.guard.require(entity, needed)
-        else:
-            self.plan, self.access = open_entity(uow, entity, needed)
+        self.plan, self.access = open_entity(uow, entity, "delete" if action == "restore" else action)
         self.writer = Writer(uow, self.plan, self.access, action, bypass_readonly=bypass_readonly, bulk=bulk)
         self.steps = uow.write_steps(self.plan.name)
         self.now = uow.clock.now()

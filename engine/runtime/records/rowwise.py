@@ -82,6 +82,33 @@ def savepoint(uow: UnitOfWork) -> Iterator[None]:
     nested.commit()
 
 
+@contextmanager
+def rolled_back(uow: UnitOfWork) -> Iterator[None]:
+    """Run the writes inside for real, then undo them all, whether they raised or not (a dry run).
+
+    A SAVEPOINT rolled back takes the rows (records, lines, audit, jobs, notifications, approvals, keys)
+    back; what the writes queued outside the database is dropped with them: the domain events (so
+    nothing reaches ``crm_outbox`` or a listener), the after-commit callbacks, the notes beside records
+    and what the steps kept in ``uow.scratch``, and the references found visible.  An error raised inside
+    propagates unchanged, so a dry run answers what the real run would.
+    """
+    events, committed = len(uow.events), len(uow.committed)
+    notes, scratch = dict(uow.notes), dict(uow.scratch)
+    visible = {k: set(v) for k, v in uow.visible_ids.items()}
+    nested = uow.conn.begin_nested()
+    try:
+        yield
+    finally:
+        nested.rollback()
+        del uow.events[events:]
+        del uow.committed[committed:]
+        uow.notes.clear()
+        uow.notes.update(notes)
+        uow.scratch.clear()
+        uow.scratch.update(scratch)
+        uow.visible_ids = visible
+
+
 def create_each(svc: RecordService, entity: str, rows_: Sequence[Mapping[str, Any]], *,
                 bypass_readonly: bool = False) -> BulkOutcome:
     """See :meth:`RecordService.create_each`."""
@@ -169,14 +196,8 @@ def _clashing_rows(svc: RecordService, entity: str, rows_: Sequence[Mapping[str,
                    bypass_readonly: bool) -> UniqueViolation:
     """``error`` with the clashing rows named ``[i].field``: the rows are tried one by one in a savepoint that
     is rolled back (only after a refused batch, so the fast path pays nothing)."""
-    uow = svc.uow
-    mark = len(uow.events)
-    nested = uow.conn.begin_nested()
-    try:
+    with rolled_back(svc.uow):
         outcome = create_each(svc, entity, rows_, bypass_readonly=bypass_readonly)
-    finally:
-        nested.rollback()
-        del uow.events[mark:]
     clashes = {i: e for i, e in outcome.errors.items() if e.code == error.code}
     if not clashes:
         return error
