@@ -319,12 +319,14 @@ def create_token(uow: UnitOfWork, user: UserRef, name: str, *, expires_at: dt.da
     """A new API token for ``user``; returns the plain token (shown once, never stored).
 
     Users may create tokens for themselves; admins for anyone.  A token with
-    ``expires_at`` stops working at that moment.
+    ``expires_at`` stops working at that moment.  A deactivated user gets none (BadRequest
+    ``inactive_user``): every request with it would be refused.
     """
     uow.require_writable()
     uid = user_id(uow.conn, user)
     if not uow.actor.is_admin and uow.actor.user_id != uid:
         raise PermissionDenied("you may only create tokens for yourself", code="forbidden")
+    _require_active(uow.conn, uid)
     if not isinstance(name, str) or not 0 < len(name) <= 100:
         raise ValidationFailed("invalid token name", details={"name": ["must be 1 to 100 characters"]})
     now = uow.clock.now()
@@ -334,6 +336,17 @@ def create_token(uow: UnitOfWork, user: UserRef, name: str, *, expires_at: dt.da
     uow.conn.execute(insert(crm_api_tokens).values(user_id=uid, name=name, token_hash=token_hash(token),
                                                    prefix=token[:12], created_at=now, expires_at=expires_at))
     return token
+
+
+def _require_active(conn: Connection, uid: int) -> None:
+    """BadRequest ``inactive_user`` naming the user when user ``uid`` is deactivated."""
+    row = conn.execute(select(crm_users.c.username, crm_users.c.active).where(crm_users.c.id == uid)).one()
+    if not row.active:
+        name = row.username
+        raise BadRequest(f"user {name!r} is deactivated: a token for them would be refused on every request",
+                         code="inactive_user", details={"user": name},
+                         hint=f"reactivate them first (crm user reactivate {name}, or POST "
+                              f"/api/v1/users/{name}/reactivate), then create the token")
 
 
 def revoke_token(uow: UnitOfWork, prefix: str) -> int:

@@ -350,3 +350,26 @@ def test_a_revoke_text_longer_than_the_prefix_must_be_the_whole_token(people: Pe
     assert c.get(LEADS, headers=bearer).status_code == 200  # still valid
     assert c.post(f"/api/v1/tokens/{token}/revoke", headers=people.h("admin")).get_json() == {"revoked": 1}
     assert c.get(LEADS, headers=bearer).status_code == 401
+
+
+def _cli(env: People, *args: str) -> Any:
+    return CliRunner().invoke(main, [*args, str(env.folder), "--db", env.url])
+
+
+def test_no_token_is_created_for_a_deactivated_user(people: People) -> None:
+    c = people.app.test_client()
+    with people.runtime.unit(Actor.system()) as uow:
+        users.create_user(uow, "dormant", roles=["sales"], team="east")
+        admin.deactivate(uow, "dormant")
+    resp = c.post("/api/v1/tokens", json={"user": "dormant", "name": "laptop"}, headers=people.h("admin"))
+    assert resp.status_code == 400, resp.get_json()
+    error = resp.get_json()["error"]
+    assert error["code"] == "inactive_user" and "'dormant' is deactivated" in error["message"], error
+    assert "crm user reactivate dormant" in error["details"]["hint"], error
+    out = _cli(people, "token", "create", "dormant")
+    assert out.exit_code == 1 and "'dormant' is deactivated" in out.output and "reactivate" in out.output, out.output
+    assert "Traceback" not in out.output
+    with people.runtime.engine.connect() as conn:
+        assert admin.list_tokens(conn, user="dormant", include_revoked=True) == []
+    assert _cli(people, "user", "reactivate", "dormant").exit_code == 0
+    assert _cli(people, "token", "create", "dormant").exit_code == 0
