@@ -217,11 +217,26 @@ def _unknown_role(role: str, workspace: Workspace) -> str:
     return f"unknown role {role!r}{guess}; the workspace's roles: {', '.join(workspace.roles)}"
 
 
-def deactivate_user(uow: UnitOfWork, user: UserRef) -> None:
-    """The user can no longer sign in (tokens stop working); records keep their owner until handover."""
+def deactivate_user(uow: UnitOfWork, user: UserRef) -> list[int]:
+    """The user can no longer sign in and their tokens are revoked -- for good, so a reactivated user needs
+    a new token; records keep their owner until handover.  Returns the ids of the tokens revoked (the
+    people administration audits them)."""
     require_admin(uow)
-    uow.conn.execute(update(crm_users).where(crm_users.c.id == user_id(uow.conn, user)).values(active=False))
+    uid = user_id(uow.conn, user)
+    uow.conn.execute(update(crm_users).where(crm_users.c.id == uid).values(active=False))
     markers.bump_auth(uow.conn)
+    return revoke_user_tokens(uow, uid)
+
+
+def revoke_user_tokens(uow: UnitOfWork, uid: int) -> list[int]:
+    """Revoke every active token of user ``uid`` (next request of every process); their ids."""
+    t = crm_api_tokens
+    ids = [int(i) for i in uow.conn.execute(select(t.c.id).where(t.c.user_id == uid,
+                                                                 t.c.revoked_at.is_(None))).scalars()]
+    if ids:
+        uow.conn.execute(update(t).where(t.c.id.in_(ids)).values(revoked_at=uow.clock.now()))
+        markers.bump_auth(uow.conn)
+    return ids
 
 
 def actor_for(conn: Connection, workspace: Workspace, user: UserRef) -> Actor:
