@@ -82,7 +82,8 @@ def require_values(values: Mapping[str, Any]) -> None:
 
 
 def validated(p: WritePipeline, rows_: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
-    """Every row through stages 2-6; all problems of up to MAX_ERROR_ROWS rows reported together."""
+    """Every row through stages 2-6, then the batch through the steps' ``check_batch``; all problems of up to
+    MAX_ERROR_ROWS rows reported together (a row a step refuses fails the call, named)."""
     out: list[dict[str, Any]] = []
     problems: dict[str, list[str]] = {}
     bad_rows = 0
@@ -101,6 +102,10 @@ def validated(p: WritePipeline, rows_: Sequence[Mapping[str, Any]]) -> list[dict
         shown = f" (the first {MAX_ERROR_ROWS} shown)" if bad_rows > MAX_ERROR_ROWS else ""
         raise ValidationFailed(f"{agreeing(bad_rows, 'row', 'are invalid')}{shown}; nothing was created",
                                details=problems)
+    refused = p.check_batch(list(enumerate(out)))  # a row clashing with an earlier one (a block dedupe rule)
+    if refused:
+        first = min(refused)
+        raise at_row(refused[first], first)
     return out
 
 

@@ -9,7 +9,8 @@ handover all run these stages, in this order (docs/records.md):
    :class:`~engine.runtime.records.write.Writer` (references the caller sends
    are checked for visibility right after coercion);
 6. **before-write steps** -- :meth:`WritePipeline.before` (plugin steps and
-   the runtime's own, resolved once per revision);
+   the runtime's own, resolved once per revision), and for a bulk create
+   :meth:`WritePipeline.check_batch` across the batch's rows;
 7. **persist with version** -- :mod:`~engine.runtime.records.persist`
    (references, auto numbers, ``WHERE version = :expected``);
 8. **audit** -- :meth:`WritePipeline.journal` (the one encoder,
@@ -27,7 +28,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
-from engine.errors import BadRequest
+from engine.errors import BadRequest, RecordError
 from engine.runtime.records import journal, persist
 from engine.runtime.records.steps import Action, DomainEvent
 from engine.runtime.records.write import Errors, Writer, raise_errors
@@ -115,6 +116,18 @@ class WritePipeline:
             ctx = replace(ctx, sent=frozenset(k for k in sent if isinstance(k, str)))
         for step in self.steps:
             step.before_write(ctx, self.plan.name, record, old)
+
+    def check_batch(self, rows: Sequence[tuple[int, Mapping[str, Any]]]) -> dict[int, RecordError]:
+        """Stage 6 across a batch: the refusals of the steps' optional ``check_batch`` for the rows
+        (``(index in the request, record)``, each through :meth:`new_record` already) that clash with an
+        earlier row of the same batch -- what no step can see row by row, since none is stored yet (a
+        ``block`` dedupe rule).  A row one step refuses is not shown to the next."""
+        refused: dict[int, RecordError] = {}
+        for step in self.steps:
+            check = getattr(step, "check_batch", None)
+            if check is not None:
+                refused.update(check(self.writer.ctx, self.plan.name, [r for r in rows if r[0] not in refused]))
+        return refused
 
     # ------------------------------------------------------------------ stage 7: persist
 

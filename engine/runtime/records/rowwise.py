@@ -10,7 +10,11 @@ call (and, on PostgreSQL, a failed statement aborts the whole transaction:
   ``create_many``, inside one SAVEPOINT; only when the database refuses that
   batch (a unique clash, a foreign key) is it rolled back to the savepoint and
   each row retried through :meth:`RecordService.create` in a savepoint of its
-  own, so the clashing rows are named and the others kept;
+  own, so the clashing rows are named and the others kept.  A row a step's
+  ``check_batch`` finds clashing with an earlier row (a ``block`` dedupe rule)
+  is left out of the batch and then created on its own, so it meets the row it
+  duplicates as a stored record and gets the same error a duplicate of any
+  stored record gets;
 * ``update_each`` / ``delete_each`` write record by record, each in its own savepoint.
 
 A rolled-back savepoint also drops the domain events its rows queued.  The
@@ -125,19 +129,23 @@ def create_each(svc: RecordService, entity: str, rows_: Sequence[Mapping[str, An
             errors[i] = RowError.of(e)
     if not valid:
         return BulkOutcome(tuple(ids), errors)
+    clashing = p.check_batch(valid)  # rows that duplicate an earlier row of the batch (a block dedupe rule)
+    batch = [(i, record) for i, record in valid if i not in clashing]
     try:
         with savepoint(uow):
-            made = bulk.insert_validated(p, [record for _, record in valid])
+            made = bulk.insert_validated(p, [record for _, record in batch])
     except RecordError:  # the database refused the batch: find the rows, one savepoint each
-        for i, _record in valid:
-            try:
-                with savepoint(uow):
-                    ids[i] = svc.create(entity, rows_[i], bypass_readonly=bypass_readonly)["id"]
-            except RecordError as e:
-                errors[i] = RowError.of(e)
+        retry = [i for i, _record in valid]
     else:
-        for (i, _record), rid in zip(valid, made, strict=True):
+        for (i, _record), rid in zip(batch, made, strict=True):
             ids[i] = rid
+        retry = sorted(clashing)  # the rows they clash with are stored now: each meets them as a stored record
+    for i in retry:
+        try:
+            with savepoint(uow):
+                ids[i] = svc.create(entity, rows_[i], bypass_readonly=bypass_readonly)["id"]
+        except RecordError as e:
+            errors[i] = RowError.of(e)
     return BulkOutcome(tuple(ids), errors)
 
 
