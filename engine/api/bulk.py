@@ -5,7 +5,8 @@
   named ``[i].field``); ``?atomic=false`` creates each row on its own (:meth:`create_each`) and answers a
   result per row;
 * ``PATCH /records/<entity>?filter=...`` -- the body's values set on every matching record the caller may
-  update (row scope and field rules as for one record), the count returned; ``dry_run=true`` counts only;
+  update (row scope and field rules as for one record), the count returned; ``dry_run=true`` makes the
+  writes and undoes them, so it answers what the real run would and changes nothing;
 * ``DELETE /records/<entity>?filter=...`` -- soft-deletes likewise (into the recycle bin).
 
 Limits (413 ``batch_too_large`` / ``payload_too_large``): :data:`MAX_BULK_ROWS` rows per create,
@@ -119,45 +120,53 @@ def bulk_create(entity: str) -> Response:
 
 @bp.patch("/records/<entity>")
 def bulk_update(entity: str) -> Response:
-    """Set the body's fields on every record matching ``filter`` the caller may update; the count."""
+    """Set the body's fields on every record matching ``filter`` the caller may update; the count.
+
+    ``dry_run=true`` makes the same writes and undoes them: the answer (an error, or the per-record
+    refusals with ``atomic=false``) is the real run's, with nothing updated."""
     flt = _filter(request.args, "update")
     dry_run = params.bool_arg(request.args, "dry_run")
     atomic = _atomic(request.args)
     values = params.json_object(request)
-    with gateway.records(runtime(), g.principal, readonly=dry_run) as svc:
+    with gateway.records(runtime(), g.principal) as svc:
         gateway.entity(svc.uow, entity)
         matched = svc.count_matching(entity, flt, "update")
         _check_reach(matched, "update")
-        if dry_run:  # the body is checked as the real run checks it; only the writes are left out
-            svc.check_update(entity, values, references=atomic and matched > 0)
-            return json_response({"matched": matched, "updated": 0, "dry_run": True})
         if atomic:
-            return json_response({"matched": matched, "updated": svc.update_many(entity, flt, values)})
-        outcome = svc.update_each(entity, flt, values)
-    return json_response(_outcome(matched, outcome, "updated"))
+            updated = svc.update_many(entity, flt, values, dry_run=dry_run)
+            return json_response(_counted(matched, updated, "updated", dry_run))
+        outcome = svc.update_each(entity, flt, values, dry_run=dry_run)
+    return json_response(_outcome(matched, outcome, "updated", dry_run))
 
 
 @bp.delete("/records/<entity>")
 def bulk_delete(entity: str) -> Response:
-    """Soft-delete every record matching ``filter`` the caller may delete; the count."""
+    """Soft-delete every record matching ``filter`` the caller may delete; the count (``dry_run`` as for
+    the PATCH: the deletes are made and undone)."""
     flt = _filter(request.args, "delete")
     dry_run = params.bool_arg(request.args, "dry_run")
     atomic = _atomic(request.args)
-    with gateway.records(runtime(), g.principal, readonly=dry_run) as svc:
+    with gateway.records(runtime(), g.principal) as svc:
         gateway.entity(svc.uow, entity)
         matched = svc.count_matching(entity, flt, "delete")
         _check_reach(matched, "delete")
-        if dry_run:
-            return json_response({"matched": matched, "deleted": 0, "dry_run": True})
         if atomic:
-            return json_response({"matched": matched, "deleted": svc.delete_many(entity, flt)})
-        outcome = svc.delete_each(entity, flt)
-    return json_response(_outcome(matched, outcome, "deleted"))
+            return json_response(_counted(matched, svc.delete_many(entity, flt, dry_run=dry_run), "deleted",
+                                          dry_run))
+        outcome = svc.delete_each(entity, flt, dry_run=dry_run)
+    return json_response(_outcome(matched, outcome, "deleted", dry_run))
 
 
-def _outcome(matched: int, outcome: Any, done: str) -> dict[str, Any]:
+def _counted(matched: int, done: int, what: str, dry_run: bool) -> dict[str, Any]:
+    """The answer of an all-or-nothing bulk write; a dry run wrote nothing, so it counts 0."""
+    return {"matched": matched, what: 0, "dry_run": True} if dry_run else {"matched": matched, what: done}
+
+
+def _outcome(matched: int, outcome: Any, done: str, dry_run: bool) -> dict[str, Any]:
     errors = [{"id": e.record_id, **_row_error(e)} for e in outcome.errors.values()]
-    return {"matched": matched, done: len(outcome.written), "failed": len(errors), "errors": errors}
+    body = {"matched": matched, done: 0 if dry_run else len(outcome.written), "failed": len(errors),
+            "errors": errors}
+    return (body | {"dry_run": True}) if dry_run else body
 
 
 # --------------------------------------------------------------------------- OpenAPI
@@ -165,7 +174,8 @@ def _outcome(matched: int, outcome: Any, done: str) -> dict[str, Any]:
 _ATOMIC = apidoc.query_param("atomic", {"type": "boolean", "default": True},
                              "false: each row (record) on its own, with a result or an error per row")
 _DRY_RUN = apidoc.query_param("dry_run", {"type": "boolean", "default": False},
-                              "true: only count the records the request would reach")
+                              "true: make the writes and undo them -- the real run's answer (its errors, "
+                              "the records that would fail), with nothing changed")
 _FILTER = {"name": "filter", "in": "query", "required": True, "schema": {"type": "string"},
            "description": "An expression naming the records (true: every record the caller may change)"}
 _ROW_ERROR = {"type": "object", "properties": {"code": {"type": "string"}, "message": {"type": "string"},

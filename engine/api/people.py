@@ -134,7 +134,8 @@ def update_user(name: str) -> Response:
 
 @bp.post("/users/<name>/deactivate")
 def deactivate_user(name: str) -> Response:
-    """No login and no token of the user works from the next request; answers their open records."""
+    """No login of the user works from the next request and their tokens are revoked for good; answers how
+    many tokens went and their open records."""
     with _admin_unit() as uow:
         return json_response(admin.deactivate(uow, _ref(name, "user")))
 
@@ -279,8 +280,9 @@ _TEAM = _obj(id=_INT, name=_STR, manager={"type": ["string", "null"]}, parent={"
              teams=_LIST, members=_LIST, everyone={"type": "integer", "description": "users in the team and below"})
 _TOKEN = _obj(id=_INT, prefix=_STR, name=_STR, user=_STR, created_at=_TIME, last_used_at=_TIME, expires_at=_TIME,
               revoked_at=_TIME)
-_OPEN = _obj(user=_STR, open_records={"type": "object", "description": "entity -> {count, ids}: what to hand over",
-                                      "additionalProperties": _obj(count=_INT, ids={"type": "array", "items": _INT})})
+_OPEN = _obj(user=_STR, revoked_tokens=_INT,
+             open_records={"type": "object", "description": "entity -> {count, ids}: what to hand over",
+                           "additionalProperties": _obj(count=_INT, ids={"type": "array", "items": _INT})})
 _USER_BODY = _obj(username=_STR, roles=_LIST, team=_NULL_REF, manager=_NULL_REF, password=_STR, display_name=_STR,
                   email={"type": ["string", "null"]})
 
@@ -310,10 +312,11 @@ def _paths(_ws: Any) -> dict[str, Any]:
             "patch": op("updateUser", "Change roles, team, manager, display name, email or password", one_user,
                         "400", "404", body=_USER_BODY, params_=user)},
         "/users/{name}/deactivate": {"post": op(
-            "deactivateUser", "No login and no token from the next request; lists the open records to hand over",
+            "deactivateUser", "No login from the next request and the user's tokens revoked for good; lists the "
+            "open records to hand over",
             {"200": apidoc.json_body(_OPEN, "The open records")}, "400", "404", params_=user)},
-        "/users/{name}/reactivate": {"post": op("reactivateUser", "The user may sign in again", one_user, "404",
-                                                params_=user)},
+        "/users/{name}/reactivate": {"post": op("reactivateUser", "The user may sign in again; their old tokens "
+                                                "stay revoked (create a new one)", one_user, "404", params_=user)},
         "/teams": {
             "get": op("listTeams", "Every team with its manager, parent, sub-teams and members",
                       {"200": _items(_TEAM, "Teams")}, tag="teams"),

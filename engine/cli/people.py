@@ -65,7 +65,10 @@ def user_deactivate(name: str, directory: str | None, db_url: str | None) -> Non
 
     with open_runtime(directory, db_url) as runtime, runtime.unit(_system()) as uow:
         result = admin.deactivate(uow, name)
-    click.echo(f"deactivated {name!r}: their tokens stop working on the next request of every server")
+    click.echo(f"deactivated {name!r}: no login and no token of theirs works from the next request of every server")
+    if result["revoked_tokens"]:
+        click.echo(f"revoked their {counted(result['revoked_tokens'], 'token')} for good: once reactivated they "
+                   f"need a new one (crm token create {shlex.quote(name)} {_workspace(directory)})")
     records = result["open_records"]
     if not records:
         click.echo("they own no open records")
@@ -74,8 +77,12 @@ def user_deactivate(name: str, directory: str | None, db_url: str | None) -> Non
     for entity, found in records.items():
         more = "" if found["count"] <= len(found["ids"]) else ", ..."
         click.echo(f"  {entity}: {found['count']} (ids {', '.join(map(str, found['ids']))}{more})")
-    click.echo(f"hand them over with: crm handover {shlex.quote(name)} OTHER_USER "
-               f"{shlex.quote(directory) if directory else shlex.quote(str(workspace_dir(None)))}")
+    click.echo(f"hand them over with: crm handover {shlex.quote(name)} OTHER_USER {_workspace(directory)}")
+
+
+def _workspace(directory: str | None) -> str:
+    """The workspace directory as a command to copy names it."""
+    return shlex.quote(directory) if directory else shlex.quote(str(workspace_dir(None)))
 
 
 @user.command("reactivate")
@@ -84,12 +91,13 @@ def user_deactivate(name: str, directory: str | None, db_url: str | None) -> Non
 @db_option
 @friendly_errors
 def user_reactivate(name: str, directory: str | None, db_url: str | None) -> None:
-    """Let user NAME sign in again (their tokens not revoked work again)."""
+    """Let user NAME sign in again; their old tokens stay revoked (create a new one)."""
     from engine.runtime.people import admin
 
     with open_runtime(directory, db_url) as runtime, runtime.unit(_system()) as uow:
         admin.reactivate(uow, name)
-    click.echo(f"reactivated {name!r}")
+    click.echo(f"reactivated {name!r}; their old tokens stay revoked: create a new one with "
+               f"crm token create {shlex.quote(name)} {_workspace(directory)}")
 
 
 @user.command("set-password")

@@ -217,11 +217,26 @@ def _unknown_role(role: str, workspace: Workspace) -> str:
     return f"unknown role {role!r}{guess}; the workspace's roles: {', '.join(workspace.roles)}"
 
 
-def deactivate_user(uow: UnitOfWork, user: UserRef) -> None:
-    """The user can no longer sign in (tokens stop working); records keep their owner until handover."""
+def deactivate_user(uow: UnitOfWork, user: UserRef) -> list[int]:
+    """The user can no longer sign in and their tokens are revoked -- for good, so a reactivated user needs
+    a new token; records keep their owner until handover.  Returns the ids of the tokens revoked (the
+    people administration audits them)."""
     require_admin(uow)
-    uow.conn.execute(update(crm_users).where(crm_users.c.id == user_id(uow.conn, user)).values(active=False))
+    uid = user_id(uow.conn, user)
+    uow.conn.execute(update(crm_users).where(crm_users.c.id == uid).values(active=False))
     markers.bump_auth(uow.conn)
+    return revoke_user_tokens(uow, uid)
+
+
+def revoke_user_tokens(uow: UnitOfWork, uid: int) -> list[int]:
+    """Revoke every active token of user ``uid`` (next request of every process); their ids."""
+    t = crm_api_tokens
+    ids = [int(i) for i in uow.conn.execute(select(t.c.id).where(t.c.user_id == uid,
+                                                                 t.c.revoked_at.is_(None))).scalars()]
+    if ids:
+        uow.conn.execute(update(t).where(t.c.id.in_(ids)).values(revoked_at=uow.clock.now()))
+        markers.bump_auth(uow.conn)
+    return ids
 
 
 def actor_for(conn: Connection, workspace: Workspace, user: UserRef) -> Actor:
@@ -319,12 +334,14 @@ def create_token(uow: UnitOfWork, user: UserRef, name: str, *, expires_at: dt.da
     """A new API token for ``user``; returns the plain token (shown once, never stored).
 
     Users may create tokens for themselves; admins for anyone.  A token with
-    ``expires_at`` stops working at that moment.
+    ``expires_at`` stops working at that moment.  A deactivated user gets none (BadRequest
+    ``inactive_user``): every request with it would be refused.
     """
     uow.require_writable()
     uid = user_id(uow.conn, user)
     if not uow.actor.is_admin and uow.actor.user_id != uid:
         raise PermissionDenied("you may only create tokens for yourself", code="forbidden")
+    _require_active(uow.conn, uid)
     if not isinstance(name, str) or not 0 < len(name) <= 100:
         raise ValidationFailed("invalid token name", details={"name": ["must be 1 to 100 characters"]})
     now = uow.clock.now()
@@ -334,6 +351,17 @@ def create_token(uow: UnitOfWork, user: UserRef, name: str, *, expires_at: dt.da
     uow.conn.execute(insert(crm_api_tokens).values(user_id=uid, name=name, token_hash=token_hash(token),
                                                    prefix=token[:12], created_at=now, expires_at=expires_at))
     return token
+
+
+def _require_active(conn: Connection, uid: int) -> None:
+    """BadRequest ``inactive_user`` naming the user when user ``uid`` is deactivated."""
+    row = conn.execute(select(crm_users.c.username, crm_users.c.active).where(crm_users.c.id == uid)).one()
+    if not row.active:
+        name = row.username
+        raise BadRequest(f"user {name!r} is deactivated: a token for them would be refused on every request",
+                         code="inactive_user", details={"user": name},
+                         hint=f"reactivate them first (crm user reactivate {name}, or POST "
+                              f"/api/v1/users/{name}/reactivate), then create the token")
 
 
 def revoke_token(uow: UnitOfWork, prefix: str) -> int:

@@ -242,6 +242,56 @@ def test_a_block_rule_refuses_a_duplicate_with_409(block_env: ApiEnv) -> None:
     assert renamed.status_code == 200
 
 
+def test_a_block_rule_acts_within_one_bulk_create(block_env: ApiEnv) -> None:
+    """Two rows of one request with the same key: the later one is refused -- the whole request in the
+    atomic mode (the rows named), that row alone with ``atomic=false`` (the error a duplicate of a stored
+    record gets)."""
+    client = block_env.app.test_client()
+    number, tag = mobile(), f"{_rng.randrange(10**8)}"
+    rows = [{"name": f"周工{tag}", "phone": number}, {"name": f"吴工{tag}", "phone": mobile()},
+            {"name": f"郑工{tag}", "mobile": dotted(number)}]
+    listed = f"/api/v1/records/contact?filter=endswith(name, '{tag}')&count=true"
+    resp = client.post("/api/v1/records/contact/bulk", json=rows, headers=block_env.headers("rep1"))
+    assert resp.status_code == 409, resp.get_json()
+    err = resp.get_json()["error"]
+    assert err["code"] == "duplicate" and err["details"]["row"] == 2, err
+    assert err["message"] == "row 2: this contact duplicates row 0 of this request by mobile; nothing was created"
+    assert [m["row"] for m in err["details"]["matches"]] == [0] and err["details"]["rules"] == ["contact_duplicates"]
+    assert "hint" in err["details"]
+    assert client.get(listed, headers=block_env.headers("admin")).get_json()["total"] == 0
+
+    resp = client.post("/api/v1/records/contact/bulk?atomic=false", json=rows, headers=block_env.headers("rep1"))
+    body = resp.get_json()
+    assert resp.status_code == 200 and (body["created"], body["failed"]) == (2, 1), body
+    first = body["results"][0]["id"]
+    refused = body["results"][2]["error"]
+    assert refused["code"] == "duplicate", refused
+    assert refused["message"] == f"this contact duplicates existing records: contact {first} (周工{tag}) by mobile"
+    single = client.post("/api/v1/records/contact", json=rows[2], headers=block_env.headers("rep1"))
+    assert single.status_code == 409 and single.get_json()["error"]["message"] == refused["message"]
+    assert client.get(listed, headers=block_env.headers("admin")).get_json()["total"] == 2
+
+
+def test_a_fuzzy_block_key_compares_the_rows_of_one_batch(block_env: ApiEnv) -> None:
+    """The in-batch comparison uses the rule's normalisers and fuzzy similarity, as the stored lookup does."""
+    import dataclasses
+
+    from engine.runtime.sales.dedupe_batch import refusals
+    from engine.runtime.sales.dedupe_keys import index_of
+
+    idx = index_of(block_env.workspace)
+    rule = dataclasses.replace(idx.rules["lead"][0], action="block")
+    idx = dataclasses.replace(idx, rules={**idx.rules, "lead": (rule,)})
+    rows = [(0, {"company": "苏州精密机械有限公司"}), (1, {"company": "杭州机床厂"}),
+            (2, {"company": "苏州精密机械厂"}), (3, {"company": "ACME Co., Ltd.", "email": "Buyer@Acme.test"}),
+            (5, {"company": "Zeta", "email": " buyer@acme.TEST"})]
+    found = refusals(idx, "lead", rows)
+    assert sorted(found) == [2, 5]
+    assert found[2].details["matches"][0]["row"] == 0 and 90 <= found[2].details["matches"][0]["score"] < 100
+    assert found[5].message == "this lead duplicates row 3 of this request by email"
+    assert refusals(index_of(block_env.workspace), "lead", rows) == {}  # the shipped lead rule only warns
+
+
 def test_merge_repoints_lines_through_their_parent(api_env: ApiEnv, client: Any) -> None:
     t = _rng.randrange(10**8)
     admin = api_env.headers("admin")

@@ -11,13 +11,13 @@ from typing import Any
 
 import pytest
 from click.testing import CliRunner
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from engine.api import create_app
 from engine.cli import main
 from engine.runtime import users
 from engine.runtime.context import Actor
-from engine.runtime.engine_tables import crm_audit
+from engine.runtime.engine_tables import crm_audit, crm_users
 from engine.runtime.people import admin
 from engine.runtime.runtime import Runtime
 from tests.api.conftest import apply_folder_quietly
@@ -203,7 +203,7 @@ def test_deactivated_user_cannot_call_the_api_and_their_open_records_are_listed(
     assert resp.get_json()["moved"] == {"lead": 3}
     assert c.post("/api/v1/users/leaver/deactivate", headers=people.h("admin")).get_json()["open_records"] == {}
     assert c.post("/api/v1/users/leaver/reactivate", headers=people.h("admin")).get_json()["active"] is True
-    assert other.get(LEADS, headers=bearer).status_code == 200
+    assert other.get(LEADS, headers=bearer).status_code == 401  # deactivation revoked it for good
 
 
 def test_user_and_team_administration_is_admin_only_audited_and_documented(people: People) -> None:
@@ -350,3 +350,73 @@ def test_a_revoke_text_longer_than_the_prefix_must_be_the_whole_token(people: Pe
     assert c.get(LEADS, headers=bearer).status_code == 200  # still valid
     assert c.post(f"/api/v1/tokens/{token}/revoke", headers=people.h("admin")).get_json() == {"revoked": 1}
     assert c.get(LEADS, headers=bearer).status_code == 401
+
+
+def _cli(env: People, *args: str) -> Any:
+    return CliRunner().invoke(main, [*args, str(env.folder), "--db", env.url])
+
+
+def test_no_token_is_created_for_a_deactivated_user(people: People) -> None:
+    c = people.app.test_client()
+    with people.runtime.unit(Actor.system()) as uow:
+        users.create_user(uow, "dormant", roles=["sales"], team="east")
+        admin.deactivate(uow, "dormant")
+    resp = c.post("/api/v1/tokens", json={"user": "dormant", "name": "laptop"}, headers=people.h("admin"))
+    assert resp.status_code == 400, resp.get_json()
+    error = resp.get_json()["error"]
+    assert error["code"] == "inactive_user" and "'dormant' is deactivated" in error["message"], error
+    assert "crm user reactivate dormant" in error["details"]["hint"], error
+    out = _cli(people, "token", "create", "dormant")
+    assert out.exit_code == 1 and "'dormant' is deactivated" in out.output and "reactivate" in out.output, out.output
+    assert "Traceback" not in out.output
+    with people.runtime.engine.connect() as conn:
+        assert admin.list_tokens(conn, user="dormant", include_revoked=True) == []
+    assert _cli(people, "user", "reactivate", "dormant").exit_code == 0
+    assert _cli(people, "token", "create", "dormant").exit_code == 0
+
+
+def test_deactivation_revokes_the_tokens_so_a_reactivated_user_needs_a_new_one(people: People) -> None:
+    c, other = people.app.test_client(), people.app2.test_client()
+    with people.runtime.unit(Actor.system()) as uow:
+        users.create_user(uow, "returner", roles=["sales"], team="east")
+        old = [users.create_token(uow, "returner", name) for name in ("laptop", "phone")]
+    assert all(other.get(LEADS, headers={"Authorization": f"Bearer {t}"}).status_code == 200 for t in old)
+    out = _cli(people, "user", "deactivate", "returner")
+    assert out.exit_code == 0 and "revoked their 2 tokens" in out.output, out.output
+    assert "crm token create returner" in out.output
+    out = _cli(people, "user", "reactivate", "returner")
+    assert out.exit_code == 0 and "crm token create returner" in out.output, out.output
+    assert all(other.get(LEADS, headers={"Authorization": f"Bearer {t}"}).status_code == 401 for t in old)
+    listed = c.get("/api/v1/tokens", query_string={"user": "returner", "all": "true"}, headers=people.h("admin"))
+    assert [t["revoked_at"] is not None for t in listed.get_json()["items"]] == [True, True]
+    with people.runtime.engine.connect() as conn:
+        revoked = set(conn.execute(select(crm_audit.c.record_id).where(
+            crm_audit.c.entity == "crm_api_tokens", crm_audit.c.action == "revoke",
+            crm_audit.c.record_id.in_([t["id"] for t in listed.get_json()["items"]]))).scalars())
+    assert len(revoked) == 2
+    # through the API: deactivate answers how many tokens it revoked
+    new = users_token(people, "returner")
+    resp = c.post("/api/v1/users/returner/deactivate", headers=people.h("admin"))
+    assert resp.get_json()["revoked_tokens"] == 1, resp.get_json()
+    c.post("/api/v1/users/returner/reactivate", headers=people.h("admin"))
+    assert other.get(LEADS, headers={"Authorization": f"Bearer {new}"}).status_code == 401
+    assert other.get(LEADS, headers={"Authorization": f"Bearer {users_token(people, 'returner')}"}).status_code == 200
+
+
+def users_token(env: People, user: str) -> str:
+    with env.runtime.unit(Actor.system()) as uow:
+        return users.create_token(uow, user, "again")
+
+
+def test_reactivation_revokes_tokens_an_older_engine_left_to_a_deactivated_user(people: People) -> None:
+    """A user deactivated before deactivation revoked tokens still holds active ones: reactivating them must
+    not bring those back."""
+    with people.runtime.unit(Actor.system()) as uow:
+        uid = users.create_user(uow, "veteran", roles=["sales"])
+        token = users.create_token(uow, "veteran", "old")
+        uow.conn.execute(update(crm_users).where(crm_users.c.id == uid).values(active=False))  # as before
+    other = people.app2.test_client()
+    with people.runtime.unit(Actor.system()) as uow:
+        admin.reactivate(uow, "veteran")
+    assert other.get(LEADS, headers={"Authorization": f"Bearer {token}"}).status_code == 401
+

@@ -62,15 +62,18 @@ def new_id(result: Any) -> int:
 
 
 def ensure_spec(uow: UnitOfWork, digest: str, flow: str, process: str, spec: Mapping[str, Any]) -> None:
-    """Store the spec of a flow version once (the first instance of the version stores it)."""
+    """Store the spec of a flow version once (the first instance of the version stores it).
+
+    The row is remembered as stored only once the unit commits: the row found may be this unit's own
+    insert, which a rollback (a failed bulk write, a dry run) takes back."""
     s = crm_approval_specs
     if uow.state.cached(SPECS_SEEN, digest):  # seen committed: specs are never deleted
         return
-    if uow.conn.execute(select(s.c.digest).where(s.c.digest == digest)).first() is not None:
-        uow.state.store(SPECS_SEEN, digest, True)
-        return
-    uow.conn.execute(insert(s).values(digest=digest, flow=flow, process=process, spec=dict(spec),
-                                      revision_id=uow.state.revision_id, created_at=uow.clock.now()))
+    if uow.conn.execute(select(s.c.digest).where(s.c.digest == digest)).first() is None:
+        uow.conn.execute(insert(s).values(digest=digest, flow=flow, process=process, spec=dict(spec),
+                                          revision_id=uow.state.revision_id, created_at=uow.clock.now()))
+    state = uow.state
+    uow.committed.append(lambda: state.store(SPECS_SEEN, digest, True))
 
 
 def stored_spec(conn: Connection, digest: str) -> Any:

@@ -121,27 +121,38 @@ def set_password(uow: UnitOfWork, user: users.UserRef, password: str) -> None:
 
 
 def deactivate(uow: UnitOfWork, user: users.UserRef) -> dict[str, Any]:
-    """The user can no longer sign in or use any token (next request, every process); their records keep
-    their owner. Returns ``{"user", "open_records": {entity: {"count", "ids"}}}`` -- what to hand over."""
+    """The user can no longer sign in, and their tokens are revoked for good (next request, every process);
+    their records keep their owner.  Returns ``{"user", "revoked_tokens", "open_records": {entity: {"count",
+    "ids"}}}`` -- how many tokens went, and what to hand over."""
     users.require_admin(uow)
     row = user_row(uow.conn, user)
     if uow.actor.user_id == row.id:
         raise BadRequest("you cannot deactivate yourself", code="bad_request", hint="ask another administrator")
     if row.active:
-        users.deactivate_user(uow, row.id)
+        revoked = users.deactivate_user(uow, row.id)
         audit(uow, "crm_users", row.id, "deactivate", {"active": (True, False)})
-    return {"user": row.username, "open_records": open_records(uow, row.id)}
+    else:  # deactivated by an engine that left the tokens: revoke them now
+        revoked = users.revoke_user_tokens(uow, row.id)
+    _audit_revoked(uow, revoked)
+    return {"user": row.username, "revoked_tokens": len(revoked), "open_records": open_records(uow, row.id)}
 
 
 def reactivate(uow: UnitOfWork, user: users.UserRef) -> None:
-    """The user may sign in again (their unrevoked tokens work again); failed logins are forgotten."""
+    """The user may sign in again; failed logins are forgotten.  Their old tokens stay revoked (deactivation
+    revoked them; any an older engine left active are revoked now): they need a new token."""
     users.require_admin(uow)
     row = user_row(uow.conn, user)
     if not row.active:
+        _audit_revoked(uow, users.revoke_user_tokens(uow, row.id))
         uow.conn.execute(update(crm_users).where(crm_users.c.id == row.id).values(active=True))
         passwords.clear(uow.conn, row.id)
         audit(uow, "crm_users", row.id, "reactivate", {"active": (False, True)})
         markers.bump_auth(uow.conn)
+
+
+def _audit_revoked(uow: UnitOfWork, token_ids: Sequence[int]) -> None:
+    for tid in token_ids:
+        audit(uow, "crm_api_tokens", tid, "revoke", {})
 
 
 def open_records(uow: UnitOfWork, uid: int) -> dict[str, dict[str, Any]]:

@@ -27,7 +27,6 @@ from sqlalchemy.exc import IntegrityError
 from engine.errors import BadRequest, RecordError, ValidationFailed
 from engine.runtime.records import fastsql, journal, listing, persist, query, rows
 from engine.runtime.records.pipeline import WritePipeline, open_entity
-from engine.runtime.records.write import raise_errors
 from engine.runtime.records.write_plan import EntityPlan
 from engine.runtime.security import Access
 from engine.wording import agreeing
@@ -73,8 +72,18 @@ def require_rows(rows_: Any) -> None:
         raise BadRequest("rows must be a list of records", code="bad_rows")
 
 
+def require_values(values: Mapping[str, Any]) -> None:
+    """BadRequest when a bulk update's ``values`` name no field: it would write nothing, yet count records."""
+    if isinstance(values, Mapping) and not values:
+        raise BadRequest("the body names no field to set, so no record would change", code="bad_request",
+                         details={"body": ["names no field"]},
+                         hint='send the fields to set on every matching record and their values, e.g. '
+                              '{"status": "contacted"}')
+
+
 def validated(p: WritePipeline, rows_: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
-    """Every row through stages 2-6; all problems of up to MAX_ERROR_ROWS rows reported together."""
+    """Every row through stages 2-6, then the batch through the steps' ``check_batch``; all problems of up to
+    MAX_ERROR_ROWS rows reported together (a row a step refuses fails the call, named)."""
     out: list[dict[str, Any]] = []
     problems: dict[str, list[str]] = {}
     bad_rows = 0
@@ -93,6 +102,10 @@ def validated(p: WritePipeline, rows_: Sequence[Mapping[str, Any]]) -> list[dict
         shown = f" (the first {MAX_ERROR_ROWS} shown)" if bad_rows > MAX_ERROR_ROWS else ""
         raise ValidationFailed(f"{agreeing(bad_rows, 'row', 'are invalid')}{shown}; nothing was created",
                                details=problems)
+    refused = p.check_batch(list(enumerate(out)))  # a row clashing with an earlier one (a block dedupe rule)
+    if refused:
+        first = min(refused)
+        raise at_row(refused[first], first)
     return out
 
 
@@ -109,6 +122,7 @@ def at_row(error: RecordError, index: int) -> RecordError:
 def update_many(svc: RecordService, entity: str, filter_text: str | None, values: Mapping[str, Any], *,
                 bypass_readonly: bool = False, audit_action: str = "update") -> int:
     """See :meth:`RecordService.update_many`."""
+    require_values(values)
     uow = svc.uow
     p = WritePipeline(uow, entity, "update", bypass_readonly=bypass_readonly, bulk=True)
     plan, access = p.plan, p.access
@@ -123,22 +137,6 @@ def update_many(svc: RecordService, entity: str, filter_text: str | None, values
     persist.check_references(uow, plan, [clean], [k for k in clean if k in plan.references or k == "owner_id"])
     olds = [rows.read(plan.readers, r._mapping) for r in uow.conn.execute(stmt.with_for_update())]
     return _update_set_based(p, olds, clean, audit_action)
-
-
-def check_update(svc: RecordService, entity: str, values: Mapping[str, Any], *, bypass_readonly: bool = False,
-                 references: bool = True) -> None:
-    """See :meth:`RecordService.check_update`."""
-    uow = svc.uow
-    p = WritePipeline(uow, entity, "update", bypass_readonly=bypass_readonly, bulk=True, check_only=True)
-    clean = p.coerced(values)
-    if not references:
-        return
-    keys = [k for k in clean if k in p.plan.references or k == "owner_id"]
-    if _set_based_ok(p, clean):  # as update_many checks them before its one UPDATE
-        persist.check_references(uow, p.plan, [clean], keys)
-        return
-    problems = persist.reference_problems(uow, p.plan, [clean], keys)  # as each record's update would
-    raise_errors(problems, p.plan.name)
 
 
 def _set_based_ok(p: WritePipeline, clean: Mapping[str, Any]) -> bool:

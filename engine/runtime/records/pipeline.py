@@ -9,7 +9,8 @@ handover all run these stages, in this order (docs/records.md):
    :class:`~engine.runtime.records.write.Writer` (references the caller sends
    are checked for visibility right after coercion);
 6. **before-write steps** -- :meth:`WritePipeline.before` (plugin steps and
-   the runtime's own, resolved once per revision);
+   the runtime's own, resolved once per revision), and for a bulk create
+   :meth:`WritePipeline.check_batch` across the batch's rows;
 7. **persist with version** -- :mod:`~engine.runtime.records.persist`
    (references, auto numbers, ``WHERE version = :expected``);
 8. **audit** -- :meth:`WritePipeline.journal` (the one encoder,
@@ -27,7 +28,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
-from engine.errors import BadRequest
+from engine.errors import BadRequest, RecordError
 from engine.runtime.records import journal, persist
 from engine.runtime.records.steps import Action, DomainEvent
 from engine.runtime.records.write import Errors, Writer, raise_errors
@@ -62,16 +63,10 @@ class WritePipeline:
     """The stages of writing records of one entity in one unit of work (see the module docstring)."""
 
     def __init__(self, uow: UnitOfWork, entity: str, action: Action, *, bypass_readonly: bool = False,
-                 bulk: bool = False, check_only: bool = False) -> None:
-        """``check_only``: the pipeline only validates (a dry run), so a read-only unit will do."""
+                 bulk: bool = False) -> None:
         self.uow = uow
         self.action = action
-        needed = "delete" if action == "restore" else action
-        if check_only:
-            self.plan, _read = open_entity(uow, entity, "read")
-            self.access = uow.guard.require(entity, needed)
-        else:
-            self.plan, self.access = open_entity(uow, entity, needed)
+        self.plan, self.access = open_entity(uow, entity, "delete" if action == "restore" else action)
         self.writer = Writer(uow, self.plan, self.access, action, bypass_readonly=bypass_readonly, bulk=bulk)
         self.steps = uow.write_steps(self.plan.name)
         self.now = uow.clock.now()
@@ -121,6 +116,18 @@ class WritePipeline:
             ctx = replace(ctx, sent=frozenset(k for k in sent if isinstance(k, str)))
         for step in self.steps:
             step.before_write(ctx, self.plan.name, record, old)
+
+    def check_batch(self, rows: Sequence[tuple[int, Mapping[str, Any]]]) -> dict[int, RecordError]:
+        """Stage 6 across a batch: the refusals of the steps' optional ``check_batch`` for the rows
+        (``(index in the request, record)``, each through :meth:`new_record` already) that clash with an
+        earlier row of the same batch -- what no step can see row by row, since none is stored yet (a
+        ``block`` dedupe rule).  A row one step refuses is not shown to the next."""
+        refused: dict[int, RecordError] = {}
+        for step in self.steps:
+            check = getattr(step, "check_batch", None)
+            if check is not None:
+                refused.update(check(self.writer.ctx, self.plan.name, [r for r in rows if r[0] not in refused]))
+        return refused
 
     # ------------------------------------------------------------------ stage 7: persist
 

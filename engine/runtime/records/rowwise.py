@@ -10,7 +10,11 @@ call (and, on PostgreSQL, a failed statement aborts the whole transaction:
   ``create_many``, inside one SAVEPOINT; only when the database refuses that
   batch (a unique clash, a foreign key) is it rolled back to the savepoint and
   each row retried through :meth:`RecordService.create` in a savepoint of its
-  own, so the clashing rows are named and the others kept;
+  own, so the clashing rows are named and the others kept.  A row a step's
+  ``check_batch`` finds clashing with an earlier row (a ``block`` dedupe rule)
+  is left out of the batch and then created on its own, so it meets the row it
+  duplicates as a stored record and gets the same error a duplicate of any
+  stored record gets;
 * ``update_each`` / ``delete_each`` write record by record, each in its own savepoint.
 
 A rolled-back savepoint also drops the domain events its rows queued.  The
@@ -82,6 +86,33 @@ def savepoint(uow: UnitOfWork) -> Iterator[None]:
     nested.commit()
 
 
+@contextmanager
+def rolled_back(uow: UnitOfWork) -> Iterator[None]:
+    """Run the writes inside for real, then undo them all, whether they raised or not (a dry run).
+
+    A SAVEPOINT rolled back takes the rows (records, lines, audit, jobs, notifications, approvals, keys)
+    back; what the writes queued outside the database is dropped with them: the domain events (so
+    nothing reaches ``crm_outbox`` or a listener), the after-commit callbacks, the notes beside records
+    and what the steps kept in ``uow.scratch``, and the references found visible.  An error raised inside
+    propagates unchanged, so a dry run answers what the real run would.
+    """
+    events, committed = len(uow.events), len(uow.committed)
+    notes, scratch = dict(uow.notes), dict(uow.scratch)
+    visible = {k: set(v) for k, v in uow.visible_ids.items()}
+    nested = uow.conn.begin_nested()
+    try:
+        yield
+    finally:
+        nested.rollback()
+        del uow.events[events:]
+        del uow.committed[committed:]
+        uow.notes.clear()
+        uow.notes.update(notes)
+        uow.scratch.clear()
+        uow.scratch.update(scratch)
+        uow.visible_ids = visible
+
+
 def create_each(svc: RecordService, entity: str, rows_: Sequence[Mapping[str, Any]], *,
                 bypass_readonly: bool = False) -> BulkOutcome:
     """See :meth:`RecordService.create_each`."""
@@ -98,19 +129,23 @@ def create_each(svc: RecordService, entity: str, rows_: Sequence[Mapping[str, An
             errors[i] = RowError.of(e)
     if not valid:
         return BulkOutcome(tuple(ids), errors)
+    clashing = p.check_batch(valid)  # rows that duplicate an earlier row of the batch (a block dedupe rule)
+    batch = [(i, record) for i, record in valid if i not in clashing]
     try:
         with savepoint(uow):
-            made = bulk.insert_validated(p, [record for _, record in valid])
+            made = bulk.insert_validated(p, [record for _, record in batch])
     except RecordError:  # the database refused the batch: find the rows, one savepoint each
-        for i, _record in valid:
-            try:
-                with savepoint(uow):
-                    ids[i] = svc.create(entity, rows_[i], bypass_readonly=bypass_readonly)["id"]
-            except RecordError as e:
-                errors[i] = RowError.of(e)
+        retry = [i for i, _record in valid]
     else:
-        for (i, _record), rid in zip(valid, made, strict=True):
+        for (i, _record), rid in zip(batch, made, strict=True):
             ids[i] = rid
+        retry = sorted(clashing)  # the rows they clash with are stored now: each meets them as a stored record
+    for i in retry:
+        try:
+            with savepoint(uow):
+                ids[i] = svc.create(entity, rows_[i], bypass_readonly=bypass_readonly)["id"]
+        except RecordError as e:
+            errors[i] = RowError.of(e)
     return BulkOutcome(tuple(ids), errors)
 
 
@@ -118,6 +153,7 @@ def update_each(svc: RecordService, entity: str, filter_text: str | None, values
                 bypass_readonly: bool = False, audit_action: str = "update") -> BulkOutcome:
     """See :meth:`RecordService.update_each`."""
     uow = svc.uow
+    bulk.require_values(values)
     p = WritePipeline(uow, entity, "update", bypass_readonly=bypass_readonly, bulk=True)
     plan, access = p.plan, p.access
     p.coerced(values)  # a value wrong for every row fails the call, before any row is touched
@@ -168,14 +204,8 @@ def _clashing_rows(svc: RecordService, entity: str, rows_: Sequence[Mapping[str,
                    bypass_readonly: bool) -> UniqueViolation:
     """``error`` with the clashing rows named ``[i].field``: the rows are tried one by one in a savepoint that
     is rolled back (only after a refused batch, so the fast path pays nothing)."""
-    uow = svc.uow
-    mark = len(uow.events)
-    nested = uow.conn.begin_nested()
-    try:
+    with rolled_back(svc.uow):
         outcome = create_each(svc, entity, rows_, bypass_readonly=bypass_readonly)
-    finally:
-        nested.rollback()
-        del uow.events[mark:]
     clashes = {i: e for i, e in outcome.errors.items() if e.code == error.code}
     if not clashes:
         return error

@@ -21,6 +21,7 @@ import builtins
 import dataclasses
 import datetime as dt
 from collections.abc import Mapping, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -258,34 +259,29 @@ class RecordService:
         return create_many(self, entity, rows_, bypass_readonly=bypass_readonly)
 
     def update_many(self, entity: str, filter: str | None, values: Mapping[str, Any], *,
-                    bypass_readonly: bool = False, audit_action: str = "update") -> int:
+                    bypass_readonly: bool = False, audit_action: str = "update", dry_run: bool = False) -> int:
         """Apply ``values`` to every record matching ``filter`` that the actor may update; returns the count.
 
         Set-based when the entity has no rules, formulas, lines or steps and
         the values touch no unique or JSON-stored field; record by record
-        through :meth:`update` otherwise.
+        through :meth:`update` otherwise.  BadRequest when ``values`` name no field.  ``dry_run``: the
+        writes are made and then undone (:func:`~engine.runtime.records.rowwise.rolled_back`), so every
+        rule, gate, unique value and step is tried and the same error raised, and nothing is kept.
         """
         from engine.runtime.records.bulk import update_many
 
-        return update_many(self, entity, filter, values, bypass_readonly=bypass_readonly, audit_action=audit_action)
+        with _undone(self.uow, dry_run):
+            return update_many(self, entity, filter, values, bypass_readonly=bypass_readonly,
+                               audit_action=audit_action)
 
-    def check_update(self, entity: str, values: Mapping[str, Any], *, bypass_readonly: bool = False,
-                     references: bool = True) -> None:
-        """The checks :meth:`update_many` makes of ``values`` before a rule runs (unknown, read-only or
-        hidden fields, values of the wrong type, a required field emptied; with ``references``, references
-        to records that do not exist or the actor cannot see), without writing: the ValidationFailed the
-        real call would raise.  The dry run of the REST bulk update; a read-only unit will do.  Rules, gates
-        and unique clashes of each record are not tried."""
-        from engine.runtime.records.bulk import check_update
-
-        check_update(self, entity, values, bypass_readonly=bypass_readonly, references=references)
-
-    def delete_many(self, entity: str, filter: str | None) -> int:
+    def delete_many(self, entity: str, filter: str | None, *, dry_run: bool = False) -> int:
         """Soft-delete every record matching ``filter`` that the actor may delete, each through :meth:`delete`
-        (write steps, audit, events); all or nothing.  Returns the count."""
+        (write steps, audit, events); all or nothing.  Returns the count.  ``dry_run`` as for
+        :meth:`update_many`."""
         from engine.runtime.records.bulk import delete_many
 
-        return delete_many(self, entity, filter)
+        with _undone(self.uow, dry_run):
+            return delete_many(self, entity, filter)
 
     def count_matching(self, entity: str, filter: str | None, action: str) -> int:
         """How many live records match ``filter`` that the actor may ``action`` ("update" or "delete"): the
@@ -315,21 +311,33 @@ class RecordService:
         return create_each(self, entity, rows_, bypass_readonly=bypass_readonly)
 
     def update_each(self, entity: str, filter: str | None, values: Mapping[str, Any], *,
-                    bypass_readonly: bool = False, audit_action: str = "update") -> BulkOutcome:
+                    bypass_readonly: bool = False, audit_action: str = "update",
+                    dry_run: bool = False) -> BulkOutcome:
         """Apply ``values`` to every record matching ``filter`` the actor may update, record by record in
         savepoints: one that fails (a rule, a unique clash) is reported with its ``record_id`` and the
-        others are kept.  ``outcome.ids`` follow the matching records' id order."""
+        others are kept.  ``outcome.ids`` follow the matching records' id order.  ``dry_run``: every
+        record is written and then undone, so the outcome is the real run's and nothing is kept."""
         from engine.runtime.records.rowwise import update_each
 
-        return update_each(self, entity, filter, values, bypass_readonly=bypass_readonly,
-                           audit_action=audit_action)
+        with _undone(self.uow, dry_run):
+            return update_each(self, entity, filter, values, bypass_readonly=bypass_readonly,
+                               audit_action=audit_action)
 
-    def delete_each(self, entity: str, filter: str | None) -> BulkOutcome:
+    def delete_each(self, entity: str, filter: str | None, *, dry_run: bool = False) -> BulkOutcome:
         """Soft-delete every record matching ``filter`` the actor may delete, each in a savepoint: one that
-        fails (locked under approval) is reported with its ``record_id`` and the others are kept."""
+        fails (locked under approval) is reported with its ``record_id`` and the others are kept.
+        ``dry_run`` as for :meth:`update_each`."""
         from engine.runtime.records.rowwise import delete_each
 
-        return delete_each(self, entity, filter)
+        with _undone(self.uow, dry_run):
+            return delete_each(self, entity, filter)
+
+
+def _undone(uow: UnitOfWork, dry_run: bool) -> AbstractContextManager[None]:
+    """For a dry run, everything inside is written and then undone (see ``rowwise.rolled_back``)."""
+    from engine.runtime.records.rowwise import rolled_back
+
+    return rolled_back(uow) if dry_run else nullcontext()
 
 
 def _check_version(plan: EntityPlan, record_id: int, current: int, expected: int | None) -> None:

@@ -6,7 +6,11 @@ of the record service.  Steps run after validation rules and before the row
 is persisted, ordered by ``(order, name)``; a step may change the record
 (scoring sets ``score``), raise a :class:`~engine.errors.RecordError`
 (``ValidationFailed``, ``RecordLocked``...) to stop the write, or append
-domain events through ``ctx.uow.emit``.
+domain events through ``ctx.uow.emit``.  Optional methods: ``after_write(ctx, entity, record, old)``
+once the row and its audit are written, and ``check_batch(ctx, entity, rows) -> {index: RecordError}``
+for a bulk create, once every row of the batch passed ``before_write`` and before any is stored: ``rows``
+are ``(index in the request, record)`` pairs in request order; the rows it refuses are not written (the
+dedupe step refuses a row that duplicates an earlier one under a ``block`` rule).
 
 Suggested order numbers: 100 stage gates, 200 dedupe, 300 scoring,
 400 assignment, 900 approval lock.

@@ -5,9 +5,11 @@ update, delete and restore -- ``create_many``, ``update_many``, imports and hand
 they run the same steps -- so finding the duplicates of a record is a few index lookups whatever the
 size of the table.  On a create or an update that changes a key, a ``block`` rule refuses a duplicate
 (:class:`~engine.errors.DuplicateFound`, 409, listing the matches the caller may see and counting the
-others); ``warn`` and ``merge`` rules let the write through and leave the matches in ``uow.notes``,
-which the API returns beside the record (``_duplicates``).  ``merge`` never merges on its own: the
-matches are offered for an explicit ``POST /records/<entity>/<id>/merge`` (:mod:`.merge`).
+others), and in a bulk create a row that duplicates an earlier row of the same batch
+(:meth:`DedupeStep.check_batch`, :mod:`.dedupe_batch`); ``warn`` and ``merge`` rules let the write
+through and leave the matches in ``uow.notes``, which the API returns beside the record (``_duplicates``).
+``merge`` never merges on its own: the matches are offered for an explicit
+``POST /records/<entity>/<id>/merge`` (:mod:`.merge`).
 
 ``matches(uow, entity, values, *, against=None)`` is the service other features use (conversion looks
 for an existing account with it).
@@ -16,13 +18,15 @@ for an existing account with it).
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Connection, func, select
 
 from engine.dsl.model import Workspace
 from engine.dsl.sales.dedupe import DedupeRule
+from engine.errors import RecordError
+from engine.runtime.sales import dedupe_batch
 from engine.runtime.sales.dedupe_keys import (
     DedupeIndex,
     KeyMemo,
@@ -84,6 +88,14 @@ class DedupeStep:
             found += rule_matches(conn, self.idx, rule, record, exclude=(entity, self_id))
         if found:
             raise refusal(ctx.uow, entity, best_first(found))
+
+    def check_batch(self, ctx: WriteContext, entity: str, rows: Sequence[tuple[int, Mapping[str, Any]]]
+                    ) -> Mapping[int, RecordError]:
+        """A ``block`` rule refuses a row of a bulk create that duplicates an earlier row of the batch (the
+        rows' keys are not stored yet when :meth:`before_write` looks them up)."""
+        if ctx.action != "create":
+            return {}
+        return dedupe_batch.refusals(self.idx, entity, rows)
 
     def after_write(self, ctx: WriteContext, entity: str, record: Mapping[str, Any],
                     old: Mapping[str, Any] | None) -> None:

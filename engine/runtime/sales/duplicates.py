@@ -136,7 +136,7 @@ def _visible(uow: UnitOfWork, entity: str, ids: list[int], want: int) -> tuple[d
 def refusal(uow: UnitOfWork, entity: str, found: Sequence[Match]) -> DuplicateFound:
     """The 409 of a ``block`` rule: what the record duplicates (as far as the caller may know) and what to do."""
     report = describe(uow, found)
-    listed = [f"{i['entity']} {i['id']} ({i['title']}) by {_fields(i)}" for i in report.items[:3]]
+    listed = [f"{i['entity']} {i['id']} ({i['title']}) by {matched_fields(i)}" for i in report.items[:3]]
     more = len(report.items) - len(listed)
     parts = listed + ([f"{counted(more, 'other record')}"] if more > 0 else []) + (
         [f"{counted(report.hidden, 'match')} you cannot see"] if report.hidden else [])
@@ -148,7 +148,8 @@ def refusal(uow: UnitOfWork, entity: str, found: Sequence[Match]) -> DuplicateFo
         details={"entity": entity, "rules": rules, "matches": report.items, "hidden": report.hidden})
 
 
-def _fields(item: Mapping[str, Any]) -> str:
+def matched_fields(item: Mapping[str, Any]) -> str:
+    """The fields a described match (an item of :func:`describe` or of a batch refusal) matched by, as text."""
     return ", ".join(sorted({f for m in item["matched_by"] for f in m["fields"]}))
 
 
