@@ -167,3 +167,23 @@ def test_files_are_in_the_openapi_document(client: Any, env: ApiEnv):
     op = doc["paths"]["/records/{entity}/{record_id}/files"]["post"]
     assert "multipart/form-data" in op["requestBody"]["content"] and "413" in op["responses"]
     assert "/records/{entity}/{record_id}/files/{file_id}/content" in doc["paths"]
+
+
+def test_a_record_waiting_for_approval_takes_files_but_keeps_them(client: Any, env: ApiEnv, files_root: Path):
+    """The quote flow locks its quote: a file may be added while it waits, none removed (the approvers were
+    shown it) -- until the request is withdrawn."""
+    acc = make(client, env, "rep1", "account", {"name": "Locked Files Ltd"})
+    quote = make(client, env, "rep1", "quote", {"account": acc["id"], "discount_rate": 0.3})
+    assert quote["approval_status"] == "pending"
+    base = f"/api/v1/records/quote/{quote['id']}/files"
+    first = upload(client, env, "rep1", "quote", quote["id"], pdf(2000), "offer.pdf")
+    assert first.status_code == 201, first.get_json()
+    refused = done(client.delete(f"{base}/{first.get_json()['id']}", headers=env.headers("rep1")))
+    assert refused.status_code == 423 and refused.get_json()["error"]["code"] == "locked", refused.get_json()
+    assert "withdraw" in refused.get_json()["error"]["details"]["hint"]
+    assert fetch(client, env, "rep1", f"{base}/{first.get_json()['id']}/content").status_code == 200
+    approvals = client.get(f"/api/v1/records/quote/{quote['id']}/approvals", headers=env.headers("rep1")).get_json()
+    withdrawn = client.post(f"/api/v1/approvals/instances/{approvals['items'][0]['id']}/withdraw", json={},
+                            headers=env.headers("rep1"))
+    assert withdrawn.status_code == 200, withdrawn.get_json()
+    assert done(client.delete(f"{base}/{first.get_json()['id']}", headers=env.headers("rep1"))).status_code == 204

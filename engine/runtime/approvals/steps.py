@@ -86,6 +86,19 @@ class ApprovalGuard:
             service.start_flow(ctx.uow, f.name, int(record["id"]), submitter_id=ctx.uow.actor.user_id)
 
 
+    def before_attach(self, uow: UnitOfWork, entity: str, record_id: int, action: str) -> None:
+        """A file may be added to a record waiting for a locking approval (a signed copy, a drawing the
+        approver asked for) but not removed: the approvers were shown it."""
+        if action != "file_delete":
+            return
+        locking = {f.name for f in self.by_entity[entity] if f.lock_record}
+        pending = [p.flow for p in store.pending_for(uow.conn, entity, record_id) if p.flow in locking]
+        if pending:
+            raise RecordLocked("the record is waiting for approval: its files cannot be deleted now",
+                               code="locked", details={"flows": pending},
+                               hint="delete it once the approval is decided, or withdraw the request first")
+
+
 def _should_start(uow: UnitOfWork, flow: ApprovalFlow, ctx: WriteContext, record: Mapping[str, Any],
                   old: Mapping[str, Any] | None) -> bool:
     if ctx.action not in flow.trigger.on:

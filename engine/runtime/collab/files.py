@@ -104,6 +104,7 @@ def upload(uow: UnitOfWork, entity: str, record_id: int, name: str | None, strea
     """Attach the bytes of ``stream`` to the record; the file's row as :func:`listing` shows it."""
     record = access.readable(uow, entity, record_id)
     access.require_update(uow, entity, record, "attach files to")
+    _guarded(uow, entity, record_id, "file_upload")
     settings = uow.workspace.attachments
     clean = sanitise_name(name)
     head = stream.read(SNIFF_BYTES)
@@ -151,6 +152,14 @@ class _Hashing:
             return b""
         self.digest.update(block)
         return block
+
+
+def _guarded(uow: UnitOfWork, entity: str, record_id: int, action: str) -> None:
+    """The write steps' optional ``before_attach`` (a record waiting for approval keeps its files)."""
+    for step in uow.write_steps(entity):
+        check = getattr(step, "before_attach", None)
+        if check is not None:
+            check(uow, entity, record_id, action)
 
 
 def _audit(file_id: int, values: Mapping[str, Any]) -> dict[str, Any]:
@@ -213,6 +222,7 @@ def delete(uow: UnitOfWork, entity: str, record_id: int, file_id: int) -> Callab
         except PermissionDenied as e:
             raise PermissionDenied("only the uploader or someone who may update the record may delete a file",
                                    code="forbidden") from e
+    _guarded(uow, entity, record_id, "file_delete")
     now = uow.clock.now()
     uow.conn.execute(update(crm_files).where(crm_files.c.id == file_id)
                      .values(deleted_at=now, deleted_by=uow.actor.user_id))
