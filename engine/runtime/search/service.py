@@ -227,13 +227,13 @@ def _rows(uow: UnitOfWork, plan: EntityPlan, access: Access, text_: str, limit: 
     kind = _kind(uow, plan, fields, text_, params)
     if kind is None:  # no trigram of the index starts with the (short) text: no record holds it
         return [], False
+    if pg:  # for this transaction: plans (and the estimates of _common) made for each text (see _PG_SETTINGS)
+        uow.conn.execute(_PG_SETTINGS, {"v": str(SIMILARITY)})
     if pg and kind == "bigram" and _common(uow, plan, access, fields, where, params, scoped=False):
         kind = "scan"  # two characters most records hold: the bigram index would list most of the table
     elif pg and kind == "index" and _common(uow, plan, access, fields, where, params):
         kind = "common"
     ranked, window = _statement(uow, plan, access, fields, where, kind, limit)
-    if pg:  # for this transaction: plans made for each text (see _PG_SETTINGS)
-        uow.conn.execute(_PG_SETTINGS, {"v": str(SIMILARITY)})
     result = uow.conn.execute(ranked, params).all()
     found = [(r, int(r._rank), 1.0) for r in result]
     seen = int(result[0]._window) if result else int(uow.conn.execute(window, params).scalar_one())
