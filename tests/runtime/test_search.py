@@ -187,6 +187,31 @@ def test_the_index_is_planned_and_follows_table_rebuilds(db_url: str, tmp_path: 
         w.rt.close()
 
 
+def test_an_index_the_database_lacks_is_planned_again(db_url: str, tmp_path: Path) -> None:
+    """A database made by an engine before an index existed (PostgreSQL's bigram index), or one whose index
+    was dropped by hand: the plan adds it, then a change of the searchable fields applies."""
+    v1 = _ws(tmp_path, "v1", HIDDEN_EMAIL)
+    lacking = "ix_lead_created" if db_url.startswith("sqlite") else "ix_lead_search_bigrams"
+    engine = make_engine(db_url)
+    try:
+        apply(engine, v1, author="t", message="v1")
+        with engine.begin() as conn:
+            conn.execute(text(f"DROP INDEX {lacking}"))
+        again = apply(engine, v1, author="t", message="again")
+        assert [c.description for c in again.plan.changes] == [f"add index {lacking} on lead"]
+        assert apply(engine, v1, author="t", message="third").plan.is_empty
+        with engine.begin() as conn:
+            conn.execute(text(f"DROP INDEX {lacking}"))
+        v2 = _ws(tmp_path, "v2", {**HIDDEN_EMAIL, "entities/lead.yaml": FILES["entities/lead.yaml"].replace(
+            "company: {type: string, required: true}", "company: {type: string, required: true, search: true}")})
+        done = apply(engine, v2, author="t", message="v2").plan  # the lacking index is not dropped first
+        assert f"drop index {lacking} on lead" not in [c.description for c in done.changes]
+        assert f"add index {lacking} on lead" in [c.description for c in done.changes]
+        assert apply(engine, v2, author="t", message="v2 again").plan.is_empty
+    finally:
+        engine.dispose()
+
+
 def _explained(world: World, run: Any, marker: str) -> str:
     """EXPLAIN of the last statement ``run`` sends that contains ``marker``."""
     from sqlalchemy import event

@@ -114,6 +114,7 @@ def _creation_order(entities: Mapping[str, Entity]) -> list[Entity]:
 def _diff_entities(ctx: PlanContext, old: DbState, new: Workspace) -> tuple[list[Change], DbState]:
     changes: list[Change] = []
     live: dict[str, Entity] = {}
+    present = _present_indexes(ctx)
     for n in _creation_order(new.entities):
         before = old.entities.get(n.name) or old.retired_entities.get(n.name)
         if before is None:
@@ -126,7 +127,7 @@ def _diff_entities(ctx: PlanContext, old: DbState, new: Workspace) -> tuple[list
                                               "get their data back"))
             entity_changes, live[n.name] = _diff_entity(ctx, before, n)
             changes.extend(entity_changes)
-        changes.extend(_index_changes(ctx, before, live[n.name]))
+        changes.extend(_index_changes(ctx, before, live[n.name], present))
     retired = {k: e for k, e in old.retired_entities.items() if k not in new.entities}
     for name, entity in old.entities.items():
         if name not in new.entities:
@@ -241,9 +242,26 @@ def _index_sigs(entity: Entity, dialect: str) -> dict[str, str]:
     return {str(ix.name): str(CreateIndex(ix).compile(dialect=d)) for ix in indexes}  # a set: sorted, plans repeat
 
 
-def _index_changes(ctx: PlanContext, old: Entity | None, new: Entity) -> list[Change]:
-    """Drops for indexes that went away or changed; creates for new or changed ones."""
+def _present_indexes(ctx: PlanContext) -> frozenset[str] | None:
+    """The names of the indexes the database holds (None without one).  The indexes of the active revision
+    are worked out again by this engine, so an index a newer engine defines (or one dropped by hand) would
+    seem to be there: it is planned only when the database lacks it."""
+    if ctx.conn is None:
+        return None
+    if ctx.dialect == "postgresql":
+        sql = "SELECT indexname FROM pg_indexes WHERE schemaname = current_schema()"
+    else:
+        sql = "SELECT name FROM sqlite_master WHERE type = 'index' AND name IS NOT NULL"
+    return frozenset(str(r[0]) for r in ctx.conn.exec_driver_sql(sql))
+
+
+def _index_changes(ctx: PlanContext, old: Entity | None, new: Entity,
+                   present: frozenset[str] | None = None) -> list[Change]:
+    """Drops for indexes that went away or changed; creates for new or changed ones (and for those the
+    database lacks: :func:`_present_indexes`)."""
     before = _index_sigs(old, ctx.dialect) if old is not None else {}
+    if present is not None:
+        before = {name: sig for name, sig in before.items() if name in present}
     after = _index_sigs(new, ctx.dialect)
     out = [Change("drop_index", new.name, f"drop index {name} on {new.name}", details={"index": name})
            for name, sig in before.items() if after.get(name) != sig]
