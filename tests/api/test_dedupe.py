@@ -269,6 +269,9 @@ def test_a_block_rule_acts_within_one_bulk_create(block_env: ApiEnv) -> None:
     assert refused["message"] == f"this contact duplicates existing records: contact {first} (周工{tag}) by mobile"
     single = client.post("/api/v1/records/contact", json=rows[2], headers=block_env.headers("rep1"))
     assert single.status_code == 409 and single.get_json()["error"]["message"] == refused["message"]
+    # the row's details as the single create gives them: JSON objects, not their Python text, and the hint
+    assert refused["details"] == single.get_json()["error"]["details"], (refused, single.get_json())
+    assert [m["id"] for m in refused["details"]["matches"]] == [first] and refused["details"]["hint"]
     assert client.get(listed, headers=block_env.headers("admin")).get_json()["total"] == 2
 
 

@@ -45,18 +45,32 @@ class RowError:
 
     code: str
     message: str
-    details: Mapping[str, list[str]] = field(default_factory=dict)
+    details: Mapping[str, Any] = field(default_factory=dict)
     record_id: int | None = None
 
     @classmethod
     def of(cls, error: RecordError, *, record_id: int | None = None) -> RowError:
-        """The row's error; an error whose details say more than field -> messages (a refused stage move)
-        gives its field messages under ``details["fields"]``."""
+        """The row's error with its details as the error gives them (JSON values: a duplicate's matches
+        stay objects) and its hint; an error whose details say more than field -> messages (a refused stage
+        move) gives its field messages under ``details["fields"]``."""
         details = error.details if isinstance(error.details, Mapping) else {}
         if isinstance(details.get("fields"), Mapping):
             details = details["fields"]
-        return cls(error.code, error.message, {str(k): [str(m) for m in v] if isinstance(v, (list, tuple))
-                                               else [str(v)] for k, v in details.items()}, record_id)
+        out = {str(k): _json(v) for k, v in details.items()}
+        if error.hint and "hint" not in out:
+            out["hint"] = error.hint
+        return cls(error.code, error.message, out, record_id)
+
+
+def _json(value: Any) -> Any:
+    """``value`` as JSON holds it: text, numbers, booleans, None, lists and objects of them; else its text."""
+    if value is None or isinstance(value, (str, int, float, bool)):
+        return value
+    if isinstance(value, Mapping):
+        return {str(k): _json(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple, set, frozenset)):
+        return [_json(v) for v in value]
+    return str(value)
 
 
 @dataclass(frozen=True, slots=True)
@@ -211,4 +225,5 @@ def _clashing_rows(svc: RecordService, entity: str, rows_: Sequence[Mapping[str,
         return error
     return UniqueViolation(f"{agreeing(len(clashes), 'row', 'repeat a unique value')}; nothing was created",
                            code=error.code, hint=error.hint,
-                           details={f"[{i}].{k}": v for i, e in clashes.items() for k, v in e.details.items()})
+                           details={f"[{i}].{k}": v for i, e in clashes.items() for k, v in e.details.items()
+                                    if k != "hint"})  # the call's hint, once
