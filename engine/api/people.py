@@ -242,9 +242,7 @@ def create_token() -> Response:
                                details={"expires_in_days": [f"must be 1 to {MAX_TOKEN_DAYS}"]})
     with _admin_unit() as uow:
         until = uow.clock.now() + dt.timedelta(days=days) if days else None
-        token = users.create_token(uow, _ref(body["user"], "user"), body["name"], expires_at=until)
-        row = admin.list_tokens(uow.conn, user=_ref(body["user"], "user"))[0]
-        admin.audit(uow, "crm_api_tokens", int(row["id"]), "create", {"name": (None, body["name"])})
+        token, row = admin.create_token(uow, _ref(body["user"], "user"), body["name"], expires_at=until)
     return json_response({"token": token, "prefix": token[:12], "name": body["name"], "user": row["user"],
                           "expires_at": until}, status=201)
 

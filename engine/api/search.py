@@ -19,7 +19,7 @@ def search() -> Response:
     q = request.args.get("q")
     limit = params.int_arg(request.args, "limit", service.DEFAULT_LIMIT, 1, service.MAX_LIMIT)
     raw = request.args.get("entity")
-    names = tuple(p.strip() for p in raw.split(",") if p.strip()) if raw else None
+    names = tuple(dict.fromkeys(p.strip() for p in raw.split(",") if p.strip())) if raw else None  # each once
     with gateway.unit(runtime(), g.principal, readonly=True) as uow:
         for name in names or ():
             gateway.entity(uow, name)

@@ -281,13 +281,13 @@ def parse_duration(text: str) -> dt.timedelta:
 @friendly_errors
 def token_create(name: str, label: str, expires: str | None, directory: str | None, db_url: str | None) -> None:
     """Create an API token for user NAME; the token is printed alone on the last line."""
-    from engine.runtime import users
     from engine.runtime.context import Actor
+    from engine.runtime.people import admin
 
     lifetime = parse_duration(expires) if expires is not None else None
     with open_runtime(directory, db_url) as runtime, runtime.unit(Actor.system()) as uow:
         until = runtime.clock.now() + lifetime if lifetime is not None else None
-        plaintext = users.create_token(uow, name, label, expires_at=until)
+        plaintext, _row = admin.create_token(uow, name, label, expires_at=until)
     when = f", valid until {until:%Y-%m-%d %H:%M} UTC" if until is not None else ""
     click.echo(f"API token {label!r} for {name!r}{when} (shown once; store it now):")
     click.echo(plaintext)

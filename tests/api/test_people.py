@@ -17,7 +17,7 @@ from engine.api import create_app
 from engine.cli import main
 from engine.runtime import users
 from engine.runtime.context import Actor
-from engine.runtime.engine_tables import crm_audit, crm_users
+from engine.runtime.engine_tables import crm_api_tokens, crm_audit, crm_users
 from engine.runtime.people import admin
 from engine.runtime.runtime import Runtime
 from tests.api.conftest import apply_folder_quietly
@@ -257,6 +257,11 @@ def test_the_cli_manages_users_teams_and_tokens(people: People) -> None:
     token = out.strip().splitlines()[-1]
     bearer = {"Authorization": f"Bearer {token}"}
     other = people.app2.test_client()
+    with people.runtime.engine.connect() as conn:  # the CLI's token is audited as the API's is
+        [tid] = conn.execute(select(crm_api_tokens.c.id).where(crm_api_tokens.c.prefix == token[:12])).scalars()
+        actions = conn.execute(select(crm_audit.c.action).where(crm_audit.c.entity == "crm_api_tokens",
+                                                                crm_audit.c.record_id == tid)).scalars().all()
+        assert actions == ["create"]
     assert other.get(LEADS, headers=bearer).status_code == 200
     assert token[:12] in crm("token", "list", "--user", "cli_rep")
     assert "revoked 1 token" in crm("token", "revoke", token[:10])

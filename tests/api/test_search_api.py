@@ -39,6 +39,8 @@ def test_search_finds_substrings_within_the_callers_scope(client: Any, api_env: 
     assert _ids(client, api_env, "rep1", f"q=acme+{tag}") == []
     assert _ids(client, api_env, "boss", f"q={tag}") == [mine["id"]]  # rep1's manager, not rep3's
     assert set(_ids(client, api_env, "admin", f"q={tag}")) == {mine["id"], theirs["id"]}
+    twice = _ids(client, api_env, "admin", f"q={tag}&entity=lead,lead, lead")  # an entity named twice: once
+    assert sorted(twice) == sorted([mine["id"], theirs["id"]])
 
 
 def test_q_on_a_list_searches_within_the_entity(client: Any, api_env: ApiEnv) -> None:

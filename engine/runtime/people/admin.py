@@ -11,6 +11,7 @@ its next request (:mod:`engine.runtime.markers`).
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -306,6 +307,18 @@ def revoke(uow: UnitOfWork, prefix: str) -> int:
     return len(ids)
 
 
+def create_token(uow: UnitOfWork, user: users.UserRef, name: str, *,
+                 expires_at: dt.datetime | None = None) -> tuple[str, dict[str, Any]]:
+    """A new API token (the CLI's, the API's and the demo's), with its ``create`` audit row: (the token,
+    shown once; its row as :func:`list_tokens` shows it)."""
+    token = users.create_token(uow, user, name, expires_at=expires_at)
+    t = crm_api_tokens
+    tid = int(uow.conn.execute(select(t.c.id).where(t.c.prefix == token[:12])).scalar_one())
+    audit(uow, "crm_api_tokens", tid, "create", {"name": (None, name)})
+    row = next(r for r in list_tokens(uow.conn, user=user) if int(r["id"]) == tid)
+    return token, row
+
+
 def rotate_token(uow: UnitOfWork, user: users.UserRef, name: str) -> tuple[str, int]:
     """A new token ``name`` for ``user`` that replaces (revokes) the user's active tokens of that name, so a
     repeated ``crm demo`` leaves one valid admin token instead of piling them up; (token, revoked count)."""
@@ -318,4 +331,4 @@ def rotate_token(uow: UnitOfWork, user: users.UserRef, name: str) -> tuple[str, 
         markers.bump_auth(uow.conn)
         for tid in ids:
             audit(uow, "crm_api_tokens", tid, "revoke", {})
-    return users.create_token(uow, uid, name), len(ids)
+    return create_token(uow, uid, name)[0], len(ids)
