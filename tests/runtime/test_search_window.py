@@ -3,6 +3,7 @@ wherever they stand (on SQLite through the index's vocabulary), on SQLite and Po
 
 from __future__ import annotations
 
+import random
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -212,3 +213,35 @@ def test_postgresql_finds_two_characters_through_its_bigram_index(pg_world: Worl
                 for q in ("华泰", "AC", "泰精")] == with_index
     finally:
         again.close()
+
+
+@pytest.mark.parametrize("common", [2.0, 0.0], ids=["through-the-indexes", "newest-first"])
+def test_every_path_finds_exactly_the_records_holding_the_text(world: World, monkeypatch: pytest.MonkeyPatch,
+                                                               common: float) -> None:
+    """Property: for any text of one to four characters -- each taking its own path (one character: read
+    newest first; two: SQLite's vocabulary, PostgreSQL's bigram index; three and more: the trigram
+    indexes; on PostgreSQL each of those read newest first when the text is common) -- the hits are exactly
+    the records whose company holds it, case-insensitively for A-Z."""
+    monkeypatch.setattr(service, "COMMON", common)
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+
+    from engine.dsl.expressions.functions import py_lower
+
+    rng = random.Random(7)
+    companies = ["".join(rng.choice("aAb精密x ") for _ in range(rng.randint(1, 9))).strip() or "a"
+                 for _ in range(60)]
+    ids = add(world, "admin", *companies)
+    with world.rt.engine.begin() as conn:
+        conn.execute(text("ANALYZE lead" if not world.url.startswith("sqlite") else "ANALYZE"))
+
+    @settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+    @given(st.text(alphabet="aAb精密x", min_size=1, max_size=4))
+    def check(q: str) -> None:
+        low = py_lower(q) or ""
+        expected = {i for i, c in zip(ids, companies, strict=True) if low in (py_lower(c) or "")}
+        got = page(world, "admin", q, limit=service.MAX_LIMIT)
+        found_ids = {h.id for h in got.hits if h.rank != service.RANKS.index("similar")}
+        assert found_ids == expected, (q, sorted(found_ids ^ expected))
+
+    check()
