@@ -12,6 +12,7 @@ import datetime as dt
 import importlib.util
 import os
 import re
+import shlex
 import socket
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -21,7 +22,7 @@ from typing import Any, TypeVar
 import click
 
 from engine.cli.base import db_option, db_url_for, friendly_errors, main, workspace_dir
-from engine.errors import NotFound
+from engine.errors import BadRequest, NotFound
 from engine.wording import counted
 
 DEFAULT_HOST = "127.0.0.1"
@@ -285,9 +286,15 @@ def token_create(name: str, label: str, expires: str | None, directory: str | No
     from engine.runtime.people import admin
 
     lifetime = parse_duration(expires) if expires is not None else None
-    with open_runtime(directory, db_url) as runtime, runtime.unit(Actor.system()) as uow:
-        until = runtime.clock.now() + lifetime if lifetime is not None else None
-        plaintext, _row = admin.create_token(uow, name, label, expires_at=until)
+    try:
+        with open_runtime(directory, db_url) as runtime, runtime.unit(Actor.system()) as uow:
+            until = runtime.clock.now() + lifetime if lifetime is not None else None
+            plaintext, _row = admin.create_token(uow, name, label, expires_at=until)
+    except BadRequest as e:
+        if e.code == "inactive_user":  # the command to copy names the workspace, as the other hints do
+            folder = shlex.quote(str(directory) if directory else str(workspace_dir(None)))
+            e.hint = f"reactivate them first (crm user reactivate {shlex.quote(name)} {folder}), then create the token"
+        raise
     when = f", valid until {until:%Y-%m-%d %H:%M} UTC" if until is not None else ""
     click.echo(f"API token {label!r} for {name!r}{when} (shown once; store it now):")
     click.echo(plaintext)

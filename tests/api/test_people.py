@@ -372,7 +372,8 @@ def test_no_token_is_created_for_a_deactivated_user(people: People) -> None:
     assert error["code"] == "inactive_user" and "'dormant' is deactivated" in error["message"], error
     assert "crm user reactivate dormant" in error["details"]["hint"], error
     out = _cli(people, "token", "create", "dormant")
-    assert out.exit_code == 1 and "'dormant' is deactivated" in out.output and "reactivate" in out.output, out.output
+    assert out.exit_code == 1 and "'dormant' is deactivated" in out.output, out.output
+    assert f"crm user reactivate dormant {people.folder}" in out.output, out.output  # names the workspace
     assert "Traceback" not in out.output
     with people.runtime.engine.connect() as conn:
         assert admin.list_tokens(conn, user="dormant", include_revoked=True) == []
