@@ -69,12 +69,24 @@ def test_more_matches_than_the_window_rank_the_newest_and_say_truncated(world: W
         assert truncated is True and len(items) == 3
 
 
-def test_a_window_of_matches_out_of_scope_says_truncated_without_hits(world: World,
-                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_window_of_matches_out_of_scope_finds_the_callers_own(world: World,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """SQLite takes its window from the index before the row scope: when that leaves the caller short, her
+    own records are read newest first; PostgreSQL's window holds only what she may read."""
     monkeypatch.setattr(service, "CANDIDATES", 2)
+    mine = add(world, "dave", "Crowded dave 1", "Crowded dave 2")  # older than everyone else's
     add(world, "bob", *(f"Crowded {i}" for i in range(4)))
-    got = page(world, "dave", "crowded")  # dave (another team) reads none of them
-    assert got.hits == () and got.truncated is (world.url.startswith("sqlite"))  # PostgreSQL: in-scope window
+    got = page(world, "dave", "crowded")  # dave (another team) reads none of bob's
+    assert sorted(h.id for h in got.hits) == sorted(mine) and got.truncated is False
+    with world.unit("dave", readonly=True) as uow:  # a list's q= with a filter likewise
+        items, truncated = service.search_records(uow, "lead", "crowded", filter_text="company != 'Crowded dave 1'",
+                                                  fields=["company"])
+        assert [i["id"] for i in items] == [mine[1]] and truncated is False
+    got = page(world, "carol", "crowded")  # carol (bob's manager) reads bob's four
+    if world.url.startswith("sqlite"):  # the window left her fewer than asked for: hers read newest first
+        assert len(got.hits) == 4 and got.truncated is False
+    else:  # her window: the newest two of them
+        assert len(got.hits) == 2 and got.truncated is True
     assert page(world, "dave", "nothing like it").truncated is False
 
 

@@ -233,17 +233,28 @@ def _rows(uow: UnitOfWork, plan: EntityPlan, access: Access, text_: str, limit: 
         kind = "scan"  # two characters most records hold: the bigram index would list most of the table
     elif pg and kind == "index" and _common(uow, plan, access, fields, where, params):
         kind = "common"
-    ranked, window = _statement(uow, plan, access, fields, where, kind, limit)
-    result = uow.conn.execute(ranked, params).all()
-    found = [(r, int(r._rank), 1.0) for r in result]
-    seen = int(result[0]._window) if result else int(uow.conn.execute(window, params).scalar_one())
-    truncated = seen > (SCAN_CANDIDATES if kind == "scan" else CANDIDATES)  # the window reads one more
+    found, truncated = _ranked(uow, plan, access, fields, where, kind, limit, params)
+    if not pg and kind == "index" and truncated and len(found) < limit and (access.read != "all" or where):
+        # SQLite's window comes from its index before the row scope and the filter: it left the caller short,
+        # so read the records the caller may see (that the filter selects) newest first instead
+        found, truncated = _ranked(uow, plan, access, fields, where, "scan", limit, params)
     # similar records when every record holding the text is in (not truncated), and not for phone digits
     if pg and len(found) < limit and kind in ("index", "common") and not truncated and any(c.isalpha() for c in text_):
         similar = _statement(uow, plan, access, fields, where, "similar", limit)[0]
         rows_ = uow.conn.execute(similar, {**params, "s_seen": [r.id for r, _, _ in found]}).all()
         found += [(r, RANKS.index("similar"), float(r._score)) for r in rows_[:limit - len(found)]]
     return found, truncated
+
+
+def _ranked(uow: UnitOfWork, plan: EntityPlan, access: Access, fields: Sequence[Field], where: Sequence[Any],
+            kind: str, limit: int, params: dict[str, Any]) -> tuple[list[tuple[Any, int, float]], bool]:
+    """The best ``limit`` (row, rank, score) of the window found the ``kind`` way, and whether more records
+    hold the text than the window holds."""
+    ranked, window = _statement(uow, plan, access, fields, where, kind, limit)
+    result = uow.conn.execute(ranked, params).all()
+    seen = int(result[0]._window) if result else int(uow.conn.execute(window, params).scalar_one())
+    truncated = seen > (SCAN_CANDIDATES if kind == "scan" else CANDIDATES)  # the window reads one more
+    return [(r, int(r._rank), 1.0) for r in result], truncated
 
 
 #: PostgreSQL, for the rest of the transaction: the similarity pass's threshold, and plans made for the
