@@ -3,6 +3,7 @@ docs/comments.md, docs/timeline.md).  Every one answers 404 when the caller cann
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from flask import Blueprint, Response, current_app, g, request, send_file
@@ -12,8 +13,10 @@ from engine.api import apidoc, gateway, params
 from engine.api.errors import UnsupportedMediaType
 from engine.api.views import bp as api_bp
 from engine.api.views import json_response, runtime
-from engine.errors import BadRequest, FileTooLarge, NotFound
+from engine.errors import BadRequest, FileStoreError, FileTooLarge, NotFound
 from engine.runtime.collab import comments, files, timeline
+
+_log = logging.getLogger(__name__)
 
 bp = Blueprint("collab", __name__)
 #: what a multipart body may carry beyond the file itself (boundaries, part headers, the name)
@@ -104,7 +107,11 @@ def delete_file(entity: str, record_id: str, file_id: str) -> Response:
     with gateway.unit(runtime(), g.principal) as uow:
         gateway.entity(uow, entity)
         purge = files.delete(uow, entity, rid, fid)
-    purge()  # the removal committed: now the bytes go
+    try:
+        purge()  # the removal committed: now the bytes go
+    except FileStoreError as e:  # the file is removed all the same; its bytes stay behind in the store
+        _log.warning("file %s of %s %s removed, but its bytes could not be deleted from the store: %s",
+                     fid, entity, rid, e)
     return Response(status=204)
 
 

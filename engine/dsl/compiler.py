@@ -168,8 +168,9 @@ def _check_plugins(loaded: LoadedConfig, ext: Extensions, report: Callable[[Conf
             continue
         for i, name in enumerate(doc.data.get("plugins") or []):
             if name not in ext.plugins:
-                close = difflib.get_close_matches(str(name), list(ext.plugins), n=1)
-                known = ", ".join(ext.plugins) or "none"
+                candidates = list(ext.installed or ext.plugins)
+                close = difflib.get_close_matches(str(name), candidates, n=1)
+                known = ", ".join(candidates) or "none"
                 report(UnknownPlugin(
                     f"plugin {name!r} is not installed (installed plugins: {known})",
                     location=locate(doc.data, ("plugins", i)),

@@ -53,10 +53,13 @@ class Extensions:
     field_types: Mapping[str, FieldTypeDef] = field(default_factory=frozen_map)
     #: names of the enabled plugins (the built-in one excluded)
     plugins: tuple[str, ...] = ()
+    #: names of every installed plugin, enabled or not (what an unknown name is compared with)
+    installed: tuple[str, ...] = ()
 
 
 def make_extensions(kinds: Iterable[KindSpec], functions: Iterable[FunctionDef] = (),
-                    field_types: Iterable[FieldTypeDef] = (), plugins: Iterable[str] = ()) -> Extensions:
+                    field_types: Iterable[FieldTypeDef] = (), plugins: Iterable[str] = (),
+                    installed: Iterable[str] = ()) -> Extensions:
     """An Extensions value; ValueError when two plugins define the same kind, function or field type.
 
     ``functions`` make the (frozen) function registry, the built-ins among
@@ -76,7 +79,8 @@ def make_extensions(kinds: Iterable[KindSpec], functions: Iterable[FunctionDef] 
     registry = FunctionRegistry({f.name: f for f in registry}, frozen=True)
     if types:
         specs = {name: _with_field_types(spec, tuple(types)) for name, spec in specs.items()}
-    return Extensions(KindRegistry(specs.values()), registry, frozen_map(types), tuple(plugins))
+    return Extensions(KindRegistry(specs.values()), registry, frozen_map(types), tuple(plugins),
+                      tuple(sorted(set(installed) | set(plugins))))
 
 
 def _unique(out: dict[str, Any], items: Iterable[Any], what: str) -> dict[str, Any]:

@@ -68,7 +68,7 @@ class PluginHost:
         self.names = tuple(loaded)
         self.extensions: Extensions = make_extensions(
             self._collect("crm_config_kinds"), self._collect("crm_expression_functions"),
-            self._collect("crm_field_types"), plugins=self.names)
+            self._collect("crm_field_types"), plugins=self.names, installed=tuple(found))
 
     def _collect(self, hook: str, **kwargs: Any) -> list[Any]:
         """Every plugin's answer to ``hook``, flattened, built-in plugin first."""

@@ -95,3 +95,13 @@ def test_an_unknown_plugin_name_is_a_located_error(tmp_path: Path) -> None:
     assert r.returncode == 1 and "Traceback" not in r.stderr
     assert "workspace.yaml:3:" in r.stderr and "plugin 'chinese_idd' is not installed" in r.stderr, r.stderr
     assert "did you mean 'chinese_id'?" in r.stderr
+
+
+def test_an_unknown_plugin_is_compared_with_every_installed_one(tmp_path: Path) -> None:
+    """Only the misspelt name enabled: the error still lists the installed plugins and guesses the right one."""
+    files = {"workspace.yaml": "workspace: idtest\nextends: base\nplugins: [chinese_idd]\n"}
+    with pytest.raises(ConfigError) as info:
+        compile_folder(_workspace(tmp_path / "typo", files))
+    text = str(info.value)
+    assert "plugin 'chinese_idd' is not installed (installed plugins: " in text and "chinese_id" in text, text
+    assert "installed plugins: none" not in text and "did you mean 'chinese_id'?" in text, text

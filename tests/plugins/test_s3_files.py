@@ -140,8 +140,21 @@ def test_a_file_over_the_limit_leaves_nothing_in_the_bucket(db_url: str, tmp_pat
      "secret_key_env: S3_SECRET_KEY}}", "the bucket 'no-such-bucket' does not exist"),
     ("{store: s3, options: {bucket: acme-crm, endpoint_env: S3_NOT_SET}}", "S3_NOT_SET"),
     ("{store: s3, options: {bucket: acme-crm, buckett: x}}", "unknown keys for the s3 store: buckett"),
+    ("{store: s3, options: {bucket: acme-crm, endpoint_env: S3_NO_SCHEME}}", "('minio:9000') is not a URL"),
+    ("{store: s3, options: {bucket: acme-crm, region: 'cn north 1', endpoint_env: S3_ENDPOINT}}",
+     "settings are refused"),
+    ("{store: s3, options: {bucket: Bad_Bucket!, endpoint_env: S3_ENDPOINT, access_key_env: S3_ACCESS_KEY, "
+     "secret_key_env: S3_SECRET_KEY}}", "'Bad_Bucket!' is not a valid bucket name"),
+    ("{store: s3, options: {bucket: acme-crm, endpoint_env: S3_ENDPOINT}}", "found no credentials"),
 ])
-def test_a_wrong_setting_is_a_clear_503(db_url: str, tmp_path: Path, s3: Any, options: str, words: str) -> None:
+def test_a_wrong_setting_is_a_clear_503(db_url: str, tmp_path: Path, s3: Any, options: str, words: str,
+                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("S3_NO_SCHEME", "minio:9000")
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no-credentials"))
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-config"))
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
     runtime, client, auth = _serve(db_url, tmp_path / "ws", options)
     try:
         account = client.post("/api/v1/records/account", json={"name": "Wrong Ltd"}, headers=auth).get_json()
@@ -152,3 +165,25 @@ def test_a_wrong_setting_is_a_clear_503(db_url: str, tmp_path: Path, s3: Any, op
         assert error["details"]["hint"]
     finally:
         runtime.close()
+
+
+def test_a_removal_stands_when_the_store_cannot_delete_the_bytes(db_url: str, tmp_path: Path, s3: Any,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """The removal has committed when the bytes are deleted: a store that fails then leaves them behind
+    (logged), and the answer is still 204 -- the file is gone from the record."""
+    runtime, client, auth = _serve(db_url, tmp_path / "ws", OPTIONS)
+    try:
+        account = client.post("/api/v1/records/account", json={"name": "Gone Ltd"}, headers=auth).get_json()
+        made = _upload(client, auth, account["id"], PDF, "offer.pdf").get_json()
+    finally:
+        runtime.close()
+    monkeypatch.setenv("S3_ENDPOINT", f"http://127.0.0.1:{_free_port()}")  # the server is unreachable now
+    again = Runtime.open(db_url)
+    try:
+        other = create_app(again).test_client()
+        url = f"/api/v1/records/account/{account['id']}/files/{made['id']}"
+        assert other.delete(url, headers=auth).status_code == 204
+        assert other.get(url, headers=auth).status_code == 404
+        assert s3.list_objects_v2(Bucket=BUCKET).get("KeyCount", 0) == 1  # the bytes stayed behind
+    finally:
+        again.close()

@@ -105,6 +105,14 @@ class S3FileStore:
 
 
 def _store_error(e: Exception, bucket: str, what: str) -> FileStoreError:
+    kind = type(e).__name__
+    if kind == "NoCredentialsError":
+        return FileStoreError("the s3 store found no credentials",
+                              hint="set attachments.options.access_key_env and secret_key_env (and those variables), "
+                                   "or AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY")
+    if kind == "ParamValidationError":
+        return FileStoreError(f"{bucket!r} is not a valid bucket name",
+                              hint="bucket names are 3-63 lowercase letters, digits, dots and hyphens")
     code = str(getattr(e, "response", {}).get("Error", {}).get("Code", "")) if hasattr(e, "response") else ""
     if code in ("NoSuchBucket",):
         return FileStoreError(f"the bucket {bucket!r} does not exist", hint="create it, or correct "
@@ -151,7 +159,16 @@ class S3StoreFactory:
                 kwargs[arg] = _env(name, option)
         config = Config(retries={"max_attempts": 3, "mode": "standard"}, connect_timeout=5, read_timeout=60,
                         s3={"addressing_style": "path"} if endpoint_env else None)
-        client = boto3.session.Session().client("s3", config=config, **kwargs)
+        endpoint = kwargs.get("endpoint_url")
+        if endpoint is not None and not endpoint.startswith(("http://", "https://")):
+            raise FileStoreError(f"{endpoint_env} ({endpoint!r}) is not a URL",
+                                 hint="give the scheme too, e.g. http://minio:9000")
+        try:
+            client = boto3.session.Session().client("s3", config=config, **kwargs)
+        except Exception as e:  # botocore: a malformed endpoint or region
+            raise FileStoreError(f"the s3 store's settings are refused: {type(e).__name__}: {e}",
+                                 hint="check attachments.options.region (e.g. cn-north-1) and the endpoint URL"
+                                 ) from e
         transfer = TransferConfig(multipart_threshold=8 * 1024 * 1024, use_threads=False)
         return S3FileStore(client, bucket, _text(options, "prefix") or "", _config=transfer)
 
