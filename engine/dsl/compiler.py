@@ -61,6 +61,7 @@ def compile_layers(layers: Sequence[Layer], *, extensions: Extensions | None = N
     _check_plugins(loaded, ext, report)
     _check_phone_region(loaded, report)
     _check_currency(loaded, report)
+    _check_file_store(loaded, ext, report)
     ctx = CompileContext(ext, report, settings)
     ctx.files.update({f.key: f for layer in layers for f in layer.files})
     _compile_kinds(loaded, ext, ctx)
@@ -204,6 +205,23 @@ def _check_currency(loaded: LoadedConfig, report: Callable[[ConfigError], None])
                                    location=locate(doc.data, ("currency",)),
                                    hint="use a three-letter code such as CNY, USD or EUR"
                                         + (" (the Chinese yuan is CNY)" if code == "RMB" else "")))
+
+
+def _check_file_store(loaded: LoadedConfig, ext: Extensions, report: Callable[[ConfigError], None]) -> None:
+    """``attachments.store`` must be a store of the enabled plugins (``local`` is the engine's own); not
+    checked when the compile was given no plugins' stores."""
+    if not ext.file_stores:
+        return
+    for doc in loaded.manifests:
+        attachments = doc.data.get("attachments")
+        store = attachments.get("store") if isinstance(attachments, dict) else None
+        if isinstance(store, str) and store not in ext.file_stores:
+            close = difflib.get_close_matches(store, list(ext.file_stores), n=1, cutoff=0.5)
+            report(SchemaViolation(
+                f"attachments.store {store!r} is not a file store of the enabled plugins "
+                f"(stores: {', '.join(ext.file_stores)})", location=locate(doc.data, ("attachments", "store")),
+                hint=(f"did you mean {close[0]!r}? " if close else "")
+                + "enable the plugin that provides it in plugins: (the s3 store: plugins: [s3_files])"))
 
 
 def _compile_kinds(loaded: LoadedConfig, ext: Extensions, ctx: CompileContext) -> None:

@@ -55,11 +55,13 @@ class Extensions:
     plugins: tuple[str, ...] = ()
     #: names of every installed plugin, enabled or not (what an unknown name is compared with)
     installed: tuple[str, ...] = ()
+    #: names of the attachment stores the enabled plugins offer (empty: not known, not checked)
+    file_stores: tuple[str, ...] = ()
 
 
 def make_extensions(kinds: Iterable[KindSpec], functions: Iterable[FunctionDef] = (),
                     field_types: Iterable[FieldTypeDef] = (), plugins: Iterable[str] = (),
-                    installed: Iterable[str] = ()) -> Extensions:
+                    installed: Iterable[str] = (), file_stores: Iterable[str] = ()) -> Extensions:
     """An Extensions value; ValueError when two plugins define the same kind, function or field type.
 
     ``functions`` make the (frozen) function registry, the built-ins among
@@ -80,7 +82,7 @@ def make_extensions(kinds: Iterable[KindSpec], functions: Iterable[FunctionDef] 
     if types:
         specs = {name: _with_field_types(spec, tuple(types)) for name, spec in specs.items()}
     return Extensions(KindRegistry(specs.values()), registry, frozen_map(types), tuple(plugins),
-                      tuple(sorted(set(installed) | set(plugins))))
+                      tuple(sorted(set(installed) | set(plugins))), tuple(file_stores))
 
 
 def _unique(out: dict[str, Any], items: Iterable[Any], what: str) -> dict[str, Any]:

@@ -68,7 +68,8 @@ class PluginHost:
         self.names = tuple(loaded)
         self.extensions: Extensions = make_extensions(
             self._collect("crm_config_kinds"), self._collect("crm_expression_functions"),
-            self._collect("crm_field_types"), plugins=self.names, installed=tuple(found))
+            self._collect("crm_field_types"), plugins=self.names, installed=tuple(found),
+            file_stores=tuple(self.file_stores()))
 
     def _collect(self, hook: str, **kwargs: Any) -> list[Any]:
         """Every plugin's answer to ``hook``, flattened, built-in plugin first."""

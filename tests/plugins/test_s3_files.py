@@ -187,3 +187,23 @@ def test_a_removal_stands_when_the_store_cannot_delete_the_bytes(db_url: str, tm
         assert s3.list_objects_v2(Bucket=BUCKET).get("KeyCount", 0) == 1  # the bytes stayed behind
     finally:
         again.close()
+
+
+@pytest.mark.parametrize(("plugins", "store", "words"), [
+    ("[s3_files]", "s4", "did you mean 's3'?"),
+    ("[]", "s3", "stores: local"),
+])
+def test_a_store_no_enabled_plugin_offers_is_a_located_config_error(tmp_path: Path, plugins: str, store: str,
+                                                                    words: str) -> None:
+    from engine.errors import ConfigError
+
+    folder = tmp_path / "ws"
+    folder.mkdir()
+    (folder / "workspace.yaml").write_text(f"workspace: s3test\nextends: base\nplugins: {plugins}\n"
+                                           f"attachments: {{store: {store}, options: {{bucket: acme-crm}}}}\n",
+                                           encoding="utf-8")
+    with pytest.raises(ConfigError) as info:
+        compile_folder(folder)
+    text = str(info.value)
+    assert "workspace.yaml:4:" in text and f"attachments.store {store!r} is not a file store" in text, text
+    assert words in text, text
