@@ -181,7 +181,8 @@ def test_every_write_path_passes_the_gate(world: World) -> None:
     with world.unit("system") as uow:
         outcome = uow.records.create_each("deal", [{"name": "ok"}, {"name": "x", "stage": "lost"}])
     assert outcome.ids[0] is not None and outcome.ids[1] is None and list(outcome.errors) == [1]
-    assert outcome.errors[1].details == {"lost_reason": ["is required to enter stage 'lost'"]}
+    assert outcome.errors[1].details == {"lost_reason": ["is required to enter stage 'lost'"],
+                                         "hint": "fill in lost_reason, then move the record again"}
 
 
 def test_a_lost_deal_needs_a_reason_and_closing_stamps_closed_at(world: World) -> None:
