@@ -212,6 +212,32 @@ def test_an_index_the_database_lacks_is_planned_again(db_url: str, tmp_path: Pat
         engine.dispose()
 
 
+def test_a_search_index_dropped_by_hand_is_rebuilt_by_the_next_apply(tmp_path: Path) -> None:
+    """SQLite: the FTS table or one of its triggers dropped by hand is planned as a rebuild."""
+    url = f"sqlite:///{tmp_path / 'fts.db'}"
+    v1 = _ws(tmp_path, "v1", HIDDEN_EMAIL)
+    engine = make_engine(url)
+    try:
+        apply(engine, v1, author="t", message="v1")
+        with engine.begin() as conn:
+            conn.execute(text("INSERT INTO lead (version, created_at, updated_at, company) "
+                              "VALUES (1, '2026-01-01', '2026-01-01', 'Dropped Precision')"))
+        for sql in ("DROP TRIGGER crm_search_lead_ai", "DROP TABLE crm_search_lead"):
+            with engine.begin() as conn:
+                conn.execute(text(sql))
+            again = apply(engine, v1, author="t", message=sql)
+            assert [c.description for c in again.plan.changes] == ["build the search index of lead"], sql
+            assert apply(engine, v1, author="t", message="then").plan.is_empty
+    finally:
+        engine.dispose()
+    w = build_world(url, tmp_path / "v3", HIDDEN_EMAIL)
+    try:
+        add(w, "admin", "After Precision")
+        assert titles(w, "admin", "precision") == {"Dropped Precision", "After Precision"}
+    finally:
+        w.rt.close()
+
+
 def _explained(world: World, run: Any, marker: str) -> str:
     """EXPLAIN of the last statement ``run`` sends that contains ``marker``."""
     from sqlalchemy import event

@@ -156,9 +156,9 @@ class SearchIndexStep:
         new = self.fingerprints(pctx.new)
         out = []
         for key, fp in new.items():
-            if pctx.old_fingerprints.get(key) == fp:
-                continue
             entity = pctx.new.entities[key.partition("/")[2]]
+            if pctx.old_fingerprints.get(key) == fp and not self._lacking(pctx, entity):
+                continue
             fields = ", ".join(f.name for f in search_fields(entity))
             out.append(Change("feature_data", entity.name, f"build the search index of {entity.name}",
                               rows=self._rows(pctx, entity.name), note=f"searchable: {fields}",
@@ -169,6 +169,18 @@ class SearchIndexStep:
                 out.append(Change("feature_data", name, f"drop the search index of {name}",
                                   note="no searchable fields", details={"step": STEP, "entity": name}))
         return out
+
+    @staticmethod
+    def _lacking(pctx: Any, entity: Entity) -> bool:
+        """Whether the database lacks a piece of the index the revision says it has (its table, vocabulary or a
+        trigger dropped by hand): without a trigger writes would skip the index, without the table fail."""
+        if pctx.conn is None or pctx.old is None or entity.name not in pctx.old.entities:
+            return False
+        name = fts_name(entity)
+        wanted = {name, vocab_name(entity), *(f"{name}_{suffix}" for suffix in _TRIGGERS)}
+        found = {r[0] for r in pctx.conn.exec_driver_sql(
+            "SELECT name FROM sqlite_master WHERE type IN ('table', 'trigger')")}
+        return not wanted <= found
 
     @staticmethod
     def _rows(pctx: Any, entity: str) -> int | None:
