@@ -32,6 +32,7 @@ from engine.errors import Conflict, PermissionDenied, RestoreClash
 from engine.runtime.audit import json_form
 from engine.runtime.records import journal, output, rows
 from engine.runtime.records.pipeline import open_entity
+from engine.runtime.records.undo import undone_if
 from engine.runtime.records.write_plan import EntityPlan
 from engine.runtime.security import SCOPE_RANK, Access
 from engine.wording import counted
@@ -129,7 +130,7 @@ def purge_deleted(uow: UnitOfWork, *, before: dt.datetime, entity: str | None, e
     refs = _references(uow)
     purged = {p.name: 0 for p in plans}
     paths: dict[str, Path] = {}
-    with ExitStack() as files, _maybe_rolled_back(uow, dry_run):
+    with ExitStack() as files, undone_if(uow, dry_run):
         outs: dict[str, IO[str]] = {}
         progress = True
         while progress:  # a record referred to by a purged one goes in a later pass
@@ -237,17 +238,4 @@ def _jsonable(value: Any) -> Any:
         return [{k: _jsonable(v) for k, v in line.items()} if isinstance(line, Mapping) else _jsonable(line)
                 for line in value]
     return json_form(value)
-
-
-@contextmanager
-def _maybe_rolled_back(uow: UnitOfWork, dry_run: bool) -> Iterator[None]:
-    """For a dry run, everything inside happens in a savepoint that is rolled back."""
-    if not dry_run:
-        yield
-        return
-    nested = uow.conn.begin_nested()
-    try:
-        yield
-    finally:
-        nested.rollback()
 

@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 from engine.errors import RecordError, UniqueViolation
 from engine.runtime.records import bulk
 from engine.runtime.records.pipeline import WritePipeline, open_entity
+from engine.runtime.records.undo import rolled_back
 from engine.wording import agreeing
 
 if TYPE_CHECKING:
@@ -98,33 +99,6 @@ def savepoint(uow: UnitOfWork) -> Iterator[None]:
         del uow.events[mark:]
         raise
     nested.commit()
-
-
-@contextmanager
-def rolled_back(uow: UnitOfWork) -> Iterator[None]:
-    """Run the writes inside for real, then undo them all, whether they raised or not (a dry run).
-
-    A SAVEPOINT rolled back takes the rows (records, lines, audit, jobs, notifications, approvals, keys)
-    back; what the writes queued outside the database is dropped with them: the domain events (so
-    nothing reaches ``crm_outbox`` or a listener), the after-commit callbacks, the notes beside records
-    and what the steps kept in ``uow.scratch``, and the references found visible.  An error raised inside
-    propagates unchanged, so a dry run answers what the real run would.
-    """
-    events, committed = len(uow.events), len(uow.committed)
-    notes, scratch = dict(uow.notes), dict(uow.scratch)
-    visible = {k: set(v) for k, v in uow.visible_ids.items()}
-    nested = uow.conn.begin_nested()
-    try:
-        yield
-    finally:
-        nested.rollback()
-        del uow.events[events:]
-        del uow.committed[committed:]
-        uow.notes.clear()
-        uow.notes.update(notes)
-        uow.scratch.clear()
-        uow.scratch.update(scratch)
-        uow.visible_ids = visible
 
 
 def create_each(svc: RecordService, entity: str, rows_: Sequence[Mapping[str, Any]], *,

@@ -21,7 +21,6 @@ import builtins
 import dataclasses
 import datetime as dt
 from collections.abc import Mapping, Sequence
-from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -33,6 +32,7 @@ from engine.runtime import audit, rawsql
 from engine.runtime.records import journal, listing, masking, output, persist, query, recycle, rows
 from engine.runtime.records.pipeline import WritePipeline, open_entity
 from engine.runtime.records.steps import Action
+from engine.runtime.records.undo import undone_if
 from engine.runtime.records.write_plan import EntityPlan
 from engine.runtime.security import Access
 
@@ -265,12 +265,12 @@ class RecordService:
         Set-based when the entity has no rules, formulas, lines or steps and
         the values touch no unique or JSON-stored field; record by record
         through :meth:`update` otherwise.  BadRequest when ``values`` name no field.  ``dry_run``: the
-        writes are made and then undone (:func:`~engine.runtime.records.rowwise.rolled_back`), so every
+        writes are made and then undone (:func:`~engine.runtime.records.undo.rolled_back`), so every
         rule, gate, unique value and step is tried and the same error raised, and nothing is kept.
         """
         from engine.runtime.records.bulk import update_many
 
-        with _undone(self.uow, dry_run):
+        with undone_if(self.uow, dry_run):
             return update_many(self, entity, filter, values, bypass_readonly=bypass_readonly,
                                audit_action=audit_action)
 
@@ -280,7 +280,7 @@ class RecordService:
         :meth:`update_many`."""
         from engine.runtime.records.bulk import delete_many
 
-        with _undone(self.uow, dry_run):
+        with undone_if(self.uow, dry_run):
             return delete_many(self, entity, filter)
 
     def count_matching(self, entity: str, filter: str | None, action: str) -> int:
@@ -319,7 +319,7 @@ class RecordService:
         record is written and then undone, so the outcome is the real run's and nothing is kept."""
         from engine.runtime.records.rowwise import update_each
 
-        with _undone(self.uow, dry_run):
+        with undone_if(self.uow, dry_run):
             return update_each(self, entity, filter, values, bypass_readonly=bypass_readonly,
                                audit_action=audit_action)
 
@@ -329,15 +329,8 @@ class RecordService:
         ``dry_run`` as for :meth:`update_each`."""
         from engine.runtime.records.rowwise import delete_each
 
-        with _undone(self.uow, dry_run):
+        with undone_if(self.uow, dry_run):
             return delete_each(self, entity, filter)
-
-
-def _undone(uow: UnitOfWork, dry_run: bool) -> AbstractContextManager[None]:
-    """For a dry run, everything inside is written and then undone (see ``rowwise.rolled_back``)."""
-    from engine.runtime.records.rowwise import rolled_back
-
-    return rolled_back(uow) if dry_run else nullcontext()
 
 
 def _check_version(plan: EntityPlan, record_id: int, current: int, expected: int | None) -> None:
