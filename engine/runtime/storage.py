@@ -318,8 +318,8 @@ $$"""
 
 
 def bigrams(table: FromClause, entity: Entity) -> ColumnElement[Any]:
-    """PostgreSQL: the distinct two-character pieces of the entity's searchable fields (as
-    :func:`search_text` reads them) -- what its bigram index holds."""
+    """PostgreSQL: the two-character pieces of the entity's searchable fields (as :func:`search_text` reads
+    them, repeats kept) -- what its bigram index holds."""
     fields = sorted(search_fields(entity), key=lambda f: f.name)  # a stored revision may list them otherwise
     return getattr(func, BIGRAMS)(*(search_text(table, f, "postgresql") for f in fields))
 

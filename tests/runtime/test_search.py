@@ -141,6 +141,13 @@ def test_typo_tolerance_where_the_database_allows(world: World) -> None:
         assert similar == []
 
 
+def _company_only(more: str = "") -> dict[str, str]:
+    """The world's files with the lead's company the only searchable field (``more``: its other settings)."""
+    spec = "company: {type: string, required: true, search: true" + (f", {more}" if more else "") + "}"
+    return {**HIDDEN_EMAIL, "entities/lead.yaml": FILES["entities/lead.yaml"].replace(
+        "company: {type: string, required: true}", spec)}
+
+
 def _ws(tmp_path: Path, name: str, files: dict[str, str]) -> Any:
     return compile_folder(write_workspace(tmp_path / name, files))
 
@@ -154,9 +161,7 @@ def test_the_index_is_planned_and_follows_table_rebuilds(db_url: str, tmp_path: 
     else:
         assert "+ add index ix_lead_company_trgm on lead (safe)" in lines
     # v2: only company is searchable, and narrowing it rebuilds the SQLite table (its triggers must survive)
-    v2_files = {**HIDDEN_EMAIL, "entities/lead.yaml": FILES["entities/lead.yaml"].replace(
-        "company: {type: string, required: true}", "company: {type: string, required: true, search: true, "
-                                                   "max_length: 100}")}
+    v2_files = _company_only("max_length: 100")
     engine = make_engine(db_url)
     try:
         apply(engine, v1, author="t", message="v1")
@@ -202,8 +207,7 @@ def test_an_index_the_database_lacks_is_planned_again(db_url: str, tmp_path: Pat
         assert apply(engine, v1, author="t", message="third").plan.is_empty
         with engine.begin() as conn:
             conn.execute(text(f"DROP INDEX {lacking}"))
-        v2 = _ws(tmp_path, "v2", {**HIDDEN_EMAIL, "entities/lead.yaml": FILES["entities/lead.yaml"].replace(
-            "company: {type: string, required: true}", "company: {type: string, required: true, search: true}")})
+        v2 = _ws(tmp_path, "v2", _company_only())
         done = apply(engine, v2, author="t", message="v2").plan  # the lacking index is not dropped first
         assert f"drop index {lacking} on lead" not in [c.description for c in done.changes]
         assert f"add index {lacking} on lead" in [c.description for c in done.changes]

@@ -154,10 +154,11 @@ class SearchIndexStep:
         if pctx.dialect != "sqlite":
             return []
         new = self.fingerprints(pctx.new)
+        present = self._present(pctx)
         out = []
         for key, fp in new.items():
             entity = pctx.new.entities[key.partition("/")[2]]
-            if pctx.old_fingerprints.get(key) == fp and not self._lacking(pctx, entity):
+            if pctx.old_fingerprints.get(key) == fp and not self._lacking(pctx, entity, present):
                 continue
             fields = ", ".join(f.name for f in search_fields(entity))
             out.append(Change("feature_data", entity.name, f"build the search index of {entity.name}",
@@ -171,16 +172,21 @@ class SearchIndexStep:
         return out
 
     @staticmethod
-    def _lacking(pctx: Any, entity: Entity) -> bool:
+    def _present(pctx: Any) -> frozenset[str]:
+        """The tables and triggers the database holds (read once per plan; none without a database)."""
+        if pctx.conn is None:
+            return frozenset()
+        return frozenset(r[0] for r in pctx.conn.exec_driver_sql(
+            "SELECT name FROM sqlite_master WHERE type IN ('table', 'trigger')"))
+
+    @staticmethod
+    def _lacking(pctx: Any, entity: Entity, present: frozenset[str]) -> bool:
         """Whether the database lacks a piece of the index the revision says it has (its table, vocabulary or a
         trigger dropped by hand): without a trigger writes would skip the index, without the table fail."""
         if pctx.conn is None or pctx.old is None or entity.name not in pctx.old.entities:
             return False
         name = fts_name(entity)
-        wanted = {name, vocab_name(entity), *(f"{name}_{suffix}" for suffix in _TRIGGERS)}
-        found = {r[0] for r in pctx.conn.exec_driver_sql(
-            "SELECT name FROM sqlite_master WHERE type IN ('table', 'trigger')")}
-        return not wanted <= found
+        return not {name, vocab_name(entity), *(f"{name}_{suffix}" for suffix in _TRIGGERS)} <= present
 
     @staticmethod
     def _rows(pctx: Any, entity: str) -> int | None:

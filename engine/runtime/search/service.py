@@ -228,11 +228,11 @@ def _rows(uow: UnitOfWork, plan: EntityPlan, access: Access, text_: str, limit: 
     if kind is None:  # no trigram of the index starts with the (short) text: no record holds it
         return [], False
     if pg:  # for this transaction: plans (and the estimates of _common) made for each text (see _PG_SETTINGS)
-        uow.conn.execute(_PG_SETTINGS, {"v": str(SIMILARITY)})
-    if pg and kind == "bigram" and _common(uow, plan, access, fields, where, params, scoped=False):
-        kind = "scan"  # two characters most records hold: the bigram index would list most of the table
-    elif pg and kind == "index" and _common(uow, plan, access, fields, where, params):
-        kind = "common"
+        table_rows = uow.conn.execute(_PG_SETTINGS, {"v": str(SIMILARITY), "t": plan.table.name}).one()[2]
+        if kind == "bigram" and _common(uow, plan, access, fields, where, params, table_rows, scoped=False):
+            kind = "scan"  # two characters most records hold: the bigram index would list most of the table
+        elif kind == "index" and _common(uow, plan, access, fields, where, params, table_rows):
+            kind = "common"
     found, truncated = _ranked(uow, plan, access, fields, where, kind, limit, params)
     if not pg and kind == "index" and truncated and len(found) < limit and (access.read != "all" or where):
         # SQLite's window comes from its index before the row scope and the filter: it left the caller short,
@@ -262,13 +262,15 @@ def _ranked(uow: UnitOfWork, plan: EntityPlan, access: Access, fields: Sequence[
 #: generic plan (psycopg prepares a statement run five times; the server may then plan it once for any
 #: value) guesses how many records hold any text.
 _PG_SETTINGS = text("SELECT set_config('plan_cache_mode', 'force_custom_plan', true), "
-                    "set_config('pg_trgm.word_similarity_threshold', :v, true)")
+                    "set_config('pg_trgm.word_similarity_threshold', :v, true), "
+                    "(SELECT reltuples FROM pg_class WHERE oid = to_regclass(:t))")  # and the table's size
 
 
 def _common(uow: UnitOfWork, plan: EntityPlan, access: Access, fields: Sequence[Field], where: Sequence[Any],
-            params: dict[str, Any], *, scoped: bool = True) -> bool:
+            params: dict[str, Any], table_rows: float | None, *, scoped: bool = True) -> bool:
     """PostgreSQL: whether the planner expects at least :data:`COMMON` of the entity's records to hold the
-    text (in the actor's scope unless not ``scoped``, with the filter).  Such a window is read newest first
+    text (in the actor's scope unless not ``scoped``, with the filter) of ``table_rows`` (the statistics'
+    size of the table; unknown: no).  Such a window is read newest first
     through the primary key -- a few thousand rows -- rather than every match through the trigram indexes
     (for a text most records hold, hundreds of thousands).  Below that the estimate is too coarse to trust
     (it rests on a sample of the table): a text estimated at 2 % may be held by 0.7 %, read newest first it
@@ -276,8 +278,7 @@ def _common(uow: UnitOfWork, plan: EntityPlan, access: Access, fields: Sequence[
     explain = _statement(uow, plan, access, fields, where, "probe" if scoped else "probe_all", 0)[0]
     explained = uow.conn.execute(explain, params).scalar_one()
     plan_ = (json.loads(explained) if isinstance(explained, str) else explained)[0]["Plan"]
-    rows_ = uow.conn.execute(_RELTUPLES, {"t": plan.table.name}).scalar()
-    return bool(rows_ and rows_ > 0 and float(plan_["Plan Rows"]) >= COMMON * float(rows_))
+    return bool(table_rows and table_rows > 0 and float(plan_["Plan Rows"]) >= COMMON * float(table_rows))
 
 
 class _Explain(Executable, ClauseElement):
@@ -293,8 +294,6 @@ class _Explain(Executable, ClauseElement):
 def _compile_explain(element: _Explain, compiler: Any, **kw: Any) -> str:
     return "EXPLAIN (FORMAT JSON) " + compiler.process(element.select, **kw)
 
-
-_RELTUPLES = text("SELECT reltuples FROM pg_class WHERE oid = to_regclass(:t)")
 
 
 def _kind(uow: UnitOfWork, plan: EntityPlan, fields: Sequence[Field], text_: str,
@@ -355,8 +354,7 @@ def _statement(uow: UnitOfWork, plan: EntityPlan, access: Access, fields: Sequen
             return m.similar(access, fields, where, limit), None
         if kind in ("probe", "probe_all"):
             return _Explain(m.probe(access, fields, where, scoped=kind == "probe")), None
-        return m.ranked(access, fields, where, limit, scan=kind == "scan", newest_first=kind == "common",
-                        bigram=kind == "bigram")
+        return m.ranked(access, fields, where, limit, kind)
 
     return build() if where else uow.state.memo("search", key, build)
 
@@ -368,15 +366,15 @@ class _Matcher:
         self.uow, self.plan, self.pg = uow, plan, pg
         self.low = bindparam("s_low", type_=String())
 
-    def ranked(self, access: Access, fields: Sequence[Field], where: Sequence[Any], limit: int, *,
-               scan: bool, newest_first: bool = False, bigram: bool = False) -> tuple[Select[Any], Select[Any]]:
-        """The best ``limit`` rows of the window (with ``_rank``, and ``_window``: the window's size) and the
-        count of the window alone (for when no row comes back)."""
+    def ranked(self, access: Access, fields: Sequence[Field], where: Sequence[Any], limit: int,
+               kind: str) -> tuple[Select[Any], Select[Any]]:
+        """The best ``limit`` rows of the window found the ``kind`` way (:func:`_kind`, or "common") with
+        ``_rank`` and ``_window`` (the window's size), and the count of the window alone (for when no row
+        comes back)."""
         t = self.plan.table
         rank = self.least([self.rank(f) for f in fields]).label("_rank")
-        if self.pg or scan:
-            window, best = self.read_window(access, fields, where, rank, scan=scan, newest_first=newest_first,
-                                            bigram=bigram)
+        if self.pg or kind == "scan":
+            window, best = self.read_window(access, fields, where, rank, kind)
         else:
             window, best = self.index_window(access, where, rank)
         best_ = best.limit(limit).subquery("s_best")
@@ -385,21 +383,21 @@ class _Matcher:
         stmt = stmt.join_from(best_, t, t.c.id == best_.c.id).order_by(best_.c._rank, best_.c.id.desc())
         return stmt, size
 
-    def read_window(self, access: Access, fields: Sequence[Field], where: Sequence[Any], rank: Any, *,
-                    scan: bool, newest_first: bool = False, bigram: bool = False) -> tuple[CTE, Select[Any]]:
+    def read_window(self, access: Access, fields: Sequence[Field], where: Sequence[Any], rank: Any,
+                    kind: str) -> tuple[CTE, Select[Any]]:
         """The window as the newest matching rows the actor may read, ranked as they are read (PostgreSQL
         through its trigram indexes, its bigram index for two characters, or a scan), and its rows best
         first."""
         t = self.plan.table
-        bound = SCAN_CANDIDATES if scan else CANDIDATES
+        bound = SCAN_CANDIDATES if kind == "scan" else CANDIDATES
         found = self.probe(access, fields, where).add_columns(rank)
-        if bigram:  # the records whose fields hold the two characters, then the LIKEs above on those alone
+        if kind == "bigram":  # the records whose fields hold the two characters, then the LIKEs above on those alone
             piece = array([cast(bindparam("s_low", type_=String()), Text)])
             found = found.where(bigrams(t, self.plan.entity).op("@>")(piece))
         # through the trigram indexes: all matches, then the newest.  Ordered by ``id + 0``, not by ``id``:
         # read newest first through the primary key, a rare text would read the whole table.  A common text
         # (:func:`_common`) and a scan are read newest first (the planner may still choose the indexes)
-        newest = t.c.id.desc() if scan or newest_first else (t.c.id + 0).desc()
+        newest = t.c.id.desc() if kind in ("scan", "common") else (t.c.id + 0).desc()
         window = found.order_by(newest).limit(bound + 1).cte("s_window")  # one more: is there more?
         kept = select(window.c.id, window.c._rank).order_by(window.c.id.desc()).limit(bound).subquery("s_kept")
         return window, select(kept.c.id, kept.c._rank).order_by(kept.c._rank, kept.c.id.desc())
