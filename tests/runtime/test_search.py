@@ -148,6 +148,15 @@ def _company_only(more: str = "") -> dict[str, str]:
         "company: {type: string, required: true}", spec)}
 
 
+def _applied_with_a_lead(engine: Any, ws: Any, company: str, phone: str | None = None) -> None:
+    """Apply ``ws``, then write one lead straight into the table (past the record service, as a hand-written
+    INSERT would: the search index must still hold it)."""
+    apply(engine, ws, author="t", message="v1")
+    with engine.begin() as conn:
+        conn.execute(text("INSERT INTO lead (version, created_at, updated_at, company, phone) "
+                          "VALUES (1, '2026-01-01', '2026-01-01', :c, :p)"), {"c": company, "p": phone})
+
+
 def _ws(tmp_path: Path, name: str, files: dict[str, str]) -> Any:
     return compile_folder(write_workspace(tmp_path / name, files))
 
@@ -164,10 +173,7 @@ def test_the_index_is_planned_and_follows_table_rebuilds(db_url: str, tmp_path: 
     v2_files = _company_only("max_length: 100")
     engine = make_engine(db_url)
     try:
-        apply(engine, v1, author="t", message="v1")
-        with engine.begin() as conn:
-            conn.execute(text("INSERT INTO lead (version, created_at, updated_at, company, phone) "
-                              "VALUES (1, '2026-01-01', '2026-01-01', 'Rebuilt Precision', '+8613800000000')"))
+        _applied_with_a_lead(engine, v1, "Rebuilt Precision", "+8613800000000")
         again = apply(engine, v1, author="t", message="again")
         assert again.plan.is_empty
         v2 = _ws(tmp_path, "v2", v2_files)
@@ -222,10 +228,7 @@ def test_a_search_index_dropped_by_hand_is_rebuilt_by_the_next_apply(tmp_path: P
     v1 = _ws(tmp_path, "v1", HIDDEN_EMAIL)
     engine = make_engine(url)
     try:
-        apply(engine, v1, author="t", message="v1")
-        with engine.begin() as conn:
-            conn.execute(text("INSERT INTO lead (version, created_at, updated_at, company) "
-                              "VALUES (1, '2026-01-01', '2026-01-01', 'Dropped Precision')"))
+        _applied_with_a_lead(engine, v1, "Dropped Precision")
         for sql in ("DROP TRIGGER crm_search_lead_ai", "DROP TABLE crm_search_lead"):
             with engine.begin() as conn:
                 conn.execute(text(sql))
